@@ -1,0 +1,143 @@
+//! The committer task: writes each source's acknowledged position to the store, batched.
+//!
+//! Commits happen every `interval`, or as soon as `every_records` acknowledgements have
+//! arrived since the last commit, whichever is first; only sources whose position moved are
+//! written. Store I/O runs on the blocking pool so the runtime never waits on fsync.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{AckTracker, CheckpointStore};
+use crate::{metrics::SourceMetrics, record::Position};
+
+/// What the delivery callback holds: counts acknowledgements and wakes the committer.
+#[derive(Debug)]
+pub struct CommitterHandle {
+    acks_since_commit: AtomicU64,
+    every_records: u64,
+    wake: Notify,
+}
+
+impl CommitterHandle {
+    /// Counts `n` acknowledgements; wakes the committer once `every_records` have arrived.
+    /// Cheap and non-blocking: safe to call from librdkafka's delivery callback.
+    pub fn acked(&self, n: u64) {
+        let before = self.acks_since_commit.fetch_add(n, Ordering::Relaxed);
+        if before < self.every_records && before + n >= self.every_records {
+            self.wake.notify_one();
+        }
+    }
+}
+
+struct Tracked {
+    name: String,
+    tracker: Arc<AckTracker>,
+    metrics: SourceMetrics,
+    committed_version: u64,
+    committed_at: Instant,
+}
+
+/// Batches position commits for every source of a daemon.
+pub struct Committer {
+    store: Arc<dyn CheckpointStore>,
+    sources: Vec<Tracked>,
+    interval: Duration,
+    handle: Arc<CommitterHandle>,
+}
+
+impl Committer {
+    /// A committer that writes to `store` every `interval` or every `every_records`
+    /// acknowledgements (records).
+    pub fn new(store: Arc<dyn CheckpointStore>, interval: Duration, every_records: u64) -> Self {
+        Committer {
+            store,
+            sources: Vec::new(),
+            interval,
+            handle: Arc::new(CommitterHandle {
+                acks_since_commit: AtomicU64::new(0),
+                every_records: every_records.max(1),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// The handle the delivery callback uses to report acknowledgements.
+    pub fn handle(&self) -> Arc<CommitterHandle> {
+        Arc::clone(&self.handle)
+    }
+
+    /// Adds a source whose tracker's position should be stored under `name`.
+    pub fn track(&mut self, name: &str, tracker: Arc<AckTracker>, metrics: SourceMetrics) {
+        let (_, version) = tracker.committed();
+        self.sources.push(Tracked {
+            name: name.to_owned(),
+            tracker,
+            metrics,
+            committed_version: version,
+            committed_at: Instant::now(),
+        });
+    }
+
+    /// Runs until `stop` is cancelled, then commits once more and returns.
+    ///
+    /// Store errors are logged and retried on the next round: the previous positions stay in
+    /// force, so an error can only cause duplicates after a restart, never loss.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => {}
+                _ = self.handle.wake.notified() => {}
+            }
+            self.commit_changed().await;
+        }
+        self.commit_changed().await;
+    }
+
+    async fn commit_changed(&mut self) {
+        self.handle.acks_since_commit.store(0, Ordering::Relaxed);
+        let mut updates: Vec<(String, Position)> = Vec::new();
+        let mut versions = Vec::new();
+        for (index, source) in self.sources.iter().enumerate() {
+            let (position, version) = source.tracker.committed();
+            if let Some(position) = position.filter(|_| version != source.committed_version) {
+                updates.push((source.name.clone(), position));
+                versions.push((index, version));
+            }
+        }
+        let now = Instant::now();
+        if !updates.is_empty() {
+            let store = Arc::clone(&self.store);
+            let result = tokio::task::spawn_blocking(move || store.commit(&updates)).await;
+            match result {
+                Ok(Ok(())) => {
+                    for (index, version) in versions {
+                        let source = &mut self.sources[index];
+                        source.committed_version = version;
+                        source.committed_at = now;
+                        source.metrics.checkpoint_commits.inc();
+                    }
+                }
+                Ok(Err(error)) => tracing::error!(%error, "checkpoint commit failed; will retry"),
+                Err(error) => tracing::error!(%error, "checkpoint commit task failed; will retry"),
+            }
+        }
+        for source in &self.sources {
+            let age = now.duration_since(source.committed_at).as_secs();
+            source
+                .metrics
+                .checkpoint_age_seconds
+                .set(i64::try_from(age).unwrap_or(i64::MAX));
+        }
+    }
+}

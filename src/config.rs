@@ -1,0 +1,412 @@
+//! Configuration: a TOML file plus `TRIBUTARY__…` environment overrides (the `config` crate),
+//! checked into plain values before anything starts.
+//!
+//! Two stages, as in ripgrep: [`load`] parses (unknown keys are errors, with their path), then
+//! [`RawConfig::validate`] checks every value and resolves secrets, collecting *all* problems so
+//! `tributary check` can print them at once. Environment variables override file keys with `__`
+//! as the separator: `TRIBUTARY__KAFKA__BROKERS=host:9092` sets `kafka.brokers`.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::{
+    error::{ConfigError, ConfigErrors},
+    secret,
+    sinks::kafka::KafkaSinkConfig,
+    sources::{Source, SourceConfig, SourceInfo},
+};
+
+/// The whole config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The Kafka cluster.
+    pub kafka: KafkaSection,
+    /// Where positions are stored.
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+    /// The HTTP server (metrics, health).
+    #[serde(default)]
+    pub server: ServerSection,
+    /// The sources, by name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// `[kafka]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `bootstrap.servers`, e.g. `"kafka-0:9092,kafka-1:9092"`.
+    pub brokers: String,
+    /// Any librdkafka producer property, e.g. `"compression.type" = "zstd"`,
+    /// `"sasl.password" = "${env:KAFKA_PASSWORD}"`. `enable.idempotence` and `acks` are fixed
+    /// (`true`, `all`) by the delivery guarantee.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+    /// How long shutdown waits for in-flight records to be acknowledged. Default `30s`.
+    #[serde(default = "default_flush_timeout", with = "humantime_serde")]
+    pub flush_timeout: Duration,
+}
+
+fn default_flush_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[checkpoint]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Directory of the file store (`checkpoints.json`). Default `./state`.
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+    /// Longest time between commits of acknowledged positions. Default `1s`.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Commit as soon as this many records were acknowledged since the last commit.
+    /// Default 10000.
+    #[serde(default = "default_commit_every_records")]
+    pub commit_every_records: u64,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            dir: default_state_dir(),
+            commit_interval: default_commit_interval(),
+            commit_every_records: default_commit_every_records(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("./state")
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_commit_every_records() -> u64 {
+    10_000
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address of `/metrics`, `/healthz` and `/readyz`. Default `0.0.0.0:9464`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9464))
+}
+
+/// A validated configuration, ready to run.
+pub struct Config {
+    /// The producer settings.
+    pub kafka: KafkaSinkConfig,
+    /// The checkpoint settings.
+    pub checkpoint: CheckpointSection,
+    /// The HTTP server settings.
+    pub server: ServerSection,
+    /// The sources, in name order.
+    pub sources: Vec<(SourceInfo, Box<dyn Source>)>,
+}
+
+/// Reads `path` and the `TRIBUTARY__…` environment into a [`RawConfig`].
+///
+/// # Errors
+/// The file cannot be read, is not TOML, has an unknown key or a value of the wrong type; the
+/// error names the key path.
+pub fn load(path: &Path) -> Result<RawConfig, ConfigErrors> {
+    let file = config::File::from(path).format(config::FileFormat::Toml);
+    deserialize(file, &path.display().to_string())
+}
+
+/// Parses TOML text (plus the `TRIBUTARY__…` environment) into a [`RawConfig`].
+///
+/// # Errors
+/// As [`load`].
+pub fn parse_toml(text: &str) -> Result<RawConfig, ConfigErrors> {
+    deserialize(
+        config::File::from_str(text, config::FileFormat::Toml),
+        "<inline>",
+    )
+}
+
+fn deserialize<S>(file: S, origin: &str) -> Result<RawConfig, ConfigErrors>
+where
+    S: config::Source + Send + Sync + 'static,
+{
+    let built = config::Config::builder()
+        .add_source(file)
+        .add_source(
+            config::Environment::with_prefix("TRIBUTARY")
+                .prefix_separator("__")
+                .separator("__"),
+        )
+        .build()
+        .map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "config",
+                origin,
+                e.to_string(),
+                "fix the file (TOML) or the TRIBUTARY__… variables",
+            )])
+        })?;
+    serde_path_to_error::deserialize(built).map_err(|e| {
+        let field = e.path().to_string();
+        let scope = scope_of(&field);
+        ConfigErrors(vec![ConfigError::new(
+            scope,
+            field,
+            e.inner().to_string(),
+            "see the configuration reference in README.md",
+        )])
+    })
+}
+
+fn scope_of(field: &str) -> String {
+    match field.strip_prefix("sources.") {
+        Some(rest) => format!("source `{}`", rest.split('.').next().unwrap_or(rest)),
+        None => field.split('.').next().unwrap_or("config").to_owned(),
+    }
+}
+
+/// Reports whether `topic` is a legal Kafka topic name.
+pub(crate) fn check_topic(errors: &mut Vec<ConfigError>, scope: &str, field: &str, topic: &str) {
+    let legal = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !legal {
+        errors.push(ConfigError::new(
+            scope,
+            field,
+            format!("`{topic}` is not a legal Kafka topic name"),
+            "use 1 to 249 characters from `a-z A-Z 0-9 . _ -`",
+        ));
+    }
+}
+
+fn legal_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl RawConfig {
+    /// Checks every value, resolves secrets and builds the sources.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its scope, field and fix.
+    pub fn validate(&self) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        if self.kafka.brokers.trim().is_empty() {
+            errors.push(ConfigError::new(
+                "kafka",
+                "kafka.brokers",
+                "is empty",
+                "list the bootstrap servers, e.g. `\"kafka-0:9092,kafka-1:9092\"`",
+            ));
+        }
+        let mut properties: BTreeMap<String, SecretString> = BTreeMap::new();
+        for (key, value) in &self.kafka.producer {
+            let field = format!("kafka.producer.{key}");
+            if key == "bootstrap.servers" {
+                errors.push(ConfigError::new(
+                    "kafka",
+                    field,
+                    "is set twice",
+                    "set `kafka.brokers` instead",
+                ));
+                continue;
+            }
+            if let Some((_, fixed)) = crate::sinks::kafka::ENFORCED_PROPERTIES
+                .iter()
+                .find(|(name, _)| name == key)
+            {
+                let allowed = value == fixed || (key == "acks" && value == "-1");
+                if !allowed {
+                    errors.push(ConfigError::new(
+                        "kafka",
+                        field,
+                        format!("must be `{fixed}` for at-least-once delivery"),
+                        format!("remove it or set it to `{fixed}`"),
+                    ));
+                }
+                continue;
+            }
+            match secret::resolve(value) {
+                Ok(resolved) => {
+                    properties.insert(key.clone(), resolved);
+                }
+                Err(e) => errors.push(ConfigError::new(
+                    "kafka",
+                    field,
+                    e.to_string(),
+                    "fix the reference",
+                )),
+            }
+        }
+        if self.kafka.flush_timeout.is_zero() {
+            errors.push(ConfigError::new(
+                "kafka",
+                "kafka.flush_timeout",
+                "must be greater than zero",
+                "use e.g. `\"30s\"`",
+            ));
+        }
+        if self.checkpoint.commit_interval.is_zero() {
+            errors.push(ConfigError::new(
+                "checkpoint",
+                "checkpoint.commit_interval",
+                "must be greater than zero",
+                "use e.g. `\"1s\"`",
+            ));
+        }
+        if self.checkpoint.commit_every_records == 0 {
+            errors.push(ConfigError::new(
+                "checkpoint",
+                "checkpoint.commit_every_records",
+                "must be greater than zero",
+                "use e.g. `10000`",
+            ));
+        }
+        if self.sources.is_empty() {
+            errors.push(ConfigError::new(
+                "sources",
+                "sources",
+                "no source is configured",
+                "add a `[sources.<name>]` table (see config/sse.toml)",
+            ));
+        }
+        let mut sources = Vec::new();
+        for (name, source) in &self.sources {
+            if !legal_source_name(name) {
+                errors.push(ConfigError::new(
+                    format!("source `{name}`"),
+                    format!("sources.{name}"),
+                    "the name is not allowed",
+                    "use 1 to 64 characters from `a-z A-Z 0-9 _ - .`",
+                ));
+            }
+            match source.build(name) {
+                Ok(built) => sources.push(built),
+                Err(source_errors) => errors.extend(source_errors),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Config {
+            kafka: KafkaSinkConfig {
+                brokers: self.kafka.brokers.clone(),
+                properties,
+                flush_timeout: self.kafka.flush_timeout,
+            },
+            checkpoint: self.checkpoint.clone(),
+            server: self.server.clone(),
+            sources,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(contents: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(file.path(), contents).unwrap();
+        file
+    }
+
+    const VALID: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[kafka.producer]
+"compression.type" = "zstd"
+
+[sources.wiki]
+type = "sse"
+url = "https://stream.wikimedia.org/v2/stream/recentchange"
+topic = "wikimedia.recentchange"
+read_timeout = "30s"
+"#;
+
+    #[test]
+    fn a_valid_file_loads_with_dotted_producer_properties() {
+        let file = write(VALID);
+        let config = load(file.path()).unwrap().validate().unwrap();
+        assert_eq!(config.sources.len(), 1);
+        assert_eq!(
+            config.sources[0].0.dead_letter_topic,
+            "wikimedia.recentchange.dlq"
+        );
+        assert!(config.kafka.properties.contains_key("compression.type"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let file = write(&VALID.replace("read_timeout", "read_timout"));
+        let errors = load(file.path()).unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("sources.wiki"), "{text}");
+        assert!(text.contains("read_timout"), "{text}");
+        assert!(text.contains("source `wiki`"), "{text}");
+    }
+
+    #[test]
+    fn validation_collects_every_error() {
+        let file = write(
+            r#"
+[kafka]
+brokers = ""
+[kafka.producer]
+acks = "1"
+[sources.bad]
+type = "sse"
+url = "ftp://example.com"
+topic = "no spaces allowed"
+key = "whatever"
+"#,
+        );
+        let Err(errors) = load(file.path()).unwrap().validate() else {
+            panic!("the config should be invalid");
+        };
+        let errors = errors.0;
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "kafka.brokers",
+                "kafka.producer.acks",
+                "sources.bad.url",
+                "sources.bad.topic",
+                "sources.bad.key"
+            ]
+        );
+    }
+}

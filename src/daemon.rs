@@ -1,0 +1,220 @@
+//! Assembles and runs the pipeline: sources → bounded channels → pumps → producer → delivery
+//! reports → AckTrackers → committer → checkpoint store, plus the HTTP server.
+//!
+//! Shutdown order (on the root token): sources stop reading and drop their channel senders;
+//! pumps drain what is in the channels into the producer and exit; the producer is flushed
+//! within `kafka.flush_timeout`; the committer writes the final acknowledged positions; the
+//! HTTP server stops last. Records still unacknowledged after the flush are not checkpointed,
+//! so they are read again after a restart (at-least-once).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    channel,
+    checkpoint::{AckTracker, CheckpointStore, Committer, FileStore},
+    config::Config,
+    health::{Health, SourceState},
+    metrics::Metrics,
+    server::{self, ServerState},
+    sinks::kafka::{run_pump, KafkaProducer, SourceSink},
+    sources::SourceContext,
+};
+
+/// How often broker reachability is probed for `/readyz`.
+const BROKER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// librdkafka refused the producer configuration.
+    #[error("kafka: cannot create the producer: {0}; check the `kafka.producer` properties")]
+    Producer(#[from] rdkafka::error::KafkaError),
+    /// The checkpoint store cannot be opened.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::error::CheckpointError),
+    /// The HTTP server's address cannot be bound.
+    #[error("server: cannot listen on `{0}`: {1}; choose a free address in `server.listen`")]
+    Listen(SocketAddr, std::io::Error),
+}
+
+/// A started daemon.
+pub struct RunningDaemon {
+    shutdown: CancellationToken,
+    metrics_address: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Health,
+    finished: tokio::task::JoinHandle<ShutdownReport>,
+}
+
+/// What shutdown left behind.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownReport {
+    /// Records still unacknowledged after the flush timeout (read again after restart).
+    pub abandoned_in_flight: i32,
+}
+
+impl RunningDaemon {
+    /// The bound address of `/metrics`, `/healthz` and `/readyz`.
+    pub fn metrics_address(&self) -> SocketAddr {
+        self.metrics_address
+    }
+
+    /// Every metric family.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Source states.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The root token: cancelling it starts the shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts the shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the root token is cancelled (by a signal or [`Self::shutdown_token`]) and
+    /// the shutdown has finished.
+    pub async fn wait(self) -> ShutdownReport {
+        self.finished.await.unwrap_or(ShutdownReport {
+            abandoned_in_flight: -1,
+        })
+    }
+}
+
+/// Starts every part of the daemon and returns once they run.
+///
+/// # Errors
+/// The producer cannot be created, the checkpoint store cannot be opened, or the server's
+/// address cannot be bound.
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<RunningDaemon, StartError> {
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let producer = KafkaProducer::new(&config.kafka)?;
+    let dir = config.checkpoint.dir.clone();
+    let store: Arc<dyn CheckpointStore> = Arc::new(
+        tokio::task::spawn_blocking(move || FileStore::open(dir))
+            .await
+            .expect("opening the store does not panic")?,
+    );
+    let mut committer = Committer::new(
+        Arc::clone(&store),
+        config.checkpoint.commit_interval,
+        config.checkpoint.commit_every_records,
+    );
+    let sources = TaskTracker::new();
+    let pumps = TaskTracker::new();
+    for (info, source) in config.sources {
+        let name = Arc::clone(&info.name);
+        let resume = store.load(&name)?;
+        let source_metrics = metrics.source(&name);
+        let tracker = Arc::new(AckTracker::new(resume.clone()));
+        committer.track(&name, Arc::clone(&tracker), source_metrics.clone());
+        let (records_tx, records_rx) = channel::bounded(
+            info.channel_max_records,
+            info.channel_max_bytes,
+            source_metrics.clone(),
+        );
+        let (failures_tx, failures_rx) = mpsc::unbounded_channel();
+        let sink = Arc::new(SourceSink {
+            name: Arc::clone(&name),
+            topic: info.topic.clone(),
+            dead_letter_topic: info.dead_letter_topic.clone(),
+            url: info.redacted_url.clone(),
+            tracker,
+            metrics: source_metrics.clone(),
+            committer: committer.handle(),
+            failures: failures_tx,
+        });
+        pumps.spawn(run_pump(producer.clone(), sink, records_rx, failures_rx));
+        tracing::info!(source = %name, topic = %info.topic, url = %info.redacted_url, resume_from = resume.as_ref().map_or("", |p| p.as_str()), "starting source");
+        let context = SourceContext {
+            name: Arc::clone(&name),
+            records: records_tx,
+            shutdown: shutdown.clone(),
+            resume,
+            metrics: source_metrics,
+            health: health.clone(),
+        };
+        health.set(&name, SourceState::Starting);
+        let health = health.clone();
+        sources.spawn(async move {
+            if let Err(error) = source.run(context).await {
+                health.set(&name, SourceState::Failed(error.to_string()));
+            }
+        });
+    }
+    sources.close();
+    pumps.close();
+
+    let listener = server::bind(config.server.listen)
+        .await
+        .map_err(|e| StartError::Listen(config.server.listen, e))?;
+    let metrics_address = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(config.server.listen, e))?;
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        listener,
+        ServerState {
+            metrics: Arc::clone(&metrics),
+            health: health.clone(),
+            producer: producer.clone(),
+        },
+        server_stop.clone(),
+    ));
+    let probe_stop = shutdown.clone();
+    let probe_producer = producer.clone();
+    tokio::spawn(async move {
+        loop {
+            probe_producer.probe_brokers(BROKER_PROBE_INTERVAL).await;
+            tokio::select! {
+                _ = probe_stop.cancelled() => break,
+                _ = tokio::time::sleep(BROKER_PROBE_INTERVAL) => {}
+            }
+        }
+    });
+    let committer_stop = CancellationToken::new();
+    let committer_task = tokio::spawn(committer.run(committer_stop.clone()));
+
+    let root = shutdown.clone();
+    let finished = tokio::spawn(async move {
+        root.cancelled().await;
+        tracing::info!("shutting down: stopping sources");
+        sources.wait().await;
+        pumps.wait().await;
+        tracing::info!(in_flight = producer.in_flight(), "flushing the producer");
+        let abandoned = producer.flush().await;
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "records were not acknowledged before the flush timeout; they will be read again after restart");
+        }
+        committer_stop.cancel();
+        let _ = committer_task.await;
+        server_stop.cancel();
+        let _ = server.await;
+        tracing::info!("shutdown complete");
+        ShutdownReport {
+            abandoned_in_flight: abandoned,
+        }
+    });
+    Ok(RunningDaemon {
+        shutdown,
+        metrics_address,
+        metrics,
+        health,
+        finished,
+    })
+}

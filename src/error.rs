@@ -1,0 +1,115 @@
+//! The one error type of the pipeline and the rule that decides what happens next.
+//!
+//! Every variant names the source it happened in and carries enough context (URL without
+//! secrets, status, Kafka code) for an operator to act. [`SourceError::is_transient`] is the
+//! single place that decides between "back off and retry" and "stop this source and say so in
+//! `/readyz`".
+
+use std::time::Duration;
+
+/// An error raised while a source reads its feed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A failure that may go away by itself (network, timeout, 5xx, 429, broker unavailable).
+    /// The source backs off and retries.
+    #[error("source `{source_name}`: {message} (url `{url}`); retrying")]
+    Transient {
+        /// The configured source name.
+        source_name: String,
+        /// The feed URL, secrets stripped.
+        url: String,
+        /// What went wrong.
+        message: String,
+        /// A delay the server asked for (SSE `retry:` field, `Retry-After`), if any.
+        retry_after: Option<Duration>,
+    },
+    /// A failure that retrying cannot cure (bad config, 401/403/404, 204 No Content on an SSE
+    /// stream). The source stops and `/readyz` reports it.
+    #[error("source `{source_name}`: {message} (url `{url}`); {fix}")]
+    Permanent {
+        /// The configured source name.
+        source_name: String,
+        /// The feed URL, secrets stripped.
+        url: String,
+        /// What went wrong.
+        message: String,
+        /// What the operator should do about it.
+        fix: String,
+    },
+}
+
+impl SourceError {
+    /// True when backing off and retrying may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Transient { .. })
+    }
+}
+
+/// An error in the configuration, found before any data moves.
+///
+/// Rendered as `source \`name\`: field \`path\`: problem; fix`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{scope}: field `{field}`: {problem}; {fix}")]
+pub struct ConfigError {
+    /// `source \`name\`` for a source's field, or the section (`kafka`, `checkpoint`, `server`).
+    pub scope: String,
+    /// The dotted field path, e.g. `sources.wiki.url`.
+    pub field: String,
+    /// What is wrong with the value.
+    pub problem: String,
+    /// What to do to fix it.
+    pub fix: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `field` within `scope`.
+    pub fn new(
+        scope: impl Into<String>,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            scope: scope.into(),
+            field: field.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// A list of configuration errors; `check` prints all of them, not just the first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} configuration error(s):\n{}", .0.len(), render_list(.0))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+fn render_list(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An error from the checkpoint store.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Reading or writing the store's file failed.
+    #[error("checkpoint store `{path}`: {operation} failed: {error}; check that the directory exists and is writable")]
+    Io {
+        /// The file or directory involved.
+        path: String,
+        /// What was being done (read, write, fsync, rename).
+        operation: &'static str,
+        /// The underlying I/O error.
+        error: std::io::Error,
+    },
+    /// The store's file exists but cannot be parsed.
+    #[error("checkpoint store `{path}`: cannot parse: {error}; restore it from a backup or delete it to start every source from its configured start")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// The parse error.
+        error: serde_json::Error,
+    },
+}

@@ -1,0 +1,146 @@
+//! Small Kafka tools for the demo, the tests and the benchmark: create topics, and read a
+//! topic back completely (up to the high watermarks taken when reading starts).
+
+use std::time::Duration;
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    message::{Headers, Message},
+    types::RDKafkaErrorCode,
+    Offset, TopicPartitionList,
+};
+
+/// One record read back from Kafka.
+#[derive(Clone, Debug)]
+pub struct ConsumedRecord {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset within the partition.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub payload: Vec<u8>,
+    /// Its headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ConsumedRecord {
+    /// The value of header `name` as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| std::str::from_utf8(value).ok())
+    }
+}
+
+/// Creates `topics` (name, partitions) with replication factor 1; existing topics are fine.
+///
+/// # Errors
+/// The brokers cannot be reached or refuse the request.
+pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::error!(topic, ?code, "cannot create topic");
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every record of `topic` from the beginning up to the high watermarks as they are
+/// when the call starts. Blocking: call it from `spawn_blocking` in async code.
+///
+/// # Errors
+/// The brokers cannot be reached, or a partition does not reach its watermark within
+/// `timeout` (the error says which).
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<ConsumedRecord>, KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "tributary-read-back")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut remaining = std::collections::HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        if high > low {
+            remaining.insert(partition, high);
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+    }
+    let mut records = Vec::new();
+    if remaining.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !remaining.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?;
+        let partition = message.partition();
+        let offset = message.offset();
+        let Some(high) = remaining.get(&partition).copied() else {
+            continue;
+        };
+        if offset >= high {
+            remaining.remove(&partition);
+            continue;
+        }
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(ConsumedRecord {
+            partition,
+            offset,
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+        if offset + 1 >= high {
+            remaining.remove(&partition);
+        }
+    }
+    Ok(records)
+}

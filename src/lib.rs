@@ -1,0 +1,25 @@
+//! Tributary: a daemon that turns API feeds into Kafka topics, resumably.
+//!
+//! Each configured source reads one feed and emits records into a bounded channel; a pump per
+//! source hands them to one idempotent Kafka producer; delivery reports advance each source's
+//! acknowledged position, which the committer stores, so that after any restart the source
+//! resumes where it left off and nothing is lost. See `README.md` for the operator's view.
+
+pub mod backoff;
+pub mod channel;
+pub mod checkpoint;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod error;
+pub mod health;
+pub mod kafka_admin;
+pub mod metrics;
+pub mod record;
+pub mod replay;
+pub mod router;
+pub mod secret;
+pub mod server;
+pub mod shutdown;
+pub mod sinks;
+pub mod sources;

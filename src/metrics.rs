@@ -1,0 +1,234 @@
+//! Every metric family Tributary exports, registered once, with per-source handles.
+//!
+//! Names follow Prometheus conventions (prefix `tributary_`, `_total` for counters, base units
+//! `_seconds` and `_bytes`). Labels are bounded: the configured source name, a small fixed set
+//! of kinds and status classes — never a URL, a peer address or free text. Hot paths hold a
+//! [`SourceMetrics`] whose label lookups were done once, and add per batch.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// All metric families of one daemon, on their own [`Registry`].
+pub struct Metrics {
+    registry: Registry,
+    records_received: IntCounterVec,
+    records_produced: IntCounterVec,
+    record_bytes: IntCounterVec,
+    records_dead_lettered: IntCounterVec,
+    http_requests: IntCounterVec,
+    reconnects: IntCounterVec,
+    connected: IntGaugeVec,
+    channel_records: IntGaugeVec,
+    channel_bytes: IntGaugeVec,
+    kafka_delivery_seconds: HistogramVec,
+    kafka_errors: IntCounterVec,
+    checkpoint_commits: IntCounterVec,
+    checkpoint_age_seconds: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), labels)
+        .expect("metric names and labels are static and valid");
+    registry
+        .register(Box::new(family.clone()))
+        .expect("each metric is registered once");
+    family
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let family = IntGaugeVec::new(Opts::new(name, help), labels)
+        .expect("metric names and labels are static and valid");
+    registry
+        .register(Box::new(family.clone()))
+        .expect("each metric is registered once");
+    family
+}
+
+impl Metrics {
+    /// Registers every family on a fresh registry.
+    pub fn new() -> Arc<Self> {
+        let r = Registry::new();
+        let kafka_delivery_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tributary_kafka_delivery_seconds",
+                "Seconds from handing a record to the producer to Kafka's acknowledgement.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["source"],
+        )
+        .expect("static histogram definition");
+        r.register(Box::new(kafka_delivery_seconds.clone()))
+            .expect("each metric is registered once");
+        Arc::new(Metrics {
+            records_received: counter(
+                &r,
+                "tributary_records_received_total",
+                "Records read from the feed.",
+                &["source"],
+            ),
+            records_produced: counter(
+                &r,
+                "tributary_records_produced_total",
+                "Records acknowledged by Kafka on their own topic.",
+                &["source"],
+            ),
+            record_bytes: counter(
+                &r,
+                "tributary_record_bytes_total",
+                "Bytes of record payload acknowledged by Kafka.",
+                &["source"],
+            ),
+            records_dead_lettered: counter(
+                &r,
+                "tributary_records_dead_lettered_total",
+                "Records sent to the dead-letter topic, by reason.",
+                &["source", "kind"],
+            ),
+            http_requests: counter(
+                &r,
+                "tributary_http_requests_total",
+                "HTTP requests made to the feed, by status class (2xx, 3xx, 4xx, 5xx, error).",
+                &["source", "status_class"],
+            ),
+            reconnects: counter(
+                &r,
+                "tributary_reconnects_total",
+                "Reconnect attempts after a feed connection ended or failed.",
+                &["source"],
+            ),
+            connected: gauge(
+                &r,
+                "tributary_connected",
+                "1 while the source holds an open feed connection, else 0.",
+                &["source"],
+            ),
+            channel_records: gauge(
+                &r,
+                "tributary_channel_records",
+                "Records waiting in the source's channel to the sink.",
+                &["source"],
+            ),
+            channel_bytes: gauge(
+                &r,
+                "tributary_channel_bytes",
+                "Bytes waiting in the source's channel to the sink.",
+                &["source"],
+            ),
+            kafka_delivery_seconds,
+            kafka_errors: counter(
+                &r,
+                "tributary_kafka_errors_total",
+                "Errors from the Kafka producer, by kind.",
+                &["source", "kind"],
+            ),
+            checkpoint_commits: counter(
+                &r,
+                "tributary_checkpoint_commits_total",
+                "Positions written to the checkpoint store.",
+                &["source"],
+            ),
+            checkpoint_age_seconds: gauge(
+                &r,
+                "tributary_checkpoint_age_seconds",
+                "Seconds since the source's position was last committed.",
+                &["source"],
+            ),
+            registry: r,
+        })
+    }
+
+    /// Label handles for one source, looked up once.
+    pub fn source(self: &Arc<Self>, source: &str) -> SourceMetrics {
+        let l = &[source];
+        SourceMetrics {
+            name: Arc::from(source),
+            metrics: Arc::clone(self),
+            records_received: self.records_received.with_label_values(l),
+            records_produced: self.records_produced.with_label_values(l),
+            record_bytes: self.record_bytes.with_label_values(l),
+            reconnects: self.reconnects.with_label_values(l),
+            connected: self.connected.with_label_values(l),
+            channel_records: self.channel_records.with_label_values(l),
+            channel_bytes: self.channel_bytes.with_label_values(l),
+            kafka_delivery_seconds: self.kafka_delivery_seconds.with_label_values(l),
+            checkpoint_commits: self.checkpoint_commits.with_label_values(l),
+            checkpoint_age_seconds: self.checkpoint_age_seconds.with_label_values(l),
+        }
+    }
+
+    /// The scrape body in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding gathered metrics into a Vec cannot fail");
+        String::from_utf8(out).expect("the text encoder writes UTF-8")
+    }
+}
+
+/// Per-source handles for the hot path.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    name: Arc<str>,
+    metrics: Arc<Metrics>,
+    /// `tributary_records_received_total{source}`.
+    pub records_received: IntCounter,
+    /// `tributary_records_produced_total{source}`.
+    pub records_produced: IntCounter,
+    /// `tributary_record_bytes_total{source}`.
+    pub record_bytes: IntCounter,
+    /// `tributary_reconnects_total{source}`.
+    pub reconnects: IntCounter,
+    /// `tributary_connected{source}`.
+    pub connected: IntGauge,
+    /// `tributary_channel_records{source}`.
+    pub channel_records: IntGauge,
+    /// `tributary_channel_bytes{source}`.
+    pub channel_bytes: IntGauge,
+    /// `tributary_kafka_delivery_seconds{source}`.
+    pub kafka_delivery_seconds: Histogram,
+    /// `tributary_checkpoint_commits_total{source}`.
+    pub checkpoint_commits: IntCounter,
+    /// `tributary_checkpoint_age_seconds{source}`.
+    pub checkpoint_age_seconds: IntGauge,
+}
+
+impl SourceMetrics {
+    /// Counts one record sent to the dead-letter topic for `kind` (a short, fixed word).
+    pub fn dead_lettered(&self, kind: &str) {
+        self.metrics
+            .records_dead_lettered
+            .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+
+    /// Counts one HTTP response (or transport error) by its status class.
+    pub fn http_request(&self, status: Option<u16>) {
+        let class = match status {
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
+            Some(_) => "other",
+            None => "error",
+        };
+        self.metrics
+            .http_requests
+            .with_label_values(&[&self.name, class])
+            .inc();
+    }
+
+    /// Counts one producer error of `kind` (a librdkafka error code name).
+    pub fn kafka_error(&self, kind: &str) {
+        self.metrics
+            .kafka_errors
+            .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+}

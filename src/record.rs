@@ -1,0 +1,64 @@
+//! The unit that moves through the pipeline: one feed event on its way to one Kafka record.
+//!
+//! A [`Record`] carries only what differs from one record to the next; what is the same for a
+//! whole source (its name, topic, URL) lives in [`crate::sources::SourceInfo`] and is attached
+//! by the sink. Payloads are [`Bytes`] so that the path from socket to producer does not copy.
+
+use std::{fmt, sync::Arc, time::SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A source's resume point: an SSE `Last-Event-ID`, a WebSocket sequence, a REST cursor or
+/// watermark. Opaque to everything but the source that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Position(pub String);
+
+impl Position {
+    /// The position as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a record goes to the dead-letter topic instead of its own topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// A short, stable kind (`invalid_json`, `key_not_found`, `too_large`), put in the
+    /// `tributary.error_kind` header and the metric label.
+    pub kind: &'static str,
+    /// A human sentence, put in the `tributary.error` header.
+    pub reason: String,
+}
+
+/// One record on its way to Kafka.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// The Kafka record key, if any.
+    pub key: Option<Bytes>,
+    /// The record value, exactly as read from the feed.
+    pub payload: Bytes,
+    /// The provider's event id (SSE `id:`), sent as the `tributary.event_id` header.
+    pub event_id: Option<Arc<str>>,
+    /// The source position to store once this record and every record before it is
+    /// acknowledged by Kafka. `None` leaves the stored position as it is.
+    pub position: Option<Position>,
+    /// When the event was read from the feed.
+    pub fetched_at: SystemTime,
+    /// Set when the record must go to the dead-letter topic.
+    pub dead_letter: Option<DeadLetter>,
+}
+
+impl Record {
+    /// Bytes this record holds in memory (key + payload), used by the channel's byte bound.
+    pub fn size_bytes(&self) -> usize {
+        self.payload.len() + self.key.as_ref().map_or(0, Bytes::len)
+    }
+}

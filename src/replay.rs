@@ -1,0 +1,248 @@
+//! An SSE server on 127.0.0.1 that replays recorded events, for the demo, the integration
+//! tests and the benchmark.
+//!
+//! Every event carries an `id:`; a request with `Last-Event-ID` resumes right after that event
+//! (WHATWG HTML §9.2). It can end connections after a number of events (to exercise resume),
+//! start each stream with a `retry:` field, and count what it served. After the last event the
+//! connection stays open and idle, as a live feed's would.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// One event to serve.
+#[derive(Clone, Debug)]
+pub struct FeedEvent {
+    /// The `id:` field (unique within the feed).
+    pub id: String,
+    /// The `event:` field, if any.
+    pub event_type: Option<String>,
+    /// The `data:` payload (one line).
+    pub data: String,
+}
+
+/// How the server behaves.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayOptions {
+    /// End the connection after this many events, on each of the first `drops` connections.
+    pub drop_after: Option<usize>,
+    /// How many connections are dropped (see `drop_after`).
+    pub drops: usize,
+    /// A `retry:` value (milliseconds) sent at the start of every stream.
+    pub retry_ms: Option<u64>,
+}
+
+/// What the server saw and did.
+#[derive(Debug, Default)]
+pub struct ReplayStats {
+    /// Connections accepted.
+    pub connections: AtomicUsize,
+    /// Events written to a socket (an event re-sent after a resume counts again).
+    pub events_served: AtomicU64,
+    /// The `Last-Event-ID` header of each request, in order (`None` when absent).
+    pub last_event_ids: Mutex<Vec<Option<String>>>,
+}
+
+struct Feed {
+    events: Arc<Vec<FeedEvent>>,
+    index: HashMap<String, usize>,
+    options: ReplayOptions,
+    stats: Arc<ReplayStats>,
+}
+
+/// A running replay server.
+pub struct ReplayServer {
+    address: SocketAddr,
+    stats: Arc<ReplayStats>,
+    stop: CancellationToken,
+}
+
+impl ReplayServer {
+    /// Serves `events` at `http://<address>/stream` until dropped.
+    ///
+    /// # Errors
+    /// 127.0.0.1 cannot be bound.
+    pub async fn start(events: Vec<FeedEvent>, options: ReplayOptions) -> std::io::Result<Self> {
+        let index = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i))
+            .collect();
+        let stats = Arc::new(ReplayStats::default());
+        let feed = Arc::new(Feed {
+            events: Arc::new(events),
+            index,
+            options,
+            stats: Arc::clone(&stats),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let app = Router::new().route("/stream", get(stream)).with_state(feed);
+        let serve_stop = stop.clone();
+        tokio::spawn(async move {
+            // Open streams never finish by themselves, so the server is stopped by dropping
+            // the task rather than by a graceful shutdown that would wait for them.
+            tokio::select! {
+                _ = serve_stop.cancelled() => {}
+                _ = axum::serve(listener, app) => {}
+            }
+        });
+        Ok(ReplayServer {
+            address,
+            stats,
+            stop,
+        })
+    }
+
+    /// The stream URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/stream", self.address)
+    }
+
+    /// What the server saw and did.
+    pub fn stats(&self) -> &ReplayStats {
+        &self.stats
+    }
+}
+
+impl Drop for ReplayServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Events written per body chunk: large chunks keep the server from being the bottleneck.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+async fn stream(State(feed): State<Arc<Feed>>, headers: HeaderMap) -> Response {
+    let connection = feed.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    feed.stats
+        .last_event_ids
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(last_event_id.clone());
+    let start = match &last_event_id {
+        Some(id) => match feed.index.get(id) {
+            Some(i) => i + 1,
+            None => return (StatusCode::BAD_REQUEST, "unknown Last-Event-ID").into_response(),
+        },
+        None => 0,
+    };
+    let limit = match feed.options.drop_after {
+        Some(n) if connection < feed.options.drops => Some(n),
+        _ => None,
+    };
+    let end = limit.map_or(feed.events.len(), |n| (start + n).min(feed.events.len()));
+    let closes = limit.is_some();
+    let retry = feed.options.retry_ms;
+    let feed_for_body = Arc::clone(&feed);
+    let body = async_stream_body(feed_for_body, start, end, closes, retry);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+fn async_stream_body(
+    feed: Arc<Feed>,
+    start: usize,
+    end: usize,
+    closes: bool,
+    retry: Option<u64>,
+) -> Body {
+    let chunks = futures::stream::unfold((start, retry, false), move |(next, retry, done)| {
+        let feed = Arc::clone(&feed);
+        async move {
+            if done {
+                return None;
+            }
+            if next >= end {
+                if closes {
+                    return None;
+                }
+                // Idle like a live feed until the client goes away.
+                futures::future::pending::<()>().await;
+                return None;
+            }
+            let mut chunk = BytesMut::with_capacity(CHUNK_BYTES + 2048);
+            if let Some(ms) = retry {
+                chunk.put_slice(format!("retry: {ms}\n\n").as_bytes());
+            }
+            let mut i = next;
+            while i < end && chunk.len() < CHUNK_BYTES {
+                write_event(&mut chunk, &feed.events[i]);
+                i += 1;
+            }
+            feed.stats
+                .events_served
+                .fetch_add((i - next) as u64, Ordering::Relaxed);
+            let item: Result<Bytes, Infallible> = Ok(chunk.freeze());
+            Some((item, (i, None, false)))
+        }
+    });
+    Body::from_stream(chunks)
+}
+
+fn write_event(out: &mut BytesMut, event: &FeedEvent) {
+    if let Some(event_type) = &event.event_type {
+        out.put_slice(b"event: ");
+        out.put_slice(event_type.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"id: ");
+    out.put_slice(event.id.as_bytes());
+    out.put_slice(b"\ndata: ");
+    out.put_slice(event.data.as_bytes());
+    out.put_slice(b"\n\n");
+}
+
+/// The 99 recorded Wikimedia recentchange events shipped in `data/wikimedia/` (MIT, see the
+/// licence files there), one JSON document each.
+pub fn recorded_wikimedia_events() -> Vec<&'static str> {
+    include_str!("../data/wikimedia/recentchange-99-events.polars-book.ndjson")
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect()
+}
+
+/// `count` events cycling through the recorded Wikimedia events, with ids in EventStreams'
+/// own format (a JSON array of topic/partition/offset) and consecutive offsets.
+pub fn wikimedia_feed(count: usize) -> Vec<FeedEvent> {
+    let recorded = recorded_wikimedia_events();
+    (0..count)
+        .map(|i| FeedEvent {
+            id: wikimedia_event_id(i),
+            event_type: Some("message".to_owned()),
+            data: recorded[i % recorded.len()].to_owned(),
+        })
+        .collect()
+}
+
+/// The id of the `i`-th replayed event, in EventStreams' format.
+pub fn wikimedia_event_id(i: usize) -> String {
+    format!(r#"[{{"topic":"eqiad.mediawiki.recentchange","partition":0,"offset":{i}}}]"#)
+}

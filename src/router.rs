@@ -1,0 +1,101 @@
+//! Record → Kafka record mapping: topic (own or dead-letter), key, and lineage headers.
+//!
+//! Every produced record carries `tributary.source`, `tributary.url` (secrets stripped),
+//! `tributary.fetched_at` (RFC 3339 UTC, milliseconds) and, when known, `tributary.event_id`.
+//! Dead-letter records add `tributary.error` (a sentence) and `tributary.error_kind` (a word).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rdkafka::message::{Header, OwnedHeaders};
+
+use crate::record::Record;
+
+/// Header: the configured source name.
+pub const HEADER_SOURCE: &str = "tributary.source";
+/// Header: where the record was fetched, secrets stripped.
+pub const HEADER_URL: &str = "tributary.url";
+/// Header: when the record was read from the feed, RFC 3339 UTC.
+pub const HEADER_FETCHED_AT: &str = "tributary.fetched_at";
+/// Header: the provider's event id (SSE `id:`).
+pub const HEADER_EVENT_ID: &str = "tributary.event_id";
+/// Header (dead-letter records): why the record could not go to its topic.
+pub const HEADER_ERROR: &str = "tributary.error";
+/// Header (dead-letter records): a short, stable kind of error.
+pub const HEADER_ERROR_KIND: &str = "tributary.error_kind";
+
+/// Formats `fetched_at` timestamps, reusing the last text while the millisecond is the same
+/// (records of one read share it), so the hot path does not format every record.
+#[derive(Default)]
+pub struct TimestampCache {
+    millis: u128,
+    text: String,
+}
+
+impl TimestampCache {
+    /// RFC 3339 UTC text of `time`, millisecond precision.
+    pub fn rfc3339(&mut self, time: SystemTime) -> &str {
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis());
+        if millis != self.millis || self.text.is_empty() {
+            self.millis = millis;
+            self.text = humantime::format_rfc3339_millis(time).to_string();
+        }
+        &self.text
+    }
+}
+
+/// Builds the lineage headers of `record` (plus the error headers of a dead-letter record).
+pub fn lineage_headers(
+    source: &str,
+    url: &str,
+    record: &Record,
+    timestamps: &mut TimestampCache,
+) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(6)
+        .insert(Header {
+            key: HEADER_SOURCE,
+            value: Some(source),
+        })
+        .insert(Header {
+            key: HEADER_URL,
+            value: Some(url),
+        })
+        .insert(Header {
+            key: HEADER_FETCHED_AT,
+            value: Some(timestamps.rfc3339(record.fetched_at)),
+        });
+    if let Some(event_id) = &record.event_id {
+        headers = headers.insert(Header {
+            key: HEADER_EVENT_ID,
+            value: Some(event_id.as_ref()),
+        });
+    }
+    if let Some(dead_letter) = &record.dead_letter {
+        headers = headers
+            .insert(Header {
+                key: HEADER_ERROR,
+                value: Some(dead_letter.reason.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_ERROR_KIND,
+                value: Some(dead_letter.kind),
+            });
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_millis() {
+        let mut cache = TimestampCache::default();
+        let time = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(cache.rfc3339(time), "2023-11-14T22:13:20.123Z");
+        let later = time + Duration::from_millis(1);
+        assert_eq!(cache.rfc3339(later), "2023-11-14T22:13:20.124Z");
+    }
+}

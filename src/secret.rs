@@ -1,0 +1,150 @@
+//! Secret references in config values, and URLs with their secrets stripped.
+//!
+//! A config string may contain `${env:NAME}` (the environment variable `NAME`) or
+//! `${file:/path}` (the file's contents, trailing newline removed), alone or inside a longer
+//! value (`"Bearer ${env:TOKEN}"`). Resolved values are [`SecretString`]s: their `Debug` output
+//! is redacted, so they cannot reach a log by accident.
+
+use secrecy::SecretString;
+
+/// Why a secret reference could not be resolved. Never contains the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// `${env:NAME}` names a variable that is not set.
+    #[error("environment variable `{0}` is not set; export it or change the reference")]
+    MissingEnv(String),
+    /// `${file:/path}` names a file that cannot be read.
+    #[error("cannot read secret file `{0}`: {1}; check the path and its permissions")]
+    UnreadableFile(String, String),
+    /// A `${` without a matching `}` or with an unknown scheme.
+    #[error("malformed secret reference `{0}`; write `${{env:NAME}}` or `${{file:/path}}`")]
+    Malformed(String),
+}
+
+/// Replaces every `${env:…}` and `${file:…}` reference in `raw`.
+///
+/// # Errors
+/// A referenced variable is unset, a file unreadable, or a reference malformed.
+pub fn resolve(raw: &str) -> Result<SecretString, SecretError> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(SecretError::Malformed(truncate(&rest[start..])));
+        };
+        let reference = &after[..end];
+        if let Some(name) = reference.strip_prefix("env:") {
+            let value =
+                std::env::var(name).map_err(|_| SecretError::MissingEnv(name.to_owned()))?;
+            out.push_str(&value);
+        } else if let Some(path) = reference.strip_prefix("file:") {
+            let value = std::fs::read_to_string(path)
+                .map_err(|e| SecretError::UnreadableFile(path.to_owned(), e.to_string()))?;
+            out.push_str(value.trim_end_matches(['\n', '\r']));
+        } else {
+            return Err(SecretError::Malformed(format!("${{{reference}}}")));
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(SecretString::from(out))
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// Query parameters whose values are treated as secrets (matched case-insensitively as a
+/// substring of the parameter name).
+const SECRET_PARAMETER_WORDS: &[&str] = &[
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "signature",
+    "sig",
+    "auth",
+    "credential",
+];
+
+/// `url` with user info removed and the values of secret-looking query parameters replaced by
+/// `REDACTED`. A URL that does not parse is returned as `<unparseable url>`.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparseable url>".to_owned();
+    };
+    // Both calls only fail for URLs that cannot have credentials (e.g. `data:`), which then
+    // have none to remove.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let lower = name.to_ascii_lowercase();
+                let secret = SECRET_PARAMETER_WORDS.iter().any(|w| lower.contains(w));
+                let value = if secret {
+                    "REDACTED".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn resolves_env_and_file_references_inside_text() {
+        std::env::set_var("TRIBUTARY_TEST_SECRET_A", "s3cr3t");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "from-file\n").unwrap();
+        let raw = format!(
+            "Bearer ${{env:TRIBUTARY_TEST_SECRET_A}}/${{file:{}}}",
+            file.path().display()
+        );
+        assert_eq!(
+            resolve(&raw).unwrap().expose_secret(),
+            "Bearer s3cr3t/from-file"
+        );
+        assert_eq!(resolve("plain").unwrap().expose_secret(), "plain");
+    }
+
+    #[test]
+    fn unresolvable_references_are_errors_without_the_value() {
+        assert_eq!(
+            resolve("${env:TRIBUTARY_TEST_SURELY_UNSET}").unwrap_err(),
+            SecretError::MissingEnv("TRIBUTARY_TEST_SURELY_UNSET".into())
+        );
+        assert!(matches!(
+            resolve("${vault:x}"),
+            Err(SecretError::Malformed(_))
+        ));
+        assert!(matches!(
+            resolve("abc ${env:X"),
+            Err(SecretError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn redacts_user_info_and_secret_query_values() {
+        assert_eq!(
+            redact_url("https://user:pw@example.com/s?api_key=abc&limit=5&Token=t"),
+            "https://example.com/s?api_key=REDACTED&limit=5&Token=REDACTED"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:8080/v2/stream"),
+            "http://127.0.0.1:8080/v2/stream"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! The HTTP server: `/metrics` (Prometheus text format), `/healthz`, `/readyz`.
+//!
+//! Built as a plain [`axum::Router`] so tests can drive it with `oneshot`; served with graceful
+//! shutdown bound to the daemon's token.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{health::Health, metrics::Metrics, sinks::kafka::KafkaProducer};
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ServerState {
+    /// Every metric family.
+    pub metrics: Arc<Metrics>,
+    /// Source states.
+    pub health: Health,
+    /// For broker reachability.
+    pub producer: KafkaProducer,
+}
+
+/// The router with every endpoint.
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
+    let readiness = state.health.readiness(state.producer.brokers_reachable());
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness))
+}
+
+/// Binds `listen` and returns the bound address (useful with port 0).
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(listen).await
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: ServerState, shutdown: CancellationToken) {
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "the HTTP server stopped");
+    }
+}

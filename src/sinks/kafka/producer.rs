@@ -1,0 +1,263 @@
+//! The idempotent producer and its delivery callback.
+//!
+//! Delivery is at-least-once: `enable.idempotence=true` and `acks=all` are enforced, and
+//! `message.timeout.ms=0` (no timeout) by default, so a record whose broker is unavailable is
+//! retried by librdkafka until the broker returns; meanwhile the producer queue fills and the
+//! pumps stop pulling (backpressure). The delivery callback runs on the producer's polling
+//! thread: it only takes a short lock and bumps counters, never waits on async code.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    config::ClientConfig,
+    error::KafkaError,
+    message::{Headers, Message},
+    producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+    ClientContext,
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc;
+
+use crate::{
+    checkpoint::{AckTracker, CommitterHandle},
+    metrics::SourceMetrics,
+};
+
+/// Producer settings, validated.
+#[derive(Clone, Debug)]
+pub struct KafkaSinkConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// Any librdkafka producer property (values may be secrets).
+    pub properties: BTreeMap<String, SecretString>,
+    /// How long shutdown waits for in-flight records to be acknowledged.
+    pub flush_timeout: Duration,
+}
+
+/// Everything the pump and the delivery callback know about one source.
+pub struct SourceSink {
+    /// The configured source name (`tributary.source` header).
+    pub name: Arc<str>,
+    /// The topic records go to.
+    pub topic: String,
+    /// The dead-letter topic.
+    pub dead_letter_topic: String,
+    /// The feed URL with secrets stripped (`tributary.url` header).
+    pub url: String,
+    /// Acknowledgements of this source's records.
+    pub tracker: Arc<AckTracker>,
+    /// This source's metric handles.
+    pub metrics: SourceMetrics,
+    /// Wakes the committer.
+    pub committer: Arc<CommitterHandle>,
+    /// Failed deliveries, handed back to the pump for the dead-letter topic.
+    pub failures: mpsc::UnboundedSender<FailedDelivery>,
+}
+
+/// What travels with each record through librdkafka and comes back in the delivery report.
+pub struct DeliveryTicket {
+    pub(crate) sink: Arc<SourceSink>,
+    pub(crate) seq: u64,
+    pub(crate) enqueued_at: Instant,
+    pub(crate) payload_bytes: usize,
+    /// `Some(kind)` when this is a dead-letter record.
+    pub(crate) dead_letter_kind: Option<&'static str>,
+}
+
+/// A record Kafka refused after accepting it into the queue.
+pub struct FailedDelivery {
+    pub(crate) ticket: Box<DeliveryTicket>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) event_id: Option<Vec<u8>>,
+    pub(crate) error: KafkaError,
+}
+
+/// The producer context: delivery reports and client errors.
+pub struct DeliveryContext {
+    brokers_reachable: Arc<AtomicBool>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.brokers_reachable.store(false, Ordering::Relaxed);
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<DeliveryTicket>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Box<DeliveryTicket>) {
+        match result {
+            Ok(_) => {
+                self.brokers_reachable.store(true, Ordering::Relaxed);
+                acknowledge(&ticket);
+            }
+            Err((error, message)) => {
+                let sink = &ticket.sink;
+                let kind = error
+                    .rdkafka_error_code()
+                    .map_or("unknown", |code| error_kind_name(code));
+                sink.metrics.kafka_error(kind);
+                let event_id = message.headers().and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|h| h.key == crate::router::HEADER_EVENT_ID)
+                        .and_then(|h| h.value.map(<[u8]>::to_vec))
+                });
+                let failed = FailedDelivery {
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    event_id,
+                    error: error.clone(),
+                    ticket,
+                };
+                let failures = failed.ticket.sink.failures.clone();
+                if let Err(mpsc::error::SendError(failed)) = failures.send(failed) {
+                    // The pump is gone (shutdown): the record is not acknowledged, so its
+                    // position is not stored and it is read again after restart.
+                    tracing::error!(
+                        source = %failed.ticket.sink.name,
+                        error = %failed.error,
+                        "delivery failed during shutdown; the record will be read again after restart"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Marks a ticket's record acknowledged: tracker, committer and metrics.
+pub(crate) fn acknowledge(ticket: &DeliveryTicket) {
+    let sink = &ticket.sink;
+    sink.tracker.ack(ticket.seq);
+    sink.committer.acked(1);
+    sink.metrics
+        .kafka_delivery_seconds
+        .observe(ticket.enqueued_at.elapsed().as_secs_f64());
+    match ticket.dead_letter_kind {
+        Some(kind) => sink.metrics.dead_lettered(kind),
+        None => {
+            sink.metrics.records_produced.inc();
+            sink.metrics
+                .record_bytes
+                .inc_by(ticket.payload_bytes as u64);
+        }
+    }
+}
+
+/// A short, stable name for a librdkafka error code (a bounded metric label).
+pub(crate) fn error_kind_name(code: rdkafka::types::RDKafkaErrorCode) -> &'static str {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match code {
+        C::QueueFull => "queue_full",
+        C::MessageSizeTooLarge => "message_too_large",
+        C::UnknownTopicOrPartition | C::UnknownTopic => "unknown_topic",
+        C::TopicAuthorizationFailed => "topic_authorization_failed",
+        C::MessageTimedOut => "message_timed_out",
+        C::AllBrokersDown => "all_brokers_down",
+        C::InvalidRecord => "invalid_record",
+        _ => "other",
+    }
+}
+
+/// The shared producer plus broker health.
+#[derive(Clone)]
+pub struct KafkaProducer {
+    pub(crate) inner: ThreadedProducer<DeliveryContext>,
+    brokers_reachable: Arc<AtomicBool>,
+    flush_timeout: Duration,
+}
+
+/// Properties Tributary sets unless the config says otherwise.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("message.timeout.ms", "0"),
+    ("queue.buffering.max.kbytes", "65536"),
+    ("queue.buffering.max.messages", "100000"),
+    ("linger.ms", "5"),
+    ("batch.num.messages", "10000"),
+    ("compression.type", "lz4"),
+];
+
+/// Producer properties whose values are fixed by the at-least-once guarantee (name, value).
+pub const ENFORCED: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+
+impl KafkaProducer {
+    /// Builds the producer.
+    ///
+    /// # Errors
+    /// librdkafka rejects a property (the message names it).
+    pub fn new(config: &KafkaSinkConfig) -> Result<Self, KafkaError> {
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", &config.brokers);
+        for (key, value) in DEFAULTS {
+            client.set(*key, *value);
+        }
+        for (key, value) in &config.properties {
+            client.set(key, value.expose_secret());
+        }
+        for (key, value) in ENFORCED {
+            client.set(*key, *value);
+        }
+        let brokers_reachable = Arc::new(AtomicBool::new(false));
+        let inner = client.create_with_context(DeliveryContext {
+            brokers_reachable: Arc::clone(&brokers_reachable),
+        })?;
+        Ok(KafkaProducer {
+            inner,
+            brokers_reachable,
+            flush_timeout: config.flush_timeout,
+        })
+    }
+
+    /// True when the brokers answered the last metadata request or delivered a record since.
+    pub fn brokers_reachable(&self) -> bool {
+        self.brokers_reachable.load(Ordering::Relaxed)
+    }
+
+    /// Asks the cluster for metadata (blocking, on the blocking pool) and updates
+    /// [`Self::brokers_reachable`].
+    pub async fn probe_brokers(&self, timeout: Duration) -> bool {
+        let producer = self.inner.clone();
+        let reachable = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, timeout).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        self.brokers_reachable.store(reachable, Ordering::Relaxed);
+        reachable
+    }
+
+    /// Records handed to librdkafka and not yet acknowledged or failed.
+    pub fn in_flight(&self) -> i32 {
+        self.inner.in_flight_count()
+    }
+
+    /// Waits (on the blocking pool) up to the configured flush timeout for every queued record
+    /// to be acknowledged. Returns the number of records still in flight afterwards.
+    pub async fn flush(&self) -> i32 {
+        let producer = self.inner.clone();
+        let timeout = self.flush_timeout;
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = producer.flush(timeout) {
+                tracing::warn!(%error, "producer flush did not complete");
+            }
+            producer.in_flight_count()
+        })
+        .await
+        .unwrap_or(-1)
+    }
+}

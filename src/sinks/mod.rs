@@ -1,0 +1,3 @@
+//! Where records go. Today: Kafka.
+
+pub mod kafka;

@@ -1,0 +1,95 @@
+//! Sources: tasks that read one feed each and emit records.
+//!
+//! A source owns its connection and its reconnect loop. It receives its resume position (the
+//! stored checkpoint) at start, attaches a position to each record it emits, and awaits the
+//! bounded channel — which is how backpressure reaches the socket. It never writes a checkpoint
+//! itself: the AckTracker does, once Kafka has acknowledged the records.
+//!
+//! Adding a source kind = one module here, one variant in [`SourceConfig`], one example config.
+
+pub mod sse;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    channel::RecordSender,
+    error::{ConfigError, SourceError},
+    health::{Health, SourceState},
+    metrics::SourceMetrics,
+    record::Position,
+};
+
+/// The `[sources.<name>]` table: one variant per source kind, chosen by `type`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Server-Sent Events (`type = "sse"`).
+    Sse(sse::SseConfig),
+}
+
+/// What every source kind has: its topic, dead-letter topic, channel bounds and URL.
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    /// The configured name.
+    pub name: Arc<str>,
+    /// The topic records go to.
+    pub topic: String,
+    /// The dead-letter topic.
+    pub dead_letter_topic: String,
+    /// The feed URL with secrets stripped, for logs and the `tributary.url` header.
+    pub redacted_url: String,
+    /// Channel bound in records.
+    pub channel_max_records: usize,
+    /// Channel bound in bytes.
+    pub channel_max_bytes: u32,
+}
+
+impl SourceConfig {
+    /// Validates this source's config and builds it.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the source and the field.
+    pub fn build(&self, name: &str) -> Result<(SourceInfo, Box<dyn Source>), Vec<ConfigError>> {
+        match self {
+            SourceConfig::Sse(config) => config
+                .build(name)
+                .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
+        }
+    }
+}
+
+/// A running source's surroundings.
+pub struct SourceContext {
+    /// The configured name.
+    pub name: Arc<str>,
+    /// Where records go; `send` waits while the channel is full.
+    pub records: RecordSender,
+    /// Cancelled when the daemon shuts down.
+    pub shutdown: CancellationToken,
+    /// The stored position to resume from, if any.
+    pub resume: Option<Position>,
+    /// This source's metric handles.
+    pub metrics: SourceMetrics,
+    /// Where the source reports its state for `/readyz`.
+    pub health: Health,
+}
+
+impl SourceContext {
+    /// Reports this source's state.
+    pub fn set_state(&self, state: SourceState) {
+        self.health.set(&self.name, state);
+    }
+}
+
+/// A feed reader.
+pub trait Source: Send + 'static {
+    /// Reads the feed until shutdown, or until the feed ends for good.
+    ///
+    /// # Errors
+    /// A permanent [`SourceError`]; transient errors are retried inside.
+    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>>;
+}

@@ -1,0 +1,11 @@
+//! The Server-Sent Events source (WHATWG HTML §9.2 server-sent events).
+//!
+//! `config.rs` is the `type = "sse"` table and its validation; `source.rs` is the connection
+//! loop: resume from the stored `Last-Event-ID`, honour the `retry:` field, reconnect with
+//! backoff and full jitter, stop on HTTP 204, and turn events into records.
+
+mod config;
+mod source;
+
+pub use config::{KeyFrom, PayloadFormat, SseConfig};
+pub use source::SseSource;

@@ -1,0 +1,353 @@
+//! The SSE connection loop.
+//!
+//! Each connection is one eventsource-client stream with its own reconnects disabled: this loop
+//! owns reconnection so that the delay is exponential with full jitter, never shorter than the
+//! server's `retry:` field, and so that every attempt is logged, counted and visible in
+//! `/readyz`. The `Last-Event-ID` sent on each connection is the id of the last event read —
+//! on the first connection, the stored position. Per WHATWG HTML §9.2, HTTP 204 means the
+//! server wants no more reconnects: the source finishes. Reading stops while the channel is
+//! full, so a slow broker leaves bytes in the socket rather than in memory.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use eventsource_client::{self as es, Client as _, ReconnectOptions, SSE};
+use futures::{future::BoxFuture, StreamExt};
+use launchdarkly_sdk_transport::HyperTransport;
+use secrecy::ExposeSecret;
+
+use super::config::{KeyFrom, PayloadFormat, SseSettings};
+use crate::{
+    backoff::Backoff,
+    error::SourceError,
+    health::SourceState,
+    record::{DeadLetter, Position, Record},
+    sources::{Source, SourceContext},
+};
+
+/// A configured SSE source, ready to run.
+pub struct SseSource {
+    settings: Arc<SseSettings>,
+}
+
+/// How one connection ended.
+enum ConnectionEnd {
+    /// Shutdown was requested.
+    Shutdown,
+    /// The server answered 204 No Content: stop for good.
+    NoContent,
+    /// The connection failed or closed; reconnect unless the error is permanent.
+    Failed(SourceError),
+}
+
+impl SseSource {
+    pub(crate) fn new(settings: SseSettings) -> Self {
+        SseSource {
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+impl Source for SseSource {
+    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
+        Box::pin(run(self.settings, context))
+    }
+}
+
+async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), SourceError> {
+    let mut last_event_id: Option<String> = context
+        .resume
+        .as_ref()
+        .map(|p| p.0.clone())
+        .or_else(|| settings.start_from.clone());
+    let mut server_retry: Option<Duration> = None;
+    let mut backoff = Backoff::new(
+        settings.reconnect.initial_delay,
+        settings.reconnect.max_delay,
+    );
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    context.set_state(SourceState::Starting);
+    loop {
+        let mut delivered = false;
+        let end = tokio::select! {
+            biased;
+            _ = context.shutdown.cancelled() => ConnectionEnd::Shutdown,
+            end = connection(&settings, &context, &mut last_event_id, &mut server_retry, &mut delivered) => end,
+        };
+        context.metrics.connected.set(0);
+        let error = match end {
+            ConnectionEnd::Shutdown => {
+                context.set_state(SourceState::Stopped);
+                return Ok(());
+            }
+            ConnectionEnd::NoContent => {
+                tracing::warn!(source = %context.name, url = %settings.redacted_url, "the server answered 204 No Content: the source stops reconnecting (WHATWG HTML §9.2)");
+                context.set_state(SourceState::Finished(
+                    "the server answered 204 No Content".into(),
+                ));
+                return Ok(());
+            }
+            ConnectionEnd::Failed(error) if !error.is_transient() => {
+                tracing::error!(source = %context.name, %error, "source stopped");
+                context.set_state(SourceState::Failed(error.to_string()));
+                return Err(error);
+            }
+            ConnectionEnd::Failed(error) => error,
+        };
+        if delivered {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay(server_retry, &mut rng);
+        tracing::warn!(source = %context.name, %error, attempt = backoff.attempt(), delay_ms = delay.as_millis() as u64, "feed connection ended; reconnecting");
+        context.set_state(SourceState::Reconnecting {
+            attempts: backoff.attempt(),
+            error: error.to_string(),
+        });
+        context.metrics.reconnects.inc();
+        tokio::select! {
+            _ = context.shutdown.cancelled() => {
+                context.set_state(SourceState::Stopped);
+                return Ok(());
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+use rand::SeedableRng;
+
+/// Opens one connection and reads it until it ends.
+async fn connection(
+    settings: &SseSettings,
+    context: &SourceContext,
+    last_event_id: &mut Option<String>,
+    server_retry: &mut Option<Duration>,
+    delivered: &mut bool,
+) -> ConnectionEnd {
+    let transient = |message: String| {
+        ConnectionEnd::Failed(SourceError::Transient {
+            source_name: context.name.to_string(),
+            url: settings.redacted_url.clone(),
+            message,
+            retry_after: None,
+        })
+    };
+    let permanent = |message: String, fix: &str| {
+        ConnectionEnd::Failed(SourceError::Permanent {
+            source_name: context.name.to_string(),
+            url: settings.redacted_url.clone(),
+            message,
+            fix: fix.to_owned(),
+        })
+    };
+    let client = match build_client(settings, last_event_id.as_deref()) {
+        Ok(client) => client,
+        Err(message) => return permanent(message, "fix the source's `url` or `headers`"),
+    };
+    let mut stream = client.stream();
+    let mut encoder = RecordEncoder::new(settings);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(SSE::Connected(details)) => {
+                let status = details.response().status();
+                context.metrics.http_request(Some(status));
+                if status == 204 {
+                    return ConnectionEnd::NoContent;
+                }
+                let content_type = details
+                    .response()
+                    .get_header_value("content-type")
+                    .ok()
+                    .flatten()
+                    .unwrap_or("");
+                if !is_event_stream(content_type) {
+                    return permanent(
+                        format!("the response has content type `{content_type}`, not `text/event-stream`"),
+                        "point `url` at a Server-Sent Events endpoint",
+                    );
+                }
+                tracing::info!(source = %context.name, url = %settings.redacted_url, last_event_id = last_event_id.as_deref().unwrap_or(""), "connected");
+                context.metrics.connected.set(1);
+                context.set_state(SourceState::Connected);
+                *delivered = true;
+            }
+            Ok(SSE::Comment(_)) => {}
+            Ok(SSE::Event(event)) => {
+                if let Some(retry) = event.retry {
+                    *server_retry = Some(Duration::from_millis(retry));
+                }
+                if event.id.is_some() {
+                    last_event_id.clone_from(&event.id);
+                }
+                context.metrics.records_received.inc();
+                if !settings.event_types.is_empty()
+                    && !settings.event_types.contains(&event.event_type)
+                {
+                    continue;
+                }
+                let record = encoder.encode(event.data, last_event_id.as_deref());
+                if context.records.send(record).await.is_err() {
+                    return ConnectionEnd::Shutdown;
+                }
+            }
+            Err(es::Error::UnexpectedResponse(response, _body)) => {
+                let status = response.status();
+                context.metrics.http_request(Some(status));
+                return match status {
+                    408 | 425 | 429 | 500..=599 => transient(format!("HTTP {status}")),
+                    _ => permanent(
+                        format!("HTTP {status}"),
+                        "check the URL and the credentials in `headers`",
+                    ),
+                };
+            }
+            Err(es::Error::Transport(error)) => {
+                if !*delivered {
+                    context.metrics.http_request(None);
+                }
+                return transient(format!("transport error: {error}"));
+            }
+            Err(es::Error::TimedOut) => {
+                return transient(format!(
+                    "no data for {:?} (read_timeout)",
+                    settings.read_timeout
+                ));
+            }
+            Err(
+                error @ (es::Error::InvalidParameter(_)
+                | es::Error::MalformedLocationHeader(_)
+                | es::Error::MaxRedirectLimitReached(_)),
+            ) => {
+                return permanent(error.to_string(), "check the source's `url`");
+            }
+            Err(error) => return transient(error.to_string()),
+        }
+    }
+    transient("the server closed the stream".to_owned())
+}
+
+fn is_event_stream(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+fn build_client(
+    settings: &SseSettings,
+    last_event_id: Option<&str>,
+) -> Result<impl es::Client, String> {
+    let transport = HyperTransport::builder()
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.read_timeout)
+        .build_https()
+        .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+    let mut builder = es::ClientBuilder::for_url(settings.url.expose_secret())
+        .map_err(|e| format!("invalid URL: {e}"))?
+        .reconnect(ReconnectOptions::reconnect(false).build());
+    if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
+        builder = builder.last_event_id(id.to_owned());
+    }
+    for (name, value) in &settings.headers {
+        builder = builder
+            .header(name, value.expose_secret())
+            .map_err(|_| format!("invalid value for header `{name}`"))?;
+    }
+    Ok(builder.build_with_transport(transport))
+}
+
+/// Turns event data into records: key, JSON validation, dead-lettering.
+struct RecordEncoder<'a> {
+    settings: &'a SseSettings,
+}
+
+impl<'a> RecordEncoder<'a> {
+    fn new(settings: &'a SseSettings) -> Self {
+        RecordEncoder { settings }
+    }
+
+    fn encode(&mut self, data: String, last_event_id: Option<&str>) -> Record {
+        let event_id: Option<Arc<str>> = last_event_id.filter(|id| !id.is_empty()).map(Arc::from);
+        let mut dead_letter = None;
+        let mut key = match (&self.settings.key, &event_id) {
+            (KeyFrom::EventId, Some(id)) => Some(Bytes::copy_from_slice(id.as_bytes())),
+            _ => None,
+        };
+        if self.settings.format == PayloadFormat::Json {
+            match &self.settings.key {
+                KeyFrom::Pointer(pointer) => match key_from_pointer(&data, pointer) {
+                    Ok(Some(value)) => key = Some(value),
+                    Ok(None) => {
+                        dead_letter = Some(DeadLetter {
+                            kind: "key_not_found",
+                            reason: format!(
+                                "the key pointer `{pointer}` matches nothing in the event data"
+                            ),
+                        })
+                    }
+                    Err(error) => dead_letter = Some(invalid_json(&error)),
+                },
+                _ => {
+                    if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(&data) {
+                        dead_letter = Some(invalid_json(&error));
+                    }
+                }
+            }
+        }
+        Record {
+            key,
+            payload: Bytes::from(data),
+            event_id,
+            position: last_event_id.map(|id| Position(id.to_owned())),
+            fetched_at: SystemTime::now(),
+            dead_letter,
+        }
+    }
+}
+
+fn invalid_json(error: &serde_json::Error) -> DeadLetter {
+    DeadLetter {
+        kind: "invalid_json",
+        reason: format!("event data is not valid JSON: {error}"),
+    }
+}
+
+/// The key at `pointer` (RFC 6901) in `data`: a string as is, anything else as JSON text.
+fn key_from_pointer(data: &str, pointer: &str) -> Result<Option<Bytes>, serde_json::Error> {
+    let value: serde_json::Value = serde_json::from_str(data)?;
+    Ok(value.pointer(pointer).map(|found| match found {
+        serde_json::Value::String(text) => Bytes::copy_from_slice(text.as_bytes()),
+        other => Bytes::from(other.to_string()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_pointer_reads_strings_and_other_values() {
+        let data = r#"{"meta":{"id":"abc","n":7}}"#;
+        assert_eq!(
+            key_from_pointer(data, "/meta/id").unwrap().as_deref(),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(
+            key_from_pointer(data, "/meta/n").unwrap().as_deref(),
+            Some(&b"7"[..])
+        );
+        assert_eq!(key_from_pointer(data, "/nope").unwrap(), None);
+        assert!(key_from_pointer("{", "/a").is_err());
+    }
+
+    #[test]
+    fn event_stream_content_types() {
+        assert!(is_event_stream("text/event-stream"));
+        assert!(is_event_stream("Text/Event-Stream; charset=utf-8"));
+        assert!(!is_event_stream("application/json"));
+        assert!(!is_event_stream(""));
+    }
+}
