@@ -7,7 +7,9 @@
 //! HTTP server stops last. Records still unacknowledged after the flush are not checkpointed,
 //! so they are read again after a restart (at-least-once).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use futures::FutureExt;
 
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -101,6 +103,7 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<RunningDaemon, StartError> {
+    crate::tls::install_crypto_provider();
     let metrics = Metrics::new();
     let health = Health::default();
     let producer = KafkaProducer::new(&config.kafka)?;
@@ -152,8 +155,17 @@ pub async fn start(
         health.set(&name, SourceState::Starting);
         let health = health.clone();
         sources.spawn(async move {
-            if let Err(error) = source.run(context).await {
-                health.set(&name, SourceState::Failed(error.to_string()));
+            // A panic in a source must not end it silently: catch it and report it.
+            match AssertUnwindSafe(source.run(context)).catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => health.set(&name, SourceState::Failed(error.to_string())),
+                Err(_) => {
+                    tracing::error!(source = %name, "source task panicked; it is stopped");
+                    health.set(
+                        &name,
+                        SourceState::Failed("the source task panicked (a bug): see the log".into()),
+                    );
+                }
             }
         });
     }

@@ -65,12 +65,15 @@ pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), 
     Ok(())
 }
 
-/// Reads every record of `topic` from the beginning up to the high watermarks as they are
-/// when the call starts. Blocking: call it from `spawn_blocking` in async code.
+/// Reads every record of `topic`, from the beginning until each partition reports its end
+/// (librdkafka's partition EOF, taken from the fetch responses' high watermark). Blocking: call
+/// it from `spawn_blocking` in async code.
+///
+/// The end is not taken from a ListOffsets request up front (`fetch_watermarks`): tansu 0.6
+/// answers that with a count of record batches, not an offset, which would stop the read early.
 ///
 /// # Errors
-/// The brokers cannot be reached, or a partition does not reach its watermark within
-/// `timeout` (the error says which).
+/// The brokers cannot be reached, or some partition does not reach its end within `timeout`.
 pub fn read_topic(
     brokers: &str,
     topic: &str,
@@ -80,22 +83,18 @@ pub fn read_topic(
         .set("bootstrap.servers", brokers)
         .set("group.id", "tributary-read-back")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "true")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
+    let mut remaining = std::collections::HashSet::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata
         .topics()
         .iter()
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut remaining = std::collections::HashMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-        if high > low {
-            remaining.insert(partition, high);
-            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-        }
+    {
+        remaining.insert(partition);
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
     }
     let mut records = Vec::new();
     if remaining.is_empty() {
@@ -109,19 +108,16 @@ pub fn read_topic(
                 RDKafkaErrorCode::OperationTimedOut,
             ));
         }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
+        let message = match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                remaining.remove(&partition);
+                continue;
+            }
+            Some(result) => result?,
         };
-        let message = message?;
         let partition = message.partition();
         let offset = message.offset();
-        let Some(high) = remaining.get(&partition).copied() else {
-            continue;
-        };
-        if offset >= high {
-            remaining.remove(&partition);
-            continue;
-        }
         let headers = message
             .headers()
             .map(|headers| {
@@ -138,9 +134,6 @@ pub fn read_topic(
             payload: message.payload().unwrap_or_default().to_vec(),
             headers,
         });
-        if offset + 1 >= high {
-            remaining.remove(&partition);
-        }
     }
     Ok(records)
 }

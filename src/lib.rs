@@ -23,3 +23,4 @@ pub mod server;
 pub mod shutdown;
 pub mod sinks;
 pub mod sources;
+pub mod tls;

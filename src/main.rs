@@ -68,8 +68,6 @@ fn init_logging(format: LogFormat, default_level: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Both aws-lc-rs and ring are linked; HTTPS needs one process-wide choice.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match cli.command {
         Command::Check { config } => {
             init_logging(cli.log_format, "warn");
