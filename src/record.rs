@@ -47,6 +47,9 @@ pub struct Record {
     pub payload: Bytes,
     /// The provider's event id (SSE `id:`), sent as the `tributary.event_id` header.
     pub event_id: Option<Arc<str>>,
+    /// The feed's event type (SSE `event:`, `message` when absent), sent as the
+    /// `tributary.event_type` header.
+    pub event_type: Option<Arc<str>>,
     /// The source position to store once this record and every record before it is
     /// acknowledged by Kafka. `None` leaves the stored position as it is.
     pub position: Option<Position>,

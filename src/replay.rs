@@ -5,6 +5,10 @@
 //! (WHATWG HTML §9.2). It can end connections after a number of events (to exercise resume),
 //! start each stream with a `retry:` field, and count what it served. After the last event the
 //! connection stays open and idle, as a live feed's would.
+//!
+//! [`ReplayServer::start`] serves a list of events held in memory;
+//! [`ReplayServer::start_wikimedia`] serves the same events as [`wikimedia_feed`] but makes each
+//! one when it is written, so a feed of millions of events costs no memory (the benchmark).
 
 use std::{
     collections::HashMap,
@@ -62,10 +66,57 @@ pub struct ReplayStats {
 }
 
 struct Feed {
-    events: Arc<Vec<FeedEvent>>,
-    index: HashMap<String, usize>,
+    events: Events,
     options: ReplayOptions,
     stats: Arc<ReplayStats>,
+}
+
+/// What a feed serves.
+enum Events {
+    /// Events held in memory, with the position of each id.
+    Listed {
+        events: Vec<FeedEvent>,
+        index: HashMap<String, usize>,
+    },
+    /// `count` Wikimedia events made on the fly, as [`wikimedia_feed`] would list them.
+    Wikimedia {
+        count: usize,
+        recorded: Vec<&'static str>,
+    },
+}
+
+impl Events {
+    fn len(&self) -> usize {
+        match self {
+            Events::Listed { events, .. } => events.len(),
+            Events::Wikimedia { count, .. } => *count,
+        }
+    }
+
+    /// The position of the event with `id`, if the feed has it.
+    fn position(&self, id: &str) -> Option<usize> {
+        match self {
+            Events::Listed { index, .. } => index.get(id).copied(),
+            Events::Wikimedia { count, .. } => wikimedia_event_index(id).filter(|i| i < count),
+        }
+    }
+
+    /// Writes the `i`-th event in SSE framing.
+    fn write(&self, i: usize, out: &mut BytesMut) {
+        match self {
+            Events::Listed { events, .. } => write_event(out, &events[i]),
+            Events::Wikimedia { recorded, .. } => {
+                use std::fmt::Write as _;
+                out.put_slice(b"event: message\nid: ");
+                out.put_slice(WIKIMEDIA_ID_PREFIX.as_bytes());
+                write!(out, "{i}").expect("writing to BytesMut cannot fail");
+                out.put_slice(WIKIMEDIA_ID_SUFFIX.as_bytes());
+                out.put_slice(b"\ndata: ");
+                out.put_slice(recorded[i % recorded.len()].as_bytes());
+                out.put_slice(b"\n\n");
+            }
+        }
+    }
 }
 
 /// A running replay server.
@@ -86,10 +137,23 @@ impl ReplayServer {
             .enumerate()
             .map(|(i, e)| (e.id.clone(), i))
             .collect();
+        Self::serve(Events::Listed { events, index }, options).await
+    }
+
+    /// Serves the same `count` events as `wikimedia_feed(count)` (same ids, types and data,
+    /// same resume behaviour), making each event when it is written instead of holding them.
+    ///
+    /// # Errors
+    /// 127.0.0.1 cannot be bound.
+    pub async fn start_wikimedia(count: usize, options: ReplayOptions) -> std::io::Result<Self> {
+        let recorded = recorded_wikimedia_events();
+        Self::serve(Events::Wikimedia { count, recorded }, options).await
+    }
+
+    async fn serve(events: Events, options: ReplayOptions) -> std::io::Result<Self> {
         let stats = Arc::new(ReplayStats::default());
         let feed = Arc::new(Feed {
-            events: Arc::new(events),
-            index,
+            events,
             options,
             stats: Arc::clone(&stats),
         });
@@ -145,7 +209,7 @@ async fn stream(State(feed): State<Arc<Feed>>, headers: HeaderMap) -> Response {
         .unwrap_or_else(|e| e.into_inner())
         .push(last_event_id.clone());
     let start = match &last_event_id {
-        Some(id) => match feed.index.get(id) {
+        Some(id) => match feed.events.position(id) {
             Some(i) => i + 1,
             None => return (StatusCode::BAD_REQUEST, "unknown Last-Event-ID").into_response(),
         },
@@ -155,7 +219,8 @@ async fn stream(State(feed): State<Arc<Feed>>, headers: HeaderMap) -> Response {
         Some(n) if connection < feed.options.drops => Some(n),
         _ => None,
     };
-    let end = limit.map_or(feed.events.len(), |n| (start + n).min(feed.events.len()));
+    let len = feed.events.len();
+    let end = limit.map_or(len, |n| (start + n).min(len));
     let closes = limit.is_some();
     let retry = feed.options.retry_ms;
     let feed_for_body = Arc::clone(&feed);
@@ -190,11 +255,13 @@ fn async_stream_body(
             }
             let mut chunk = BytesMut::with_capacity(CHUNK_BYTES + 2048);
             if let Some(ms) = retry {
-                chunk.put_slice(format!("retry: {ms}\n\n").as_bytes());
+                // In the first event's block, as most servers send it: eventsource-client
+                // only reports `retry:` on an event that has data (see README, "SSE").
+                chunk.put_slice(format!("retry: {ms}\n").as_bytes());
             }
             let mut i = next;
             while i < end && chunk.len() < CHUNK_BYTES {
-                write_event(&mut chunk, &feed.events[i]);
+                feed.events.write(i, &mut chunk);
                 i += 1;
             }
             feed.stats
@@ -244,5 +311,67 @@ pub fn wikimedia_feed(count: usize) -> Vec<FeedEvent> {
 
 /// The id of the `i`-th replayed event, in EventStreams' format.
 pub fn wikimedia_event_id(i: usize) -> String {
-    format!(r#"[{{"topic":"eqiad.mediawiki.recentchange","partition":0,"offset":{i}}}]"#)
+    format!("{WIKIMEDIA_ID_PREFIX}{i}{WIKIMEDIA_ID_SUFFIX}")
+}
+
+/// The index `i` of an id made by [`wikimedia_event_id`]`(i)`; `None` for any other text.
+pub fn wikimedia_event_index(id: &str) -> Option<usize> {
+    let digits = id
+        .strip_prefix(WIKIMEDIA_ID_PREFIX)?
+        .strip_suffix(WIKIMEDIA_ID_SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let i: usize = digits.parse().ok()?;
+    // Only the canonical spelling (no leading zeros) is an id the feed made.
+    (i.to_string() == digits).then_some(i)
+}
+
+const WIKIMEDIA_ID_PREFIX: &str =
+    r#"[{"topic":"eqiad.mediawiki.recentchange","partition":0,"offset":"#;
+const WIKIMEDIA_ID_SUFFIX: &str = "}]";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wikimedia_ids_round_trip() {
+        for i in [0, 1, 98, 99, 123_456_789] {
+            assert_eq!(wikimedia_event_index(&wikimedia_event_id(i)), Some(i));
+        }
+        assert_eq!(
+            wikimedia_event_id(7),
+            r#"[{"topic":"eqiad.mediawiki.recentchange","partition":0,"offset":7}]"#
+        );
+        for other in [
+            "",
+            "7",
+            "[{\"offset\":7}]",
+            &wikimedia_event_id(7).replace('7', "07"),
+        ] {
+            assert_eq!(wikimedia_event_index(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn generated_events_are_framed_like_listed_ones() {
+        let count = 250;
+        let listed = Events::Listed {
+            events: wikimedia_feed(count),
+            index: HashMap::new(),
+        };
+        let generated = Events::Wikimedia {
+            count,
+            recorded: recorded_wikimedia_events(),
+        };
+        for i in [0, 1, 98, 99, 249] {
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            listed.write(i, &mut a);
+            generated.write(i, &mut b);
+            assert_eq!(a, b, "event {i}");
+        }
+        assert_eq!(generated.position(&wikimedia_event_id(249)), Some(249));
+        assert_eq!(generated.position(&wikimedia_event_id(250)), None);
+    }
 }

@@ -1,7 +1,8 @@
 //! Record → Kafka record mapping: topic (own or dead-letter), key, and lineage headers.
 //!
 //! Every produced record carries `tributary.source`, `tributary.url` (secrets stripped),
-//! `tributary.fetched_at` (RFC 3339 UTC, milliseconds) and, when known, `tributary.event_id`.
+//! `tributary.fetched_at` (RFC 3339 UTC, milliseconds) and, when known, `tributary.event_id`
+//! and `tributary.event_type`.
 //! Dead-letter records add `tributary.error` (a sentence) and `tributary.error_kind` (a word).
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,6 +19,8 @@ pub const HEADER_URL: &str = "tributary.url";
 pub const HEADER_FETCHED_AT: &str = "tributary.fetched_at";
 /// Header: the provider's event id (SSE `id:`).
 pub const HEADER_EVENT_ID: &str = "tributary.event_id";
+/// Header: the feed's event type (SSE `event:` field, `message` when absent).
+pub const HEADER_EVENT_TYPE: &str = "tributary.event_type";
 /// Header (dead-letter records): why the record could not go to its topic.
 pub const HEADER_ERROR: &str = "tributary.error";
 /// Header (dead-letter records): a short, stable kind of error.
@@ -52,7 +55,7 @@ pub fn lineage_headers(
     record: &Record,
     timestamps: &mut TimestampCache,
 ) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new_with_capacity(6)
+    let mut headers = OwnedHeaders::new_with_capacity(7)
         .insert(Header {
             key: HEADER_SOURCE,
             value: Some(source),
@@ -69,6 +72,12 @@ pub fn lineage_headers(
         headers = headers.insert(Header {
             key: HEADER_EVENT_ID,
             value: Some(event_id.as_ref()),
+        });
+    }
+    if let Some(event_type) = &record.event_type {
+        headers = headers.insert(Header {
+            key: HEADER_EVENT_TYPE,
+            value: Some(event_type.as_ref()),
         });
     }
     if let Some(dead_letter) = &record.dead_letter {

@@ -77,6 +77,7 @@ pub struct FailedDelivery {
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) payload: Vec<u8>,
     pub(crate) event_id: Option<Vec<u8>>,
+    pub(crate) event_type: Option<Vec<u8>>,
     pub(crate) error: KafkaError,
 }
 
@@ -112,16 +113,19 @@ impl ProducerContext for DeliveryContext {
                     .rdkafka_error_code()
                     .map_or("unknown", |code| error_kind_name(code));
                 sink.metrics.kafka_error(kind);
-                let event_id = message.headers().and_then(|headers| {
-                    headers
-                        .iter()
-                        .find(|h| h.key == crate::router::HEADER_EVENT_ID)
-                        .and_then(|h| h.value.map(<[u8]>::to_vec))
-                });
+                let header = |name: &str| {
+                    message.headers().and_then(|headers| {
+                        headers
+                            .iter()
+                            .find(|h| h.key == name)
+                            .and_then(|h| h.value.map(<[u8]>::to_vec))
+                    })
+                };
                 let failed = FailedDelivery {
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    event_id,
+                    event_id: header(crate::router::HEADER_EVENT_ID),
+                    event_type: header(crate::router::HEADER_EVENT_TYPE),
                     error: error.clone(),
                     ticket,
                 };

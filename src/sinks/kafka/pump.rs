@@ -139,6 +139,7 @@ async fn dead_letter_failed_delivery(
         key,
         payload,
         event_id,
+        event_type,
         error,
     } = failed;
     if ticket.dead_letter_kind.is_some() {
@@ -150,6 +151,7 @@ async fn dead_letter_failed_delivery(
         key: key.map(Into::into),
         payload: payload.into(),
         event_id: event_id.map(|id| Arc::from(String::from_utf8_lossy(&id).as_ref())),
+        event_type: event_type.map(|t| Arc::from(String::from_utf8_lossy(&t).as_ref())),
         position: None,
         fetched_at: std::time::SystemTime::now(),
         dead_letter: Some(DeadLetter {

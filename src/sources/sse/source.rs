@@ -188,7 +188,8 @@ async fn connection(
                 {
                     continue;
                 }
-                let record = encoder.encode(event.data, last_event_id.as_deref());
+                let record =
+                    encoder.encode(event.data, &event.event_type, last_event_id.as_deref());
                 if context.records.send(record).await.is_err() {
                     return ConnectionEnd::Shutdown;
                 }
@@ -262,14 +263,23 @@ fn build_client(
 /// Turns event data into records: key, JSON validation, dead-lettering.
 struct RecordEncoder<'a> {
     settings: &'a SseSettings,
+    /// The last event type seen, shared by the records that have it (feeds rarely change
+    /// type, so this saves an allocation per record).
+    event_type: Arc<str>,
 }
 
 impl<'a> RecordEncoder<'a> {
     fn new(settings: &'a SseSettings) -> Self {
-        RecordEncoder { settings }
+        RecordEncoder {
+            settings,
+            event_type: Arc::from("message"),
+        }
     }
 
-    fn encode(&mut self, data: String, last_event_id: Option<&str>) -> Record {
+    fn encode(&mut self, data: String, event_type: &str, last_event_id: Option<&str>) -> Record {
+        if *self.event_type != *event_type {
+            self.event_type = Arc::from(event_type);
+        }
         let event_id: Option<Arc<str>> = last_event_id.filter(|id| !id.is_empty()).map(Arc::from);
         let mut dead_letter = None;
         let mut key = match (&self.settings.key, &event_id) {
@@ -301,6 +311,7 @@ impl<'a> RecordEncoder<'a> {
             key,
             payload: Bytes::from(data),
             event_id,
+            event_type: Some(Arc::clone(&self.event_type)),
             position: last_event_id.map(|id| Position(id.to_owned())),
             fetched_at: SystemTime::now(),
             dead_letter,
