@@ -1,0 +1,305 @@
+//! Shared test fixtures: a real Kafka-protocol broker (librdkafka's mock cluster in-process,
+//! or the tansu broker as a child process), daemon configs, read-back and waiting helpers.
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rdkafka::{mocking::MockCluster, producer::DefaultProducerContext};
+use tokio_util::sync::CancellationToken;
+use tributary::{
+    config,
+    daemon::{self, RunningDaemon},
+    kafka_admin::{self, ConsumedRecord},
+    replay,
+};
+
+/// Partitions per test topic (a mock partition keeps only 5 MiB, so spread the data).
+pub const PARTITIONS: i32 = 8;
+
+/// A Kafka-protocol broker bound to 127.0.0.1.
+pub enum Broker {
+    /// librdkafka's in-process mock cluster.
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    /// A tansu broker child process (in-memory storage).
+    Tansu { child: Child, brokers: String },
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Tansu { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+impl Broker {
+    /// A fresh mock cluster with one broker.
+    pub fn mock() -> Self {
+        Broker::Mock(MockCluster::new(1).expect("start the mock cluster"))
+    }
+
+    /// A fresh tansu broker, from `$TRIBUTARY_TEST_TANSU`. Returns `None` (after saying so)
+    /// when the variable is unset outside CI; in CI (`CI` set) its absence is a failure, so the
+    /// tansu suite cannot be skipped silently there.
+    pub fn tansu() -> Option<Self> {
+        let Ok(binary) = std::env::var("TRIBUTARY_TEST_TANSU") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the tansu suite: set TRIBUTARY_TEST_TANSU to the tansu binary (.ci/run does)"
+            );
+            eprintln!(
+                "TRIBUTARY_TEST_TANSU is not set: this tansu test did nothing (run `bash .ci/run`)"
+            );
+            return None;
+        };
+        let port = free_port();
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tansu from `{binary}`: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on port {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Broker::Tansu {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+        })
+    }
+
+    /// `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        match self {
+            Broker::Mock(cluster) => cluster.bootstrap_servers(),
+            Broker::Tansu { brokers, .. } => brokers.clone(),
+        }
+    }
+
+    /// Creates `topic` and `topic.dlq` with [`PARTITIONS`] partitions each.
+    pub async fn create_topic(&self, topic: &str) {
+        let dlq = format!("{topic}.dlq");
+        match self {
+            Broker::Mock(cluster) => {
+                for name in [topic, &dlq] {
+                    cluster
+                        .create_topic(name, PARTITIONS, 1)
+                        .expect("create mock topic");
+                }
+            }
+            Broker::Tansu { brokers, .. } => {
+                kafka_admin::create_topics(brokers, &[(topic, PARTITIONS), (&dlq, PARTITIONS)])
+                    .await
+                    .expect("create tansu topics");
+            }
+        }
+    }
+
+    /// Every record of `topic`, read back from the broker.
+    pub async fn read(&self, topic: &str) -> Vec<ConsumedRecord> {
+        let brokers = self.brokers();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            kafka_admin::read_topic(&brokers, &topic, Duration::from_secs(60))
+        })
+        .await
+        .unwrap()
+        .expect("read the topic back")
+    }
+}
+
+/// A config with one SSE source named `source` (extra TOML lines appended to its table).
+pub fn sse_config(
+    brokers: &str,
+    state: &Path,
+    source: &str,
+    url: &str,
+    topic: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+flush_timeout = "20s"
+
+[checkpoint]
+dir = "{state}"
+commit_interval = "50ms"
+
+[server]
+listen = "127.0.0.1:0"
+
+[sources.{source}]
+type = "sse"
+url = "{url}"
+topic = "{topic}"
+reconnect = {{ initial_delay = "20ms", max_delay = "200ms" }}
+{extra}
+"#,
+        state = state.display()
+    )
+}
+
+/// Starts the daemon in this process from TOML text.
+pub async fn start_daemon(toml: &str) -> RunningDaemon {
+    let config = config::parse_toml(toml)
+        .and_then(|raw| raw.validate())
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+    daemon::start(config, CancellationToken::new())
+        .await
+        .expect("start the daemon")
+}
+
+/// Polls `condition` every 10 ms until it holds; fails the test (never passes) after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `source` of `daemon` has had `count` records acknowledged (own topic + DLQ).
+pub async fn wait_for_acknowledged(daemon: &RunningDaemon, source: &str, count: u64) {
+    let metrics = daemon.metrics().source(source);
+    let rendered = daemon.metrics().clone();
+    let dead_lettered = move || dead_lettered_total(&rendered.render(), source);
+    wait_until(
+        &format!("{count} records of `{source}` acknowledged"),
+        Duration::from_secs(120),
+        || metrics.records_produced.get() + dead_lettered() >= count,
+    )
+    .await;
+}
+
+/// The sum of `tributary_records_dead_lettered_total` for `source` in a scrape.
+pub fn dead_lettered_total(scrape: &str, source: &str) -> u64 {
+    let prefix = "tributary_records_dead_lettered_total{";
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(&format!("source=\"{source}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Index of each replayed Wikimedia event id.
+pub fn wikimedia_index(count: usize) -> HashMap<String, usize> {
+    (0..count)
+        .map(|i| (replay::wikimedia_event_id(i), i))
+        .collect()
+}
+
+/// Asserts that `records` hold each of the `count` replayed events exactly once, in feed order
+/// within every partition, with key = event id, the recorded payload and lineage headers.
+pub fn assert_exactly_once_in_order(records: &[ConsumedRecord], count: usize, source: &str) {
+    let index = wikimedia_index(count);
+    let recorded = replay::recorded_wikimedia_events();
+    let mut seen = vec![0usize; count];
+    let mut last_in_partition: HashMap<i32, usize> = HashMap::new();
+    for record in records {
+        let id = record
+            .header("tributary.event_id")
+            .expect("every record has tributary.event_id");
+        let i = *index
+            .get(id)
+            .unwrap_or_else(|| panic!("unexpected event id {id}"));
+        seen[i] += 1;
+        assert_eq!(
+            record.key.as_deref(),
+            Some(id.as_bytes()),
+            "key is the SSE id"
+        );
+        assert_eq!(
+            record.payload,
+            recorded[i % recorded.len()].as_bytes(),
+            "payload of event {i}"
+        );
+        assert_eq!(record.header("tributary.source"), Some(source));
+        assert!(record
+            .header("tributary.url")
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:")));
+        let fetched_at = record
+            .header("tributary.fetched_at")
+            .expect("fetched_at header");
+        assert!(
+            humantime::parse_rfc3339(fetched_at).is_ok(),
+            "fetched_at `{fetched_at}` is RFC 3339"
+        );
+        if let Some(previous) = last_in_partition.insert(record.partition, i) {
+            assert!(
+                previous < i,
+                "partition {} has event {i} after event {previous}",
+                record.partition
+            );
+        }
+    }
+    let lost: Vec<usize> = (0..count).filter(|&i| seen[i] == 0).collect();
+    let duplicated: Vec<usize> = (0..count).filter(|&i| seen[i] > 1).collect();
+    assert!(
+        lost.is_empty(),
+        "{} events lost, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert!(
+        duplicated.is_empty(),
+        "{} events duplicated, first {:?}",
+        duplicated.len(),
+        &duplicated[..duplicated.len().min(10)]
+    );
+}
+
+/// A minimal HTTP/1.1 GET (status, body) over a plain TCP connection.
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

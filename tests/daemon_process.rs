@@ -1,0 +1,381 @@
+//! The `tributary` binary as operators run it: `kill -9` mid-stream and restart, SIGTERM,
+//! `tributary check`, and the `/metrics` scrape checked by promtool.
+//!
+//! The daemon runs as a child process; the SSE feed (replayed Wikimedia events) and the Kafka
+//! broker (librdkafka's mock cluster) run in the test process, on 127.0.0.1.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use tributary::{
+    checkpoint::{CheckpointStore, FileStore},
+    replay::{self, ReplayOptions, ReplayServer},
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_tributary");
+
+/// A daemon child process and the address of its `/metrics`.
+struct Daemon {
+    child: Child,
+    metrics_url: String,
+}
+
+impl Daemon {
+    fn spawn(config: &Path, metrics_port: u16) -> Self {
+        let child = Command::new(BINARY)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the tributary binary");
+        Daemon {
+            child,
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+        }
+    }
+
+    /// The `/metrics` text, or `None` while the server is not up yet.
+    async fn scrape(&self) -> Option<String> {
+        try_http_get(&self.metrics_url)
+            .await
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| body)
+    }
+
+    /// Waits until `tributary_records_produced_total{source}` reaches `count`.
+    async fn wait_for_produced(&mut self, source: &str, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(scrape) = self.scrape().await {
+                if metric(&scrape, "tributary_records_produced_total", source) >= count {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the daemon exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {count} records produced"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: `pid` is our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        tokio::task::spawn_blocking(move || self.child.wait().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+/// A GET that returns `None` when nothing listens yet.
+async fn try_http_get(url: &str) -> Option<(u16, String)> {
+    let host = url.strip_prefix("http://")?.split('/').next()?;
+    tokio::net::TcpStream::connect(host).await.ok()?;
+    Some(http_get(url).await)
+}
+
+/// The value of `name{source="…"}` in a scrape (0 when absent).
+fn metric(scrape: &str, name: &str, source: &str) -> u64 {
+    let label = format!("source=\"{source}\"");
+    scrape
+        .lines()
+        .filter(|line| line.starts_with(name) && line.contains(&label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn write_config(dir: &Path, toml: &str) -> std::path::PathBuf {
+    let path = dir.join("tributary.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_loses_nothing() {
+    const EVENTS: usize = 20_000;
+    let broker = Broker::mock();
+    broker.create_topic("crash").await;
+    let feed = ReplayServer::start(replay::wikimedia_feed(EVENTS), ReplayOptions::default())
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        state.path(),
+        &sse_config(
+            &broker.brokers(),
+            &state.path().join("state"),
+            "crash",
+            &feed.url(),
+            "crash",
+            "",
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    );
+
+    let mut first = Daemon::spawn(&config, port);
+    first.wait_for_produced("crash", EVENTS as u64 / 3).await;
+    first.child.kill().unwrap(); // SIGKILL: no flush, no final commit.
+    first.child.wait().unwrap();
+    let stored = FileStore::open(state.path().join("state"))
+        .unwrap()
+        .load("crash")
+        .unwrap()
+        .expect("a position was committed before the kill");
+    let checkpoint = replay::wikimedia_event_index(stored.as_str()).unwrap();
+
+    let mut second = Daemon::spawn(&config, port);
+    second
+        .wait_for_produced("crash", (EVENTS - checkpoint - 1) as u64)
+        .await;
+    let status = second.terminate().await;
+    assert!(status.success(), "SIGTERM ends the daemon with 0: {status}");
+    let resumed_with = feed.stats().last_event_ids.lock().unwrap().clone();
+    assert_eq!(
+        resumed_with,
+        vec![None, Some(stored.0.clone())],
+        "the restarted daemon resumed from the stored position"
+    );
+
+    let records = broker.read("crash").await;
+    let index = wikimedia_index(EVENTS);
+    let mut copies: HashMap<usize, usize> = HashMap::new();
+    for record in &records {
+        let id = record.header("tributary.event_id").unwrap();
+        *copies.entry(index[id]).or_default() += 1;
+    }
+    let lost: Vec<usize> = (0..EVENTS).filter(|i| !copies.contains_key(i)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} events lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    let duplicated: Vec<usize> = copies
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(
+        duplicated.iter().all(|&i| i > checkpoint),
+        "only events after the stored position ({checkpoint}) may be duplicated"
+    );
+    assert!(copies.values().all(|&n| n <= 2));
+    eprintln!(
+        "kill -9 after {checkpoint} stored of {EVENTS}: {} events duplicated (produced but not yet checkpointed), 0 lost",
+        duplicated.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_and_commits_the_last_acknowledged_position() {
+    const EVENTS: usize = 3_000;
+    let broker = Broker::mock();
+    broker.create_topic("term").await;
+    let feed = ReplayServer::start(replay::wikimedia_feed(EVENTS), ReplayOptions::default())
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // A commit interval far longer than the test: only the shutdown's own commit can store
+    // the last position.
+    let config = write_config(
+        state.path(),
+        &sse_config(
+            &broker.brokers(),
+            &state.path().join("state"),
+            "term",
+            &feed.url(),
+            "term",
+            "",
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        .replace(
+            "commit_interval = \"50ms\"",
+            "commit_interval = \"1h\"\ncommit_every_records = 1000000",
+        ),
+    );
+    let mut daemon = Daemon::spawn(&config, port);
+    daemon.wait_for_produced("term", EVENTS as u64).await;
+    let status = daemon.terminate().await;
+    assert!(status.success(), "{status}");
+    let stored = FileStore::open(state.path().join("state"))
+        .unwrap()
+        .load("term")
+        .unwrap();
+    assert_eq!(
+        stored.map(|p| p.0),
+        Some(replay::wikimedia_event_id(EVENTS - 1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_scrape_passes_promtool() {
+    let broker = Broker::mock();
+    broker.create_topic("scrape").await;
+    let feed = ReplayServer::start(replay::wikimedia_feed(200), ReplayOptions::default())
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        state.path(),
+        &sse_config(
+            &broker.brokers(),
+            &state.path().join("state"),
+            "scrape",
+            &feed.url(),
+            "scrape",
+            "",
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    );
+    let mut daemon = Daemon::spawn(&config, port);
+    daemon.wait_for_produced("scrape", 200).await;
+    let scrape = daemon.scrape().await.unwrap();
+    assert!(daemon.terminate().await.success());
+
+    for family in [
+        "tributary_records_received_total",
+        "tributary_records_produced_total",
+        "tributary_record_bytes_total",
+        "tributary_http_requests_total",
+        "tributary_connected",
+        "tributary_channel_records",
+        "tributary_channel_bytes",
+        "tributary_kafka_delivery_seconds",
+        "tributary_checkpoint_commits_total",
+        "tributary_checkpoint_age_seconds",
+        "tributary_reconnects_total",
+    ] {
+        assert!(
+            scrape.contains(&format!("# TYPE {family} ")),
+            "{family} missing from:\n{scrape}"
+        );
+    }
+    assert_eq!(
+        metric(&scrape, "tributary_records_produced_total", "scrape"),
+        200
+    );
+
+    let promtool = std::env::var("TRIBUTARY_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut check = match Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => panic!(
+            "cannot run `{promtool}` ({error}): install Debian's `prometheus` package (bash .ci/run does)"
+        ),
+    };
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let output = check.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn check_prints_every_error_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_config(
+        dir.path(),
+        r#"
+[kafka]
+brokers = ""
+[kafka.producer]
+"enable.idempotence" = "false"
+[sources.wiki]
+type = "sse"
+url = "ftp://example.org/stream"
+topic = "has space"
+"#,
+    );
+    let output = Command::new(BINARY)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    for needle in [
+        "kafka.brokers",
+        "kafka.producer.enable.idempotence",
+        "sources.wiki.url",
+        "sources.wiki.topic",
+        "source `wiki`",
+    ] {
+        assert!(
+            errors.contains(needle),
+            "`{needle}` missing from:\n{errors}"
+        );
+    }
+
+    let unknown = write_config(
+        dir.path(),
+        "[kafka]\nbrokers = \"localhost:9092\"\nbrokerz = \"typo\"\n",
+    );
+    let output = Command::new(BINARY)
+        .args(["check", "--config"])
+        .arg(&unknown)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("brokerz"));
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        // Give every `${env:NAME}` the example references a value; `${file:…}` references
+        // in examples are commented out.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut command = Command::new(BINARY);
+        command.args(["check", "--config"]).arg(&path);
+        for reference in text.split("${env:").skip(1) {
+            let name = reference.split('}').next().unwrap();
+            command.env(name, "example-secret");
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{} is invalid:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "config/ holds the example configs");
+}
