@@ -262,12 +262,7 @@ impl RawConfig {
                 Ok(resolved) => {
                     properties.insert(key.clone(), resolved);
                 }
-                Err(e) => errors.push(ConfigError::new(
-                    "kafka",
-                    field,
-                    e.to_string(),
-                    "fix the reference",
-                )),
+                Err(e) => errors.push(ConfigError::new("kafka", field, e.to_string(), e.fix())),
             }
         }
         if self.kafka.flush_timeout.is_zero() {

@@ -2,8 +2,9 @@
 //! reports → AckTrackers → committer → checkpoint store, plus the HTTP server.
 //!
 //! Shutdown order (on the root token): sources stop reading and drop their channel senders;
-//! pumps drain what is in the channels into the producer and exit; the producer is flushed
-//! within `kafka.flush_timeout`; the committer writes the final acknowledged positions; the
+//! pumps drain what is in the channels into the producer and exit; the producer is flushed.
+//! Draining and flushing share one deadline, `kafka.flush_timeout` (pumps still blocked on a
+//! full producer queue at the deadline give up their records); then the committer writes the final acknowledged positions; the
 //! HTTP server stops last. Records still unacknowledged after the flush are not checkpointed,
 //! so they are read again after a restart (at-least-once).
 
@@ -118,8 +119,16 @@ pub async fn start(
         config.checkpoint.commit_interval,
         config.checkpoint.commit_every_records,
     );
+    // Bind before any source starts, so a taken address fails the start before data moves.
+    let listener = server::bind(config.server.listen)
+        .await
+        .map_err(|e| StartError::Listen(config.server.listen, e))?;
+    let metrics_address = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(config.server.listen, e))?;
     let sources = TaskTracker::new();
     let pumps = TaskTracker::new();
+    let abandon_pumps = CancellationToken::new();
     for (info, source) in config.sources {
         let name = Arc::clone(&info.name);
         let resume = store.load(&name)?;
@@ -142,7 +151,13 @@ pub async fn start(
             committer: committer.handle(),
             failures: failures_tx,
         });
-        pumps.spawn(run_pump(producer.clone(), sink, records_rx, failures_rx));
+        pumps.spawn(run_pump(
+            producer.clone(),
+            sink,
+            records_rx,
+            failures_rx,
+            abandon_pumps.clone(),
+        ));
         tracing::info!(source = %name, topic = %info.topic, url = %info.redacted_url, resume_from = resume.as_ref().map_or("", |p| p.as_str()), "starting source");
         let context = SourceContext {
             name: Arc::clone(&name),
@@ -172,12 +187,6 @@ pub async fn start(
     sources.close();
     pumps.close();
 
-    let listener = server::bind(config.server.listen)
-        .await
-        .map_err(|e| StartError::Listen(config.server.listen, e))?;
-    let metrics_address = listener
-        .local_addr()
-        .map_err(|e| StartError::Listen(config.server.listen, e))?;
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(
         listener,
@@ -205,11 +214,20 @@ pub async fn start(
     let root = shutdown.clone();
     let finished = tokio::spawn(async move {
         root.cancelled().await;
+        // One deadline for draining the channels and flushing the producer together.
+        let deadline = tokio::time::Instant::now() + producer.flush_timeout();
         tracing::info!("shutting down: stopping sources");
         sources.wait().await;
-        pumps.wait().await;
+        tokio::select! {
+            _ = pumps.wait() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                abandon_pumps.cancel();
+                pumps.wait().await;
+            }
+        }
         tracing::info!(in_flight = producer.in_flight(), "flushing the producer");
-        let abandoned = producer.flush().await;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let abandoned = producer.flush(remaining).await;
         if abandoned > 0 {
             tracing::warn!(abandoned, "records were not acknowledged before the flush timeout; they will be read again after restart");
         }

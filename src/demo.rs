@@ -36,7 +36,7 @@ const PARTITIONS: i32 = 8;
 /// Demo settings.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
-    /// Events to replay (cycling through the 99 recorded ones).
+    /// Events to replay (cycling through the 100 recorded ones).
     pub events: usize,
     /// Print a JSON report instead of text, and no progress line.
     pub json: bool,

@@ -23,8 +23,9 @@ pub enum SourceError {
         /// A delay the server asked for (SSE `retry:` field, `Retry-After`), if any.
         retry_after: Option<Duration>,
     },
-    /// A failure that retrying cannot cure (bad config, 401/403/404, 204 No Content on an SSE
-    /// stream). The source stops and `/readyz` reports it.
+    /// A failure that retrying cannot cure (bad config, 401/403/404, a response that is not an
+    /// event stream). The source stops and `/readyz` reports it. (HTTP 204 on an SSE stream is
+    /// not an error: the source finishes.)
     #[error("source `{source_name}`: {message} (url `{url}`); {fix}")]
     Permanent {
         /// The configured source name.
@@ -42,6 +43,14 @@ impl SourceError {
     /// True when backing off and retrying may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, SourceError::Transient { .. })
+    }
+
+    /// The delay the server asked for before the next attempt, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SourceError::Transient { retry_after, .. } => *retry_after,
+            SourceError::Permanent { .. } => None,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod kafka_admin;
 pub mod metrics;
 pub mod record;

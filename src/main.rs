@@ -10,7 +10,10 @@ use tributary::{config, daemon, demo, shutdown};
 
 /// Turns API feeds (Server-Sent Events today) into Kafka topics, resuming after any restart.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "Turns API feeds (Server-Sent Events today) into Kafka topics, resuming after any restart"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -44,7 +47,7 @@ enum Command {
         /// Print a machine-readable JSON report.
         #[arg(long)]
         json: bool,
-        /// Events to replay (cycling through the 99 recorded ones).
+        /// Events to replay (cycling through the 100 recorded ones).
         #[arg(long, default_value_t = 20_000)]
         events: usize,
         /// Keep serving /metrics after the report until Ctrl-C.

@@ -93,7 +93,7 @@ impl Metrics {
             http_requests: counter(
                 &r,
                 "tributary_http_requests_total",
-                "HTTP requests made to the feed, by status class (2xx, 3xx, 4xx, 5xx, error).",
+                "HTTP requests made to the feed, by status class (2xx, 3xx, 4xx, 5xx, other; error when no response came).",
                 &["source", "status_class"],
             ),
             reconnects: counter(

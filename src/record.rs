@@ -31,7 +31,7 @@ impl fmt::Display for Position {
 /// Why a record goes to the dead-letter topic instead of its own topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// A short, stable kind (`invalid_json`, `key_not_found`, `too_large`), put in the
+    /// A short, stable kind (`invalid_json`, `key_not_found`, `message_too_large`), put in the
     /// `tributary.error_kind` header and the metric label.
     pub kind: &'static str,
     /// A human sentence, put in the `tributary.error` header.

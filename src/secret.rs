@@ -11,14 +11,25 @@ use secrecy::SecretString;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     /// `${env:NAME}` names a variable that is not set.
-    #[error("environment variable `{0}` is not set; export it or change the reference")]
+    #[error("environment variable `{0}` is not set")]
     MissingEnv(String),
     /// `${file:/path}` names a file that cannot be read.
-    #[error("cannot read secret file `{0}`: {1}; check the path and its permissions")]
+    #[error("cannot read secret file `{0}`: {1}")]
     UnreadableFile(String, String),
     /// A `${` without a matching `}` or with an unknown scheme.
-    #[error("malformed secret reference `{0}`; write `${{env:NAME}}` or `${{file:/path}}`")]
+    #[error("malformed secret reference `{0}`")]
     Malformed(String),
+}
+
+impl SecretError {
+    /// What the operator should do about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            SecretError::MissingEnv(_) => "export the variable or change the reference",
+            SecretError::UnreadableFile(..) => "check the path and its permissions",
+            SecretError::Malformed(_) => "write `${env:NAME}` or `${file:/path}`",
+        }
+    }
 }
 
 /// Replaces every `${env:…}` and `${file:…}` reference in `raw`.

@@ -379,3 +379,37 @@ fn every_example_config_is_valid() {
     }
     assert!(checked >= 2, "config/ holds the example configs");
 }
+
+#[test]
+fn environment_variables_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+[kafka]
+flush_timeout = "5s"
+[sources.wiki]
+type = "sse"
+url = "https://stream.wikimedia.org/v2/stream/recentchange"
+topic = "wikimedia.recentchange"
+"#,
+    );
+    let check = |brokers: Option<&str>| {
+        let mut command = Command::new(BINARY);
+        command.args(["check", "--config"]).arg(&config);
+        command.env_remove("TRIBUTARY__KAFKA__BROKERS");
+        if let Some(brokers) = brokers {
+            command.env("TRIBUTARY__KAFKA__BROKERS", brokers);
+        }
+        command.output().unwrap()
+    };
+    let without = check(None);
+    assert_eq!(without.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("brokers"));
+    let with = check(Some("kafka-0:9092,kafka-1:9092"));
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+}

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt as _;
 use rdkafka::{mocking::MockCluster, producer::DefaultProducerContext};
 use tokio_util::sync::CancellationToken;
 use tributary::{
@@ -302,4 +303,104 @@ pub async fn http_get(url: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// One scripted answer of a [`ScriptedServer`].
+#[derive(Clone, Debug)]
+pub struct Scripted {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra response headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body (an event stream for 200 answers).
+    pub body: String,
+    /// Keep the connection open (idle) after the body, as a live feed would.
+    pub stay_open: bool,
+}
+
+impl Scripted {
+    /// A 200 `text/event-stream` answer with `body`.
+    pub fn events(body: &str, stay_open: bool) -> Self {
+        Scripted {
+            status: 200,
+            headers: vec![("content-type", "text/event-stream".into())],
+            body: body.to_owned(),
+            stay_open,
+        }
+    }
+}
+
+/// What a [`ScriptedServer`] saw of one request.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    /// When it arrived.
+    pub at: Instant,
+    /// Path and query.
+    pub uri: String,
+    /// Request headers (lowercase names).
+    pub headers: HashMap<String, String>,
+}
+
+/// An HTTP server on 127.0.0.1 that answers the n-th request with the n-th scripted answer
+/// (the last one once the script runs out) and records every request.
+pub struct ScriptedServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
+}
+
+impl ScriptedServer {
+    /// Starts the server with `script`.
+    pub async fn start(script: Vec<Scripted>) -> Self {
+        use axum::{body::Body, extract::Request, response::Response};
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<SeenRequest>>> = Arc::default();
+        let script = Arc::new(script);
+        let handler_seen = Arc::clone(&seen);
+        let handler = move |request: Request| {
+            let seen = Arc::clone(&handler_seen);
+            let script = Arc::clone(&script);
+            async move {
+                let index = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(SeenRequest {
+                        at: Instant::now(),
+                        uri: request.uri().to_string(),
+                        headers: request
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
+                            })
+                            .collect(),
+                    });
+                    seen.len() - 1
+                };
+                let answer = script[index.min(script.len() - 1)].clone();
+                let body = futures::stream::once(async move {
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(answer.body))
+                });
+                let body = if answer.stay_open {
+                    Body::from_stream(body.chain(futures::stream::pending()))
+                } else {
+                    Body::from_stream(body)
+                };
+                let mut response = Response::builder().status(answer.status);
+                for (name, value) in &answer.headers {
+                    response = response.header(*name, value);
+                }
+                response.body(body).unwrap()
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(handler);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        ScriptedServer { base_url, seen }
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
 }

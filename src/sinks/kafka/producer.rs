@@ -109,9 +109,7 @@ impl ProducerContext for DeliveryContext {
             }
             Err((error, message)) => {
                 let sink = &ticket.sink;
-                let kind = error
-                    .rdkafka_error_code()
-                    .map_or("unknown", |code| error_kind_name(code));
+                let kind = error.rdkafka_error_code().map_or("other", error_kind_name);
                 sink.metrics.kafka_error(kind);
                 let header = |name: &str| {
                     message.headers().and_then(|headers| {
@@ -146,9 +144,8 @@ impl ProducerContext for DeliveryContext {
 
 /// Marks a ticket's record acknowledged: tracker, committer and metrics.
 pub(crate) fn acknowledge(ticket: &DeliveryTicket) {
+    release(ticket);
     let sink = &ticket.sink;
-    sink.tracker.ack(ticket.seq);
-    sink.committer.acked(1);
     sink.metrics
         .kafka_delivery_seconds
         .observe(ticket.enqueued_at.elapsed().as_secs_f64());
@@ -161,6 +158,13 @@ pub(crate) fn acknowledge(ticket: &DeliveryTicket) {
                 .inc_by(ticket.payload_bytes as u64);
         }
     }
+}
+
+/// Lets the source's position move past a ticket's record (tracker and committer) without
+/// counting it as produced or dead-lettered.
+pub(crate) fn release(ticket: &DeliveryTicket) {
+    ticket.sink.tracker.ack(ticket.seq);
+    ticket.sink.committer.acked(1);
 }
 
 /// A short, stable name for a librdkafka error code (a bounded metric label).
@@ -250,11 +254,15 @@ impl KafkaProducer {
         self.inner.in_flight_count()
     }
 
-    /// Waits (on the blocking pool) up to the configured flush timeout for every queued record
-    /// to be acknowledged. Returns the number of records still in flight afterwards.
-    pub async fn flush(&self) -> i32 {
+    /// How long shutdown may wait for in-flight records (`kafka.flush_timeout`).
+    pub fn flush_timeout(&self) -> Duration {
+        self.flush_timeout
+    }
+
+    /// Waits (on the blocking pool) up to `timeout` for every queued record to be
+    /// acknowledged. Returns the number of records still in flight afterwards.
+    pub async fn flush(&self, timeout: Duration) -> i32 {
         let producer = self.inner.clone();
-        let timeout = self.flush_timeout;
         tokio::task::spawn_blocking(move || {
             if let Err(error) = producer.flush(timeout) {
                 tracing::warn!(%error, "producer flush did not complete");

@@ -5,14 +5,20 @@
 //! backpressure, not an error, and it stops the pump from pulling more. A record librdkafka
 //! refuses outright (too large, unknown topic) goes to the dead-letter topic with the reason in
 //! its headers; so does a record whose delivery failed after it was queued.
+//!
+//! Shutdown: the pump drains its channel, then returns. If the producer queue stays full
+//! (brokers down) until the shutdown deadline, the `abandon` token makes it return at once:
+//! the records it still held are not acknowledged, so their positions are not stored and they
+//! are read again after a restart.
 
 use std::{sync::Arc, time::Instant};
 
 use rdkafka::{error::KafkaError, producer::BaseRecord, types::RDKafkaErrorCode};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::producer::{
-    acknowledge, error_kind_name, DeliveryTicket, FailedDelivery, KafkaProducer, SourceSink,
+    error_kind_name, release, DeliveryTicket, FailedDelivery, KafkaProducer, SourceSink,
 };
 use crate::{
     channel::{Envelope, RecordReceiver},
@@ -26,13 +32,15 @@ const BATCH: usize = 1024;
 /// How long to wait before retrying a record the full producer queue refused.
 const QUEUE_FULL_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Runs until the channel is closed and drained (the source has stopped), then returns.
-/// Failed deliveries that come back while it runs are sent to the dead-letter topic.
+/// Runs until the channel is closed and drained (the source has stopped), or until `abandon`
+/// is cancelled while the producer queue is full, then returns. Failed deliveries that come
+/// back while it runs are sent to the dead-letter topic.
 pub async fn run_pump(
     producer: KafkaProducer,
     sink: Arc<SourceSink>,
     mut records: RecordReceiver,
     mut failures: mpsc::UnboundedReceiver<FailedDelivery>,
+    abandon: CancellationToken,
 ) {
     let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
     let mut timestamps = TimestampCache::default();
@@ -40,7 +48,9 @@ pub async fn run_pump(
         tokio::select! {
             biased;
             Some(failed) = failures.recv() => {
-                dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps).await;
+                if dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps, &abandon).await == Sent::Abandoned {
+                    return;
+                }
             }
             received = records.recv_many(&mut batch, BATCH) => {
                 if received == 0 {
@@ -49,16 +59,33 @@ pub async fn run_pump(
                 for envelope in batch.drain(..) {
                     let Envelope { record, permit } = envelope;
                     let seq = sink.tracker.register(record.position.clone());
-                    produce(&producer, &sink, record, seq, &mut timestamps).await;
+                    let sent = produce(&producer, &sink, record, seq, &mut timestamps, &abandon).await;
                     drop(permit);
+                    if sent == Sent::Abandoned {
+                        tracing::warn!(source = %sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
+                        return;
+                    }
                 }
             }
         }
     }
     // Deliveries that fail from here on are logged by the callback and read again after restart.
     while let Ok(failed) = failures.try_recv() {
-        dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps).await;
+        if dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps, &abandon).await
+            == Sent::Abandoned
+        {
+            return;
+        }
     }
+}
+
+/// What became of a record handed to [`produce`].
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    /// In the producer queue (or skipped after both topics refused it, loudly).
+    Queued,
+    /// Not sent: the shutdown deadline passed while the producer queue was full.
+    Abandoned,
 }
 
 async fn produce(
@@ -67,7 +94,8 @@ async fn produce(
     mut record: Record,
     seq: u64,
     timestamps: &mut TimestampCache,
-) {
+    abandon: &CancellationToken,
+) -> Sent {
     loop {
         let topic = if record.dead_letter.is_some() {
             &sink.dead_letter_topic
@@ -92,10 +120,13 @@ async fn produce(
         let mut pending = base;
         let refused = loop {
             match producer.inner.send(pending) {
-                Ok(()) => return,
+                Ok(()) => return Sent::Queued,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     pending = back;
-                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                    tokio::select! {
+                        _ = abandon.cancelled() => return Sent::Abandoned,
+                        _ = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
+                    }
                 }
                 Err((error, back)) => break (error, back.delivery_opaque),
             }
@@ -105,7 +136,7 @@ async fn produce(
         sink.metrics.kafka_error(kind);
         if record.dead_letter.is_some() {
             give_up(sink, &ticket, &error);
-            return;
+            return Sent::Queued;
         }
         tracing::warn!(source = %sink.name, topic = %sink.topic, %error, "producer refused a record; sending it to the dead-letter topic");
         record.dead_letter = Some(DeadLetter {
@@ -115,8 +146,9 @@ async fn produce(
     }
 }
 
-/// A dead-letter record that could not be produced either: logged loudly, counted, and
-/// acknowledged so the source's position can move on.
+/// A dead-letter record that could not be produced either: logged loudly, counted under
+/// `tributary_kafka_errors_total{kind="dead_letter_failed"}`, and released so the source's
+/// position can move on.
 fn give_up(sink: &SourceSink, ticket: &DeliveryTicket, error: &KafkaError) {
     tracing::error!(
         source = %sink.name,
@@ -125,7 +157,7 @@ fn give_up(sink: &SourceSink, ticket: &DeliveryTicket, error: &KafkaError) {
         "a record could not be produced to its topic nor to the dead-letter topic; it is skipped"
     );
     sink.metrics.kafka_error("dead_letter_failed");
-    acknowledge(ticket);
+    release(ticket);
 }
 
 async fn dead_letter_failed_delivery(
@@ -133,7 +165,8 @@ async fn dead_letter_failed_delivery(
     sink: &Arc<SourceSink>,
     failed: FailedDelivery,
     timestamps: &mut TimestampCache,
-) {
+    abandon: &CancellationToken,
+) -> Sent {
     let FailedDelivery {
         ticket,
         key,
@@ -144,7 +177,7 @@ async fn dead_letter_failed_delivery(
     } = failed;
     if ticket.dead_letter_kind.is_some() {
         give_up(sink, &ticket, &error);
-        return;
+        return Sent::Queued;
     }
     let kind = error.rdkafka_error_code().map_or("other", error_kind_name);
     let record = Record {
@@ -159,5 +192,5 @@ async fn dead_letter_failed_delivery(
             reason: format!("delivery to topic `{}` failed: {error}", sink.topic),
         }),
     };
-    produce(producer, sink, record, ticket.seq, timestamps).await;
+    produce(producer, sink, record, ticket.seq, timestamps, abandon).await
 }

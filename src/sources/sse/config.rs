@@ -151,7 +151,7 @@ impl SseConfig {
                     &scope,
                     field("url"),
                     e.to_string(),
-                    "fix the reference",
+                    e.fix(),
                 ));
                 None
             }
@@ -194,7 +194,7 @@ impl SseConfig {
                     &scope,
                     field(&format!("headers.{header}")),
                     e.to_string(),
-                    "fix the reference",
+                    e.fix(),
                 )),
             }
         }

@@ -24,6 +24,7 @@ use crate::{
     backoff::Backoff,
     error::SourceError,
     health::SourceState,
+    http::parse_retry_after,
     record::{DeadLetter, Position, Record},
     sources::{Source, SourceContext},
 };
@@ -100,7 +101,9 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
         if delivered {
             backoff.reset();
         }
-        let delay = backoff.next_delay(server_retry, &mut rng);
+        // The server's wish (`retry:` field, or `Retry-After` on this response) is a floor.
+        let floor = server_retry.max(error.retry_after());
+        let delay = backoff.next_delay(floor, &mut rng);
         tracing::warn!(source = %context.name, %error, attempt = backoff.attempt(), delay_ms = delay.as_millis() as u64, "feed connection ended; reconnecting");
         context.set_state(SourceState::Reconnecting {
             attempts: backoff.attempt(),
@@ -127,14 +130,15 @@ async fn connection(
     server_retry: &mut Option<Duration>,
     delivered: &mut bool,
 ) -> ConnectionEnd {
-    let transient = |message: String| {
+    let transient_after = |message: String, retry_after: Option<Duration>| {
         ConnectionEnd::Failed(SourceError::Transient {
             source_name: context.name.to_string(),
             url: settings.redacted_url.clone(),
             message,
-            retry_after: None,
+            retry_after,
         })
     };
+    let transient = |message: String| transient_after(message, None);
     let permanent = |message: String, fix: &str| {
         ConnectionEnd::Failed(SourceError::Permanent {
             source_name: context.name.to_string(),
@@ -198,7 +202,14 @@ async fn connection(
                 let status = response.status();
                 context.metrics.http_request(Some(status));
                 return match status {
-                    408 | 425 | 429 | 500..=599 => transient(format!("HTTP {status}")),
+                    408 | 425 | 429 | 500..=599 => {
+                        let retry_after = response
+                            .get_header_value("retry-after")
+                            .ok()
+                            .flatten()
+                            .and_then(|value| parse_retry_after(value, SystemTime::now()));
+                        transient_after(format!("HTTP {status}"), retry_after)
+                    }
                     _ => permanent(
                         format!("HTTP {status}"),
                         "check the URL and the credentials in `headers`",

@@ -1,0 +1,243 @@
+//! SSE source options end to end, each against a scripted HTTP server on 127.0.0.1 and the
+//! mock Kafka cluster: request headers and URLs with secrets, the `event:` type filter, keys
+//! from a JSON pointer, the read timeout, `Retry-After`, and backpressure from a stalled broker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tributary::replay::{self, ReplayOptions, ReplayServer};
+
+/// Writes `value` to a file in `dir` and returns its path (for `${file:…}` references).
+fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{value}\n")).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_and_url_secrets_event_filter_and_key_pointer() {
+    let broker = Broker::mock();
+    broker.create_topic("edits").await;
+    let mut body = String::new();
+    for i in 0..30 {
+        let kind = ["edit", "log", "message"][i % 3];
+        if kind != "message" {
+            body.push_str(&format!("event: {kind}\n"));
+        }
+        body.push_str(&format!(
+            "id: {i}\ndata: {{\"meta\":{{\"id\":\"change-{i}\"}},\"kind\":\"{kind}\"}}\n\n"
+        ));
+    }
+    let server = ScriptedServer::start(vec![Scripted::events(&body, true)]).await;
+    let state = tempfile::tempdir().unwrap();
+    let token = secret_file(state.path(), "token", "s3cret-token");
+    let api_key = secret_file(state.path(), "key", "k3y-in-url");
+    let toml = sse_config(
+        &broker.brokers(),
+        &state.path().join("state"),
+        "edits",
+        &format!(
+            "{}/stream?api_key=${{file:{api_key}}}&lang=en",
+            server.base_url
+        ),
+        "edits",
+        &format!(
+            r#"headers = {{ Authorization = "Bearer ${{file:{token}}}", "X-Client" = "tributary-test" }}
+event_types = ["edit"]
+key = "/meta/id""#
+        ),
+    );
+    let daemon = start_daemon(&toml).await;
+    wait_for_acknowledged(&daemon, "edits", 10).await;
+    let scrape = daemon.metrics().render();
+    let readiness = serde_json::to_string(&daemon.health().readiness(true)).unwrap();
+    let received = daemon.metrics().source("edits").records_received.get();
+    daemon.shutdown().await;
+
+    let request = &server.requests()[0];
+    assert_eq!(request.headers["authorization"], "Bearer s3cret-token");
+    assert_eq!(request.headers["x-client"], "tributary-test");
+    assert_eq!(request.headers["accept"], "text/event-stream");
+    assert!(
+        request.uri.contains("api_key=k3y-in-url"),
+        "{}",
+        request.uri
+    );
+
+    let records = broker.read("edits").await;
+    let mut keys: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+        .collect();
+    keys.sort_by_key(|k| k["change-".len()..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..30).step_by(3).map(|i| format!("change-{i}")).collect();
+    assert_eq!(keys, expected, "only `edit` events, keyed by /meta/id");
+    assert_eq!(received, 30, "every event is counted as received");
+    for record in &records {
+        assert_eq!(record.header("tributary.event_type"), Some("edit"));
+        let url = record.header("tributary.url").unwrap();
+        assert!(
+            !url.contains("k3y-in-url"),
+            "the URL header is redacted: {url}"
+        );
+        assert!(url.contains("lang=en"), "{url}");
+    }
+    for text in [&scrape, &readiness] {
+        assert!(!text.contains("s3cret") && !text.contains("k3y"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_reconnected_after_the_read_timeout() {
+    let broker = Broker::mock();
+    broker.create_topic("quiet").await;
+    let event = |i: u32| format!("id: {i}\ndata: {{\"n\":{i}}}\n\n");
+    let server = ScriptedServer::start(vec![
+        Scripted::events(&(event(1) + &event(2)), true),
+        Scripted::events(&(event(3) + &event(4)), true),
+        // Later reconnects (the read timeout fires on every silent connection) get no events.
+        Scripted::events("", true),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "quiet",
+        &format!("{}/stream", server.base_url),
+        "quiet",
+        "read_timeout = \"400ms\"",
+    ))
+    .await;
+    wait_for_acknowledged(&daemon, "quiet", 4).await;
+    let reconnects = daemon.metrics().source("quiet").reconnects.get();
+    daemon.shutdown().await;
+
+    let requests = server.requests();
+    assert!(reconnects >= 1);
+    assert_eq!(
+        requests[1].headers.get("last-event-id").map(String::as_str),
+        Some("2")
+    );
+    let silent_for = requests[1].at - requests[0].at;
+    assert!(
+        silent_for >= Duration::from_millis(400),
+        "reconnected after {silent_for:?}, before the read timeout"
+    );
+    let payloads: Vec<String> = broker
+        .read("quiet")
+        .await
+        .iter()
+        .map(|r| r.header("tributary.event_id").unwrap().to_owned())
+        .collect();
+    let mut sorted = payloads.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["1", "2", "3", "4"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_503_delays_the_reconnect() {
+    let broker = Broker::mock();
+    broker.create_topic("busy").await;
+    let server = ScriptedServer::start(vec![
+        Scripted {
+            status: 503,
+            headers: vec![("retry-after", "1".into())],
+            body: "busy".into(),
+            stay_open: false,
+        },
+        Scripted::events("id: 1\ndata: {\"ok\":true}\n\n", true),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    // Without Retry-After the reconnect would come within 20 ms (initial_delay).
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "busy",
+        &format!("{}/stream", server.base_url),
+        "busy",
+        "",
+    ))
+    .await;
+    wait_for_acknowledged(&daemon, "busy", 1).await;
+    let scrape = daemon.metrics().render();
+    daemon.shutdown().await;
+    let requests = server.requests();
+    let waited = requests[1].at - requests[0].at;
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "reconnected after {waited:?}, before Retry-After: 1"
+    );
+    assert!(
+        scrape.contains(r#"tributary_http_requests_total{source="busy",status_class="5xx"} 1"#),
+        "{scrape}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_broker_stops_the_source_reading_and_loses_nothing() {
+    const EVENTS: usize = 20_000;
+    const CHANNEL: u64 = 50;
+    const PRODUCER_QUEUE: u64 = 100;
+    const PUMP_BATCH: u64 = 1024;
+    let broker = Broker::mock();
+    broker.create_topic("stall").await;
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    cluster.broker_down(1).unwrap();
+    let feed = ReplayServer::start(replay::wikimedia_feed(EVENTS), ReplayOptions::default())
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let toml = sse_config(
+        &broker.brokers(),
+        state.path(),
+        "stall",
+        &feed.url(),
+        "stall",
+        &format!("channel_max_records = {CHANNEL}"),
+    )
+    .replace(
+        "flush_timeout = \"20s\"",
+        &format!(
+            "flush_timeout = \"20s\"\n[kafka.producer]\n\"queue.buffering.max.messages\" = \"{PRODUCER_QUEUE}\""
+        ),
+    );
+    let daemon = start_daemon(&toml).await;
+    let metrics = daemon.metrics().source("stall");
+    wait_until("the channel to fill", Duration::from_secs(30), || {
+        metrics.channel_records.get() as u64 >= CHANNEL
+    })
+    .await;
+    // The source is now blocked on the full channel. Watch for a while that it reads no more:
+    // this window observes a steady state, it does not wait for an event.
+    let received_when_full = metrics.records_received.get();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received_later = metrics.records_received.get();
+    let bound = CHANNEL + PRODUCER_QUEUE + PUMP_BATCH + 1;
+    assert_eq!(
+        received_later, received_when_full,
+        "the source kept reading while the channel was full"
+    );
+    assert!(
+        received_later <= bound,
+        "{received_later} records read with the broker down; at most {bound} fit in the channel, the pump's batch and the producer queue"
+    );
+    let served = feed
+        .stats()
+        .events_served
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        served < EVENTS as u64,
+        "the feed could write all {EVENTS} events: the socket was still read"
+    );
+
+    cluster.broker_up(1).unwrap();
+    wait_for_acknowledged(&daemon, "stall", EVENTS as u64).await;
+    daemon.shutdown().await;
+    assert_exactly_once_in_order(&broker.read("stall").await, EVENTS, "stall");
+}
