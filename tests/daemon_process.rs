@@ -413,3 +413,64 @@ topic = "wikimedia.recentchange"
         String::from_utf8_lossy(&with.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_broker_down_exits_within_the_flush_timeout() {
+    let broker = Broker::mock();
+    broker.create_topic("down").await;
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    cluster.broker_down(1).unwrap();
+    let feed = ReplayServer::start(replay::wikimedia_feed(5_000), ReplayOptions::default())
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        state.path(),
+        &sse_config(
+            &broker.brokers(),
+            &state.path().join("state"),
+            "down",
+            &feed.url(),
+            "down",
+            "channel_max_records = 10",
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        .replace(
+            "flush_timeout = \"20s\"",
+            "flush_timeout = \"1s\"\n[kafka.producer]\n\"queue.buffering.max.messages\" = \"10\"",
+        ),
+    );
+    let daemon = Daemon::spawn(&config, port);
+    // Wait until the source is blocked: the channel is full behind the full producer queue.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let scrape = daemon.scrape().await.unwrap_or_default();
+        if metric(&scrape, "tributary_channel_records", "down") >= 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the channel never filled:\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = Instant::now();
+    let status = daemon.terminate().await;
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took < Duration::from_secs(10),
+        "shutdown took {took:?} with a 1 s flush timeout"
+    );
+    let stored = FileStore::open(state.path().join("state"))
+        .unwrap()
+        .load("down")
+        .unwrap();
+    assert_eq!(
+        stored, None,
+        "nothing was acknowledged, so nothing is stored"
+    );
+}
