@@ -41,7 +41,7 @@ struct Deviation {
 const KNOWN_DEVIATIONS: &[Deviation] = &[Deviation {
     vector: "double BOM",
     records: 0,
-    why: "a block whose only field is unknown (here `\u{feff}data`) makes the parser fail the \
+    why: "a block whose only field is unknown (here `\u{feff}data`), before any `id:`, makes the parser fail the \
           connection with `InvalidEvent` instead of ignoring the block; the source reconnects, \
           counts it and reports it in /readyz",
 }];
