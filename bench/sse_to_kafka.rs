@@ -17,7 +17,7 @@
 //!    (acknowledged). Its peak RSS (VmHWM) is read before it is stopped with SIGTERM;
 //! 4. the daemon again on K·N events, to show that peak RSS does not grow with the feed.
 //!
-//! Figures are printed, never judged: this is a benchmark, not a test. See bench/README.md.
+//! Figures are printed, never judged: this is a benchmark, not a test. See README.md, "Benchmark".
 
 use std::{
     fs,

@@ -474,3 +474,30 @@ async fn sigterm_with_the_broker_down_exits_within_the_flush_timeout() {
         "nothing was acknowledged, so nothing is stored"
     );
 }
+
+#[test]
+fn the_demo_reports_no_loss_and_no_duplicates() {
+    let output = Command::new(BINARY)
+        .args(["demo", "--json", "--events", "3000"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["events_served"], 3000);
+    assert_eq!(report["records_in_kafka"], 3000, "{report}");
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["duplicates"], 0);
+    assert_eq!(report["restarts"], 1);
+    assert!(
+        report["feed_connections"].as_u64().unwrap() >= 3,
+        "the first connection, one after the drop, one after the restart: {report}"
+    );
+    assert!(report["metrics_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+}
