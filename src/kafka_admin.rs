@@ -1,18 +1,33 @@
 //! Small Kafka tools for the demo, the tests and the benchmark: create topics, and read a
-//! topic back completely (up to the high watermarks taken when reading starts).
+//! topic back completely (up to each partition's end).
 
 use std::time::Duration;
 
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
+    client::{ClientContext, DefaultClientContext},
     config::ClientConfig,
-    consumer::{BaseConsumer, Consumer},
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
     error::KafkaError,
     message::{Headers, Message},
     types::RDKafkaErrorCode,
     Offset, TopicPartitionList,
 };
+
+/// The read-back consumer's context: partition ends are expected, not errors to log.
+struct ReadBackContext;
+
+impl ClientContext for ReadBackContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_))
+            && error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::warn!(%error, reason, "kafka read-back consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for ReadBackContext {}
 
 /// One record read back from Kafka.
 #[derive(Clone, Debug)]
@@ -79,12 +94,12 @@ pub fn read_topic(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<ConsumedRecord>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<ReadBackContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "tributary-read-back")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(ReadBackContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut remaining = std::collections::HashSet::new();
     let mut assignment = TopicPartitionList::new();

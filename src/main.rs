@@ -117,7 +117,8 @@ async fn main() -> ExitCode {
             events,
             keep_running,
         } => {
-            init_logging(cli.log_format, "warn");
+            // The feed drop and the restart are part of the demo: log only errors.
+            init_logging(cli.log_format, "error");
             match demo::run(demo::DemoOptions {
                 events,
                 json,

@@ -52,6 +52,9 @@ pub struct ReplayOptions {
     pub drops: usize,
     /// A `retry:` value (milliseconds) sent at the start of every stream.
     pub retry_ms: Option<u64>,
+    /// Hold back the event with this index, and every later one, on every connection until
+    /// [`ReplayServer::release`] is called (the connection stays open and idle meanwhile).
+    pub pause_before: Option<usize>,
 }
 
 /// What the server saw and did.
@@ -68,6 +71,8 @@ pub struct ReplayStats {
 struct Feed {
     events: Events,
     options: ReplayOptions,
+    /// True once [`ReplayServer::release`] was called.
+    released: tokio::sync::watch::Sender<bool>,
     stats: Arc<ReplayStats>,
 }
 
@@ -124,6 +129,7 @@ pub struct ReplayServer {
     address: SocketAddr,
     stats: Arc<ReplayStats>,
     stop: CancellationToken,
+    feed: Arc<Feed>,
 }
 
 impl ReplayServer {
@@ -155,11 +161,13 @@ impl ReplayServer {
         let feed = Arc::new(Feed {
             events,
             options,
+            released: tokio::sync::watch::Sender::new(false),
             stats: Arc::clone(&stats),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let stop = CancellationToken::new();
+        let feed_handle = Arc::clone(&feed);
         let app = Router::new().route("/stream", get(stream)).with_state(feed);
         let serve_stop = stop.clone();
         tokio::spawn(async move {
@@ -174,7 +182,13 @@ impl ReplayServer {
             address,
             stats,
             stop,
+            feed: feed_handle,
         })
+    }
+
+    /// Lets every connection go past `pause_before` (see [`ReplayOptions`]).
+    pub fn release(&self) {
+        self.feed.released.send_replace(true);
     }
 
     /// The stream URL.
@@ -259,8 +273,16 @@ fn async_stream_body(
                 // only reports `retry:` on an event that has data (see README, "SSE").
                 chunk.put_slice(format!("retry: {ms}\n").as_bytes());
             }
+            // Held back events wait for the release (the connection stays open meanwhile).
+            let mut released = feed.released.subscribe();
+            let held_from = feed.options.pause_before.filter(|_| !*released.borrow());
+            let mut stop_at = held_from.map_or(end, |p| end.min(p.max(next)));
+            if stop_at == next {
+                let _ = released.wait_for(|released| *released).await;
+                stop_at = end;
+            }
             let mut i = next;
-            while i < end && chunk.len() < CHUNK_BYTES {
+            while i < stop_at && chunk.len() < CHUNK_BYTES {
                 feed.events.write(i, &mut chunk);
                 i += 1;
             }

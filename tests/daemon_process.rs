@@ -492,6 +492,11 @@ fn the_demo_reports_no_loss_and_no_duplicates() {
     assert_eq!(report["lost"], 0);
     assert_eq!(report["duplicates"], 0);
     assert_eq!(report["restarts"], 1);
+    assert_eq!(
+        report["resumed_from"],
+        replay::wikimedia_event_id(1499),
+        "the restart happens midway, from the stored position"
+    );
     assert!(
         report["feed_connections"].as_u64().unwrap() >= 3,
         "the first connection, one after the drop, one after the restart: {report}"

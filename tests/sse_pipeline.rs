@@ -67,6 +67,7 @@ async fn feed_drops_resume_from_last_event_id(broker: Broker) {
             drop_after: Some(300),
             drops: 3,
             retry_ms: None,
+            pause_before: None,
         },
     )
     .await
@@ -125,6 +126,7 @@ async fn a_restarted_daemon_resumes_from_its_checkpoint() {
             drop_after: Some(500),
             drops: 1,
             retry_ms: None,
+            pause_before: None,
         },
     )
     .await
@@ -245,6 +247,7 @@ async fn the_retry_field_sets_the_minimum_reconnect_delay() {
             drop_after: Some(10),
             drops: 1,
             retry_ms: Some(1_500),
+            pause_before: None,
         },
     )
     .await
