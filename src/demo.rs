@@ -106,10 +106,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
 
     let resumed_from = FileStore::open(state.path())?
         .load(SOURCE)?
-        .map(|p| p.0)
+        .map(|p| p.0.to_string())
         .context("the first run stored no position")?;
-    let resume_index = (0..events)
-        .find(|&i| replay::wikimedia_event_id(i) == resumed_from)
+    let resume_index = replay::wikimedia_event_index(&resumed_from)
+        .filter(|&i| i < events)
         .context("the stored position is not an id the feed served")?;
 
     let restarted = Instant::now();

@@ -10,10 +10,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A source's resume point: an SSE `Last-Event-ID`, a WebSocket sequence, a REST cursor or
-/// watermark. Opaque to everything but the source that made it.
+/// watermark. Opaque to everything but the source that made it. Shared (`Arc<str>`), so a
+/// source can hand the same text to the record's key, its headers and its position.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Position(pub String);
+pub struct Position(pub Arc<str>);
 
 impl Position {
     /// The position as text.

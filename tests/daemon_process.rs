@@ -147,7 +147,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
     let resumed_with = feed.stats().last_event_ids.lock().unwrap().clone();
     assert_eq!(
         resumed_with,
-        vec![None, Some(stored.0.clone())],
+        vec![None, Some(stored.0.to_string())],
         "the restarted daemon resumed from the stored position"
     );
 
@@ -218,7 +218,7 @@ async fn sigterm_flushes_and_commits_the_last_acknowledged_position() {
         .load("term")
         .unwrap();
     assert_eq!(
-        stored.map(|p| p.0),
+        stored.map(|p| p.0.to_string()),
         Some(replay::wikimedia_event_id(EVENTS - 1))
     );
 }

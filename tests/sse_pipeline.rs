@@ -40,7 +40,7 @@ async fn every_event_arrives_once_in_feed_order(broker: Broker) {
     assert!(broker.read("wiki.dlq").await.is_empty());
     let stored = FileStore::open(state.path()).unwrap().load("wiki").unwrap();
     assert_eq!(
-        stored.map(|p| p.0),
+        stored.map(|p| p.0.to_string()),
         Some(replay::wikimedia_event_id(EVENTS - 1)),
         "the last acknowledged id is stored"
     );
@@ -151,7 +151,7 @@ async fn a_restarted_daemon_resumes_from_its_checkpoint() {
         .unwrap()
         .load("restart")
         .unwrap()
-        .map(|p| p.0);
+        .map(|p| p.0.to_string());
     assert_eq!(stored, Some(replay::wikimedia_event_id(499)));
 
     let second = start_daemon(&toml).await;
@@ -232,7 +232,7 @@ async fn malformed_event_data_goes_to_the_dead_letter_topic() {
             .unwrap()
             .load("mixed")
             .unwrap()
-            .map(|p| p.0),
+            .map(|p| p.0.to_string()),
         Some("99".to_owned())
     );
 }

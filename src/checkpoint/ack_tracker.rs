@@ -147,7 +147,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn pos(i: usize) -> Option<Position> {
-        Some(Position(i.to_string()))
+        Some(Position(i.to_string().into()))
     }
 
     #[test]

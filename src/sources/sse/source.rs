@@ -59,11 +59,11 @@ impl Source for SseSource {
 }
 
 async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), SourceError> {
-    let mut last_event_id: Option<String> = context
+    let mut last_event_id: Option<Arc<str>> = context
         .resume
         .as_ref()
-        .map(|p| p.0.clone())
-        .or_else(|| settings.start_from.clone());
+        .map(|p| Arc::clone(&p.0))
+        .or_else(|| settings.start_from.as_deref().map(Arc::from));
     let mut server_retry: Option<Duration> = None;
     let mut backoff = Backoff::new(
         settings.reconnect.initial_delay,
@@ -126,7 +126,7 @@ use rand::SeedableRng;
 async fn connection(
     settings: &SseSettings,
     context: &SourceContext,
-    last_event_id: &mut Option<String>,
+    last_event_id: &mut Option<Arc<str>>,
     server_retry: &mut Option<Duration>,
     delivered: &mut bool,
 ) -> ConnectionEnd {
@@ -183,8 +183,11 @@ async fn connection(
                 if let Some(retry) = event.retry {
                     *server_retry = Some(Duration::from_millis(retry));
                 }
-                if event.id.is_some() {
-                    last_event_id.clone_from(&event.id);
+                // One shared copy of the id serves the key, the header and the position.
+                if let Some(id) = event.id {
+                    if last_event_id.as_deref() != Some(id.as_str()) {
+                        *last_event_id = Some(Arc::from(id));
+                    }
                 }
                 context.metrics.records_received.inc();
                 if !settings.event_types.is_empty()
@@ -192,8 +195,7 @@ async fn connection(
                 {
                     continue;
                 }
-                let record =
-                    encoder.encode(event.data, &event.event_type, last_event_id.as_deref());
+                let record = encoder.encode(event.data, &event.event_type, last_event_id.as_ref());
                 if context.records.send(record).await.is_err() {
                     return ConnectionEnd::Shutdown;
                 }
@@ -287,14 +289,19 @@ impl<'a> RecordEncoder<'a> {
         }
     }
 
-    fn encode(&mut self, data: String, event_type: &str, last_event_id: Option<&str>) -> Record {
+    fn encode(
+        &mut self,
+        data: String,
+        event_type: &str,
+        last_event_id: Option<&Arc<str>>,
+    ) -> Record {
         if *self.event_type != *event_type {
             self.event_type = Arc::from(event_type);
         }
-        let event_id: Option<Arc<str>> = last_event_id.filter(|id| !id.is_empty()).map(Arc::from);
+        let event_id: Option<Arc<str>> = last_event_id.filter(|id| !id.is_empty()).cloned();
         let mut dead_letter = None;
         let mut key = match (&self.settings.key, &event_id) {
-            (KeyFrom::EventId, Some(id)) => Some(Bytes::copy_from_slice(id.as_bytes())),
+            (KeyFrom::EventId, Some(id)) => Some(Bytes::from_owner(SharedText(Arc::clone(id)))),
             _ => None,
         };
         if self.settings.format == PayloadFormat::Json {
@@ -323,10 +330,19 @@ impl<'a> RecordEncoder<'a> {
             payload: Bytes::from(data),
             event_id,
             event_type: Some(Arc::clone(&self.event_type)),
-            position: last_event_id.map(|id| Position(id.to_owned())),
+            position: last_event_id.map(|id| Position(Arc::clone(id))),
             fetched_at: SystemTime::now(),
             dead_letter,
         }
+    }
+}
+
+/// Shared text as the owner of a [`Bytes`] (a record key without a copy).
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 
