@@ -52,10 +52,16 @@ impl Daemon {
 
     /// Waits until `tributary_records_produced_total{source}` reaches `count`.
     async fn wait_for_produced(&mut self, source: &str, count: u64) {
+        self.wait_for_metric("tributary_records_produced_total", source, count)
+            .await;
+    }
+
+    /// Waits until metric `name{source}` reaches `count`.
+    async fn wait_for_metric(&mut self, name: &str, source: &str, count: u64) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(scrape) = self.scrape().await {
-                if metric(&scrape, "tributary_records_produced_total", source) >= count {
+                if metric(&scrape, name, source) >= count {
                     return;
                 }
             }
@@ -64,7 +70,7 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {count} records produced"
+                "timed out waiting for {name} to reach {count}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -129,6 +135,9 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
 
     let mut first = Daemon::spawn(&config, port);
     first.wait_for_produced("crash", EVENTS as u64 / 3).await;
+    first
+        .wait_for_metric("tributary_checkpoint_commits_total", "crash", 1)
+        .await;
     first.child.kill().unwrap(); // SIGKILL: no flush, no final commit.
     first.child.wait().unwrap();
     let stored = FileStore::open(state.path().join("state"))
