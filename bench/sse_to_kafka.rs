@@ -333,11 +333,17 @@ struct Figures {
     records: usize,
     payload_bytes: u64,
     elapsed: Duration,
+    /// CPU time (user + system) the producing process spent: a figure that, unlike
+    /// throughput, does not depend on what else the two cores were doing.
+    cpu: Duration,
 }
 
 impl Figures {
     fn records_per_second(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64()
+    }
+    fn cpu_micros_per_record(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.records as f64
     }
     fn megabytes_per_second(&self) -> f64 {
         self.payload_bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
@@ -467,11 +473,12 @@ fn properties_line() -> String {
 
 fn print_row(label: &str, figures: &Figures) {
     println!(
-        "{label:<40} {:>9} records {:>7.2} s {:>10.0} records/s {:>7.1} MB/s",
+        "{label:<40} {:>9} records {:>7.2} s {:>10.0} records/s {:>7.1} MB/s {:>6.2} CPU µs/record",
         figures.records,
         figures.elapsed.as_secs_f64(),
         figures.records_per_second(),
         figures.megabytes_per_second(),
+        figures.cpu_micros_per_record(),
     );
 }
 
@@ -484,6 +491,7 @@ async fn feed_ceiling(n: usize, recorded: &[&str]) -> anyhow::Result<Figures> {
     let feed = ReplayServer::start_wikimedia(n, ReplayOptions::default()).await?;
     let address = feed_address(&feed.url())?;
     let started = Instant::now();
+    let cpu_before = process_cpu(std::process::id())?;
     let mut stream = TcpStream::connect(address).await?;
     stream
         .write_all(
@@ -510,6 +518,7 @@ async fn feed_ceiling(n: usize, recorded: &[&str]) -> anyhow::Result<Figures> {
         records: n,
         payload_bytes: payload_bytes(recorded, n),
         elapsed: started.elapsed(),
+        cpu: process_cpu(std::process::id())?.saturating_sub(cpu_before),
     })
 }
 
@@ -549,6 +558,7 @@ fn raw_producer(brokers: &str, topic: &str, n: usize) -> anyhow::Result<Figures>
     let recorded = replay::recorded_wikimedia_events();
     let url = "http://127.0.0.1:1/stream";
     let started = Instant::now();
+    let cpu_before = process_cpu(std::process::id())?;
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (key, value) in PRODUCER_PROPERTIES {
@@ -612,6 +622,7 @@ fn raw_producer(brokers: &str, topic: &str, n: usize) -> anyhow::Result<Figures>
         records: n,
         payload_bytes: payload_bytes(&recorded, n),
         elapsed,
+        cpu: process_cpu(std::process::id())?.saturating_sub(cpu_before),
     })
 }
 
@@ -710,6 +721,7 @@ topic = "{topic}"
     let peak_rss_kib =
         proc_status_kib(pid, "VmHWM:").with_context(|| format!("reading /proc/{pid}/status"))?;
     let dead_lettered = metric(&scrape_text, "tributary_records_dead_lettered_total");
+    let cpu = process_cpu(pid)?;
 
     let stopping = Instant::now();
     let status = daemon.terminate(Duration::from_secs(60))?;
@@ -725,6 +737,7 @@ topic = "{topic}"
             records: n,
             payload_bytes: payload_bytes(&replay::recorded_wikimedia_events(), n),
             elapsed,
+            cpu,
         },
         first_record: first_record.unwrap_or(elapsed),
         peak_rss_kib,
@@ -797,6 +810,20 @@ fn metric(scrape: &str, family: &str) -> u64 {
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// CPU time (user + system) of process `pid` so far, from `/proc/<pid>/stat` (clock ticks
+/// of 10 ms, the Linux default `USER_HZ`).
+fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3, `state`.
+    let after_name = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(index).context("short /proc stat")?.parse()?)
+    };
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after `state` (field 3).
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// A `kB` field (`VmHWM:`, `VmRSS:`) of `/proc/<pid>/status`.
