@@ -53,6 +53,7 @@ use tributary::{
         TimestampCache, HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_FETCHED_AT, HEADER_SOURCE,
         HEADER_URL,
     },
+    sinks::kafka::{DEFAULT_PROPERTIES, ENFORCED_PROPERTIES},
 };
 
 /// Partitions of every topic the benchmark creates.
@@ -67,19 +68,6 @@ const DEFAULT_RSS_MULTIPLE: usize = 4;
 const SCRAPE_INTERVAL: Duration = Duration::from_millis(20);
 /// A run whose produced count does not move for this long is abandoned.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The producer properties of `src/sinks/kafka/producer.rs` (`DEFAULTS`, then `ENFORCED`),
-/// copied because that module keeps `DEFAULTS` private: keep the two lists in step.
-const PRODUCER_PROPERTIES: &[(&str, &str)] = &[
-    ("message.timeout.ms", "0"),
-    ("queue.buffering.max.kbytes", "65536"),
-    ("queue.buffering.max.messages", "100000"),
-    ("linger.ms", "5"),
-    ("batch.num.messages", "10000"),
-    ("compression.type", "lz4"),
-    ("enable.idempotence", "true"),
-    ("acks", "all"),
-];
 
 const USAGE: &str = "\
 usage: cargo bench --bench sse_to_kafka -- [--broker tansu|mock] [--events N] [--rss-multiple K]
@@ -463,9 +451,13 @@ async fn raw_run(broker: &Broker, n: usize, tag: &str) -> anyhow::Result<Figures
     tokio::task::spawn_blocking(move || raw_producer(&brokers, &topic, n)).await?
 }
 
+/// The daemon's producer properties: its defaults, then the ones the delivery guarantee fixes.
+fn producer_properties() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    DEFAULT_PROPERTIES.iter().chain(ENFORCED_PROPERTIES)
+}
+
 fn properties_line() -> String {
-    PRODUCER_PROPERTIES
-        .iter()
+    producer_properties()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
@@ -561,7 +553,7 @@ fn raw_producer(brokers: &str, topic: &str, n: usize) -> anyhow::Result<Figures>
     let cpu_before = process_cpu(std::process::id())?;
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
-    for (key, value) in PRODUCER_PROPERTIES {
+    for (key, value) in producer_properties() {
         config.set(*key, *value);
     }
     let context = Counting {

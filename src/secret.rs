@@ -83,6 +83,14 @@ const SECRET_PARAMETER_WORDS: &[&str] = &[
 
 /// `url` with user info removed and the values of secret-looking query parameters replaced by
 /// `REDACTED`. A URL that does not parse is returned as `<unparseable url>`.
+///
+/// ```
+/// use tributary::secret::redact_url;
+///
+/// let redacted = redact_url("https://user:pw@feed.example/stream?api_key=abc&lang=en");
+/// assert!(!redacted.contains("pw") && !redacted.contains("abc"));
+/// assert!(redacted.contains("lang=en"));
+/// ```
 pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return "<unparseable url>".to_owned();

@@ -104,6 +104,27 @@ fn metric(scrape: &str, name: &str, source: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// The config of a daemon child process: one SSE source named `source` (topic of the same
+/// name) reading `feed`, state under `<dir>/state`, metrics on `port`.
+fn process_toml(
+    broker: &Broker,
+    dir: &Path,
+    source: &str,
+    feed: &str,
+    port: u16,
+    extra: &str,
+) -> String {
+    sse_config(
+        &broker.brokers(),
+        &dir.join("state"),
+        source,
+        feed,
+        source,
+        extra,
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+}
+
 fn write_config(dir: &Path, toml: &str) -> std::path::PathBuf {
     let path = dir.join("tributary.toml");
     std::fs::write(&path, toml).unwrap();
@@ -122,15 +143,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
     let port = free_port();
     let config = write_config(
         state.path(),
-        &sse_config(
-            &broker.brokers(),
-            &state.path().join("state"),
-            "crash",
-            &feed.url(),
-            "crash",
-            "",
-        )
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        &process_toml(&broker, state.path(), "crash", &feed.url(), port, ""),
     );
 
     let mut first = Daemon::spawn(&config, port);
@@ -204,16 +217,7 @@ async fn sigterm_flushes_and_commits_the_last_acknowledged_position() {
     // the last position.
     let config = write_config(
         state.path(),
-        &sse_config(
-            &broker.brokers(),
-            &state.path().join("state"),
-            "term",
-            &feed.url(),
-            "term",
-            "",
-        )
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-        .replace(
+        &process_toml(&broker, state.path(), "term", &feed.url(), port, "").replace(
             "commit_interval = \"50ms\"",
             "commit_interval = \"1h\"\ncommit_every_records = 1000000",
         ),
@@ -243,15 +247,7 @@ async fn the_metrics_scrape_passes_promtool() {
     let port = free_port();
     let config = write_config(
         state.path(),
-        &sse_config(
-            &broker.brokers(),
-            &state.path().join("state"),
-            "scrape",
-            &feed.url(),
-            "scrape",
-            "",
-        )
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        &process_toml(&broker, state.path(), "scrape", &feed.url(), port, ""),
     );
     let mut daemon = Daemon::spawn(&config, port);
     daemon.wait_for_produced("scrape", 200).await;
@@ -438,15 +434,14 @@ async fn sigterm_with_the_broker_down_exits_within_the_flush_timeout() {
     let port = free_port();
     let config = write_config(
         state.path(),
-        &sse_config(
-            &broker.brokers(),
-            &state.path().join("state"),
+        &process_toml(
+            &broker,
+            state.path(),
             "down",
             &feed.url(),
-            "down",
+            port,
             "channel_max_records = 10",
         )
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
         .replace(
             "flush_timeout = \"20s\"",
             "flush_timeout = \"1s\"\n[kafka.producer]\n\"queue.buffering.max.messages\" = \"10\"",

@@ -12,6 +12,19 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 ///
 /// Returns `None` when the value is neither delay-seconds (ASCII digits) nor an HTTP-date
 /// (RFC 9110 §5.6.7, all three historic formats): the caller then falls back to its own backoff.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tributary::http::parse_retry_after;
+///
+/// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_747);
+/// assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+/// assert_eq!(
+///     parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+///     Some(Duration::from_secs(30))
+/// );
+/// assert_eq!(parse_retry_after("soon", now), None);
+/// ```
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {

@@ -8,5 +8,8 @@
 mod producer;
 mod pump;
 
-pub use producer::{KafkaProducer, KafkaSinkConfig, SourceSink, ENFORCED as ENFORCED_PROPERTIES};
+pub use producer::{
+    KafkaProducer, KafkaSinkConfig, SourceSink, DEFAULTS as DEFAULT_PROPERTIES,
+    ENFORCED as ENFORCED_PROPERTIES,
+};
 pub use pump::run_pump;

@@ -190,8 +190,8 @@ pub struct KafkaProducer {
     flush_timeout: Duration,
 }
 
-/// Properties Tributary sets unless the config says otherwise.
-const DEFAULTS: &[(&str, &str)] = &[
+/// Producer properties Tributary sets unless `kafka.producer` says otherwise (name, value).
+pub const DEFAULTS: &[(&str, &str)] = &[
     ("message.timeout.ms", "0"),
     ("queue.buffering.max.kbytes", "65536"),
     ("queue.buffering.max.messages", "100000"),
