@@ -8,6 +8,7 @@
 //! Adding a source kind = one module here, one variant in [`SourceConfig`], one example config.
 
 pub mod sse;
+pub mod webhook;
 
 use std::sync::Arc;
 

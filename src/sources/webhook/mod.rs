@@ -1,0 +1,5 @@
+//! Webhook receiver: signed HTTP pushes, verified over the raw body.
+//!
+//! `signature.rs` verifies the providers' signature schemes.
+
+pub mod signature;

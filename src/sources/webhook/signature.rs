@@ -1,0 +1,1 @@
+//! Webhook signature schemes (being written).
