@@ -28,6 +28,8 @@ pub struct Metrics {
     kafka_errors: IntCounterVec,
     checkpoint_commits: IntCounterVec,
     checkpoint_age_seconds: IntGaugeVec,
+    records_filtered: IntCounterVec,
+    sequence_gaps: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -82,6 +84,18 @@ impl Metrics {
                 &r,
                 "tributary_record_bytes_total",
                 "Bytes of record payload acknowledged by Kafka.",
+                &["source"],
+            ),
+            records_filtered: counter(
+                &r,
+                "tributary_records_filtered_total",
+                "Records read from the feed and left out by the source's filter.",
+                &["source"],
+            ),
+            sequence_gaps: counter(
+                &r,
+                "tributary_sequence_gaps_total",
+                "Jumps in the feed's sequence numbers (records the feed skipped).",
                 &["source"],
             ),
             records_dead_lettered: counter(
@@ -159,6 +173,8 @@ impl Metrics {
             kafka_delivery_seconds: self.kafka_delivery_seconds.with_label_values(l),
             checkpoint_commits: self.checkpoint_commits.with_label_values(l),
             checkpoint_age_seconds: self.checkpoint_age_seconds.with_label_values(l),
+            records_filtered: self.records_filtered.with_label_values(l),
+            sequence_gaps: self.sequence_gaps.with_label_values(l),
         }
     }
 
@@ -197,6 +213,10 @@ pub struct SourceMetrics {
     pub checkpoint_commits: IntCounter,
     /// `tributary_checkpoint_age_seconds{source}`.
     pub checkpoint_age_seconds: IntGauge,
+    /// `tributary_records_filtered_total{source}`.
+    pub records_filtered: IntCounter,
+    /// `tributary_sequence_gaps_total{source}`.
+    pub sequence_gaps: IntCounter,
 }
 
 impl SourceMetrics {

@@ -7,6 +7,7 @@
 //!
 //! Adding a source kind = one module here, one variant in [`SourceConfig`], one example config.
 
+pub(crate) mod common;
 pub mod sse;
 pub mod webhook;
 
@@ -32,6 +33,8 @@ pub enum SourceConfig {
     Sse(sse::SseConfig),
 }
 
+pub use common::{PayloadFormat, ReconnectConfig};
+
 /// What every source kind has: its topic, dead-letter topic, channel bounds and URL.
 #[derive(Clone, Debug)]
 pub struct SourceInfo {
@@ -47,6 +50,28 @@ pub struct SourceInfo {
     pub channel_max_records: usize,
     /// Channel bound in bytes.
     pub channel_max_bytes: u32,
+}
+
+impl SourceInfo {
+    /// The info of source `name`; the dead-letter topic defaults to `<topic>.dlq`.
+    pub fn new(
+        name: &str,
+        topic: &str,
+        dead_letter_topic: Option<&str>,
+        redacted_url: String,
+        channel_max_records: usize,
+        channel_max_bytes: u32,
+    ) -> Self {
+        SourceInfo {
+            name: name.into(),
+            topic: topic.to_owned(),
+            dead_letter_topic: dead_letter_topic
+                .map_or_else(|| format!("{topic}.dlq"), str::to_owned),
+            redacted_url,
+            channel_max_records,
+            channel_max_bytes,
+        }
+    }
 }
 
 impl SourceConfig {

@@ -7,5 +7,5 @@
 mod config;
 mod source;
 
-pub use config::{KeyFrom, PayloadFormat, SseConfig};
+pub use config::{KeyFrom, SseConfig};
 pub use source::SseSource;

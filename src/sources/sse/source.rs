@@ -19,14 +19,14 @@ use futures::{future::BoxFuture, StreamExt};
 use launchdarkly_sdk_transport::HyperTransport;
 use secrecy::ExposeSecret;
 
-use super::config::{KeyFrom, PayloadFormat, SseSettings};
+use super::config::{KeyFrom, SseSettings};
 use crate::{
     backoff::Backoff,
     error::SourceError,
     health::SourceState,
     http::parse_retry_after,
     record::{DeadLetter, Position, Record},
-    sources::{Source, SourceContext},
+    sources::{PayloadFormat, Source, SourceContext},
 };
 
 /// A configured SSE source, ready to run.
@@ -193,6 +193,7 @@ async fn connection(
                 if !settings.event_types.is_empty()
                     && !settings.event_types.contains(&event.event_type)
                 {
+                    context.metrics.records_filtered.inc();
                     continue;
                 }
                 let record = encoder.encode(event.data, &event.event_type, last_event_id.as_ref());

@@ -1,0 +1,181 @@
+//! What every source kind's config shares: the reconnect policy and the checks of URLs,
+//! headers, topics, durations and channel bounds, each reporting a [`ConfigError`] that names
+//! the source, the field and the fix.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::{error::ConfigError, secret};
+
+/// How the data of each event or frame is interpreted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// Each event's or frame's data must be one JSON value; anything else goes to the dead-letter topic.
+    #[default]
+    Json,
+    /// Data is produced as is.
+    Text,
+}
+
+/// Reconnect policy: exponential backoff with full jitter (see [`crate::backoff`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// Ceiling of the first reconnect delay. Default `1s`.
+    #[serde(default = "default_initial_delay", with = "humantime_serde")]
+    pub initial_delay: Duration,
+    /// Largest delay between attempts. Default `60s`.
+    #[serde(default = "default_max_delay", with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            initial_delay: default_initial_delay(),
+            max_delay: default_max_delay(),
+        }
+    }
+}
+
+fn default_initial_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_delay() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Collects the config errors of one source.
+pub(crate) struct Checks {
+    scope: String,
+    name: String,
+    /// Every problem found so far.
+    pub errors: Vec<ConfigError>,
+}
+
+impl Checks {
+    /// Checks for the source called `name`.
+    pub fn new(name: &str) -> Self {
+        Checks {
+            scope: format!("source `{name}`"),
+            name: name.to_owned(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The full path of `field` of this source (`sources.<name>.<field>`).
+    pub fn field(&self, field: &str) -> String {
+        format!("sources.{}.{field}", self.name)
+    }
+
+    /// Records a problem with `field`.
+    pub fn error(&mut self, field: &str, problem: impl Into<String>, fix: impl Into<String>) {
+        let field = self.field(field);
+        self.errors
+            .push(ConfigError::new(&self.scope, field, problem, fix));
+    }
+
+    /// Resolves the secrets in `raw` (`field`), reporting a failure.
+    pub fn secret(&mut self, field: &str, raw: &str) -> Option<SecretString> {
+        match secret::resolve(raw) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.error(field, e.to_string(), e.fix());
+                None
+            }
+        }
+    }
+
+    /// Resolves and parses the URL in `field`, which must use one of `schemes`.
+    pub fn url(
+        &mut self,
+        field: &str,
+        raw: &str,
+        schemes: &[&str],
+        example: &str,
+    ) -> Option<SecretString> {
+        let url = self.secret(field, raw)?;
+        match url::Url::parse(url.expose_secret()) {
+            Ok(parsed) if schemes.contains(&parsed.scheme()) => return Some(url),
+            Ok(parsed) => self.error(
+                field,
+                format!("scheme `{}` is not supported", parsed.scheme()),
+                format!("use a URL with scheme {}", schemes.join(" or ")),
+            ),
+            Err(e) => self.error(
+                field,
+                format!("not a valid URL ({e})"),
+                format!("write an absolute URL such as `{example}`"),
+            ),
+        }
+        None
+    }
+
+    /// Checks header names and resolves the secrets in their values.
+    pub fn headers<'a>(
+        &mut self,
+        headers: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Vec<(String, SecretString)> {
+        let mut resolved = Vec::new();
+        for (header, value) in headers {
+            let field = format!("headers.{header}");
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                self.error(
+                    &field,
+                    "not a valid HTTP header name",
+                    "use letters, digits and `-`",
+                );
+            }
+            if let Some(value) = self.secret(&field, value) {
+                resolved.push((header.clone(), value));
+            }
+        }
+        resolved
+    }
+
+    /// Checks the topic names.
+    pub fn topics(&mut self, topic: &str, dead_letter_topic: Option<&str>) {
+        let field = self.field("topic");
+        crate::config::check_topic(&mut self.errors, &self.scope, &field, topic);
+        if let Some(topic) = dead_letter_topic {
+            let field = self.field("dead_letter_topic");
+            crate::config::check_topic(&mut self.errors, &self.scope, &field, topic);
+        }
+    }
+
+    /// Checks that every named duration is greater than zero.
+    pub fn positive_durations(&mut self, durations: &[(&str, Duration)]) {
+        for (field, value) in durations {
+            if value.is_zero() {
+                self.error(
+                    field,
+                    "must be greater than zero",
+                    "use a duration such as `\"5s\"`",
+                );
+            }
+        }
+    }
+
+    /// Checks the channel bounds.
+    pub fn channel(&mut self, max_records: usize, max_bytes: u32) {
+        if max_records == 0 || max_bytes == 0 {
+            self.error(
+                "channel_max_records",
+                "channel bounds must be greater than zero",
+                "set `channel_max_records` and `channel_max_bytes` to positive numbers",
+            );
+        }
+    }
+
+    /// The errors, if any.
+    pub fn finish(self) -> Result<(), Vec<ConfigError>> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(self.errors)
+        }
+    }
+}
