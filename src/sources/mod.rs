@@ -10,6 +10,7 @@
 pub(crate) mod common;
 pub mod sse;
 pub mod webhook;
+pub mod websocket;
 
 use std::sync::Arc;
 
@@ -31,6 +32,8 @@ use crate::{
 pub enum SourceConfig {
     /// Server-Sent Events (`type = "sse"`).
     Sse(sse::SseConfig),
+    /// WebSocket (`type = "websocket"`).
+    Websocket(websocket::WebSocketConfig),
 }
 
 pub use common::{PayloadFormat, ReconnectConfig};
@@ -82,6 +85,9 @@ impl SourceConfig {
     pub fn build(&self, name: &str) -> Result<(SourceInfo, Box<dyn Source>), Vec<ConfigError>> {
         match self {
             SourceConfig::Sse(config) => config
+                .build(name)
+                .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
+            SourceConfig::Websocket(config) => config
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
         }

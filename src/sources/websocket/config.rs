@@ -1,0 +1,300 @@
+//! The `type = "websocket"` source table.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{
+    frames::{FrameFilter, FrameRules},
+    source::WebSocketSource,
+};
+use crate::{
+    error::ConfigError,
+    secret,
+    sources::{common::Checks, PayloadFormat, ReconnectConfig, SourceInfo},
+};
+
+/// The placeholder replaced by the stored position in `url` and `subscribe` messages.
+pub const POSITION_PLACEHOLDER: &str = "{position}";
+
+/// `filter = { pointer = "/type", values = ["ticker"] }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// A JSON pointer (RFC 6901) into each message (or array element).
+    pub pointer: String,
+    /// Accepted values (a string value is compared as is, anything else as its JSON text).
+    pub values: Vec<String>,
+}
+
+/// `heartbeat = { message = "…", interval = "30s" }`: an application-level keep-alive.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// The text message to send.
+    pub message: String,
+    /// How often to send it.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+/// `[sources.<name>]` with `type = "websocket"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// `ws://` or `wss://` URL. May contain `${env:…}`/`${file:…}`, and `{position}` (the
+    /// stored position, empty when there is none).
+    pub url: String,
+    /// The Kafka topic records go to.
+    pub topic: String,
+    /// The topic for records that cannot go to `topic`. Default: `<topic>.dlq`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Extra handshake request headers; values may contain `${env:…}`/`${file:…}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Text messages sent, in order, after every (re)connect. Each may contain `{position}`
+    /// and `${env:…}`/`${file:…}`.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// `json` (default; anything else goes to the dead-letter topic) or `text`.
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// A JSON array message becomes one record per element. Default `false`.
+    #[serde(default)]
+    pub split_arrays: bool,
+    /// Only messages whose value at `pointer` is in `values` become records; others are
+    /// counted in `tributary_records_filtered_total`. Default: every message.
+    #[serde(default)]
+    pub filter: Option<FilterConfig>,
+    /// JSON pointer of the record key. Default: no key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// JSON pointer of a sequence number: the source's position (stored once Kafka has the
+    /// record), and a jump in it is a gap (`tributary_sequence_gaps_total`). Default: none.
+    #[serde(default)]
+    pub sequence: Option<String>,
+    /// JSON pointer of the stream a sequence number belongs to, when the feed numbers each
+    /// stream separately (e.g. `/product_id`). Default: one sequence for the whole feed.
+    #[serde(default)]
+    pub sequence_scope: Option<String>,
+    /// Reconnect (and so resubscribe) when a gap is found. Default `false`.
+    #[serde(default)]
+    pub resubscribe_on_gap: bool,
+    /// Interval of WebSocket pings. Default `20s`.
+    #[serde(default = "default_ping_interval", with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A ping not answered within this time means the connection is dead. Default `10s`.
+    #[serde(default = "default_pong_timeout", with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// A connection with no message at all for this long is reconnected. Default `60s`.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Time allowed for the TCP/TLS connection and the WebSocket handshake. Default `10s`.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// An application-level heartbeat message. Default: none.
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatConfig>,
+    /// Reconnect policy (forever, exponential backoff with full jitter).
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    /// Channel bound in records between this source and the sink. Default 10000.
+    #[serde(default = "default_channel_max_records")]
+    pub channel_max_records: usize,
+    /// Channel bound in bytes. Default 16 MiB.
+    #[serde(default = "default_channel_max_bytes")]
+    pub channel_max_bytes: u32,
+}
+
+fn default_ping_interval() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_pong_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_channel_max_records() -> usize {
+    10_000
+}
+fn default_channel_max_bytes() -> u32 {
+    16 * 1024 * 1024
+}
+
+/// The validated settings the source runs with.
+#[derive(Clone, Debug)]
+pub struct WebSocketSettings {
+    pub(crate) url: SecretString,
+    pub(crate) redacted_url: String,
+    pub(crate) headers: Vec<(String, SecretString)>,
+    pub(crate) subscribe: Vec<SecretString>,
+    pub(crate) rules: FrameRules,
+    pub(crate) resubscribe_on_gap: bool,
+    pub(crate) ping_interval: Duration,
+    pub(crate) pong_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) heartbeat: Option<HeartbeatConfig>,
+    pub(crate) reconnect: ReconnectConfig,
+}
+
+impl WebSocketSettings {
+    /// The URL with `{position}` replaced.
+    pub(crate) fn url_at(&self, position: Option<&str>) -> String {
+        self.url
+            .expose_secret()
+            .replace(POSITION_PLACEHOLDER, position.unwrap_or(""))
+    }
+
+    /// The subscribe messages with `{position}` replaced.
+    pub(crate) fn subscribe_at(&self, position: Option<&str>) -> Vec<String> {
+        self.subscribe
+            .iter()
+            .map(|m| {
+                m.expose_secret()
+                    .replace(POSITION_PLACEHOLDER, position.unwrap_or(""))
+            })
+            .collect()
+    }
+}
+
+fn check_pointer(checks: &mut Checks, field: &str, pointer: Option<&str>, format: PayloadFormat) {
+    let Some(pointer) = pointer else { return };
+    if !pointer.starts_with('/') {
+        checks.error(
+            field,
+            format!("`{pointer}` is not a JSON pointer"),
+            "write a JSON pointer (RFC 6901) starting with `/`, e.g. `\"/type\"`",
+        );
+    } else if format != PayloadFormat::Json {
+        checks.error(
+            field,
+            "a JSON pointer needs JSON messages",
+            "set `format = \"json\"`",
+        );
+    }
+}
+
+impl WebSocketConfig {
+    /// Validates and resolves this config.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the source, the field and the fix.
+    pub fn build(&self, name: &str) -> Result<(SourceInfo, WebSocketSource), Vec<ConfigError>> {
+        let mut checks = Checks::new(name);
+        // `{position}` is checked as an empty value: the URL must be valid either way.
+        let url = checks.url(
+            "url",
+            &self.url.replace(POSITION_PLACEHOLDER, ""),
+            &["ws", "wss"],
+            "wss://feed.example.com/ws",
+        );
+        let url = url.and(checks.secret("url", &self.url));
+        checks.topics(&self.topic, self.dead_letter_topic.as_deref());
+        let headers = checks.headers(&self.headers);
+        let subscribe: Vec<SecretString> = self
+            .subscribe
+            .iter()
+            .enumerate()
+            .filter_map(|(i, message)| checks.secret(&format!("subscribe[{i}]"), message))
+            .collect();
+        check_pointer(&mut checks, "key", self.key.as_deref(), self.format);
+        check_pointer(
+            &mut checks,
+            "sequence",
+            self.sequence.as_deref(),
+            self.format,
+        );
+        check_pointer(
+            &mut checks,
+            "sequence_scope",
+            self.sequence_scope.as_deref(),
+            self.format,
+        );
+        if let Some(filter) = &self.filter {
+            check_pointer(
+                &mut checks,
+                "filter.pointer",
+                Some(&filter.pointer),
+                self.format,
+            );
+            if filter.values.is_empty() {
+                checks.error(
+                    "filter.values",
+                    "is empty, so every message would be left out",
+                    "list the accepted values, e.g. `[\"ticker\"]`",
+                );
+            }
+        }
+        if self.sequence_scope.is_some() && self.sequence.is_none() {
+            checks.error(
+                "sequence_scope",
+                "is set without `sequence`",
+                "set `sequence` too, or remove `sequence_scope`",
+            );
+        }
+        if self.resubscribe_on_gap && self.sequence.is_none() {
+            checks.error(
+                "resubscribe_on_gap",
+                "needs `sequence` to find gaps",
+                "set `sequence` to the JSON pointer of the feed's sequence number",
+            );
+        }
+        let mut durations = vec![
+            ("ping_interval", self.ping_interval),
+            ("pong_timeout", self.pong_timeout),
+            ("read_timeout", self.read_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("reconnect.initial_delay", self.reconnect.initial_delay),
+            ("reconnect.max_delay", self.reconnect.max_delay),
+        ];
+        if let Some(heartbeat) = &self.heartbeat {
+            durations.push(("heartbeat.interval", heartbeat.interval));
+        }
+        checks.positive_durations(&durations);
+        checks.channel(self.channel_max_records, self.channel_max_bytes);
+        checks.finish()?;
+
+        let url = url.expect("no errors means the URL resolved");
+        let redacted_url = secret::redact_url(url.expose_secret());
+        let info = SourceInfo::new(
+            name,
+            &self.topic,
+            self.dead_letter_topic.as_deref(),
+            redacted_url.clone(),
+            self.channel_max_records,
+            self.channel_max_bytes,
+        );
+        let settings = WebSocketSettings {
+            url,
+            redacted_url,
+            headers,
+            subscribe,
+            rules: FrameRules {
+                format: self.format,
+                split_arrays: self.split_arrays,
+                filter: self.filter.as_ref().map(|f| FrameFilter {
+                    pointer: f.pointer.clone(),
+                    values: f.values.clone(),
+                }),
+                key: self.key.clone(),
+                sequence: self.sequence.clone(),
+                sequence_scope: self.sequence_scope.clone(),
+            },
+            resubscribe_on_gap: self.resubscribe_on_gap,
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            read_timeout: self.read_timeout,
+            connect_timeout: self.connect_timeout,
+            heartbeat: self.heartbeat.clone(),
+            reconnect: self.reconnect.clone(),
+        };
+        Ok((info, WebSocketSource::new(settings)))
+    }
+}

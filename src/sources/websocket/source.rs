@@ -1,0 +1,338 @@
+//! The WebSocket connection loop (RFC 6455, via tokio-tungstenite).
+//!
+//! Each connection: connect (TLS for `wss://`) within `connect_timeout`, send the subscribe
+//! messages with `{position}` replaced by the last position read, then read messages until the
+//! connection fails. Liveness: a ping every `ping_interval` that must be answered within
+//! `pong_timeout`, an optional application heartbeat, and `read_timeout` for a silent
+//! connection. Any failure reconnects, forever, with exponential backoff and full jitter; every
+//! attempt is logged, counted and shown in `/readyz`. Close codes 1003 (unsupported data) and
+//! 1008 (policy violation) are permanent: the source stops with the server's reason.
+//!
+//! Messages are decoded by [`FrameDecoder`]; reading stops while the channel is full, so a slow
+//! broker leaves the data in the socket (backpressure).
+
+use std::{
+    pin::pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use futures::{future::BoxFuture, SinkExt, StreamExt};
+use rand::SeedableRng;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{
+    self,
+    client::IntoClientRequest,
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message,
+};
+
+use super::{config::WebSocketSettings, frames::FrameDecoder};
+use crate::{
+    backoff::Backoff,
+    error::SourceError,
+    health::SourceState,
+    sources::{Source, SourceContext},
+};
+
+/// A configured WebSocket source, ready to run.
+pub struct WebSocketSource {
+    settings: Arc<WebSocketSettings>,
+}
+
+impl WebSocketSource {
+    pub(crate) fn new(settings: WebSocketSettings) -> Self {
+        WebSocketSource {
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+impl Source for WebSocketSource {
+    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
+        Box::pin(run(self.settings, context))
+    }
+}
+
+/// How one connection ended.
+enum ConnectionEnd {
+    /// Shutdown was requested (or the sink is gone).
+    Shutdown,
+    /// A sequence gap was found and `resubscribe_on_gap` is set.
+    Gap,
+    /// The connection failed; reconnect unless the error is permanent.
+    Failed(SourceError),
+}
+
+/// What a connection carries over to the next one.
+struct Progress {
+    /// The last position read (or the stored one at start): fills `{position}`.
+    position: Option<Arc<str>>,
+    decoder: FrameDecoder,
+    /// Set once a connection got as far as subscribing.
+    connected: bool,
+}
+
+async fn run(settings: Arc<WebSocketSettings>, context: SourceContext) -> Result<(), SourceError> {
+    let mut progress = Progress {
+        position: context.resume.as_ref().map(|p| Arc::clone(&p.0)),
+        decoder: FrameDecoder::new(settings.rules.clone()),
+        connected: false,
+    };
+    let mut backoff = Backoff::new(
+        settings.reconnect.initial_delay,
+        settings.reconnect.max_delay,
+    );
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    context.set_state(SourceState::Starting);
+    loop {
+        progress.connected = false;
+        let end = tokio::select! {
+            biased;
+            _ = context.shutdown.cancelled() => ConnectionEnd::Shutdown,
+            end = connection(&settings, &context, &mut progress) => end,
+        };
+        context.metrics.connected.set(0);
+        let reason = match end {
+            ConnectionEnd::Shutdown => {
+                context.set_state(SourceState::Stopped);
+                return Ok(());
+            }
+            ConnectionEnd::Failed(error) if !error.is_transient() => {
+                tracing::error!(source = %context.name, %error, "source stopped");
+                context.set_state(SourceState::Failed(error.to_string()));
+                return Err(error);
+            }
+            ConnectionEnd::Failed(error) => error.to_string(),
+            ConnectionEnd::Gap => {
+                // The feed restarts its sequences after a resubscribe (typically with a
+                // snapshot): compare only what the new subscription sends.
+                progress.decoder.reset_sequences();
+                "sequence gap: resubscribing".to_owned()
+            }
+        };
+        if progress.connected {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay(None, &mut rng);
+        tracing::warn!(source = %context.name, error = %reason, attempt = backoff.attempt(), delay_ms = delay.as_millis() as u64, "websocket connection ended; reconnecting");
+        context.set_state(SourceState::Reconnecting {
+            attempts: backoff.attempt(),
+            error: reason,
+        });
+        context.metrics.reconnects.inc();
+        tokio::select! {
+            _ = context.shutdown.cancelled() => {
+                context.set_state(SourceState::Stopped);
+                return Ok(());
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Opens one connection, subscribes, and reads it until it ends.
+async fn connection(
+    settings: &WebSocketSettings,
+    context: &SourceContext,
+    progress: &mut Progress,
+) -> ConnectionEnd {
+    let transient = |message: String| {
+        ConnectionEnd::Failed(SourceError::Transient {
+            source_name: context.name.to_string(),
+            url: settings.redacted_url.clone(),
+            message,
+            retry_after: None,
+        })
+    };
+    let permanent = |message: String, fix: &str| {
+        ConnectionEnd::Failed(SourceError::Permanent {
+            source_name: context.name.to_string(),
+            url: settings.redacted_url.clone(),
+            message,
+            fix: fix.to_owned(),
+        })
+    };
+    let position = progress.position.as_deref();
+    let mut request = match settings.url_at(position).into_client_request() {
+        Ok(request) => request,
+        Err(error) => {
+            return permanent(
+                format!("invalid WebSocket request: {error}"),
+                "fix the source's `url`",
+            )
+        }
+    };
+    for (name, value) in &settings.headers {
+        use secrecy::ExposeSecret;
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value.expose_secret()),
+        ) else {
+            return permanent(
+                format!("invalid value for header `{name}`"),
+                "fix the source's `headers`",
+            );
+        };
+        request.headers_mut().insert(name, value);
+    }
+    let connect = tokio_tungstenite::connect_async(request);
+    let mut socket = match tokio::time::timeout(settings.connect_timeout, connect).await {
+        Err(_) => {
+            return transient(format!(
+                "no connection within {:?} (connect_timeout)",
+                settings.connect_timeout
+            ))
+        }
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let status = response.status().as_u16();
+            return match status {
+                408 | 425 | 429 | 500..=599 => {
+                    transient(format!("handshake answered HTTP {status}"))
+                }
+                _ => permanent(
+                    format!("handshake answered HTTP {status}"),
+                    "check the URL and the credentials in `headers`",
+                ),
+            };
+        }
+        Ok(Err(tungstenite::Error::Url(error))) => {
+            return permanent(format!("invalid URL: {error}"), "fix the source's `url`")
+        }
+        Ok(Err(error)) => return transient(format!("cannot connect: {error}")),
+        Ok(Ok((socket, _response))) => socket,
+    };
+    for message in settings.subscribe_at(position) {
+        if let Err(error) = socket.send(Message::text(message)).await {
+            return transient(format!("cannot send the subscribe messages: {error}"));
+        }
+    }
+    tracing::info!(source = %context.name, url = %settings.redacted_url, position = position.unwrap_or(""), "connected and subscribed");
+    context.metrics.connected.set(1);
+    context.set_state(SourceState::Connected);
+    progress.connected = true;
+
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + settings.ping_interval,
+        settings.ping_interval,
+    );
+    let heartbeat_every = settings
+        .heartbeat
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |h| h.interval);
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
+    let mut pong_deadline = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut awaiting_pong = false;
+    loop {
+        tokio::select! {
+            biased;
+            read = tokio::time::timeout(settings.read_timeout, socket.next()) => {
+                let message = match read {
+                    Err(_) => return transient(format!("no message for {:?} (read_timeout)", settings.read_timeout)),
+                    Ok(None) => return transient("the server closed the connection".to_owned()),
+                    Ok(Some(Err(error))) => return transient(format!("read failed: {error}")),
+                    Ok(Some(Ok(message))) => message,
+                };
+                let payload: Bytes = match message {
+                    Message::Text(text) => text.into(),
+                    Message::Binary(bytes) => bytes,
+                    Message::Pong(_) => {
+                        awaiting_pong = false;
+                        continue;
+                    }
+                    // tungstenite answers pings by itself.
+                    Message::Ping(_) | Message::Frame(_) => continue,
+                    Message::Close(frame) => return closed(frame, transient, permanent),
+                };
+                match deliver(settings, context, progress, payload).await {
+                    Delivered::Continue => {}
+                    Delivered::Gap => return ConnectionEnd::Gap,
+                    Delivered::SinkGone => return ConnectionEnd::Shutdown,
+                }
+            }
+            _ = &mut pong_deadline, if awaiting_pong => {
+                return transient(format!("no pong within {:?} (pong_timeout)", settings.pong_timeout));
+            }
+            _ = ping.tick() => {
+                if !awaiting_pong {
+                    if let Err(error) = socket.send(Message::Ping(Bytes::new())).await {
+                        return transient(format!("cannot send a ping: {error}"));
+                    }
+                    awaiting_pong = true;
+                    pong_deadline.as_mut().reset(Instant::now() + settings.pong_timeout);
+                }
+            }
+            _ = heartbeat.tick(), if settings.heartbeat.is_some() => {
+                let message = settings.heartbeat.as_ref().map(|h| h.message.clone()).unwrap_or_default();
+                if let Err(error) = socket.send(Message::text(message)).await {
+                    return transient(format!("cannot send the heartbeat: {error}"));
+                }
+            }
+        }
+    }
+}
+
+/// The connection end for a close frame: 1003 and 1008 stop the source, anything else
+/// reconnects.
+fn closed(
+    frame: Option<CloseFrame>,
+    transient: impl Fn(String) -> ConnectionEnd,
+    permanent: impl Fn(String, &str) -> ConnectionEnd,
+) -> ConnectionEnd {
+    let Some(frame) = frame else {
+        return transient("the server closed the connection without a code".to_owned());
+    };
+    let code = u16::from(frame.code);
+    let reason = frame.reason.as_str();
+    match frame.code {
+        CloseCode::Policy | CloseCode::Unsupported => permanent(
+            format!("the server closed the connection with code {code}: `{reason}`"),
+            "check the subscribe messages, the credentials and the provider's limits",
+        ),
+        _ => transient(format!(
+            "the server closed the connection with code {code}: `{reason}`"
+        )),
+    }
+}
+
+/// What became of one message.
+enum Delivered {
+    Continue,
+    Gap,
+    SinkGone,
+}
+
+/// Decodes one message and sends its records (waiting while the channel is full).
+async fn deliver(
+    settings: &WebSocketSettings,
+    context: &SourceContext,
+    progress: &mut Progress,
+    payload: Bytes,
+) -> Delivered {
+    let decoded = progress.decoder.decode(payload, SystemTime::now());
+    let metrics = &context.metrics;
+    metrics
+        .records_received
+        .inc_by(decoded.records.len() as u64 + decoded.filtered);
+    if decoded.filtered > 0 {
+        metrics.records_filtered.inc_by(decoded.filtered);
+    }
+    for gap in &decoded.gaps {
+        metrics.sequence_gaps.inc();
+        tracing::warn!(source = %context.name, scope = %gap.scope, first_missing = gap.first, last_missing = gap.last, "sequence gap: the feed skipped records");
+    }
+    for record in decoded.records {
+        if let Some(position) = &record.position {
+            progress.position = Some(Arc::clone(&position.0));
+        }
+        if context.records.send(record).await.is_err() {
+            return Delivered::SinkGone;
+        }
+    }
+    if settings.resubscribe_on_gap && !decoded.gaps.is_empty() {
+        Delivered::Gap
+    } else {
+        Delivered::Continue
+    }
+}
