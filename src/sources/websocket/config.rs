@@ -88,7 +88,8 @@ pub struct WebSocketConfig {
     /// A ping not answered within this time means the connection is dead. Default `10s`.
     #[serde(default = "default_pong_timeout", with = "humantime_serde")]
     pub pong_timeout: Duration,
-    /// A connection with no message at all for this long is reconnected. Default `60s`.
+    /// A connection with no data message (text or binary; pongs do not count) for this long
+    /// is reconnected. Default `60s`.
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
     pub read_timeout: Duration,
     /// Time allowed for the TCP/TLS connection and the WebSocket handshake. Default `10s`.

@@ -224,15 +224,16 @@ async fn connection(
     let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
     let mut pong_deadline = pin!(tokio::time::sleep(Duration::ZERO));
     let mut awaiting_pong = false;
+    // Pongs do not count as data: a feed that answers pings but sends nothing is idle.
+    let mut idle_deadline = pin!(tokio::time::sleep(settings.read_timeout));
     loop {
         tokio::select! {
             biased;
-            read = tokio::time::timeout(settings.read_timeout, socket.next()) => {
+            read = socket.next() => {
                 let message = match read {
-                    Err(_) => return transient(format!("no message for {:?} (read_timeout)", settings.read_timeout)),
-                    Ok(None) => return transient("the server closed the connection".to_owned()),
-                    Ok(Some(Err(error))) => return transient(format!("read failed: {error}")),
-                    Ok(Some(Ok(message))) => message,
+                    None => return transient("the server closed the connection".to_owned()),
+                    Some(Err(error)) => return transient(format!("read failed: {error}")),
+                    Some(Ok(message)) => message,
                 };
                 let payload: Bytes = match message {
                     Message::Text(text) => text.into(),
@@ -245,11 +246,15 @@ async fn connection(
                     Message::Ping(_) | Message::Frame(_) => continue,
                     Message::Close(frame) => return closed(frame, transient, permanent),
                 };
+                idle_deadline.as_mut().reset(Instant::now() + settings.read_timeout);
                 match deliver(settings, context, progress, payload).await {
                     Delivered::Continue => {}
                     Delivered::Gap => return ConnectionEnd::Gap,
                     Delivered::SinkGone => return ConnectionEnd::Shutdown,
                 }
+            }
+            _ = &mut idle_deadline => {
+                return transient(format!("no data for {:?} (read_timeout)", settings.read_timeout));
             }
             _ = &mut pong_deadline, if awaiting_pong => {
                 return transient(format!("no pong within {:?} (pong_timeout)", settings.pong_timeout));
