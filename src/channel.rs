@@ -39,6 +39,15 @@ pub struct RecordReceiver {
 #[error("the record channel is closed (the sink has stopped)")]
 pub struct ChannelClosed;
 
+/// Why [`RecordSender::try_send`] gave the record back.
+#[derive(Debug)]
+pub enum TrySendError {
+    /// The channel is full (in records or in bytes): backpressure.
+    Full(Record),
+    /// The sink has stopped.
+    Closed(Record),
+}
+
 /// Creates a channel that holds at most `max_records` records and `max_bytes` bytes.
 ///
 /// A single record larger than `max_bytes` is admitted alone (it takes every permit), so an
@@ -82,6 +91,35 @@ impl RecordSender {
             .send(Envelope { record, permit })
             .await
             .map_err(|_| ChannelClosed)
+    }
+}
+
+impl RecordSender {
+    /// Sends a record if there is room now, without waiting (for sources that must answer
+    /// someone at once, such as webhooks).
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] when the channel is full, [`TrySendError::Closed`] when the sink
+    /// has stopped; both give the record back.
+    pub fn try_send(&self, record: Record) -> Result<(), TrySendError> {
+        use tokio::sync::{mpsc::error::TrySendError as MpscError, TryAcquireError};
+        let wanted = u32::try_from(record.size_bytes())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.max_bytes);
+        let permit = match Arc::clone(&self.bytes).try_acquire_many_owned(wanted) {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => return Err(TrySendError::Full(record)),
+            Err(TryAcquireError::Closed) => return Err(TrySendError::Closed(record)),
+        };
+        match self.inner.try_send(Envelope { record, permit }) {
+            Ok(()) => {
+                self.metrics.channel_bytes.add(wanted as i64);
+                self.metrics.channel_records.inc();
+                Ok(())
+            }
+            Err(MpscError::Full(envelope)) => Err(TrySendError::Full(envelope.record)),
+            Err(MpscError::Closed(envelope)) => Err(TrySendError::Closed(envelope.record)),
+        }
     }
 }
 

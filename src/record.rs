@@ -39,8 +39,22 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+/// What became of a record whose source asked to be told ([`Record::ack`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Kafka acknowledged it on its own topic.
+    Produced,
+    /// Kafka acknowledged it on the dead-letter topic.
+    DeadLettered,
+    /// Neither topic took it; it was skipped (logged and counted).
+    Skipped,
+}
+
+/// Told once what became of a record; dropped unsent when the record was abandoned at shutdown.
+pub type DeliveryAck = tokio::sync::oneshot::Sender<DeliveryOutcome>;
+
 /// One record on its way to Kafka.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Record {
     /// The Kafka record key, if any.
     pub key: Option<Bytes>,
@@ -58,6 +72,8 @@ pub struct Record {
     pub fetched_at: SystemTime,
     /// Set when the record must go to the dead-letter topic.
     pub dead_letter: Option<DeadLetter>,
+    /// Told when Kafka has acknowledged the record (webhooks answer their sender then).
+    pub ack: Option<DeliveryAck>,
 }
 
 impl Record {

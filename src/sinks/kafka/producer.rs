@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use crate::{
     checkpoint::{AckTracker, CommitterHandle},
     metrics::SourceMetrics,
+    record::{DeliveryAck, DeliveryOutcome},
 };
 
 /// Producer settings, validated.
@@ -69,6 +70,8 @@ pub struct DeliveryTicket {
     pub(crate) payload_bytes: usize,
     /// `Some(kind)` when this is a dead-letter record.
     pub(crate) dead_letter_kind: Option<&'static str>,
+    /// Told the outcome, when the source asked.
+    pub(crate) ack: Option<DeliveryAck>,
 }
 
 /// A record Kafka refused after accepting it into the queue.
@@ -105,7 +108,8 @@ impl ProducerContext for DeliveryContext {
         match result {
             Ok(_) => {
                 self.brokers_reachable.store(true, Ordering::Relaxed);
-                acknowledge(&ticket);
+                let mut ticket = ticket;
+                acknowledge(&mut ticket);
             }
             Err((error, message)) => {
                 let sink = &ticket.sink;
@@ -142,9 +146,17 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// Marks a ticket's record acknowledged: tracker, committer and metrics.
-pub(crate) fn acknowledge(ticket: &DeliveryTicket) {
+/// Marks a ticket's record acknowledged: tracker, committer, metrics and the source's ack.
+pub(crate) fn acknowledge(ticket: &mut DeliveryTicket) {
     release(ticket);
+    if let Some(ack) = ticket.ack.take() {
+        let outcome = match ticket.dead_letter_kind {
+            Some(_) => DeliveryOutcome::DeadLettered,
+            None => DeliveryOutcome::Produced,
+        };
+        // The receiver may have given up waiting (a webhook's timeout): nothing to do then.
+        let _ = ack.send(outcome);
+    }
     let sink = &ticket.sink;
     sink.metrics
         .kafka_delivery_seconds

@@ -22,7 +22,7 @@ use super::producer::{
 };
 use crate::{
     channel::{Envelope, RecordReceiver},
-    record::{DeadLetter, Record},
+    record::{DeadLetter, DeliveryOutcome, Record},
     router::{lineage_headers, TimestampCache},
 };
 
@@ -108,6 +108,7 @@ async fn produce(
             enqueued_at: Instant::now(),
             payload_bytes: record.payload.len(),
             dead_letter_kind: record.dead_letter.as_ref().map(|d| d.kind),
+            ack: record.ack.take(),
         });
         let headers = lineage_headers(&sink.name, &sink.url, &record, timestamps);
         let mut base: BaseRecord<'_, [u8], [u8], Box<DeliveryTicket>> =
@@ -131,13 +132,14 @@ async fn produce(
                 Err((error, back)) => break (error, back.delivery_opaque),
             }
         };
-        let (error, ticket) = refused;
+        let (error, mut ticket) = refused;
         let kind = error.rdkafka_error_code().map_or("other", error_kind_name);
         sink.metrics.kafka_error(kind);
         if record.dead_letter.is_some() {
-            give_up(sink, &ticket, &error);
+            give_up(sink, ticket, &error);
             return Sent::Queued;
         }
+        record.ack = ticket.ack.take();
         tracing::warn!(source = %sink.name, topic = %sink.topic, %error, "producer refused a record; sending it to the dead-letter topic");
         record.dead_letter = Some(DeadLetter {
             kind,
@@ -149,7 +151,7 @@ async fn produce(
 /// A dead-letter record that could not be produced either: logged loudly, counted under
 /// `tributary_kafka_errors_total{kind="dead_letter_failed"}`, and released so the source's
 /// position can move on.
-fn give_up(sink: &SourceSink, ticket: &DeliveryTicket, error: &KafkaError) {
+fn give_up(sink: &SourceSink, mut ticket: Box<DeliveryTicket>, error: &KafkaError) {
     tracing::error!(
         source = %sink.name,
         dead_letter_topic = %sink.dead_letter_topic,
@@ -157,7 +159,10 @@ fn give_up(sink: &SourceSink, ticket: &DeliveryTicket, error: &KafkaError) {
         "a record could not be produced to its topic nor to the dead-letter topic; it is skipped"
     );
     sink.metrics.kafka_error("dead_letter_failed");
-    release(ticket);
+    release(&ticket);
+    if let Some(ack) = ticket.ack.take() {
+        let _ = ack.send(DeliveryOutcome::Skipped);
+    }
 }
 
 async fn dead_letter_failed_delivery(
@@ -175,8 +180,9 @@ async fn dead_letter_failed_delivery(
         event_type,
         error,
     } = failed;
+    let mut ticket = ticket;
     if ticket.dead_letter_kind.is_some() {
-        give_up(sink, &ticket, &error);
+        give_up(sink, ticket, &error);
         return Sent::Queued;
     }
     let kind = error.rdkafka_error_code().map_or("other", error_kind_name);
@@ -185,6 +191,7 @@ async fn dead_letter_failed_delivery(
         payload: payload.into(),
         event_id: event_id.map(|id| Arc::from(String::from_utf8_lossy(&id).as_ref())),
         event_type: event_type.map(|t| Arc::from(String::from_utf8_lossy(&t).as_ref())),
+        ack: ticket.ack.take(),
         position: None,
         fetched_at: std::time::SystemTime::now(),
         dead_letter: Some(DeadLetter {

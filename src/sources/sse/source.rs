@@ -334,6 +334,7 @@ impl<'a> RecordEncoder<'a> {
             position: last_event_id.map(|id| Position(Arc::clone(id))),
             fetched_at: SystemTime::now(),
             dead_letter,
+            ack: None,
         }
     }
 }

@@ -185,6 +185,7 @@ fn record(
         position,
         fetched_at,
         dead_letter: None,
+        ack: None,
     }
 }
 
