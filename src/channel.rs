@@ -43,9 +43,9 @@ pub struct ChannelClosed;
 #[derive(Debug)]
 pub enum TrySendError {
     /// The channel is full (in records or in bytes): backpressure.
-    Full(Record),
+    Full(Box<Record>),
     /// The sink has stopped.
-    Closed(Record),
+    Closed(Box<Record>),
 }
 
 /// Creates a channel that holds at most `max_records` records and `max_bytes` bytes.
@@ -108,8 +108,8 @@ impl RecordSender {
             .clamp(1, self.max_bytes);
         let permit = match Arc::clone(&self.bytes).try_acquire_many_owned(wanted) {
             Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits) => return Err(TrySendError::Full(record)),
-            Err(TryAcquireError::Closed) => return Err(TrySendError::Closed(record)),
+            Err(TryAcquireError::NoPermits) => return Err(TrySendError::Full(Box::new(record))),
+            Err(TryAcquireError::Closed) => return Err(TrySendError::Closed(Box::new(record))),
         };
         match self.inner.try_send(Envelope { record, permit }) {
             Ok(()) => {
@@ -117,8 +117,10 @@ impl RecordSender {
                 self.metrics.channel_records.inc();
                 Ok(())
             }
-            Err(MpscError::Full(envelope)) => Err(TrySendError::Full(envelope.record)),
-            Err(MpscError::Closed(envelope)) => Err(TrySendError::Closed(envelope.record)),
+            Err(MpscError::Full(envelope)) => Err(TrySendError::Full(Box::new(envelope.record))),
+            Err(MpscError::Closed(envelope)) => {
+                Err(TrySendError::Closed(Box::new(envelope.record)))
+            }
         }
     }
 }
