@@ -129,6 +129,7 @@ pub async fn start(
     let sources = TaskTracker::new();
     let pumps = TaskTracker::new();
     let abandon_pumps = CancellationToken::new();
+    let mut routes = axum::Router::new();
     for (info, source) in config.sources {
         let name = Arc::clone(&info.name);
         let resume = store.load(&name)?;
@@ -167,6 +168,9 @@ pub async fn start(
             metrics: source_metrics,
             health: health.clone(),
         };
+        if let Some(source_routes) = source.http_routes() {
+            routes = routes.merge(source_routes);
+        }
         health.set(&name, SourceState::Starting);
         let health = health.clone();
         sources.spawn(async move {
@@ -195,6 +199,7 @@ pub async fn start(
             health: health.clone(),
             producer: producer.clone(),
         },
+        routes,
         server_stop.clone(),
     ));
     let probe_stop = shutdown.clone();

@@ -30,6 +30,7 @@ pub struct Metrics {
     checkpoint_age_seconds: IntGaugeVec,
     records_filtered: IntCounterVec,
     sequence_gaps: IntCounterVec,
+    webhook_requests: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -97,6 +98,12 @@ impl Metrics {
                 "tributary_sequence_gaps_total",
                 "Jumps in the feed's sequence numbers (records the feed skipped).",
                 &["source"],
+            ),
+            webhook_requests: counter(
+                &r,
+                "tributary_webhook_requests_total",
+                "Webhook requests, by outcome (accepted, duplicate, rejected_signature, rejected_timestamp, too_large, bad_request, overloaded, delivery_timeout).",
+                &["source", "outcome"],
             ),
             records_dead_lettered: counter(
                 &r,
@@ -225,6 +232,14 @@ impl SourceMetrics {
         self.metrics
             .records_dead_lettered
             .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+
+    /// Counts one webhook request by its `outcome` (a fixed word).
+    pub fn webhook_request(&self, outcome: &str) {
+        self.metrics
+            .webhook_requests
+            .with_label_values(&[&self.name, outcome])
             .inc();
     }
 

@@ -1,4 +1,5 @@
-//! The HTTP server: `/metrics` (Prometheus text format), `/healthz`, `/readyz`.
+//! The HTTP server: `/metrics` (Prometheus text format), `/healthz`, `/readyz`, and the routes
+//! of webhook sources.
 //!
 //! Built as a plain [`axum::Router`] so tests can drive it with `oneshot`; served with graceful
 //! shutdown bound to the daemon's token.
@@ -59,9 +60,15 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(listen).await
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: ServerState, shutdown: CancellationToken) {
-    let result = axum::serve(listener, router(state))
+/// Serves the endpoints plus `extra` routes (the webhook sources') until `shutdown` is
+/// cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: ServerState,
+    extra: Router,
+    shutdown: CancellationToken,
+) {
+    let result = axum::serve(listener, router(state).merge(extra))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
     if let Err(error) = result {

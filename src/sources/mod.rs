@@ -34,6 +34,8 @@ pub enum SourceConfig {
     Sse(sse::SseConfig),
     /// WebSocket (`type = "websocket"`).
     Websocket(websocket::WebSocketConfig),
+    /// Webhooks pushed to the HTTP server (`type = "webhook"`).
+    Webhook(webhook::WebhookConfig),
 }
 
 pub use common::{PayloadFormat, ReconnectConfig};
@@ -90,6 +92,9 @@ impl SourceConfig {
             SourceConfig::Websocket(config) => config
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
+            SourceConfig::Webhook(config) => config
+                .build(name)
+                .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
         }
     }
 }
@@ -119,6 +124,12 @@ impl SourceContext {
 
 /// A feed reader.
 pub trait Source: Send + 'static {
+    /// Routes this source serves on the daemon's HTTP server (webhooks), if any. Called once,
+    /// before [`Source::run`].
+    fn http_routes(&self) -> Option<axum::Router> {
+        None
+    }
+
     /// Reads the feed until shutdown, or until the feed ends for good.
     ///
     /// # Errors

@@ -1,0 +1,346 @@
+//! End-to-end: signed webhook requests to the daemon's HTTP server → librdkafka's mock
+//! cluster, read back. A 2xx answer must mean Kafka has the record.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use tributary::{
+    daemon::RunningDaemon,
+    sources::webhook::signature::{GitHubScheme, StandardWebhooksScheme},
+};
+
+const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+/// A Standard Webhooks secret (`whsec_` + base64 of "tributary-test-secret-32-bytes!!").
+const STANDARD_SECRET: &str = "whsec_dHJpYnV0YXJ5LXRlc3Qtc2VjcmV0LTMyLWJ5dGVzISE=";
+
+fn webhook_config(brokers: &str, state: &std::path::Path, extra_sources: &str) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+flush_timeout = "5s"
+
+[checkpoint]
+dir = "{state}"
+commit_interval = "50ms"
+
+[server]
+listen = "127.0.0.1:0"
+{extra_sources}
+"#,
+        state = state.display()
+    )
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(daemon: &RunningDaemon) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            base: format!("http://{}", daemon.metrics_address()),
+        }
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, String)], body: &str) -> (u16, String) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .body(body.to_owned());
+        if !headers.iter().any(|(name, _)| *name == "content-type") {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    async fn github(&self, delivery: &str, body: &str, secret: &str) -> (u16, String) {
+        self.post(
+            "/webhooks/github",
+            &[
+                (
+                    "x-hub-signature-256",
+                    GitHubScheme::sign(secret, body.as_bytes()),
+                ),
+                ("x-github-delivery", delivery.to_owned()),
+            ],
+            body,
+        )
+        .await
+    }
+
+    async fn standard(&self, id: &str, timestamp: u64, body: &str) -> (u16, String) {
+        let signature =
+            StandardWebhooksScheme::sign(STANDARD_SECRET, id, timestamp, body.as_bytes()).unwrap();
+        self.post(
+            "/webhooks/standard",
+            &[
+                ("webhook-id", id.to_owned()),
+                ("webhook-timestamp", timestamp.to_string()),
+                ("webhook-signature", signature),
+            ],
+            body,
+        )
+        .await
+    }
+}
+
+fn outcome_count(scrape: &str, source: &str, outcome: &str) -> u64 {
+    let series =
+        format!(r#"tributary_webhook_requests_total{{outcome="{outcome}",source="{source}"}} "#);
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_deliveries_are_produced_once_and_bad_ones_refused() {
+    let broker = Broker::mock();
+    broker.create_topic("github").await;
+    broker.create_topic("standard").await;
+    let state = tempfile::tempdir().unwrap();
+    let secret_file = state.path().join("github-secret");
+    std::fs::write(&secret_file, GITHUB_SECRET).unwrap();
+    let daemon = start_daemon(&webhook_config(
+        &broker.brokers(),
+        state.path(),
+        &format!(
+            r#"
+[sources.github]
+type = "webhook"
+topic = "github"
+signature = {{ scheme = "github", secrets = ["old-secret", "${{file:{}}}"] }}
+
+[sources.standard]
+type = "webhook"
+topic = "standard"
+signature = {{ scheme = "standard_webhooks", secrets = ["{STANDARD_SECRET}"] }}
+max_body_bytes = 2048
+"#,
+            secret_file.display()
+        ),
+    ))
+    .await;
+    let client = Client::new(&daemon);
+
+    // GitHub: signed with the current secret (the second of the rotation list).
+    let push = r#"{"ref":"refs/heads/main","after":"abc"}"#;
+    assert_eq!(
+        client.github("delivery-1", push, GITHUB_SECRET).await.0,
+        200
+    );
+    assert_eq!(
+        client.github("delivery-1", push, GITHUB_SECRET).await.0,
+        200,
+        "a redelivery is answered 2xx"
+    );
+    assert_eq!(
+        client.github("delivery-2", push, "old-secret").await.0,
+        200,
+        "the old secret still works"
+    );
+    let (status, text) = client.github("delivery-3", push, "forged").await;
+    assert_eq!(status, 401, "{text}");
+    assert!(!text.contains(GITHUB_SECRET));
+
+    // Standard Webhooks.
+    let event = r#"{"type":"invoice.paid","id":"in_1"}"#;
+    let now = now_seconds();
+    assert_eq!(client.standard("msg_1", now, event).await.0, 200);
+    assert_eq!(
+        client.standard("msg_1", now, event).await.0,
+        200,
+        "replayed id"
+    );
+    assert_eq!(
+        client.standard("msg_2", now - 3600, event).await.0,
+        401,
+        "expired"
+    );
+    assert_eq!(
+        client
+            .post(
+                "/webhooks/standard",
+                &[
+                    ("webhook-id", "msg_3".into()),
+                    ("webhook-timestamp", now.to_string()),
+                    ("webhook-signature", "v1,bm90IGEgc2lnbmF0dXJl".into())
+                ],
+                event
+            )
+            .await
+            .0,
+        401,
+        "forged"
+    );
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(4096));
+    assert_eq!(
+        client.standard("msg_4", now, &big).await.0,
+        413,
+        "too large"
+    );
+    assert_eq!(client.standard("msg_5", now, "not json").await.0, 400);
+    let (status, _) = client
+        .post(
+            "/webhooks/standard",
+            &[("content-type", "text/plain".into())],
+            event,
+        )
+        .await;
+    assert_eq!(status, 415);
+
+    let scrape = daemon.metrics().render();
+    daemon.shutdown().await;
+
+    let github = broker.read("github").await;
+    let mut deliveries: Vec<&str> = github
+        .iter()
+        .map(|r| r.header("tributary.event_id").unwrap())
+        .collect();
+    deliveries.sort_unstable();
+    assert_eq!(
+        deliveries,
+        ["delivery-1", "delivery-2"],
+        "each delivery once"
+    );
+    assert_eq!(github[0].payload, push.as_bytes());
+    assert_eq!(
+        github[0]
+            .key
+            .as_deref()
+            .map(|k| std::str::from_utf8(k).unwrap()),
+        github[0].header("tributary.event_id")
+    );
+    let standard = broker.read("standard").await;
+    assert_eq!(standard.len(), 1);
+    assert_eq!(standard[0].header("tributary.event_id"), Some("msg_1"));
+    for (source, outcome, count) in [
+        ("github", "accepted", 2),
+        ("github", "duplicate", 1),
+        ("github", "rejected_signature", 1),
+        ("standard", "accepted", 1),
+        ("standard", "duplicate", 1),
+        ("standard", "rejected_timestamp", 1),
+        ("standard", "rejected_signature", 1),
+        ("standard", "too_large", 1),
+        ("standard", "bad_request", 2),
+    ] {
+        assert_eq!(
+            outcome_count(&scrape, source, outcome),
+            count,
+            "{source} {outcome}:\n{scrape}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_2xx_before_kafka_has_the_record() {
+    let broker = Broker::mock();
+    broker.create_topic("hooks").await;
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    cluster.broker_down(1).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&webhook_config(
+        &broker.brokers(),
+        state.path(),
+        r#"
+[sources.hooks]
+type = "webhook"
+topic = "hooks"
+signature = { scheme = "none" }
+event_id = { pointer = "/id" }
+ack_timeout = "500ms"
+retry_after = "2s"
+"#,
+    ))
+    .await;
+    let client = Client::new(&daemon);
+    let body = r#"{"id":"evt_1","amount":42}"#;
+    let response = client
+        .http
+        .post(format!("{}/webhooks/hooks", client.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        503,
+        "the broker is down: no 2xx"
+    );
+    assert_eq!(response.headers()["retry-after"], "2");
+    // A retry while the first copy waits in the producer: still no 2xx, and no second copy.
+    assert_eq!(client.post("/webhooks/hooks", &[], body).await.0, 503);
+
+    cluster.broker_up(1).unwrap();
+    wait_for_acknowledged(&daemon, "hooks", 1).await;
+    let (status, text) = client.post("/webhooks/hooks", &[], body).await;
+    assert_eq!(
+        status, 200,
+        "once Kafka has it, the retry is a duplicate: {text}"
+    );
+    let scrape = daemon.metrics().render();
+    daemon.shutdown().await;
+    assert_eq!(broker.read("hooks").await.len(), 1, "produced once");
+    assert_eq!(outcome_count(&scrape, "hooks", "delivery_timeout"), 1);
+    assert_eq!(outcome_count(&scrape, "hooks", "duplicate"), 2);
+    assert_eq!(outcome_count(&scrape, "hooks", "accepted"), 0);
+}
+
+#[test]
+fn webhook_configs_are_validated() {
+    let text = r#"
+[kafka]
+brokers = "localhost:9092"
+[sources.a]
+type = "webhook"
+topic = "a"
+signature = { scheme = "standard_webhooks", secrets = ["not-whsec"] }
+[sources.b]
+type = "webhook"
+topic = "b"
+signature = { scheme = "github", secrets = [] }
+[sources.c]
+type = "webhook"
+topic = "c"
+signature = { scheme = "none", secrets = ["x"], prefix = "sha256=" }
+"#;
+    let errors = tributary::config::parse_toml(text)
+        .unwrap()
+        .validate()
+        .err()
+        .expect("invalid")
+        .to_string();
+    for field in [
+        "sources.a.signature",
+        "sources.b.signature",
+        "sources.c.signature.secrets",
+        "sources.c.signature.prefix",
+    ] {
+        assert!(errors.contains(field), "`{field}` missing from: {errors}");
+    }
+    assert!(
+        !errors.contains("not-whsec"),
+        "secrets stay out of errors: {errors}"
+    );
+}
