@@ -9,127 +9,15 @@ mod common;
 use std::{
     collections::HashMap,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{process::*, *};
 use tributary::{
     checkpoint::{CheckpointStore, FileStore},
     replay::{self, ReplayOptions, ReplayServer},
 };
-
-const BINARY: &str = env!("CARGO_BIN_EXE_tributary");
-
-/// A daemon child process and the address of its `/metrics`.
-struct Daemon {
-    child: Child,
-    metrics_url: String,
-}
-
-impl Daemon {
-    fn spawn(config: &Path, metrics_port: u16) -> Self {
-        let child = Command::new(BINARY)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the tributary binary");
-        Daemon {
-            child,
-            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-        }
-    }
-
-    /// The `/metrics` text, or `None` while the server is not up yet.
-    async fn scrape(&self) -> Option<String> {
-        try_http_get(&self.metrics_url)
-            .await
-            .filter(|(status, _)| *status == 200)
-            .map(|(_, body)| body)
-    }
-
-    /// Waits until `tributary_records_produced_total{source}` reaches `count`.
-    async fn wait_for_produced(&mut self, source: &str, count: u64) {
-        self.wait_for_metric("tributary_records_produced_total", source, count)
-            .await;
-    }
-
-    /// Waits until metric `name{source}` reaches `count`.
-    async fn wait_for_metric(&mut self, name: &str, source: &str, count: u64) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(scrape) = self.scrape().await {
-                if metric(&scrape, name, source) >= count {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the daemon exited early with {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {name} to reach {count}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// SIGTERM, then the exit status.
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: `pid` is our own child, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        tokio::task::spawn_blocking(move || self.child.wait().unwrap())
-            .await
-            .unwrap()
-    }
-}
-
-/// A GET that returns `None` when nothing listens yet.
-async fn try_http_get(url: &str) -> Option<(u16, String)> {
-    let host = url.strip_prefix("http://")?.split('/').next()?;
-    tokio::net::TcpStream::connect(host).await.ok()?;
-    Some(http_get(url).await)
-}
-
-/// The value of `name{source="…"}` in a scrape (0 when absent).
-fn metric(scrape: &str, name: &str, source: &str) -> u64 {
-    let label = format!("source=\"{source}\"");
-    scrape
-        .lines()
-        .filter(|line| line.starts_with(name) && line.contains(&label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// The config of a daemon child process: one SSE source named `source` (topic of the same
-/// name) reading `feed`, state under `<dir>/state`, metrics on `port`.
-fn process_toml(
-    broker: &Broker,
-    dir: &Path,
-    source: &str,
-    feed: &str,
-    port: u16,
-    extra: &str,
-) -> String {
-    sse_config(
-        &broker.brokers(),
-        &dir.join("state"),
-        source,
-        feed,
-        source,
-        extra,
-    )
-    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-}
-
-fn write_config(dir: &Path, toml: &str) -> std::path::PathBuf {
-    let path = dir.join("tributary.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_loses_nothing() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use tributary::{
@@ -343,4 +343,81 @@ signature = { scheme = "none", secrets = ["x"], prefix = "sha256=" }
         !errors.contains("not-whsec"),
         "secrets stay out of errors: {errors}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_channel_answers_503_with_retry_after() {
+    let broker = Broker::mock();
+    broker.create_topic("busy").await;
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    cluster.broker_down(1).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    // One record fits in the producer queue, one waits in the pump, one in the channel.
+    let daemon = start_daemon(
+        &webhook_config(
+            &broker.brokers(),
+            state.path(),
+            r#"
+[sources.busy]
+type = "webhook"
+topic = "busy"
+signature = { scheme = "none" }
+event_id = { pointer = "/id" }
+ack_timeout = "60s"
+retry_after = "3s"
+channel_max_records = 1
+"#,
+        )
+        .replace(
+            "flush_timeout = \"5s\"",
+            "flush_timeout = \"5s\"\n[kafka.producer]\n\"queue.buffering.max.messages\" = \"1\"",
+        ),
+    )
+    .await;
+    let client = std::sync::Arc::new(Client::new(&daemon));
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let client = std::sync::Arc::clone(&client);
+        waiting.push(tokio::spawn(async move {
+            client
+                .post("/webhooks/busy", &[], &format!(r#"{{"id":"evt_{i}"}}"#))
+                .await
+                .0
+        }));
+        // Each request must take its place before the next one comes.
+        let metrics = daemon.metrics().source("busy");
+        wait_until(
+            "the request to reach the pipeline",
+            Duration::from_secs(30),
+            || metrics.records_received.get() > i,
+        )
+        .await;
+    }
+    let metrics = daemon.metrics().source("busy");
+    wait_until("the channel to fill", Duration::from_secs(30), || {
+        metrics.channel_records.get() >= 1
+    })
+    .await;
+    let response = client
+        .http
+        .post(format!("{}/webhooks/busy", client.base))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"evt_3"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "3");
+
+    cluster.broker_up(1).unwrap();
+    for request in waiting {
+        assert_eq!(request.await.unwrap(), 200, "answered once Kafka has it");
+    }
+    let scrape = daemon.metrics().render();
+    daemon.shutdown().await;
+    assert_eq!(outcome_count(&scrape, "busy", "overloaded"), 1);
+    assert_eq!(outcome_count(&scrape, "busy", "accepted"), 3);
+    assert_eq!(broker.read("busy").await.len(), 3);
 }

@@ -2,6 +2,8 @@
 //! or the tansu broker as a child process), daemon configs, read-back and waiting helpers.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::{
     collections::HashMap,
     net::TcpListener,
