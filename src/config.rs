@@ -103,12 +103,17 @@ pub struct ServerSection {
     /// Address of `/metrics`, `/healthz` and `/readyz`. Default `0.0.0.0:9464`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A separate address for the webhook sources' routes (e.g. the only port exposed to the
+    /// internet). Default: none, webhooks are served on `listen`.
+    #[serde(default)]
+    pub webhook_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
             listen: default_listen(),
+            webhook_listen: None,
         }
     }
 }

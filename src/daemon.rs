@@ -47,6 +47,7 @@ pub enum StartError {
 pub struct RunningDaemon {
     shutdown: CancellationToken,
     metrics_address: SocketAddr,
+    webhook_address: SocketAddr,
     metrics: Arc<Metrics>,
     health: Health,
     finished: tokio::task::JoinHandle<ShutdownReport>,
@@ -63,6 +64,12 @@ impl RunningDaemon {
     /// The bound address of `/metrics`, `/healthz` and `/readyz`.
     pub fn metrics_address(&self) -> SocketAddr {
         self.metrics_address
+    }
+
+    /// The bound address of the webhook routes (`server.webhook_listen`, else the metrics
+    /// address).
+    pub fn webhook_address(&self) -> SocketAddr {
+        self.webhook_address
     }
 
     /// Every metric family.
@@ -126,6 +133,23 @@ pub async fn start(
     let metrics_address = listener
         .local_addr()
         .map_err(|e| StartError::Listen(config.server.listen, e))?;
+    let webhook_listener = match config.server.webhook_listen {
+        Some(address) => Some(
+            server::bind(address)
+                .await
+                .map_err(|e| StartError::Listen(address, e))?,
+        ),
+        None => None,
+    };
+    let webhook_address = match &webhook_listener {
+        Some(listener) => {
+            let configured = config.server.webhook_listen.unwrap_or(config.server.listen);
+            listener
+                .local_addr()
+                .map_err(|e| StartError::Listen(configured, e))?
+        }
+        None => metrics_address,
+    };
     let sources = TaskTracker::new();
     let pumps = TaskTracker::new();
     let abandon_pumps = CancellationToken::new();
@@ -192,16 +216,31 @@ pub async fn start(
     pumps.close();
 
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(server::serve(
-        listener,
-        ServerState {
-            metrics: Arc::clone(&metrics),
-            health: health.clone(),
-            producer: producer.clone(),
-        },
-        routes,
-        server_stop.clone(),
-    ));
+    let endpoints = server::router(ServerState {
+        metrics: Arc::clone(&metrics),
+        health: health.clone(),
+        producer: producer.clone(),
+    });
+    let mut servers = Vec::new();
+    match webhook_listener {
+        Some(webhook_listener) => {
+            servers.push(tokio::spawn(server::serve(
+                webhook_listener,
+                routes,
+                server_stop.clone(),
+            )));
+            servers.push(tokio::spawn(server::serve(
+                listener,
+                endpoints,
+                server_stop.clone(),
+            )));
+        }
+        None => servers.push(tokio::spawn(server::serve(
+            listener,
+            endpoints.merge(routes),
+            server_stop.clone(),
+        ))),
+    }
     let probe_stop = shutdown.clone();
     let probe_producer = producer.clone();
     tokio::spawn(async move {
@@ -239,7 +278,9 @@ pub async fn start(
         committer_stop.cancel();
         let _ = committer_task.await;
         server_stop.cancel();
-        let _ = server.await;
+        for server in servers {
+            let _ = server.await;
+        }
         tracing::info!("shutdown complete");
         ShutdownReport {
             abandoned_in_flight: abandoned,
@@ -248,6 +289,7 @@ pub async fn start(
     Ok(RunningDaemon {
         shutdown,
         metrics_address,
+        webhook_address,
         metrics,
         health,
         finished,

@@ -60,15 +60,10 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(listen).await
 }
 
-/// Serves the endpoints plus `extra` routes (the webhook sources') until `shutdown` is
-/// cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    state: ServerState,
-    extra: Router,
-    shutdown: CancellationToken,
-) {
-    let result = axum::serve(listener, router(state).merge(extra))
+/// Serves `routes` (see [`router`]; webhook routes merged in or on their own listener) until
+/// `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, routes: Router, shutdown: CancellationToken) {
+    let result = axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
     if let Err(error) = result {

@@ -50,7 +50,7 @@ impl Client {
     fn new(daemon: &RunningDaemon) -> Self {
         Client {
             http: reqwest::Client::new(),
-            base: format!("http://{}", daemon.metrics_address()),
+            base: format!("http://{}", daemon.webhook_address()),
         }
     }
 
@@ -420,4 +420,45 @@ channel_max_records = 1
     assert_eq!(outcome_count(&scrape, "busy", "overloaded"), 1);
     assert_eq!(outcome_count(&scrape, "busy", "accepted"), 3);
     assert_eq!(broker.read("busy").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_can_have_their_own_listen_address() {
+    let broker = Broker::mock();
+    broker.create_topic("apart").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(
+        &webhook_config(
+            &broker.brokers(),
+            state.path(),
+            r#"
+[sources.apart]
+type = "webhook"
+topic = "apart"
+signature = { scheme = "none" }
+"#,
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nwebhook_listen = \"127.0.0.1:0\"",
+        ),
+    )
+    .await;
+    assert_ne!(daemon.webhook_address(), daemon.metrics_address());
+    let client = Client::new(&daemon);
+    assert_eq!(client.post("/webhooks/apart", &[], "{}").await.0, 200);
+    let (status, _) = http_get(&format!("http://{}/metrics", daemon.webhook_address())).await;
+    assert_eq!(status, 404, "the webhook address serves only webhooks");
+    let on_metrics_port = reqwest::Client::new()
+        .post(format!(
+            "http://{}/webhooks/apart",
+            daemon.metrics_address()
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_metrics_port.status().as_u16(), 404);
+    daemon.shutdown().await;
+    assert_eq!(broker.read("apart").await.len(), 1);
 }

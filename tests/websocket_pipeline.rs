@@ -610,3 +610,53 @@ async fn a_stalled_broker_stops_the_source_reading_its_socket() {
     daemon.shutdown().await;
     assert_eq!(broker.read("stall").await.len() as u64, FRAMES);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_sent_and_binary_frames_are_records() {
+    let heartbeats: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&heartbeats);
+    let server = WsServer::start(move |_, _, mut socket| {
+        let seen = Arc::clone(&seen);
+        async move {
+            read_texts(&mut socket, 1).await;
+            socket
+                .send(Message::binary(numbered(1).into_bytes()))
+                .await
+                .unwrap();
+            // Collect two heartbeats, then stay.
+            let texts = read_texts(&mut socket, 2).await;
+            seen.lock().unwrap().extend(texts);
+            socket.send(Message::text(numbered(2))).await.unwrap();
+            idle(socket).await;
+        }
+    })
+    .await;
+    let broker = Broker::mock();
+    broker.create_topic("beats").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&ws_config(
+        &broker.brokers(),
+        state.path(),
+        "beats",
+        &server.url,
+        r#"subscribe = ['{"op":"subscribe"}']
+heartbeat = { message = '{"op":"ping"}', interval = "50ms" }"#,
+    ))
+    .await;
+    // The second record is only sent after two heartbeats arrived.
+    wait_for_acknowledged(&daemon, "beats", 2).await;
+    daemon.shutdown().await;
+    assert_eq!(*heartbeats.lock().unwrap(), [r#"{"op":"ping"}"#; 2]);
+    let mut payloads: Vec<Vec<u8>> = broker
+        .read("beats")
+        .await
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    payloads.sort();
+    assert_eq!(
+        payloads,
+        [numbered(1).into_bytes(), numbered(2).into_bytes()],
+        "the binary frame's bytes are the record"
+    );
+}
