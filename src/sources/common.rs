@@ -48,6 +48,16 @@ fn default_max_delay() -> Duration {
     Duration::from_secs(60)
 }
 
+/// Default `channel_max_records` of every source kind: 10000 records.
+pub(crate) fn default_channel_max_records() -> usize {
+    10_000
+}
+
+/// Default `channel_max_bytes` of every source kind: 16 MiB.
+pub(crate) fn default_channel_max_bytes() -> u32 {
+    16 * 1024 * 1024
+}
+
 /// Collects the config errors of one source.
 pub(crate) struct Checks {
     scope: String,

@@ -120,6 +120,30 @@ impl SourceContext {
     pub fn set_state(&self, state: SourceState) {
         self.health.set(&self.name, state);
     }
+
+    /// Waits `delay` before connection attempt `attempt`: logs `reason`, counts the reconnect
+    /// and shows the attempt in `/readyz`. Returns `false` when shutdown came first (the state
+    /// is then `stopped`).
+    pub async fn wait_to_reconnect(
+        &self,
+        attempt: u32,
+        delay: std::time::Duration,
+        reason: String,
+    ) -> bool {
+        tracing::warn!(source = %self.name, error = %reason, attempt, delay_ms = delay.as_millis() as u64, "feed connection ended; reconnecting");
+        self.set_state(SourceState::Reconnecting {
+            attempts: attempt,
+            error: reason,
+        });
+        self.metrics.reconnects.inc();
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {
+                self.set_state(SourceState::Stopped);
+                false
+            }
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
 }
 
 /// A feed reader.

@@ -33,12 +33,6 @@ fn default_connect_timeout() -> Duration {
 fn default_key() -> String {
     "id".to_owned()
 }
-fn default_channel_max_records() -> usize {
-    10_000
-}
-fn default_channel_max_bytes() -> u32 {
-    16 * 1024 * 1024
-}
 
 /// `[sources.<name>]` with `type = "sse"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -78,10 +72,10 @@ pub struct SseConfig {
     #[serde(default)]
     pub reconnect: ReconnectConfig,
     /// Channel bound in records between this source and the sink. Default 10000.
-    #[serde(default = "default_channel_max_records")]
+    #[serde(default = "crate::sources::common::default_channel_max_records")]
     pub channel_max_records: usize,
     /// Channel bound in bytes. Default 16 MiB.
-    #[serde(default = "default_channel_max_bytes")]
+    #[serde(default = "crate::sources::common::default_channel_max_bytes")]
     pub channel_max_bytes: u32,
 }
 

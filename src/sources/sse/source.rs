@@ -104,18 +104,11 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
         // The server's wish (`retry:` field, or `Retry-After` on this response) is a floor.
         let floor = server_retry.max(error.retry_after());
         let delay = backoff.next_delay(floor, &mut rng);
-        tracing::warn!(source = %context.name, %error, attempt = backoff.attempt(), delay_ms = delay.as_millis() as u64, "feed connection ended; reconnecting");
-        context.set_state(SourceState::Reconnecting {
-            attempts: backoff.attempt(),
-            error: error.to_string(),
-        });
-        context.metrics.reconnects.inc();
-        tokio::select! {
-            _ = context.shutdown.cancelled() => {
-                context.set_state(SourceState::Stopped);
-                return Ok(());
-            }
-            _ = tokio::time::sleep(delay) => {}
+        if !context
+            .wait_to_reconnect(backoff.attempt(), delay, error.to_string())
+            .await
+        {
+            return Ok(());
         }
     }
 }

@@ -98,10 +98,10 @@ pub struct WebhookConfig {
     #[serde(default = "default_retry_after", with = "humantime_serde")]
     pub retry_after: Duration,
     /// Channel bound in records between this source and the sink. Default 10000.
-    #[serde(default = "default_channel_max_records")]
+    #[serde(default = "crate::sources::common::default_channel_max_records")]
     pub channel_max_records: usize,
     /// Channel bound in bytes. Default 16 MiB.
-    #[serde(default = "default_channel_max_bytes")]
+    #[serde(default = "crate::sources::common::default_channel_max_bytes")]
     pub channel_max_bytes: u32,
 }
 
@@ -122,12 +122,6 @@ fn default_ack_timeout() -> Duration {
 }
 fn default_retry_after() -> Duration {
     Duration::from_secs(5)
-}
-fn default_channel_max_records() -> usize {
-    10_000
-}
-fn default_channel_max_bytes() -> u32 {
-    16 * 1024 * 1024
 }
 
 /// Where the event id comes from, validated.

@@ -102,10 +102,10 @@ pub struct WebSocketConfig {
     #[serde(default)]
     pub reconnect: ReconnectConfig,
     /// Channel bound in records between this source and the sink. Default 10000.
-    #[serde(default = "default_channel_max_records")]
+    #[serde(default = "crate::sources::common::default_channel_max_records")]
     pub channel_max_records: usize,
     /// Channel bound in bytes. Default 16 MiB.
-    #[serde(default = "default_channel_max_bytes")]
+    #[serde(default = "crate::sources::common::default_channel_max_bytes")]
     pub channel_max_bytes: u32,
 }
 
@@ -120,12 +120,6 @@ fn default_read_timeout() -> Duration {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
-}
-fn default_channel_max_records() -> usize {
-    10_000
-}
-fn default_channel_max_bytes() -> u32 {
-    16 * 1024 * 1024
 }
 
 /// The validated settings the source runs with.

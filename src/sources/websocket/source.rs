@@ -116,18 +116,11 @@ async fn run(settings: Arc<WebSocketSettings>, context: SourceContext) -> Result
             backoff.reset();
         }
         let delay = backoff.next_delay(None, &mut rng);
-        tracing::warn!(source = %context.name, error = %reason, attempt = backoff.attempt(), delay_ms = delay.as_millis() as u64, "websocket connection ended; reconnecting");
-        context.set_state(SourceState::Reconnecting {
-            attempts: backoff.attempt(),
-            error: reason,
-        });
-        context.metrics.reconnects.inc();
-        tokio::select! {
-            _ = context.shutdown.cancelled() => {
-                context.set_state(SourceState::Stopped);
-                return Ok(());
-            }
-            _ = tokio::time::sleep(delay) => {}
+        if !context
+            .wait_to_reconnect(backoff.attempt(), delay, reason)
+            .await
+        {
+            return Ok(());
         }
     }
 }
