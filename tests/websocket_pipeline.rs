@@ -380,59 +380,162 @@ pong_timeout = "300ms""#,
     );
 }
 
+/// The server closes each connection with the next of `closes`; the last one must stop the
+/// source. Returns the reason the source failed with.
+async fn close_codes(source: &str, closes: Vec<(CloseCode, &'static str)>) -> String {
+    let count = closes.len();
+    let closes = Arc::new(closes);
+    let server = WsServer::start(move |index, _, mut socket| {
+        let closes = Arc::clone(&closes);
+        async move {
+            read_texts(&mut socket, 1).await;
+            socket
+                .send(Message::text(numbered(index as u64 + 1)))
+                .await
+                .unwrap();
+            let (code, reason) = closes[index.min(closes.len() - 1)];
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })))
+                .await;
+            idle(socket).await;
+        }
+    })
+    .await;
+    let broker = Broker::mock();
+    broker.create_topic(source).await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&ws_config(
+        &broker.brokers(),
+        state.path(),
+        source,
+        &server.url,
+        r#"subscribe = ['{"op":"subscribe"}']"#,
+    ))
+    .await;
+    wait_until("the source to fail", Duration::from_secs(30), || {
+        matches!(daemon.health().get(source), Some(SourceState::Failed(_)))
+    })
+    .await;
+    let Some(SourceState::Failed(why)) = daemon.health().get(source) else {
+        unreachable!()
+    };
+    assert!(!daemon.health().readiness(true).ready);
+    wait_for_acknowledged(&daemon, source, count as u64).await;
+    daemon.shutdown().await;
+    assert_eq!(
+        server.accepted().len(),
+        count,
+        "every close but the last reconnects; the last does not"
+    );
+    why
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn going_away_reconnects_and_policy_violation_stops_with_the_reason() {
+async fn normal_and_going_away_reconnect_policy_violation_stops_with_the_reason() {
+    let why = close_codes(
+        "policy",
+        vec![
+            (CloseCode::Normal, "bye"),
+            (CloseCode::Away, "restarting"),
+            (CloseCode::Policy, "too many subscriptions"),
+        ],
+    )
+    .await;
+    assert!(
+        why.contains("1008") && why.contains("too many subscriptions"),
+        "{why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_data_stops_with_the_reason() {
+    let why = close_codes(
+        "unsupported",
+        vec![
+            (CloseCode::Error, "internal error"),
+            (CloseCode::Unsupported, "binary frames only"),
+        ],
+    )
+    .await;
+    assert!(
+        why.contains("1003") && why.contains("binary frames only"),
+        "{why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_data_is_reconnected_after_the_read_timeout() {
+    // Connection 0 sends one frame, then only answers pings (pongs are not data).
     let server = WsServer::start(|index, _, mut socket| async move {
         read_texts(&mut socket, 1).await;
         socket
             .send(Message::text(numbered(index as u64 + 1)))
             .await
             .unwrap();
-        let (code, reason) = if index == 0 {
-            (CloseCode::Away, "restarting")
-        } else {
-            (CloseCode::Policy, "too many subscriptions")
-        };
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
         idle(socket).await;
     })
     .await;
     let broker = Broker::mock();
-    broker.create_topic("closes").await;
+    broker.create_topic("silent").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&ws_config(
         &broker.brokers(),
         state.path(),
-        "closes",
+        "silent",
         &server.url,
-        r#"subscribe = ['{"op":"subscribe"}']"#,
+        r#"subscribe = ['{"op":"subscribe"}']
+ping_interval = "50ms"
+read_timeout = "400ms""#,
     ))
     .await;
-    wait_until("the source to fail", Duration::from_secs(30), || {
-        matches!(daemon.health().get("closes"), Some(SourceState::Failed(_)))
+    wait_for_acknowledged(&daemon, "silent", 2).await;
+    daemon.shutdown().await;
+    let accepted = server.accepted();
+    let waited = accepted[1].at - accepted[0].at;
+    assert!(
+        waited >= Duration::from_millis(400),
+        "reconnected after {waited:?}, before the read timeout, although pongs kept coming"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_triggers_a_resubscribe_when_asked() {
+    // Connection 0 sends 1, 2, then 5 (3 and 4 are missing); a resubscribe starts at 100.
+    let server = WsServer::start(|index, _, mut socket| async move {
+        read_texts(&mut socket, 1).await;
+        let sequences: &[u64] = if index == 0 { &[1, 2, 5] } else { &[100, 101] };
+        for &seq in sequences {
+            socket.send(Message::text(numbered(seq))).await.unwrap();
+        }
+        idle(socket).await;
     })
     .await;
-    let Some(SourceState::Failed(why)) = daemon.health().get("closes") else {
-        unreachable!()
-    };
-    let readiness = daemon.health().readiness(true);
-    wait_for_acknowledged(&daemon, "closes", 2).await;
+    let broker = Broker::mock();
+    broker.create_topic("gaps").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&ws_config(
+        &broker.brokers(),
+        state.path(),
+        "gaps",
+        &server.url,
+        r#"subscribe = ['{"op":"subscribe"}']
+sequence = "/seq"
+resubscribe_on_gap = true"#,
+    ))
+    .await;
+    wait_for_acknowledged(&daemon, "gaps", 5).await;
+    let metrics = daemon.metrics().source("gaps");
+    let (gaps, reconnects) = (metrics.sequence_gaps.get(), metrics.reconnects.get());
     daemon.shutdown().await;
-    assert!(
-        why.contains("1008") && why.contains("too many subscriptions"),
-        "{why}"
-    );
-    assert!(!readiness.ready);
     assert_eq!(
-        server.accepted().len(),
-        2,
-        "1001 reconnects once; 1008 does not"
+        gaps, 1,
+        "the jump 2 → 5; the new subscription's 100 is not a gap"
     );
+    assert_eq!(reconnects, 1);
+    assert_eq!(server.accepted().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
