@@ -24,7 +24,7 @@ use crate::{
     backoff::Backoff,
     error::SourceError,
     health::SourceState,
-    http::parse_retry_after,
+    http::{classify_status, parse_retry_after, StatusClass},
     record::{DeadLetter, Position, Record},
     sources::{PayloadFormat, Source, SourceContext},
 };
@@ -197,8 +197,8 @@ async fn connection(
             Err(es::Error::UnexpectedResponse(response, _body)) => {
                 let status = response.status();
                 context.metrics.http_request(Some(status));
-                return match status {
-                    408 | 425 | 429 | 500..=599 => {
+                return match classify_status(status) {
+                    StatusClass::Transient => {
                         let retry_after = response
                             .get_header_value("retry-after")
                             .ok()

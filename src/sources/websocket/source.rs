@@ -33,6 +33,7 @@ use crate::{
     backoff::Backoff,
     error::SourceError,
     health::SourceState,
+    http::{classify_status, StatusClass},
     sources::{Source, SourceContext},
 };
 
@@ -180,10 +181,8 @@ async fn connection(
         }
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status().as_u16();
-            return match status {
-                408 | 425 | 429 | 500..=599 => {
-                    transient(format!("handshake answered HTTP {status}"))
-                }
+            return match classify_status(status) {
+                StatusClass::Transient => transient(format!("handshake answered HTTP {status}")),
                 _ => permanent(
                     format!("handshake answered HTTP {status}"),
                     "check the URL and the credentials in `headers`",
