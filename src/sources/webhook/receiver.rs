@@ -225,19 +225,26 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
             }
         },
     };
-    let json = match settings.format {
-        PayloadFormat::Json => match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(value) => Some(value),
-            Err(error) => {
-                return state.outcome(
-                    &pipeline,
-                    Outcome::BadRequest,
-                    StatusCode::BAD_REQUEST,
-                    &format!("the body is not valid JSON ({error})"),
-                )
-            }
-        },
-        PayloadFormat::Text => None,
+    // A value is built only when the event id is read from the body; otherwise checking that
+    // the body is JSON is enough.
+    let needs_value = matches!(settings.event_id, EventIdFrom::Pointer(_));
+    let checked = match settings.format {
+        PayloadFormat::Json if needs_value => {
+            serde_json::from_slice::<serde_json::Value>(&body).map(Some)
+        }
+        PayloadFormat::Json => serde_json::from_slice::<serde::de::IgnoredAny>(&body).map(|_| None),
+        PayloadFormat::Text => Ok(None),
+    };
+    let json = match checked {
+        Ok(json) => json,
+        Err(error) => {
+            return state.outcome(
+                &pipeline,
+                Outcome::BadRequest,
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not valid JSON ({error})"),
+            )
+        }
     };
     let event_id: Option<String> = match &settings.event_id {
         EventIdFrom::Scheme => verified.and_then(|v| v.delivery_id),

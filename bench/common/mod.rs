@@ -1,0 +1,278 @@
+//! What the benchmarks share: the broker (tansu child process or librdkafka's mock cluster),
+//! topic creation, the `tributary` daemon as a child process (config, spawn, `/metrics`
+//! scrapes, SIGTERM), the raw rdkafka producer ceiling, figures and their printing, `/proc`
+//! readers and argument parsing. Each bench target compiles its own copy (`mod common;`), so
+//! what one bench does not use is allowed to be dead code.
+#![allow(dead_code)]
+
+mod broker;
+mod daemon;
+mod raw;
+
+use std::{fs, net::TcpListener, path::Path, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use tributary::sinks::kafka::{DEFAULT_PROPERTIES, ENFORCED_PROPERTIES};
+
+pub use broker::Broker;
+// Each bench uses a different part of what is re-exported.
+#[allow(unused_imports)]
+pub use daemon::{
+    daemon_run, http_get, metric, metric_where, poll_until, scrape, Daemon, DaemonRun, Produced,
+};
+#[allow(unused_imports)]
+pub use raw::{raw_run, RawRecord, SendRecord};
+
+/// Partitions of every topic the benchmarks create.
+pub const PARTITIONS: i32 = 8;
+/// The daemon's source name (the `source` label of its metrics).
+pub const SOURCE: &str = "bench";
+/// How often the daemon's `/metrics` is scraped while it runs.
+pub const SCRAPE_INTERVAL: Duration = Duration::from_millis(20);
+/// A run whose produced count does not move for this long is abandoned.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Arguments and main
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    Tansu,
+    Mock,
+}
+
+/// Walks `--name value` and `--name=value` arguments. `handle(name, value)` returns whether it
+/// knew `name`; `value(what)` takes the flag's value (`what` names it in the error). `-h` and
+/// `--help` give `Err("")`; `--bench`, which `cargo bench` appends, is ignored.
+pub fn parse_flags(
+    mut handle: impl FnMut(&str, &mut dyn FnMut(&str) -> Result<String, String>) -> Result<bool, String>,
+) -> Result<(), String> {
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg.clone(), None),
+        };
+        let mut value = |what: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs {what}"))
+        };
+        match name.as_str() {
+            "--bench" => {}
+            "-h" | "--help" => return Err(String::new()),
+            other => {
+                if !handle(other, &mut value)? {
+                    return Err(format!("unknown argument `{other}`"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value of `--broker`.
+pub fn broker_kind(value: &str) -> Result<BrokerKind, String> {
+    match value {
+        "tansu" => Ok(BrokerKind::Tansu),
+        "mock" => Ok(BrokerKind::Mock),
+        other => Err(format!("unknown broker `{other}`")),
+    }
+}
+
+/// A count of at least `min` (`_` separators allowed), for flag `name`.
+pub fn count(name: &str, text: &str, min: usize) -> Result<usize, String> {
+    let value: usize = text
+        .replace('_', "")
+        .parse()
+        .map_err(|e| format!("{name}: {e}"))?;
+    if value < min {
+        return Err(format!("{name} must be at least {min}"));
+    }
+    Ok(value)
+}
+
+/// A bench's `main`: usage and argument errors (exit code 2), a two-thread tokio runtime, and
+/// `phases` run in a temporary directory that is kept, with the logs, when it fails.
+pub fn main<A>(
+    program: &str,
+    usage: &str,
+    args: Result<A, String>,
+    phases: impl AsyncFnOnce(A, &Path) -> anyhow::Result<()>,
+) -> ExitCode {
+    let args = match args {
+        Ok(args) => args,
+        Err(message) => {
+            if message.is_empty() {
+                println!("{usage}");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{program}: {message}\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime");
+    let result = runtime.block_on(async {
+        let work = tempfile::tempdir().context("creating a temporary directory")?;
+        let result = phases(args, work.path()).await;
+        if result.is_err() {
+            eprintln!("logs and configs kept in {}", work.keep().display());
+        }
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{program}: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The panic messages and the last lines of a log file, for error messages.
+pub fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut shown: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.contains("panicked at"))
+        .flat_map(|(i, _)| lines[i..(i + 2).min(lines.len())].iter().copied())
+        .collect();
+    shown.extend(&lines[lines.len().saturating_sub(10)..]);
+    shown.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/// One timed phase.
+pub struct Figures {
+    pub records: usize,
+    pub payload_bytes: u64,
+    pub elapsed: Duration,
+    /// CPU time (user + system) the producing process spent: a figure that, unlike
+    /// throughput, does not depend on what else the two cores were doing.
+    pub cpu: Duration,
+}
+
+impl Figures {
+    pub fn records_per_second(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+    pub fn cpu_micros_per_record(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.records as f64
+    }
+    pub fn megabytes_per_second(&self) -> f64 {
+        self.payload_bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Total bytes of the first `count` items of `recorded` cycled.
+pub fn cycled_bytes<S: AsRef<[u8]>>(recorded: &[S], count: usize) -> u64 {
+    let cycle: u64 = recorded.iter().map(|e| e.as_ref().len() as u64).sum();
+    let whole = (count / recorded.len()) as u64 * cycle;
+    let rest: u64 = recorded[..count % recorded.len()]
+        .iter()
+        .map(|e| e.as_ref().len() as u64)
+        .sum();
+    whole + rest
+}
+
+pub fn print_row(label: &str, figures: &Figures) {
+    println!(
+        "{label:<40} {:>9} records {:>7.2} s {:>10.0} records/s {:>7.1} MB/s {:>6.2} CPU µs/record",
+        figures.records,
+        figures.elapsed.as_secs_f64(),
+        figures.records_per_second(),
+        figures.megabytes_per_second(),
+        figures.cpu_micros_per_record(),
+    );
+}
+
+/// The daemon's producer properties: its defaults, then the ones the delivery guarantee fixes.
+pub fn producer_properties() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    DEFAULT_PROPERTIES.iter().chain(ENFORCED_PROPERTIES)
+}
+
+pub fn properties_line() -> String {
+    producer_properties()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The closing lines of a feed benchmark: a daemon run of N and of K·N records, each against
+/// the raw producer ceiling of the same length.
+pub fn print_comparison(
+    n: usize,
+    k: usize,
+    raw: &Figures,
+    short: &DaemonRun,
+    raw_long: &Figures,
+    long: &DaemonRun,
+) {
+    println!();
+    println!(
+        "daemon / raw producer       {:.2} (N)   {:.2} ({k}N)   target ≥ 0.80",
+        short.figures.records_per_second() / raw.records_per_second(),
+        long.figures.records_per_second() / raw_long.records_per_second(),
+    );
+    println!(
+        "daemon peak RSS (VmHWM)     {:.1} MiB (N = {n})   {:.1} MiB ({k}N = {})   ratio {:.2}",
+        short.peak_rss_kib as f64 / 1024.0,
+        long.peak_rss_kib as f64 / 1024.0,
+        n * k,
+        long.peak_rss_kib as f64 / short.peak_rss_kib.max(1) as f64
+    );
+    println!(
+        "daemon spawn → first ack    {} ms (N)   {} ms ({k}N)",
+        short.first_record.as_millis(),
+        long.first_record.as_millis(),
+    );
+    println!(
+        "daemon SIGTERM → exit       {} ms (N)   {} ms ({k}N)",
+        short.shutdown.as_millis(),
+        long.shutdown.as_millis(),
+    );
+    println!(
+        "dead-lettered records       {} (N)   {} ({k}N)   expected 0",
+        short.dead_lettered, long.dead_lettered,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/// CPU time (user + system) of process `pid` so far, from `/proc/<pid>/stat` (clock ticks
+/// of 10 ms, the Linux default `USER_HZ`).
+pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3, `state`.
+    let after_name = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(index).context("short /proc stat")?.parse()?)
+    };
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after `state` (field 3).
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// A `kB` field (`VmHWM:`, `VmRSS:`) of `/proc/<pid>/status`.
+pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no `{field}` line"))
+}
