@@ -1,9 +1,10 @@
 //! From WebSocket message to records: JSON parsing, array splitting, the filter, the key, the
 //! sequence number (the source's position) and gap detection. Pure logic, no I/O.
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use std::{borrow::Cow, collections::HashMap, sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use crate::{
     record::{DeadLetter, Position, Record},
@@ -89,10 +90,12 @@ impl FrameDecoder {
                 .push(record(message, None, None, fetched_at));
             return decoded;
         }
-        let value: serde_json::Value = match serde_json::from_slice(&message) {
-            Ok(value) => value,
+        // Borrowed JSON: the message is checked in full, but only the levels a pointer crosses
+        // are parsed, and payloads stay slices of the message.
+        let raw: &RawValue = match serde_json::from_slice(&message) {
+            Ok(raw) => raw,
             Err(error) => {
-                let mut record = record(message, None, None, fetched_at);
+                let mut record = record(message.clone(), None, None, fetched_at);
                 record.dead_letter = Some(DeadLetter {
                     kind: "invalid_json",
                     reason: format!("the message is not valid JSON: {error}"),
@@ -101,27 +104,31 @@ impl FrameDecoder {
                 return decoded;
             }
         };
-        match value {
-            serde_json::Value::Array(elements) if self.rules.split_arrays => {
+        let elements: Option<Vec<&RawValue>> = (self.rules.split_arrays
+            && raw.get().starts_with('['))
+        .then(|| serde_json::from_str(raw.get()).ok())
+        .flatten();
+        match elements {
+            Some(elements) => {
                 for element in elements {
-                    let payload = Bytes::from(element.to_string());
-                    self.element(&element, payload, fetched_at, &mut decoded);
+                    let payload = message.slice_ref(element.get().as_bytes());
+                    self.element(Doc::new(element), payload, fetched_at, &mut decoded);
                 }
             }
-            value => self.element(&value, message, fetched_at, &mut decoded),
+            None => self.element(Doc::new(raw), message.clone(), fetched_at, &mut decoded),
         }
         decoded
     }
 
     fn element(
         &mut self,
-        value: &serde_json::Value,
+        mut doc: Doc<'_>,
         payload: Bytes,
         fetched_at: SystemTime,
         decoded: &mut Decoded,
     ) {
         if let Some(filter) = &self.rules.filter {
-            let accepted = value
+            let accepted = doc
                 .pointer(&filter.pointer)
                 .is_some_and(|found| filter.values.iter().any(|v| *v == text_of(found)));
             if !accepted {
@@ -133,13 +140,13 @@ impl FrameDecoder {
             .rules
             .key
             .as_ref()
-            .and_then(|pointer| value.pointer(pointer))
-            .map(|found| Bytes::from(text_of(found)));
+            .and_then(|pointer| doc.pointer(pointer))
+            .map(|found| Bytes::copy_from_slice(text_of(found).as_bytes()));
         let sequence = self
             .rules
             .sequence
             .as_ref()
-            .and_then(|pointer| value.pointer(pointer))
+            .and_then(|pointer| doc.pointer(pointer))
             .and_then(sequence_number);
         let mut position = None;
         let event_id = sequence.map(|sequence| Arc::<str>::from(sequence.to_string()));
@@ -148,8 +155,8 @@ impl FrameDecoder {
                 .rules
                 .sequence_scope
                 .as_ref()
-                .and_then(|pointer| value.pointer(pointer))
-                .map(text_of)
+                .and_then(|pointer| doc.pointer(pointer))
+                .map(|found| text_of(found).into_owned())
                 .unwrap_or_default();
             let last = self.last_sequence.get(&scope).copied();
             // A repeated or older number (a replay) neither moves the position back nor is a gap.
@@ -171,6 +178,63 @@ impl FrameDecoder {
     }
 }
 
+/// A JSON document read without building it: a pointer lookup (RFC 6901) parses only the
+/// objects and arrays it crosses, borrowing everything else; the top level is parsed once.
+struct Doc<'a> {
+    raw: &'a RawValue,
+    top: Option<Option<HashMap<Cow<'a, str>, &'a RawValue>>>,
+}
+
+impl<'a> Doc<'a> {
+    fn new(raw: &'a RawValue) -> Self {
+        Doc { raw, top: None }
+    }
+
+    fn pointer(&mut self, pointer: &str) -> Option<&'a RawValue> {
+        if pointer.is_empty() {
+            return Some(self.raw);
+        }
+        let mut tokens = pointer.strip_prefix('/')?.split('/').map(unescape);
+        let first = tokens.next()?;
+        let raw = self.raw;
+        let mut current = if raw.get().starts_with('{') {
+            let top = self
+                .top
+                .get_or_insert_with(|| serde_json::from_str(raw.get()).ok());
+            *top.as_ref()?.get(first.as_ref())?
+        } else {
+            child(raw, &first)?
+        };
+        for token in tokens {
+            current = child(current, &token)?;
+        }
+        Some(current)
+    }
+}
+
+/// The member `token` of an object, or the element at index `token` of an array.
+fn child<'a>(raw: &'a RawValue, token: &str) -> Option<&'a RawValue> {
+    let text = raw.get();
+    if text.starts_with('{') {
+        let members: HashMap<Cow<'a, str>, &'a RawValue> = serde_json::from_str(text).ok()?;
+        members.get(token).copied()
+    } else if text.starts_with('[') {
+        let elements: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
+        elements.get(token.parse::<usize>().ok()?).copied()
+    } else {
+        None
+    }
+}
+
+/// A pointer token with `~1` and `~0` decoded (RFC 6901 §4).
+fn unescape(token: &str) -> Cow<'_, str> {
+    if token.contains('~') {
+        Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(token)
+    }
+}
+
 fn record(
     payload: Bytes,
     key: Option<Bytes>,
@@ -189,21 +253,24 @@ fn record(
     }
 }
 
-/// A string value as is, anything else as its JSON text.
-fn text_of(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
+/// A string value as is (unescaped), anything else as its JSON text.
+fn text_of(raw: &RawValue) -> Cow<'_, str> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        serde_json::from_str::<Cow<'_, str>>(text).unwrap_or(Cow::Borrowed(text))
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
 /// An unsigned integer, or a string of ASCII digits.
-fn sequence_number(value: &serde_json::Value) -> Option<u64> {
-    match value {
-        serde_json::Value::Number(number) => number.as_u64(),
-        serde_json::Value::String(text) => text.parse().ok(),
-        _ => None,
-    }
+fn sequence_number(raw: &RawValue) -> Option<u64> {
+    let text = raw.get();
+    text.strip_prefix('"')
+        .and_then(|quoted| quoted.strip_suffix('"'))
+        .unwrap_or(text)
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -268,9 +335,27 @@ mod tests {
             .collect();
         assert_eq!(keys, [&b"A"[..], b"B"]);
         assert_eq!(
-            decoded.records[1].payload,
-            r#"{"product_id":"B","type":"match"}"#
+            decoded.records[1].payload, r#"{"type":"match","product_id":"B"}"#,
+            "an element's record is its original text"
         );
+    }
+
+    #[test]
+    fn pointers_cross_objects_and_arrays_and_decode_escapes() {
+        let mut decoder = FrameDecoder::new(FrameRules {
+            key: Some("/data/items/1/a~1b".into()),
+            sequence: Some("/meta/seq".into()),
+            ..rules()
+        });
+        let decoded = decode(
+            &mut decoder,
+            r#" {"meta":{"seq":"42"},"data":{"items":[{},{"a/b":"caf\u00e9"}]}}"#,
+        );
+        let record = &decoded.records[0];
+        assert_eq!(record.key.as_deref(), Some("café".as_bytes()));
+        assert_eq!(record.position.as_ref().unwrap().as_str(), "42");
+        let missing = decode(&mut decoder, r#"{"data":{"items":[]}}"#);
+        assert_eq!(missing.records[0].key, None);
     }
 
     #[test]
