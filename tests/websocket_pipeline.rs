@@ -365,7 +365,8 @@ async fn a_server_that_stops_answering_pings_is_reconnected() {
         &server.url,
         r#"subscribe = ['{"op":"subscribe"}']
 ping_interval = "100ms"
-pong_timeout = "300ms""#,
+pong_timeout = "300ms"
+read_timeout = "60s""#,
     ))
     .await;
     wait_for_acknowledged(&daemon, "pings", 2).await;
@@ -377,6 +378,10 @@ pong_timeout = "300ms""#,
     assert!(
         waited >= Duration::from_millis(300),
         "reconnected after {waited:?}, before the pong timeout"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "reconnected after {waited:?}: by the read timeout, not the pong timeout"
     );
 }
 
@@ -520,7 +525,7 @@ async fn a_gap_triggers_a_resubscribe_when_asked() {
         &broker.brokers(),
         state.path(),
         "gaps",
-        &server.url,
+        &format!("{}/?after={{position}}", server.url),
         r#"subscribe = ['{"op":"subscribe"}']
 sequence = "/seq"
 resubscribe_on_gap = true"#,
@@ -535,7 +540,12 @@ resubscribe_on_gap = true"#,
         "the jump 2 → 5; the new subscription's 100 is not a gap"
     );
     assert_eq!(reconnects, 1);
-    assert_eq!(server.accepted().len(), 2);
+    let accepted = server.accepted();
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(
+        accepted[1].uri, "/?after=2",
+        "the resubscribe asks again from before the gap"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,6 +234,18 @@ impl WebSocketConfig {
                 "set `sequence` too, or remove `sequence_scope`",
             );
         }
+        let templated = self.url.contains(POSITION_PLACEHOLDER)
+            || self
+                .subscribe
+                .iter()
+                .any(|m| m.contains(POSITION_PLACEHOLDER));
+        if templated && self.sequence_scope.is_some() {
+            checks.error(
+                "sequence_scope",
+                "cannot go with `{position}`: the position is one number, and each scope has its own",
+                "remove `{position}` from `url` and `subscribe`, or remove `sequence_scope`",
+            );
+        }
         if self.resubscribe_on_gap && self.sequence.is_none() {
             checks.error(
                 "resubscribe_on_gap",

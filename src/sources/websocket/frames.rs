@@ -47,6 +47,8 @@ pub struct Gap {
     pub first: u64,
     /// The last missing sequence number.
     pub last: u64,
+    /// Index (in [`Decoded::records`]) of the record that revealed the gap.
+    pub record: usize,
 }
 
 /// What one message gave.
@@ -166,6 +168,7 @@ impl FrameDecoder {
                         scope: scope.clone(),
                         first: last + 1,
                         last: sequence - 1,
+                        record: decoded.records.len(),
                     });
                 }
                 self.last_sequence.insert(scope, sequence);
@@ -403,7 +406,8 @@ mod tests {
             vec![Gap {
                 scope: "A".into(),
                 first: 3,
-                last: 4
+                last: 4,
+                record: 0
             }]
         );
     }

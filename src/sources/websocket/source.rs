@@ -203,7 +203,6 @@ async fn connection(
     tracing::info!(source = %context.name, url = %settings.redacted_url, position = position.unwrap_or(""), "connected and subscribed");
     context.metrics.connected.set(1);
     context.set_state(SourceState::Connected);
-    progress.connected = true;
 
     let mut ping = tokio::time::interval_at(
         Instant::now() + settings.ping_interval,
@@ -219,8 +218,26 @@ async fn connection(
     // Pongs do not count as data: a feed that answers pings but sends nothing is idle.
     let mut idle_deadline = pin!(tokio::time::sleep(settings.read_timeout));
     loop {
+        // Timers that send come first: a feed that is always readable (busy, or backpressured)
+        // must not starve pings and heartbeats. Deadlines come after the read, so that a pong
+        // or data already in the socket is seen before the connection is declared dead.
         tokio::select! {
             biased;
+            _ = ping.tick() => {
+                if !awaiting_pong {
+                    if let Err(error) = socket.send(Message::Ping(Bytes::new())).await {
+                        return transient(format!("cannot send a ping: {error}"));
+                    }
+                    awaiting_pong = true;
+                    pong_deadline.as_mut().reset(Instant::now() + settings.pong_timeout);
+                }
+            }
+            _ = heartbeat.tick(), if settings.heartbeat.is_some() => {
+                let message = settings.heartbeat.as_ref().map(|h| h.message.clone()).unwrap_or_default();
+                if let Err(error) = socket.send(Message::text(message)).await {
+                    return transient(format!("cannot send the heartbeat: {error}"));
+                }
+            }
             read = socket.next() => {
                 let message = match read {
                     None => return transient("the server closed the connection".to_owned()),
@@ -250,21 +267,6 @@ async fn connection(
             }
             _ = &mut pong_deadline, if awaiting_pong => {
                 return transient(format!("no pong within {:?} (pong_timeout)", settings.pong_timeout));
-            }
-            _ = ping.tick() => {
-                if !awaiting_pong {
-                    if let Err(error) = socket.send(Message::Ping(Bytes::new())).await {
-                        return transient(format!("cannot send a ping: {error}"));
-                    }
-                    awaiting_pong = true;
-                    pong_deadline.as_mut().reset(Instant::now() + settings.pong_timeout);
-                }
-            }
-            _ = heartbeat.tick(), if settings.heartbeat.is_some() => {
-                let message = settings.heartbeat.as_ref().map(|h| h.message.clone()).unwrap_or_default();
-                if let Err(error) = socket.send(Message::text(message)).await {
-                    return transient(format!("cannot send the heartbeat: {error}"));
-                }
             }
         }
     }
@@ -319,7 +321,16 @@ async fn deliver(
         metrics.sequence_gaps.inc();
         tracing::warn!(source = %context.name, scope = %gap.scope, first_missing = gap.first, last_missing = gap.last, "sequence gap: the feed skipped records");
     }
-    for record in decoded.records {
+    // Data arrived: this connection counts as healthy for the backoff.
+    progress.connected = true;
+    let resubscribe = settings.resubscribe_on_gap && !decoded.gaps.is_empty();
+    let first_gap_record = decoded.gaps.first().map(|gap| gap.record);
+    for (index, mut record) in decoded.records.into_iter().enumerate() {
+        if resubscribe && first_gap_record.is_some_and(|gap| index >= gap) {
+            // The resubscribe asks again from the last position before the gap: records from
+            // the gap on must not move the position past the missing ones.
+            record.position = None;
+        }
         if let Some(position) = &record.position {
             progress.position = Some(Arc::clone(&position.0));
         }
@@ -327,7 +338,7 @@ async fn deliver(
             return Delivered::SinkGone;
         }
     }
-    if settings.resubscribe_on_gap && !decoded.gaps.is_empty() {
+    if resubscribe {
         Delivered::Gap
     } else {
         Delivered::Continue
