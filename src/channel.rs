@@ -85,12 +85,13 @@ impl RecordSender {
             .acquire_many_owned(wanted)
             .await
             .map_err(|_| ChannelClosed)?;
-        self.metrics.channel_bytes.add(wanted as i64);
-        self.metrics.channel_records.inc();
         self.inner
             .send(Envelope { record, permit })
             .await
-            .map_err(|_| ChannelClosed)
+            .map_err(|_| ChannelClosed)?;
+        self.metrics.channel_bytes.add(wanted as i64);
+        self.metrics.channel_records.inc();
+        Ok(())
     }
 }
 

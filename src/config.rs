@@ -302,8 +302,23 @@ impl RawConfig {
                 "add a `[sources.<name>]` table (see config/sse.toml)",
             ));
         }
+        let mut webhook_paths: BTreeMap<String, &str> = BTreeMap::new();
         let mut sources = Vec::new();
         for (name, source) in &self.sources {
+            if let SourceConfig::Webhook(webhook) = source {
+                let path = webhook
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| format!("/webhooks/{name}"));
+                if let Some(other) = webhook_paths.insert(path.clone(), name) {
+                    errors.push(ConfigError::new(
+                        format!("source `{name}`"),
+                        format!("sources.{name}.path"),
+                        format!("`{path}` is also the path of source `{other}`"),
+                        "give each webhook source its own path",
+                    ));
+                }
+            }
             if !legal_source_name(name) {
                 errors.push(ConfigError::new(
                     format!("source `{name}`"),

@@ -47,6 +47,9 @@ pub async fn run_pump(
     loop {
         tokio::select! {
             biased;
+            // Past the shutdown deadline: a sender still held (a slow webhook request) must
+            // not keep the pump, and so the shutdown, waiting.
+            _ = abandon.cancelled() => return,
             Some(failed) = failures.recv() => {
                 if dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps, &abandon).await == Sent::Abandoned {
                     return;

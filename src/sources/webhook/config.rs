@@ -90,6 +90,12 @@ pub struct WebhookConfig {
     /// At most this many event ids are remembered (the oldest go first). Default 100000.
     #[serde(default = "default_dedupe_max_ids")]
     pub dedupe_max_ids: u64,
+    /// Longest time to receive a request's body; slower requests get 408. Default `10s`.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Requests served at once; more get 503 with `Retry-After`. Default 256.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// Longest wait for Kafka's acknowledgement before answering 503 (the sender retries).
     /// Default `10s`.
     #[serde(default = "default_ack_timeout", with = "humantime_serde")]
@@ -116,6 +122,12 @@ fn default_dedupe_window() -> Duration {
 }
 fn default_dedupe_max_ids() -> u64 {
     100_000
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_concurrent_requests() -> usize {
+    256
 }
 fn default_ack_timeout() -> Duration {
     Duration::from_secs(10)
@@ -148,6 +160,8 @@ pub struct WebhookSettings {
     pub(crate) dedupe_max_ids: u64,
     pub(crate) ack_timeout: Duration,
     pub(crate) retry_after: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) max_concurrent_requests: usize,
 }
 
 impl WebhookConfig {
@@ -162,11 +176,11 @@ impl WebhookConfig {
             .path
             .clone()
             .unwrap_or_else(|| format!("/webhooks/{name}"));
-        if !path.starts_with('/') || path.contains(['{', '}', '*']) {
+        if !path.starts_with('/') || path.contains(['{', '}', '*', ':']) {
             checks.error(
                 "path",
                 format!("`{path}` is not a plain route"),
-                "write a path such as `/webhooks/github` (no `{…}` or `*`)",
+                "write a path such as `/webhooks/github` (no `{…}`, `:` or `*`)",
             );
         }
         let secrets: Vec<SecretString> = self
@@ -208,10 +222,11 @@ impl WebhookConfig {
                 EventIdFrom::Scheme
             }
         };
-        if self.max_body_bytes == 0 || self.dedupe_max_ids == 0 {
+        if self.max_body_bytes == 0 || self.dedupe_max_ids == 0 || self.max_concurrent_requests == 0
+        {
             checks.error(
                 "max_body_bytes",
-                "`max_body_bytes` and `dedupe_max_ids` must be greater than zero",
+                "`max_body_bytes`, `dedupe_max_ids` and `max_concurrent_requests` must be greater than zero",
                 "use e.g. `max_body_bytes = 1048576`",
             );
         }
@@ -219,6 +234,7 @@ impl WebhookConfig {
             ("dedupe_window", self.dedupe_window),
             ("ack_timeout", self.ack_timeout),
             ("retry_after", self.retry_after),
+            ("body_timeout", self.body_timeout),
         ]);
         checks.channel(self.channel_max_records, self.channel_max_bytes);
         checks.finish()?;
@@ -246,6 +262,8 @@ impl WebhookConfig {
             dedupe_max_ids: self.dedupe_max_ids,
             ack_timeout: self.ack_timeout,
             retry_after: self.retry_after,
+            body_timeout: self.body_timeout,
+            max_concurrent_requests: self.max_concurrent_requests,
         };
         Ok((info, WebhookSource::new(name, settings)))
     }

@@ -52,6 +52,8 @@ struct Receiver {
     delivered: moka::sync::Cache<String, ()>,
     /// Event ids handed to the pipeline and not yet acknowledged.
     in_flight: Mutex<HashSet<String>>,
+    /// Bounds the requests served at once (each may buffer `max_body_bytes`).
+    requests: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone)]
@@ -62,6 +64,7 @@ struct Pipeline {
 
 impl WebhookSource {
     pub(crate) fn new(name: &str, settings: WebhookSettings) -> Self {
+        let max_concurrent_requests = settings.max_concurrent_requests;
         let delivered = moka::sync::Cache::builder()
             .max_capacity(settings.dedupe_max_ids)
             .time_to_live(settings.dedupe_window)
@@ -73,6 +76,7 @@ impl WebhookSource {
                 pipeline: RwLock::new(None),
                 delivered,
                 in_flight: Mutex::default(),
+                requests: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests)),
             }),
         }
     }
@@ -141,15 +145,15 @@ impl Receiver {
             .clone()
     }
 
-    /// Counts the request and builds the answer.
+    /// Counts the request and builds the answer (503 answers carry `Retry-After`).
     fn answer(
         &self,
-        pipeline: &Pipeline,
+        metrics: &SourceMetrics,
         outcome: &str,
         status: StatusCode,
         text: &str,
     ) -> Response {
-        pipeline.metrics.webhook_request(outcome);
+        metrics.webhook_request(outcome);
         if status.is_client_error() {
             tracing::warn!(source = %self.name, outcome, status = status.as_u16(), reason = text, "webhook request refused");
         }
@@ -165,23 +169,58 @@ impl Receiver {
 
     fn outcome(
         &self,
-        pipeline: &Pipeline,
+        metrics: &SourceMetrics,
         outcome: Outcome,
         status: StatusCode,
         text: &str,
     ) -> Response {
-        self.answer(pipeline, outcome.label(), status, text)
+        self.answer(metrics, outcome.label(), status, text)
+    }
+
+    /// Marks `id` in flight unless it was delivered already or is in flight: `Some(true)`
+    /// newly in flight, `Some(false)` in flight elsewhere, `None` delivered. One lock covers
+    /// both sets, so a retry cannot slip between "delivered" and "no longer in flight".
+    fn claim(&self, id: &str) -> Option<bool> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if self.delivered.contains_key(id) {
+            return None;
+        }
+        Some(in_flight.insert(id.to_owned()))
+    }
+
+    /// Ends `id`'s flight, recording it as delivered when Kafka has it.
+    fn settle(&self, id: Option<&str>, delivered: bool) {
+        let Some(id) = id else { return };
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if delivered {
+            self.delivered.insert(id.to_owned(), ());
+        }
+        in_flight.remove(id);
     }
 }
 
+/// Event ids longer than this are refused (they are record keys and are remembered).
+const MAX_EVENT_ID_BYTES: usize = 512;
+
 async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
-    let Some(pipeline) = state.pipeline() else {
+    // Only the metrics are taken now: the channel sender is taken just before sending, so a
+    // slow request cannot keep the channel open past shutdown.
+    let Some(metrics) = state.pipeline().map(|p| p.metrics) else {
         let mut response = (StatusCode::SERVICE_UNAVAILABLE, "not running\n").into_response();
         response.headers_mut().insert(
             header::RETRY_AFTER,
             state.settings.retry_after.as_secs().max(1).into(),
         );
         return response;
+    };
+    // Each request may hold up to `max_body_bytes`: their number is bounded.
+    let Ok(_permit) = Arc::clone(&state.requests).try_acquire_owned() else {
+        return state.outcome(
+            &metrics,
+            Outcome::Overloaded,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests at once; retry later",
+        );
     };
     let settings = &state.settings;
     if !settings.content_types.is_empty() {
@@ -193,21 +232,53 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
             .unwrap_or_default();
         if !settings.content_types.contains(&media_type) {
             return state.outcome(
-                &pipeline,
+                &metrics,
                 Outcome::BadRequest,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 &format!("content type `{media_type}` is not accepted"),
             );
         }
     }
-    let body: Bytes = match axum::body::to_bytes(body, settings.max_body_bytes).await {
-        Ok(body) => body,
+    let too_large = |state: &Receiver| {
+        state.outcome(
+            &metrics,
+            Outcome::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the body is larger than {} bytes", settings.max_body_bytes),
+        )
+    };
+    let declared_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_length.is_some_and(|length| length > settings.max_body_bytes) {
+        return too_large(&state);
+    }
+    let read = tokio::time::timeout(
+        settings.body_timeout,
+        axum::body::to_bytes(body, settings.max_body_bytes),
+    )
+    .await;
+    let body: Bytes = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            let limited = error.into_inner().is::<http_body_util::LengthLimitError>();
+            if limited {
+                return too_large(&state);
+            }
+            return state.outcome(
+                &metrics,
+                Outcome::BadRequest,
+                StatusCode::BAD_REQUEST,
+                "the body could not be read",
+            );
+        }
         Err(_) => {
             return state.outcome(
-                &pipeline,
-                Outcome::TooLarge,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the body is larger than {} bytes", settings.max_body_bytes),
+                &metrics,
+                Outcome::BadRequest,
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the body did not arrive within {:?}", settings.body_timeout),
             )
         }
     };
@@ -217,7 +288,7 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
             Ok(verified) => Some(verified),
             Err(rejection) => {
                 return state.answer(
-                    &pipeline,
+                    &metrics,
                     rejection.outcome(),
                     StatusCode::UNAUTHORIZED,
                     &rejection.to_string(),
@@ -239,7 +310,7 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
         Ok(json) => json,
         Err(error) => {
             return state.outcome(
-                &pipeline,
+                &metrics,
                 Outcome::BadRequest,
                 StatusCode::BAD_REQUEST,
                 &format!("the body is not valid JSON ({error})"),
@@ -255,51 +326,61 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
         EventIdFrom::Pointer(pointer) => json
             .as_ref()
             .and_then(|value| value.pointer(pointer))
-            .map(|found| match found {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
+            .and_then(|found| match found {
+                serde_json::Value::String(text) => Some(text.clone()),
+                serde_json::Value::Number(number) => Some(number.to_string()),
+                _ => None,
             }),
     };
     if let Some(id) = &event_id {
-        if state.delivered.contains_key(id) {
-            return state.outcome(&pipeline, Outcome::Duplicate, StatusCode::OK, "duplicate");
-        }
-        let newly_in_flight = state
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone());
-        if !newly_in_flight {
-            // The first delivery of this id is not acknowledged yet: its outcome decides.
+        if id.len() > MAX_EVENT_ID_BYTES {
             return state.outcome(
-                &pipeline,
-                Outcome::Duplicate,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this event is being delivered; retry later",
+                &metrics,
+                Outcome::BadRequest,
+                StatusCode::BAD_REQUEST,
+                &format!("the event id is longer than {MAX_EVENT_ID_BYTES} bytes"),
             );
+        }
+        match state.claim(id) {
+            None => {
+                return state.outcome(&metrics, Outcome::Duplicate, StatusCode::OK, "duplicate")
+            }
+            // The first delivery of this id is not acknowledged yet: its outcome decides.
+            Some(false) => {
+                return state.outcome(
+                    &metrics,
+                    Outcome::Duplicate,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this event is being delivered; retry later",
+                )
+            }
+            Some(true) => {}
         }
     }
     let (ack, acknowledged) = tokio::sync::oneshot::channel();
-    let shared_id: Option<Arc<str>> = event_id.as_deref().map(Arc::from);
     let record = Record {
         key: event_id.clone().map(Bytes::from),
         payload: body,
-        event_id: shared_id,
+        event_id: event_id.as_deref().map(Arc::from),
         event_type: None,
         position: None,
         fetched_at: SystemTime::now(),
         dead_letter: None,
         ack: Some(ack),
     };
-    pipeline.metrics.records_received.inc();
-    if let Err(error) = pipeline.records.try_send(record) {
-        forget_in_flight(&state, event_id.as_deref());
+    metrics.records_received.inc();
+    let sent = match state.pipeline() {
+        Some(pipeline) => pipeline.records.try_send(record),
+        None => Err(TrySendError::Closed(Box::new(record))),
+    };
+    if let Err(error) = sent {
+        state.settle(event_id.as_deref(), false);
         let text = match error {
             TrySendError::Full(_) => "overloaded; retry later",
             TrySendError::Closed(_) => "shutting down; retry later",
         };
         return state.outcome(
-            &pipeline,
+            &metrics,
             Outcome::Overloaded,
             StatusCode::SERVICE_UNAVAILABLE,
             text,
@@ -311,39 +392,26 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
     let recorder = Arc::clone(&state);
     tokio::spawn(async move {
         let outcome = acknowledged.await.ok();
-        if let (Some(DeliveryOutcome::Produced | DeliveryOutcome::DeadLettered), Some(id)) =
-            (outcome, &event_id)
-        {
-            recorder.delivered.insert(id.clone(), ());
-        }
-        forget_in_flight(&recorder, event_id.as_deref());
-        let _ = outcome_tx.send(outcome);
+        let delivered = matches!(
+            outcome,
+            Some(DeliveryOutcome::Produced | DeliveryOutcome::DeadLettered)
+        );
+        recorder.settle(event_id.as_deref(), delivered);
+        let _ = outcome_tx.send(delivered);
     });
     match tokio::time::timeout(settings.ack_timeout, outcome_rx).await {
-        Ok(Ok(Some(DeliveryOutcome::Produced | DeliveryOutcome::DeadLettered))) => {
-            state.outcome(&pipeline, Outcome::Accepted, StatusCode::OK, "accepted")
-        }
+        Ok(Ok(true)) => state.outcome(&metrics, Outcome::Accepted, StatusCode::OK, "accepted"),
         Ok(_) => state.outcome(
-            &pipeline,
+            &metrics,
             Outcome::DeliveryTimeout,
             StatusCode::SERVICE_UNAVAILABLE,
             "the event could not be stored; retry later",
         ),
         Err(_) => state.outcome(
-            &pipeline,
+            &metrics,
             Outcome::DeliveryTimeout,
             StatusCode::SERVICE_UNAVAILABLE,
             "Kafka did not acknowledge the event in time; retry later",
         ),
-    }
-}
-
-fn forget_in_flight(state: &Receiver, event_id: Option<&str>) {
-    if let Some(id) = event_id {
-        state
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
     }
 }
