@@ -482,3 +482,56 @@ signature = { scheme = "none" }
     daemon.shutdown().await;
     assert_eq!(broker.read("apart").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_does_not_hold_the_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::mock();
+    broker.create_topic("slow").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&webhook_config(
+        &broker.brokers(),
+        state.path(),
+        r#"
+[sources.slow]
+type = "webhook"
+topic = "slow"
+signature = { scheme = "none" }
+body_timeout = "1s"
+"#,
+    ))
+    .await;
+    // Headers and half of the announced body, then silence.
+    let mut stalled = tokio::net::TcpStream::connect(daemon.webhook_address())
+        .await
+        .unwrap();
+    stalled
+        .write_all(
+            b"POST /webhooks/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"half\":",
+        )
+        .await
+        .unwrap();
+    // A complete request on another connection: once it is answered, the server is serving
+    // (the stalled request's headers went first).
+    let client = Client::new(&daemon);
+    assert_eq!(client.post("/webhooks/slow", &[], "{}").await.0, 200);
+    let stopped = tokio::time::timeout(Duration::from_secs(30), daemon.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "the shutdown waited on a request whose body never came"
+    );
+    // The stalled connection was answered (408) or closed, not left hanging.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read_to_end(&mut stalled, &mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the stalled connection was left open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(broker.read("slow").await.len(), 1);
+}
