@@ -103,6 +103,7 @@ async fn idle(mut socket: Socket) {
     while let Some(Ok(_)) = socket.next().await {}
 }
 
+/// A daemon config with one WebSocket source named `source` (topic of the same name).
 fn ws_config(
     brokers: &str,
     state: &std::path::Path,
@@ -110,28 +111,8 @@ fn ws_config(
     url: &str,
     extra: &str,
 ) -> String {
-    format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-flush_timeout = "20s"
-
-[checkpoint]
-dir = "{state}"
-commit_interval = "50ms"
-
-[server]
-listen = "127.0.0.1:0"
-
-[sources.{source}]
-type = "websocket"
-url = "{url}"
-topic = "{source}"
-reconnect = {{ initial_delay = "20ms", max_delay = "200ms" }}
-{extra}
-"#,
-        state = state.display()
-    )
+    sse_config(brokers, state, source, url, source, extra)
+        .replace("type = \"sse\"", "type = \"websocket\"")
 }
 
 /// The recorded Coinbase session: the client's subscribe messages and the server's frames.
