@@ -227,6 +227,14 @@ filter = {{ pointer = "/type", values = ["l2update", "ticker", "match", "snapsho
     }
 }
 
+/// The `after` query parameter of a resuming connection's URI (0 when empty or absent).
+fn after_param(uri: &str) -> u64 {
+    uri.split("after=")
+        .nth(1)
+        .filter(|v| !v.is_empty())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
 fn numbered(seq: u64) -> String {
     format!(r#"{{"type":"tick","seq":{seq},"price":"{}.5"}}"#, 100 + seq)
 }
@@ -238,11 +246,7 @@ async fn drops_resume_from_the_position_gaps_are_counted_and_malformed_frames_de
     // (a gap), send one malformed frame, and stop at 600.
     let server = WsServer::start(|index, uri, mut socket| async move {
         read_texts(&mut socket, 1).await;
-        let after: u64 = uri
-            .split("after=")
-            .nth(1)
-            .filter(|v| !v.is_empty())
-            .map_or(0, |v| v.parse().unwrap());
+        let after = after_param(&uri);
         let end = if index == 0 { 300 } else { 600 };
         for seq in after + 1..=end {
             if seq == 450 {
@@ -565,11 +569,7 @@ async fn kill_9_then_restart_resumes_from_the_stored_sequence() {
     // Every connection resumes after the `after` query parameter (`{position}`).
     let server = WsServer::start(|_, uri, mut socket| async move {
         read_texts(&mut socket, 1).await;
-        let after: u64 = uri
-            .split("after=")
-            .nth(1)
-            .filter(|v| !v.is_empty())
-            .map_or(0, |v| v.parse().unwrap());
+        let after = after_param(&uri);
         for seq in after + 1..=FRAMES {
             if socket.send(Message::text(numbered(seq))).await.is_err() {
                 return;
