@@ -14,6 +14,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod json;
 pub mod kafka_admin;
 pub mod metrics;
 pub mod record;

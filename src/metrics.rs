@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All metric families of one daemon, on their own [`Registry`].
@@ -31,6 +31,12 @@ pub struct Metrics {
     records_filtered: IntCounterVec,
     sequence_gaps: IntCounterVec,
     webhook_requests: IntCounterVec,
+    retries: IntCounterVec,
+    rate_limit_wait_seconds: CounterVec,
+    polls: IntCounterVec,
+    pages: IntCounterVec,
+    not_modified: IntCounterVec,
+    records_duplicate: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -104,6 +110,49 @@ impl Metrics {
                 "tributary_webhook_requests_total",
                 "Webhook requests, by outcome (accepted, duplicate, rejected_signature, rejected_timestamp, too_large, bad_request, overloaded, delivery_timeout).",
                 &["source", "outcome"],
+            ),
+            retries: counter(
+                &r,
+                "tributary_retries_total",
+                "HTTP requests retried after a transient failure (connect error, timeout, 408, 425, 429, 5xx).",
+                &["source"],
+            ),
+            rate_limit_wait_seconds: {
+                let family = CounterVec::new(
+                    Opts::new(
+                        "tributary_rate_limit_wait_seconds_total",
+                        "Seconds requests waited for the host's budget (token bucket, spent X-RateLimit/RateLimit budget, Retry-After).",
+                    ),
+                    &["source"],
+                )
+                .expect("static counter definition");
+                r.register(Box::new(family.clone()))
+                    .expect("each metric is registered once");
+                family
+            },
+            polls: counter(
+                &r,
+                "tributary_polls_total",
+                "Polls of a REST or GraphQL source, by outcome (complete, not_modified, page_limit, failed).",
+                &["source", "outcome"],
+            ),
+            pages: counter(
+                &r,
+                "tributary_pages_total",
+                "Pages fetched by a REST or GraphQL source.",
+                &["source"],
+            ),
+            not_modified: counter(
+                &r,
+                "tributary_http_not_modified_total",
+                "Conditional requests answered 304 Not Modified (nothing produced).",
+                &["source"],
+            ),
+            records_duplicate: counter(
+                &r,
+                "tributary_records_duplicate_total",
+                "Records left out because they were already produced (the watermark boundary).",
+                &["source"],
             ),
             records_dead_lettered: counter(
                 &r,
@@ -182,6 +231,11 @@ impl Metrics {
             checkpoint_age_seconds: self.checkpoint_age_seconds.with_label_values(l),
             records_filtered: self.records_filtered.with_label_values(l),
             sequence_gaps: self.sequence_gaps.with_label_values(l),
+            retries: self.retries.with_label_values(l),
+            rate_limit_wait_seconds: self.rate_limit_wait_seconds.with_label_values(l),
+            pages: self.pages.with_label_values(l),
+            not_modified: self.not_modified.with_label_values(l),
+            records_duplicate: self.records_duplicate.with_label_values(l),
         }
     }
 
@@ -224,6 +278,16 @@ pub struct SourceMetrics {
     pub records_filtered: IntCounter,
     /// `tributary_sequence_gaps_total{source}`.
     pub sequence_gaps: IntCounter,
+    /// `tributary_retries_total{source}`.
+    pub retries: IntCounter,
+    /// `tributary_rate_limit_wait_seconds_total{source}`.
+    pub rate_limit_wait_seconds: Counter,
+    /// `tributary_pages_total{source}`.
+    pub pages: IntCounter,
+    /// `tributary_http_not_modified_total{source}`.
+    pub not_modified: IntCounter,
+    /// `tributary_records_duplicate_total{source}`.
+    pub records_duplicate: IntCounter,
 }
 
 impl SourceMetrics {
@@ -232,6 +296,24 @@ impl SourceMetrics {
         self.metrics
             .records_dead_lettered
             .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds time spent waiting for a host's budget.
+    pub fn rate_limit_wait(&self, waited: std::time::Duration) {
+        self.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
+    }
+
+    /// Counts one finished poll by its `outcome` (a fixed word).
+    pub fn poll(&self, outcome: &str) {
+        self.metrics
+            .polls
+            .with_label_values(&[&self.name, outcome])
             .inc();
     }
 

@@ -1,11 +1,39 @@
-//! The HTTP policy shared by every HTTP-speaking source: which statuses are retried, the delay a
-//! server asks for (`Retry-After`), and the rate budget it reports (`X-RateLimit-*`,
-//! `RateLimit-*`).
+//! The HTTP policy shared by every HTTP-speaking source: authentication, one request budget per
+//! host, timeouts, which statuses are retried, the delay a server asks for (`Retry-After`), and
+//! the rate budget it reports (`X-RateLimit-*`, `RateLimit-*`).
 
+mod auth;
+mod client;
+mod host_limits;
 mod rate_limit;
 mod retry;
 mod retry_after;
 
+pub use auth::{Auth, AuthConfig, ClientAuth, OAuth2Tokens, TokenError};
+pub use client::{HttpError, HttpPolicy, HttpRequest, HttpResponse, RetryConfig, Timeouts};
+pub use host_limits::{host_key, HostLimiter, HostLimits, RateLimitConfig};
 pub use rate_limit::{rate_limit_status, RateLimitStatus};
 pub use retry::{classify_status, StatusClass};
 pub use retry_after::{parse_retry_after, MAX_RETRY_AFTER};
+
+/// A transport error in one line, with its causes (reqwest's own text omits them), and without
+/// the URL (which may carry secrets).
+pub fn describe_reqwest_error(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the body could not be read"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_owned();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -8,6 +8,9 @@
 //! Adding a source kind = one module here, one variant in [`SourceConfig`], one example config.
 
 pub(crate) mod common;
+pub mod graphql;
+pub mod poll;
+pub mod rest;
 pub mod sse;
 pub mod webhook;
 pub mod websocket;

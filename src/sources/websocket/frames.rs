@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::{
+    json::{child, text_of, unescape},
     record::{DeadLetter, Position, Record},
     sources::PayloadFormat,
 };
@@ -215,29 +216,6 @@ impl<'a> Doc<'a> {
     }
 }
 
-/// The member `token` of an object, or the element at index `token` of an array.
-fn child<'a>(raw: &'a RawValue, token: &str) -> Option<&'a RawValue> {
-    let text = raw.get();
-    if text.starts_with('{') {
-        let members: HashMap<Cow<'a, str>, &'a RawValue> = serde_json::from_str(text).ok()?;
-        members.get(token).copied()
-    } else if text.starts_with('[') {
-        let elements: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
-        elements.get(token.parse::<usize>().ok()?).copied()
-    } else {
-        None
-    }
-}
-
-/// A pointer token with `~1` and `~0` decoded (RFC 6901 §4).
-fn unescape(token: &str) -> Cow<'_, str> {
-    if token.contains('~') {
-        Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
-    } else {
-        Cow::Borrowed(token)
-    }
-}
-
 fn record(
     payload: Bytes,
     key: Option<Bytes>,
@@ -253,16 +231,6 @@ fn record(
         fetched_at,
         dead_letter: None,
         ack: None,
-    }
-}
-
-/// A string value as is (unescaped), anything else as its JSON text.
-fn text_of(raw: &RawValue) -> Cow<'_, str> {
-    let text = raw.get();
-    if text.starts_with('"') {
-        serde_json::from_str::<Cow<'_, str>>(text).unwrap_or(Cow::Borrowed(text))
-    } else {
-        Cow::Borrowed(text)
     }
 }
 

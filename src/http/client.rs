@@ -1,0 +1,327 @@
+//! The request loop every polled source uses: authentication, the host's budget, timeouts,
+//! and retries of transient failures only, with capped exponential backoff and full jitter.
+//!
+//! One call of [`HttpPolicy::send`] is one logical request: it returns the first answer that is
+//! not worth retrying (a success, a 304, or a permanent error), or the last failure once
+//! `max_attempts` are spent. A 401 under OAuth2 forgets the token, fetches a new one and tries
+//! once more before it counts as permanent.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    auth::{Auth, TokenError},
+    classify_status,
+    host_limits::HostLimits,
+    parse_retry_after, rate_limit_status, StatusClass,
+};
+use crate::{backoff::Backoff, metrics::SourceMetrics};
+
+/// `[sources.<name>.retry]`: how often and how patiently a transient failure is retried.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per request, the first included. Default 5.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Ceiling of the first retry delay. Default `500ms`.
+    #[serde(default = "default_initial_delay", with = "humantime_serde")]
+    pub initial_delay: Duration,
+    /// Largest delay between attempts. Default `30s`.
+    #[serde(default = "default_max_delay", with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: default_max_attempts(),
+            initial_delay: default_initial_delay(),
+            max_delay: default_max_delay(),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_initial_delay() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_delay() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One request to send: built again for every attempt.
+#[derive(Clone, Debug)]
+pub struct HttpRequest {
+    /// `GET` or `POST`.
+    pub method: Method,
+    /// The full URL, secrets included (never logged; see `redacted`).
+    pub url: url::Url,
+    /// Extra headers (conditional request headers, `Content-Type`).
+    pub headers: HeaderMap,
+    /// The body, if any.
+    pub body: Option<Bytes>,
+}
+
+/// An answer worth reading: a 2xx or a 304.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The whole body (empty for a 304).
+    pub body: Bytes,
+}
+
+/// Why a request gave no answer worth reading.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A status that retrying will not change (400, 401 after a token refresh, 403, 404, …).
+    #[error("{url} answered HTTP {status}, which is not retried")]
+    Permanent {
+        /// The URL, secrets stripped.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// Every attempt failed transiently.
+    #[error("{url} failed {attempts} times; the last failure: {last}")]
+    Exhausted {
+        /// The URL, secrets stripped.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure (a status or a transport error).
+        last: String,
+    },
+    /// The OAuth2 token endpoint refused the credentials.
+    #[error("{0}")]
+    Token(String),
+    /// Shutdown came first.
+    #[error("shutdown")]
+    Shutdown,
+}
+
+/// One source's HTTP policy.
+pub struct HttpPolicy {
+    client: reqwest::Client,
+    auth: Auth,
+    retry: RetryConfig,
+    limits: Arc<HostLimits>,
+    metrics: SourceMetrics,
+    secret_query: Option<String>,
+}
+
+/// Timeouts of one source's requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// The whole request, body included.
+    pub total: Duration,
+}
+
+impl HttpPolicy {
+    /// The policy of one source.
+    ///
+    /// # Errors
+    /// The TLS backend cannot be set up.
+    pub fn new(
+        auth: Auth,
+        retry: RetryConfig,
+        timeouts: Timeouts,
+        limits: Arc<HostLimits>,
+        metrics: SourceMetrics,
+        secret_query: Option<String>,
+    ) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.total)
+            .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("the HTTP client could not be built: {e}"))?;
+        Ok(HttpPolicy {
+            client,
+            auth,
+            retry,
+            limits,
+            metrics,
+            secret_query,
+        })
+    }
+
+    /// `url` with credentials and secret query values replaced, for logs and headers.
+    pub fn redact(&self, url: &url::Url) -> String {
+        crate::secret::redact_url_with(url.as_str(), self.secret_query.as_deref())
+    }
+
+    /// Sends `request` under the policy (see the module docs).
+    ///
+    /// # Errors
+    /// [`HttpError`]: a permanent status, every attempt failed, the token endpoint refused, or
+    /// shutdown.
+    pub async fn send(
+        &self,
+        request: &HttpRequest,
+        shutdown: &CancellationToken,
+    ) -> Result<HttpResponse, HttpError> {
+        let limiter = self.limits.for_url(&request.url);
+        let mut backoff = Backoff::new(self.retry.initial_delay, self.retry.max_delay);
+        let mut refreshed = false;
+        let mut attempts = 0;
+        loop {
+            let waited = tokio::select! {
+                _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
+                waited = limiter.acquire() => waited,
+            };
+            if !waited.is_zero() {
+                self.metrics.rate_limit_wait(waited);
+            }
+            attempts += 1;
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
+                outcome = self.attempt(request) => outcome,
+            };
+            let failure = match outcome {
+                Ok(response) => {
+                    self.metrics.http_request(Some(response.status.as_u16()));
+                    if let Some(wait) = rate_limit_status(&response.headers, SystemTime::now())
+                        .and_then(|status| status.wait())
+                    {
+                        tracing::info!(source = %self.metrics.name(), url = %self.redact(&request.url), wait_ms = wait.as_millis() as u64, "the rate budget is spent; waiting for its reset");
+                        limiter.pause_for(wait.min(super::MAX_RETRY_AFTER));
+                    }
+                    let status = response.status.as_u16();
+                    match classify_status(status) {
+                        StatusClass::Success => return Ok(response),
+                        StatusClass::Permanent
+                            if status == 401 && !refreshed && self.refresh_token().await =>
+                        {
+                            refreshed = true;
+                            attempts -= 1;
+                            continue;
+                        }
+                        StatusClass::Permanent => {
+                            return Err(HttpError::Permanent {
+                                url: self.redact(&request.url),
+                                status,
+                            })
+                        }
+                        StatusClass::Transient => {
+                            if let Some(delay) = response
+                                .headers
+                                .get(http::header::RETRY_AFTER)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| parse_retry_after(v, SystemTime::now()))
+                            {
+                                limiter.pause_for(delay);
+                            }
+                            format!("HTTP {status}")
+                        }
+                    }
+                }
+                Err(Failure::Transport(error)) => {
+                    self.metrics.http_request(None);
+                    error
+                }
+                Err(Failure::Token(TokenError::Refused(reason))) => {
+                    return Err(HttpError::Token(reason))
+                }
+                Err(Failure::Token(error @ TokenError::Unreachable(_))) => error.to_string(),
+            };
+            if attempts >= self.retry.max_attempts {
+                return Err(HttpError::Exhausted {
+                    url: self.redact(&request.url),
+                    attempts,
+                    last: failure,
+                });
+            }
+            let delay = backoff.next_delay(None, &mut rand::rng());
+            tracing::warn!(source = %self.metrics.name(), url = %self.redact(&request.url), error = %failure, attempt = attempts, delay_ms = delay.as_millis() as u64, "request failed; retrying");
+            self.metrics.retries.inc();
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Forgets an OAuth2 token after a 401; true when a new token may cure it.
+    async fn refresh_token(&self) -> bool {
+        match &self.auth {
+            Auth::OAuth2(tokens) => {
+                tracing::info!(source = %self.metrics.name(), "HTTP 401: fetching a new OAuth2 token and trying again");
+                tokens.invalidate().await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn attempt(&self, request: &HttpRequest) -> Result<HttpResponse, Failure> {
+        let mut url = request.url.clone();
+        let mut builder = match &self.auth {
+            Auth::Query(name, value) => {
+                url.query_pairs_mut()
+                    .append_pair(name, value.expose_secret());
+                self.client.request(request.method.clone(), url)
+            }
+            _ => self.client.request(request.method.clone(), url),
+        };
+        builder = builder.headers(request.headers.clone());
+        builder = match &self.auth {
+            Auth::None | Auth::Query(..) => builder,
+            Auth::Header(name, value) => {
+                let mut value =
+                    http::HeaderValue::from_str(value.expose_secret()).map_err(|_| {
+                        Failure::Transport("the auth header value is not valid header text".into())
+                    })?;
+                value.set_sensitive(true);
+                builder.header(name, value)
+            }
+            Auth::Basic(user, password) => builder.basic_auth(user, Some(password.expose_secret())),
+            Auth::OAuth2(tokens) => {
+                let token = tokens.token(&self.client).await.map_err(Failure::Token)?;
+                builder.bearer_auth(token.expose_secret())
+            }
+        };
+        if let Some(body) = &request.body {
+            builder = builder.body(body.clone());
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = if classify_status(status.as_u16()) == StatusClass::Success {
+            response
+                .bytes()
+                .await
+                .map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?
+        } else {
+            Bytes::new()
+        };
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+enum Failure {
+    Transport(String),
+    Token(TokenError),
+}
