@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::{
     error::{ConfigError, ConfigErrors},
+    http::RateLimitConfig,
     secret,
     sinks::kafka::KafkaSinkConfig,
     sources::{Source, SourceConfig, SourceInfo},
@@ -35,6 +36,10 @@ pub struct RawConfig {
     /// The HTTP server (metrics, health).
     #[serde(default)]
     pub server: ServerSection,
+    /// Request budgets per host (`host` or `host:port`), shared by every polled source that
+    /// calls it.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
     /// The sources, by name.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
@@ -130,6 +135,8 @@ pub struct Config {
     pub checkpoint: CheckpointSection,
     /// The HTTP server settings.
     pub server: ServerSection,
+    /// Request budgets per host.
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
     /// The sources, in name order.
     pub sources: Vec<(SourceInfo, Box<dyn Source>)>,
 }
@@ -294,6 +301,16 @@ impl RawConfig {
                 "use e.g. `10000`",
             ));
         }
+        for (host, limit) in &self.rate_limits {
+            if limit.quota().is_none() {
+                errors.push(ConfigError::new(
+                    "rate_limits",
+                    format!("rate_limits.{host}"),
+                    "`requests_per_second` and `burst` must be greater than zero",
+                    "use e.g. `requests_per_second = 10` and `burst = 1`",
+                ));
+            }
+        }
         if self.sources.is_empty() {
             errors.push(ConfigError::new(
                 "sources",
@@ -343,6 +360,7 @@ impl RawConfig {
             },
             checkpoint: self.checkpoint.clone(),
             server: self.server.clone(),
+            rate_limits: self.rate_limits.clone(),
             sources,
         })
     }

@@ -154,6 +154,7 @@ pub async fn start(
     let pumps = TaskTracker::new();
     let abandon_pumps = CancellationToken::new();
     let mut routes = axum::Router::new();
+    let hosts = Arc::new(crate::http::HostLimits::new(config.rate_limits));
     for (info, source) in config.sources {
         let name = Arc::clone(&info.name);
         let resume = store.load(&name)?;
@@ -191,6 +192,7 @@ pub async fn start(
             resume,
             metrics: source_metrics,
             health: health.clone(),
+            hosts: Arc::clone(&hosts),
         };
         if let Some(source_routes) = source.http_routes() {
             routes = routes.merge(source_routes);

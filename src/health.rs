@@ -26,6 +26,14 @@ pub enum SourceState {
         /// The last error, secrets stripped.
         error: String,
     },
+    /// Polling, but the last `polls` polls failed (the last error in `error`): an HTTP error
+    /// that retries did not cure. The next poll comes at the interval.
+    Failing {
+        /// Failed polls in a row.
+        polls: u32,
+        /// The last error, secrets stripped.
+        error: String,
+    },
     /// Stopped for good on a permanent error; needs an operator.
     Failed(String),
     /// The feed said it has nothing more (e.g. SSE HTTP 204); not an error.
@@ -37,7 +45,7 @@ pub enum SourceState {
 impl SourceState {
     fn is_ready(&self) -> bool {
         match self {
-            SourceState::Failed(_) => false,
+            SourceState::Failed(_) | SourceState::Failing { .. } => false,
             // One failed reconnect is normal churn; several in a row are an outage.
             SourceState::Reconnecting { attempts, .. } => *attempts < 3,
             _ => true,

@@ -50,6 +50,16 @@ pub enum DeliveryOutcome {
     Skipped,
 }
 
+/// Where a polled record came from: the page's URL (secrets stripped) and its number in the
+/// walk, shared by every record of the page (`tributary.url`, `tributary.page` headers).
+#[derive(Debug)]
+pub struct PageLineage {
+    /// The URL of the request, secrets stripped.
+    pub url: String,
+    /// The page's number in its walk (1 for the first page), as text.
+    pub page: String,
+}
+
 /// Told once what became of a record; dropped unsent when the record was abandoned at shutdown.
 pub type DeliveryAck = tokio::sync::oneshot::Sender<DeliveryOutcome>;
 
@@ -74,9 +84,39 @@ pub struct Record {
     pub dead_letter: Option<DeadLetter>,
     /// Told when Kafka has acknowledged the record (webhooks answer their sender then).
     pub ack: Option<DeliveryAck>,
+    /// The page a polled record came from; `None` for streamed feeds.
+    pub page: Option<Arc<PageLineage>>,
+    /// A position marker: nothing is produced, and `position` is stored once every record
+    /// before it has been acknowledged (a polled source's position after an empty page).
+    pub marker: bool,
 }
 
 impl Record {
+    /// A record of `payload` read at `fetched_at`, with no key, id, position or lineage.
+    pub fn new(payload: Bytes, fetched_at: SystemTime) -> Self {
+        Record {
+            key: None,
+            payload,
+            event_id: None,
+            event_type: None,
+            position: None,
+            fetched_at,
+            dead_letter: None,
+            ack: None,
+            page: None,
+            marker: false,
+        }
+    }
+
+    /// A position marker (see [`Record::marker`]).
+    pub fn marker(position: Position) -> Self {
+        Record {
+            position: Some(position),
+            marker: true,
+            ..Record::new(Bytes::new(), SystemTime::now())
+        }
+    }
+
     /// Bytes this record holds in memory (key + payload), used by the channel's byte bound.
     pub fn size_bytes(&self) -> usize {
         self.payload.len() + self.key.as_ref().map_or(0, Bytes::len)

@@ -1,8 +1,8 @@
 //! Record → Kafka record mapping: topic (own or dead-letter), key, and lineage headers.
 //!
 //! Every produced record carries `tributary.source`, `tributary.url` (secrets stripped),
-//! `tributary.fetched_at` (RFC 3339 UTC, milliseconds) and, when known, `tributary.event_id`
-//! and `tributary.event_type`.
+//! `tributary.fetched_at` (RFC 3339 UTC, milliseconds) and, when known, `tributary.event_id`,
+//! `tributary.event_type` and (polled sources) `tributary.page`.
 //! Dead-letter records add `tributary.error` (a sentence) and `tributary.error_kind` (a word).
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +15,8 @@ use crate::record::Record;
 pub const HEADER_SOURCE: &str = "tributary.source";
 /// Header: where the record was fetched, secrets stripped.
 pub const HEADER_URL: &str = "tributary.url";
+/// Header (polled records): the page's number in its walk, 1 for the first.
+pub const HEADER_PAGE: &str = "tributary.page";
 /// Header: when the record was read from the feed, RFC 3339 UTC.
 pub const HEADER_FETCHED_AT: &str = "tributary.fetched_at";
 /// Header: the provider's event id (SSE `id:`).
@@ -62,12 +64,18 @@ pub fn lineage_headers(
         })
         .insert(Header {
             key: HEADER_URL,
-            value: Some(url),
+            value: Some(record.page.as_ref().map_or(url, |page| page.url.as_str())),
         })
         .insert(Header {
             key: HEADER_FETCHED_AT,
             value: Some(timestamps.rfc3339(record.fetched_at)),
         });
+    if let Some(page) = &record.page {
+        headers = headers.insert(Header {
+            key: HEADER_PAGE,
+            value: Some(page.page.as_str()),
+        });
+    }
     if let Some(event_id) = &record.event_id {
         headers = headers.insert(Header {
             key: HEADER_EVENT_ID,

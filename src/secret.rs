@@ -92,12 +92,12 @@ const SECRET_PARAMETER_WORDS: &[&str] = &[
 /// assert!(redacted.contains("lang=en"));
 /// ```
 pub fn redact_url(url: &str) -> String {
-    redact_url_with(url, None)
+    redact_url_with(url, &[])
 }
 
-/// Like [`redact_url`], and also redacts the query parameter `secret_parameter` (an API key
-/// sent in the query under a name of the provider's choosing, e.g. `appid`).
-pub fn redact_url_with(url: &str, secret_parameter: Option<&str>) -> String {
+/// Like [`redact_url`], and also redacts the query parameters named in `secret_parameters`
+/// (an API key sent under a name of the provider's choosing, e.g. `appid`).
+pub fn redact_url_with(url: &str, secret_parameters: &[String]) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return "<unparseable url>".to_owned();
     };
@@ -111,7 +111,9 @@ pub fn redact_url_with(url: &str, secret_parameter: Option<&str>) -> String {
             .map(|(name, value)| {
                 let lower = name.to_ascii_lowercase();
                 let secret = SECRET_PARAMETER_WORDS.iter().any(|w| lower.contains(w))
-                    || secret_parameter.is_some_and(|p| p.eq_ignore_ascii_case(&name));
+                    || secret_parameters
+                        .iter()
+                        .any(|p| p.eq_ignore_ascii_case(&name));
                 let value = if secret {
                     "REDACTED".to_owned()
                 } else {

@@ -252,18 +252,22 @@ impl OAuth2Tokens {
         if let Some(audience) = &self.audience {
             request = request.add_extra_param("audience", audience.clone());
         }
-        let http_client = |request: HttpRequest| send_token_request(client, request);
-        let response = request.request_async(&http_client).await.map_err(|error| {
-            use oauth2::RequestTokenError as E;
-            match error {
-                E::ServerResponse(response) => TokenError::Refused(response.error().to_string()),
-                E::Request(e) => TokenError::Unreachable(e.to_string()),
-                E::Parse(e, _) => {
-                    TokenError::Refused(format!("the token response is not valid: {e}"))
+        let response = request
+            .request_async(&TokenClient(client))
+            .await
+            .map_err(|error| {
+                use oauth2::RequestTokenError as E;
+                match error {
+                    E::ServerResponse(response) => {
+                        TokenError::Refused(response.error().to_string())
+                    }
+                    E::Request(e) => TokenError::Unreachable(e.to_string()),
+                    E::Parse(e, _) => {
+                        TokenError::Refused(format!("the token response is not valid: {e}"))
+                    }
+                    E::Other(e) => TokenError::Unreachable(e),
                 }
-                E::Other(e) => TokenError::Unreachable(e),
-            }
-        })?;
+            })?;
         let renew_at = response
             .expires_in()
             .map(|lifetime| Instant::now() + lifetime.saturating_sub(self.expiry_skew));
@@ -271,6 +275,22 @@ impl OAuth2Tokens {
             secret: SecretString::from(response.access_token().secret().clone()),
             renew_at,
         })
+    }
+}
+
+/// The source's own `reqwest` client as the `oauth2` crate's HTTP client.
+struct TokenClient<'a>(&'a reqwest::Client);
+
+impl<'c> oauth2::AsyncHttpClient<'c> for TokenClient<'_> {
+    type Error = TokenTransportError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<HttpResponse, TokenTransportError>> + Send + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(send_token_request(self.0, request))
     }
 }
 

@@ -120,7 +120,7 @@ pub struct HttpPolicy {
     retry: RetryConfig,
     limits: Arc<HostLimits>,
     metrics: SourceMetrics,
-    secret_query: Option<String>,
+    secret_query: Vec<String>,
 }
 
 /// Timeouts of one source's requests.
@@ -143,7 +143,7 @@ impl HttpPolicy {
         timeouts: Timeouts,
         limits: Arc<HostLimits>,
         metrics: SourceMetrics,
-        secret_query: Option<String>,
+        secret_query: Vec<String>,
     ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
@@ -163,7 +163,7 @@ impl HttpPolicy {
 
     /// `url` with credentials and secret query values replaced, for logs and headers.
     pub fn redact(&self, url: &url::Url) -> String {
-        crate::secret::redact_url_with(url.as_str(), self.secret_query.as_deref())
+        crate::secret::redact_url_with(url.as_str(), &self.secret_query)
     }
 
     /// Sends `request` under the policy (see the module docs).
@@ -273,8 +273,7 @@ impl HttpPolicy {
         let mut url = request.url.clone();
         let mut builder = match &self.auth {
             Auth::Query(name, value) => {
-                url.query_pairs_mut()
-                    .append_pair(name, value.expose_secret());
+                super::set_query_param(&mut url, name, value.expose_secret());
                 self.client.request(request.method.clone(), url)
             }
             _ => self.client.request(request.method.clone(), url),

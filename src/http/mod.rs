@@ -37,3 +37,16 @@ pub fn describe_reqwest_error(error: &reqwest::Error) -> String {
     }
     text
 }
+
+/// Replaces (or adds) query parameter `name` of `url`, keeping the other parameters in order.
+pub fn set_query_param(url: &mut url::Url, name: &str, value: &str) {
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(key, _)| key != name)
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(name, value);
+}

@@ -39,6 +39,10 @@ pub enum SourceConfig {
     Websocket(websocket::WebSocketConfig),
     /// Webhooks pushed to the HTTP server (`type = "webhook"`).
     Webhook(webhook::WebhookConfig),
+    /// A polled REST endpoint (`type = "rest"`).
+    Rest(rest::RestConfig),
+    /// A polled GraphQL endpoint (`type = "graphql"`).
+    Graphql(graphql::GraphqlConfig),
 }
 
 pub use common::{PayloadFormat, ReconnectConfig};
@@ -98,6 +102,12 @@ impl SourceConfig {
             SourceConfig::Webhook(config) => config
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
+            SourceConfig::Rest(config) => config
+                .build(name)
+                .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
+            SourceConfig::Graphql(config) => config
+                .build(name)
+                .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
         }
     }
 }
@@ -116,6 +126,8 @@ pub struct SourceContext {
     pub metrics: SourceMetrics,
     /// Where the source reports its state for `/readyz`.
     pub health: Health,
+    /// The request budgets of every host, shared by all polled sources.
+    pub hosts: Arc<crate::http::HostLimits>,
 }
 
 impl SourceContext {

@@ -62,6 +62,11 @@ pub async fn run_pump(
                 for envelope in batch.drain(..) {
                     let Envelope { record, permit } = envelope;
                     let seq = sink.tracker.register(record.position.clone());
+                    if record.marker {
+                        sink.tracker.ack(seq);
+                        sink.committer.acked(1);
+                        continue;
+                    }
                     let sent = produce(&producer, &sink, record, seq, &mut timestamps, &abandon).await;
                     drop(permit);
                     if sent == Sent::Abandoned {
@@ -195,6 +200,8 @@ async fn dead_letter_failed_delivery(
         event_id: event_id.map(|id| Arc::from(String::from_utf8_lossy(&id).as_ref())),
         event_type: event_type.map(|t| Arc::from(String::from_utf8_lossy(&t).as_ref())),
         ack: ticket.ack.take(),
+        page: None,
+        marker: false,
         position: None,
         fetched_at: std::time::SystemTime::now(),
         dead_letter: Some(DeadLetter {

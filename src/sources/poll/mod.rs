@@ -1,1 +1,451 @@
+//! The polling engine shared by the REST and GraphQL sources.
+//!
+//! Each poll walks the endpoint's pages in order under the shared HTTP policy. Every record of a
+//! page is sent on, then a position marker whose position says where the walk stands, so the
+//! stored position moves only once Kafka has acknowledged the whole page: a restart — clean or
+//! `kill -9` — resumes at the first page not fully acknowledged, never at page 1, and never
+//! re-fetches an acknowledged page. Polls never overlap: the next starts `interval` (plus
+//! jitter) after the previous one started, or at once when that one ran longer.
 
+pub(crate) mod config;
+mod position;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+pub use position::{compare, PageState, PollPosition, Validators, Walk};
+
+use crate::{
+    error::SourceError,
+    health::SourceState,
+    http::{Auth, HttpError, HttpPolicy, HttpRequest, RetryConfig, Timeouts},
+    json::{elements, is_null, lookup, text_of},
+    record::{DeadLetter, PageLineage, Position, Record},
+    sources::SourceContext,
+};
+
+/// What a pagination step may read from a fetched page.
+pub struct PageView<'a> {
+    /// The URL that was requested (to resolve relative next links).
+    pub url: &'a url::Url,
+    /// The response headers.
+    pub headers: &'a HeaderMap,
+    /// The parsed body; `None` when it was not valid JSON.
+    pub body: Option<&'a RawValue>,
+    /// The page's records (empty when the body was not valid JSON).
+    pub records: &'a [&'a RawValue],
+}
+
+/// What a polled source asks of its endpoint: how to request a page and what comes next.
+pub trait Endpoint: Send + Sync + 'static {
+    /// The request for the page at `state`, asking for records from watermark `since`.
+    fn request(&self, state: &PageState, since: Option<&str>) -> HttpRequest;
+
+    /// The page after the one fetched at `state`, or `None` when it was the last.
+    fn next(&self, state: &PageState, page: &PageView<'_>) -> Option<PageState>;
+
+    /// Errors reported inside a successful answer (GraphQL's `errors` array), if any.
+    fn errors<'a>(&self, _body: &'a RawValue) -> Option<&'a RawValue> {
+        None
+    }
+}
+
+/// `[sources.<name>.watermark]`: the incremental high-water mark.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// JSON pointer to the record field, e.g. `/updated_at` or `/id`.
+    pub field: String,
+    /// The request parameter (REST) or variable (GraphQL) that carries it, e.g. `since`.
+    pub param: String,
+    /// The value to ask from before anything was produced; absent means "everything".
+    pub initial: Option<String>,
+}
+
+/// What to do with GraphQL `errors` in an HTTP 200 answer.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorsPolicy {
+    /// The poll fails (logged, counted, `/readyz` shows it); the page is asked again next poll.
+    #[default]
+    Fail,
+    /// The partial data is produced and the `errors` array goes to the dead-letter topic.
+    DeadLetter,
+}
+
+/// Everything the engine needs besides the endpoint.
+#[derive(Clone, Debug)]
+pub struct PollSettings {
+    /// Time between poll starts.
+    pub interval: Duration,
+    /// Up to this much is added to each interval, at random.
+    pub jitter: Duration,
+    /// A walk stops after this many pages and goes on at the next poll.
+    pub max_pages_per_poll: u64,
+    /// JSON pointer to the records array (`""`: the body is the array).
+    pub records: String,
+    /// JSON pointer to each record's key (and id).
+    pub key: Option<String>,
+    /// The incremental watermark, if any.
+    pub watermark: Option<WatermarkConfig>,
+    /// Send `If-None-Match`/`If-Modified-Since` on the first page.
+    pub conditional: bool,
+    /// GraphQL `errors` policy.
+    pub errors: ErrorsPolicy,
+    /// Authentication.
+    pub auth: Auth,
+    /// Retries.
+    pub retry: RetryConfig,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Query parameters carrying secrets (an API key, `${env:…}` values), redacted from URLs.
+    pub secret_query: Vec<String>,
+}
+
+/// How a poll ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Complete,
+    NotModified,
+    PageLimit,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::NotModified => "not_modified",
+            Outcome::PageLimit => "page_limit",
+        }
+    }
+}
+
+enum PollError {
+    Shutdown,
+    Failed(String),
+}
+
+impl From<HttpError> for PollError {
+    fn from(error: HttpError) -> Self {
+        match error {
+            HttpError::Shutdown => PollError::Shutdown,
+            other => PollError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Polls `endpoint` until shutdown.
+///
+/// # Errors
+/// A permanent [`SourceError`] when the stored position is not a polled source's position or
+/// the HTTP client cannot be built; failed polls are not errors (they are logged, counted and
+/// shown in `/readyz`, and the next poll comes at the interval).
+pub async fn run(
+    endpoint: Box<dyn Endpoint>,
+    settings: PollSettings,
+    url: String,
+    context: SourceContext,
+) -> Result<(), SourceError> {
+    let permanent = |message: String, fix: &str| SourceError::Permanent {
+        source_name: context.name.to_string(),
+        url: url.clone(),
+        message,
+        fix: fix.to_owned(),
+    };
+    let policy = HttpPolicy::new(
+        settings.auth.clone(),
+        settings.retry.clone(),
+        settings.timeouts,
+        Arc::clone(&context.hosts),
+        context.metrics.clone(),
+        settings.secret_query.clone(),
+    )
+    .map_err(|message| permanent(message, "check the TLS setup"))?;
+    let mut position = match &context.resume {
+        Some(stored) => PollPosition::parse(stored.as_str()).map_err(|e| {
+            permanent(
+                format!("the stored position is not a polled source's position ({e})"),
+                "remove this source's entry from checkpoints.json to start it over",
+            )
+        })?,
+        None => PollPosition {
+            watermark: settings.watermark.as_ref().and_then(|w| w.initial.clone()),
+            ..PollPosition::default()
+        },
+    };
+    if let Some(walk) = &position.walk {
+        tracing::info!(source = %context.name, page = walk.page, "resuming the walk at the first page not yet acknowledged");
+    }
+    let mut failed_polls = 0;
+    let mut next_start = Instant::now();
+    loop {
+        tokio::select! {
+            _ = context.shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(next_start) => {}
+        }
+        let jitter = rand::rng().random_range(0..=settings.jitter.as_nanos() as u64);
+        next_start = Instant::now() + settings.interval + Duration::from_nanos(jitter);
+        match poll(&*endpoint, &policy, &settings, &context, &mut position).await {
+            Ok(outcome) => {
+                failed_polls = 0;
+                context.metrics.poll(outcome.label());
+                context.set_state(SourceState::Connected);
+            }
+            Err(PollError::Shutdown) => break,
+            Err(PollError::Failed(error)) => {
+                failed_polls += 1;
+                tracing::error!(source = %context.name, %error, failed_polls, "poll failed; the next poll resumes at the same page");
+                context.metrics.poll("failed");
+                context.set_state(SourceState::Failing {
+                    polls: failed_polls,
+                    error,
+                });
+            }
+        }
+    }
+    context.set_state(SourceState::Stopped);
+    Ok(())
+}
+
+/// One walk (or its remainder): every page until the last, the page limit, or a failure.
+async fn poll(
+    endpoint: &dyn Endpoint,
+    policy: &HttpPolicy,
+    settings: &PollSettings,
+    context: &SourceContext,
+    position: &mut PollPosition,
+) -> Result<Outcome, PollError> {
+    let mut walk = position
+        .walk
+        .clone()
+        .unwrap_or_else(|| position.start_walk());
+    let mut first_validators = None;
+    let mut pages = 0;
+    loop {
+        let first = walk.next == PageState::First;
+        let mut request = endpoint.request(&walk.next, walk.since.as_deref());
+        let redacted = policy.redact(&request.url);
+        if first && settings.conditional {
+            if let Some(validators) = position.validators.as_ref().filter(|v| v.url == redacted) {
+                add_validators(&mut request.headers, validators);
+            }
+        }
+        let response = policy.send(&request, &context.shutdown).await?;
+        context.metrics.pages.inc();
+        if response.status == StatusCode::NOT_MODIFIED {
+            context.metrics.not_modified.inc();
+            return Ok(Outcome::NotModified);
+        }
+        if first {
+            first_validators = validators_of(&response.headers, &redacted);
+        }
+        let fetched_at = SystemTime::now();
+        let lineage = Arc::new(PageLineage {
+            url: redacted,
+            page: walk.page.to_string(),
+        });
+        let body = response.body;
+        let mut out = Vec::new();
+        let parsed = serde_json::from_slice::<&RawValue>(&body);
+        let (raw, found) = match &parsed {
+            Ok(raw) => {
+                if let Some(errors) = endpoint.errors(raw) {
+                    if settings.errors == ErrorsPolicy::Fail {
+                        return Err(PollError::Failed(format!(
+                            "page {} of {} answered with GraphQL errors: {}",
+                            walk.page,
+                            lineage.url,
+                            excerpt(errors.get())
+                        )));
+                    }
+                    out.push(dead_letter(
+                        body.slice_ref(errors.get().as_bytes()),
+                        fetched_at,
+                        &lineage,
+                        "graphql_errors",
+                        "the answer carried GraphQL errors (the partial data was produced)".into(),
+                    ));
+                }
+                match lookup(raw, &settings.records) {
+                    Some(found) if is_null(found) => (Some(*raw), Vec::new()),
+                    Some(found) => match elements(found) {
+                        Some(found) => (Some(*raw), found),
+                        None => {
+                            out.push(not_an_array(&body, fetched_at, &lineage, settings));
+                            (Some(*raw), Vec::new())
+                        }
+                    },
+                    None => {
+                        out.push(not_an_array(&body, fetched_at, &lineage, settings));
+                        (Some(*raw), Vec::new())
+                    }
+                }
+            }
+            Err(error) => {
+                out.push(dead_letter(
+                    body.clone(),
+                    fetched_at,
+                    &lineage,
+                    "invalid_json",
+                    format!("page {} is not valid JSON: {error}", walk.page),
+                ));
+                (None, Vec::new())
+            }
+        };
+        for element in &found {
+            let key = settings
+                .key
+                .as_deref()
+                .and_then(|pointer| lookup(element, pointer))
+                .filter(|found| !is_null(found))
+                .map(text_of);
+            if let Some(watermark) = &settings.watermark {
+                let value = lookup(element, &watermark.field)
+                    .filter(|found| !is_null(found))
+                    .map(text_of);
+                if let Some(value) = value {
+                    if key
+                        .as_deref()
+                        .is_some_and(|key| position.is_boundary_duplicate(&value, key))
+                    {
+                        context.metrics.records_duplicate.inc();
+                        continue;
+                    }
+                    walk.observe(&value, key.as_deref());
+                }
+            }
+            let mut record = Record::new(body.slice_ref(element.get().as_bytes()), fetched_at);
+            if let Some(key) = key {
+                let id: Arc<str> = Arc::from(key.as_ref());
+                record.key = Some(Bytes::copy_from_slice(id.as_bytes()));
+                record.event_id = Some(id);
+            }
+            record.page = Some(Arc::clone(&lineage));
+            out.push(record);
+        }
+        let next = endpoint.next(
+            &walk.next,
+            &PageView {
+                url: &request.url,
+                headers: &response.headers,
+                body: raw,
+                records: &found,
+            },
+        );
+        if raw.is_none() && next.is_none() {
+            tracing::warn!(source = %context.name, page = walk.page, "the page was not valid JSON, so the next page is unknown; the walk ends here");
+        }
+        context.metrics.records_received.inc_by(out.len() as u64);
+        walk.page += 1;
+        pages += 1;
+        let mut emitted = position.clone();
+        let done = match next {
+            Some(next) => {
+                walk.next = next;
+                emitted.walk = Some(walk.clone());
+                false
+            }
+            None => {
+                emitted.finish_walk(walk.clone());
+                emitted.validators = first_validators.take();
+                true
+            }
+        };
+        for record in out {
+            send(context, record).await?;
+        }
+        send(context, Record::marker(Position(emitted.to_text().into()))).await?;
+        *position = emitted;
+        if done {
+            return Ok(Outcome::Complete);
+        }
+        if pages >= settings.max_pages_per_poll {
+            tracing::warn!(source = %context.name, pages, "the walk reached max_pages_per_poll; it goes on at the next poll");
+            return Ok(Outcome::PageLimit);
+        }
+    }
+}
+
+async fn send(context: &SourceContext, record: Record) -> Result<(), PollError> {
+    tokio::select! {
+        _ = context.shutdown.cancelled() => Err(PollError::Shutdown),
+        sent = context.records.send(record) => sent.map_err(|_| PollError::Shutdown),
+    }
+}
+
+fn add_validators(headers: &mut HeaderMap, validators: &Validators) {
+    let pairs = [
+        (http::header::IF_NONE_MATCH, &validators.etag),
+        (http::header::IF_MODIFIED_SINCE, &validators.last_modified),
+    ];
+    for (name, value) in pairs {
+        if let Some(value) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+fn validators_of(headers: &HeaderMap, url: &str) -> Option<Validators> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let etag = text(http::header::ETAG);
+    let last_modified = text(http::header::LAST_MODIFIED);
+    (etag.is_some() || last_modified.is_some()).then(|| Validators {
+        url: url.to_owned(),
+        etag,
+        last_modified,
+    })
+}
+
+fn dead_letter(
+    payload: Bytes,
+    fetched_at: SystemTime,
+    lineage: &Arc<PageLineage>,
+    kind: &'static str,
+    reason: String,
+) -> Record {
+    let mut record = Record::new(payload, fetched_at);
+    record.page = Some(Arc::clone(lineage));
+    record.dead_letter = Some(DeadLetter { kind, reason });
+    record
+}
+
+fn not_an_array(
+    body: &Bytes,
+    fetched_at: SystemTime,
+    lineage: &Arc<PageLineage>,
+    settings: &PollSettings,
+) -> Record {
+    dead_letter(
+        body.clone(),
+        fetched_at,
+        lineage,
+        "records_not_found",
+        format!(
+            "page {} has no array of records at `{}`",
+            lineage.page, settings.records
+        ),
+    )
+}
+
+/// The start of `text`, at most 300 bytes, for an error message.
+fn excerpt(text: &str) -> &str {
+    let mut end = text.len().min(300);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

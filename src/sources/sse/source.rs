@@ -328,6 +328,8 @@ impl<'a> RecordEncoder<'a> {
             fetched_at: SystemTime::now(),
             dead_letter,
             ack: None,
+            page: None,
+            marker: false,
         }
     }
 }

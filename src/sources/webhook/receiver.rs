@@ -367,6 +367,8 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
         fetched_at: SystemTime::now(),
         dead_letter: None,
         ack: Some(ack),
+        page: None,
+        marker: false,
     };
     metrics.records_received.inc();
     let sent = match state.pipeline() {

@@ -231,6 +231,8 @@ fn record(
         fetched_at,
         dead_letter: None,
         ack: None,
+        page: None,
+        marker: false,
     }
 }
 

@@ -1,0 +1,235 @@
+//! `[sources.<name>]` with `type = "rest"`: a polled REST endpoint.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use futures::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::pagination::{PaginationConfig, Paginator};
+use crate::{
+    error::{ConfigError, SourceError},
+    http::{AuthConfig, HttpRequest, RetryConfig},
+    secret,
+    sources::{
+        common::{default_channel_max_bytes, default_channel_max_records, Checks},
+        poll::{
+            self,
+            config::{
+                default_connect_timeout, default_interval, default_max_pages, default_timeout,
+                default_true, CommonFields,
+            },
+            Endpoint, ErrorsPolicy, PageState, PageView, PollSettings, WatermarkConfig,
+        },
+        Source, SourceContext, SourceInfo,
+    },
+};
+
+/// A polled REST endpoint (`type = "rest"`). See README.md, "REST sources".
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestConfig {
+    /// The endpoint (`http`/`https`); may hold `${env:…}` references.
+    pub url: String,
+    /// Query parameters added to every request; values may hold `${env:…}` references (such
+    /// values are redacted from `tributary.url`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Request headers; values may hold `${env:…}` references.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The topic records go to.
+    pub topic: String,
+    /// Where records that cannot be produced go. Default `<topic>.dlq`.
+    pub dead_letter_topic: Option<String>,
+    /// JSON pointer to the records array in each page; `""` (the default) when the body is the
+    /// array.
+    #[serde(default)]
+    pub records: String,
+    /// JSON pointer to each record's id: the Kafka key and the `tributary.event_id` header.
+    pub key: Option<String>,
+    /// How pages follow each other. Default: one request per poll.
+    #[serde(default)]
+    pub pagination: PaginationConfig,
+    /// The incremental watermark, if any.
+    pub watermark: Option<WatermarkConfig>,
+    /// Authentication, if any.
+    pub auth: Option<AuthConfig>,
+    /// Retries of transient failures.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Time between poll starts. Default `60s`.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Up to this much, at random, is added to each interval. Default `0s`.
+    #[serde(default, with = "humantime_serde")]
+    pub jitter: Duration,
+    /// Pages per poll at most; a longer walk goes on at the next poll. Default 1000.
+    #[serde(default = "default_max_pages")]
+    pub max_pages_per_poll: u64,
+    /// Whole-request timeout. Default `30s`.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Connect timeout. Default `10s`.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Send `If-None-Match`/`If-Modified-Since` from the last poll's first page. Default true.
+    #[serde(default = "default_true")]
+    pub conditional: bool,
+    /// Channel bound in records. Default 10000.
+    #[serde(default = "default_channel_max_records")]
+    pub channel_max_records: usize,
+    /// Channel bound in bytes. Default 16 MiB.
+    #[serde(default = "default_channel_max_bytes")]
+    pub channel_max_bytes: u32,
+}
+
+impl RestConfig {
+    /// Validates the config and builds the source.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the source, the field and the fix.
+    pub fn build(&self, name: &str) -> Result<(SourceInfo, RestSource), Vec<ConfigError>> {
+        let mut checks = Checks::new(name);
+        let url = checks.url(
+            "url",
+            &self.url,
+            &["http", "https"],
+            "https://api.example.com/v1/items",
+        );
+        checks.topics(&self.topic, self.dead_letter_topic.as_deref());
+        let headers = checks.headers(&self.headers);
+        let headers = poll::config::header_map(&mut checks, &headers);
+        let mut query = Vec::new();
+        let mut secret_query = Vec::new();
+        for (param, value) in &self.query {
+            if value.contains("${") {
+                secret_query.push(param.clone());
+            }
+            if let Some(value) = checks.secret(&format!("query.{param}"), value) {
+                query.push((param.clone(), value));
+            }
+        }
+        for (field, pointer) in self.pagination.pointers() {
+            poll::config::pointer(&mut checks, field, pointer, false);
+        }
+        if let PaginationConfig::Offset { limit: 0, .. }
+        | PaginationConfig::PageNumber { size: Some(0), .. } = self.pagination
+        {
+            checks.error(
+                "pagination",
+                "a page size of 0 asks for nothing",
+                "use a positive `limit`/`size`",
+            );
+        }
+        checks.channel(self.channel_max_records, self.channel_max_bytes);
+        let settings = poll::config::settings(
+            &mut checks,
+            CommonFields {
+                records: &self.records,
+                key: self.key.as_deref(),
+                watermark: self.watermark.as_ref(),
+                auth: self.auth.as_ref(),
+                retry: &self.retry,
+                interval: self.interval,
+                jitter: self.jitter,
+                max_pages_per_poll: self.max_pages_per_poll,
+                timeout: self.timeout,
+                connect_timeout: self.connect_timeout,
+                conditional: self.conditional,
+                errors: ErrorsPolicy::Fail,
+            },
+            secret_query,
+        );
+        checks.finish()?;
+        let (Some(url), Some(settings)) = (url, settings) else {
+            unreachable!("no errors means every part resolved");
+        };
+        let mut base: url::Url = url.expose_secret().parse().expect("checked by Checks::url");
+        for (param, value) in &query {
+            crate::http::set_query_param(&mut base, param, value.expose_secret());
+        }
+        let redacted_url = secret::redact_url_with(base.as_str(), &settings.secret_query);
+        let info = SourceInfo::new(
+            name,
+            &self.topic,
+            self.dead_letter_topic.as_deref(),
+            redacted_url.clone(),
+            self.channel_max_records,
+            self.channel_max_bytes,
+        );
+        let endpoint = RestEndpoint {
+            base: SecretString::from(base.to_string()),
+            headers,
+            paginator: self.pagination.build(),
+            watermark_param: self.watermark.as_ref().map(|w| w.param.clone()),
+        };
+        Ok((
+            info,
+            RestSource {
+                endpoint,
+                settings,
+                redacted_url,
+            },
+        ))
+    }
+}
+
+/// The REST source.
+pub struct RestSource {
+    endpoint: RestEndpoint,
+    settings: PollSettings,
+    redacted_url: String,
+}
+
+impl Source for RestSource {
+    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
+        let RestSource {
+            endpoint,
+            settings,
+            redacted_url,
+        } = *self;
+        Box::pin(poll::run(
+            Box::new(endpoint),
+            settings,
+            redacted_url,
+            context,
+        ))
+    }
+}
+
+/// Requests for a REST endpoint: the configured URL, query and headers, plus the pagination
+/// strategy's parameters and the watermark.
+struct RestEndpoint {
+    base: SecretString,
+    headers: http::HeaderMap,
+    paginator: Box<dyn Paginator>,
+    watermark_param: Option<String>,
+}
+
+impl Endpoint for RestEndpoint {
+    fn request(&self, state: &PageState, since: Option<&str>) -> HttpRequest {
+        let mut url: url::Url = self
+            .base
+            .expose_secret()
+            .parse()
+            .expect("the base URL was parsed at config time");
+        // A next URL from the server carries its own parameters, the watermark included.
+        if !matches!(state, PageState::Url(_)) {
+            if let (Some(param), Some(since)) = (&self.watermark_param, since) {
+                crate::http::set_query_param(&mut url, param, since);
+            }
+        }
+        self.paginator.apply(state, &mut url);
+        HttpRequest {
+            method: http::Method::GET,
+            url,
+            headers: self.headers.clone(),
+            body: None,
+        }
+    }
+
+    fn next(&self, state: &PageState, page: &PageView<'_>) -> Option<PageState> {
+        self.paginator.next(state, page)
+    }
+}
