@@ -2,6 +2,7 @@
 //! or the tansu broker as a child process), daemon configs, read-back and waiting helpers.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod process;
 
 use std::{
@@ -405,4 +406,36 @@ impl ScriptedServer {
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// A daemon config without sources (append `[sources.…]` tables); state in `state`.
+pub fn daemon_config(brokers: &str, state: &Path, rest: &str) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+flush_timeout = "5s"
+
+[checkpoint]
+dir = "{state}"
+commit_interval = "50ms"
+
+[server]
+listen = "127.0.0.1:0"
+{rest}
+"#,
+        state = state.display()
+    )
+}
+
+/// Waits until metric `name{source}` (summed over other labels) of an in-process daemon
+/// reaches `count`.
+pub async fn wait_for_metric(daemon: &RunningDaemon, name: &str, source: &str, count: u64) {
+    let metrics = daemon.metrics().clone();
+    wait_until(
+        &format!("{name}{{source=\"{source}\"}} to reach {count}"),
+        Duration::from_secs(60),
+        || process::metric(&metrics.render(), name, source) >= count,
+    )
+    .await;
 }
