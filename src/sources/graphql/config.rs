@@ -232,7 +232,8 @@ impl Endpoint for GraphqlEndpoint {
             variables.insert(self.cursor_variable.clone(), cursor.clone().into());
         }
         if let (Some(name), Some(since)) = (&self.watermark_variable, since) {
-            variables.insert(name.clone(), since.to_owned().into());
+            let value = serde_json::from_str(since).unwrap_or_else(|_| since.to_owned().into());
+            variables.insert(name.clone(), value);
         }
         let body = serde_json::json!({ "query": self.query, "variables": variables });
         HttpRequest {

@@ -47,7 +47,8 @@ pub struct PageView<'a> {
 
 /// What a polled source asks of its endpoint: how to request a page and what comes next.
 pub trait Endpoint: Send + Sync + 'static {
-    /// The request for the page at `state`, asking for records from watermark `since`.
+    /// The request for the page at `state`, asking for records from watermark `since` (the
+    /// value's JSON text: `"2024-05-01T00:00:00Z"` with its quotes, or `1234`).
     fn request(&self, state: &PageState, since: Option<&str>) -> HttpRequest;
 
     /// The page after the one fetched at `state`, or `None` when it was the last.
@@ -67,8 +68,9 @@ pub struct WatermarkConfig {
     pub field: String,
     /// The request parameter (REST) or variable (GraphQL) that carries it, e.g. `since`.
     pub param: String,
-    /// The value to ask from before anything was produced; absent means "everything".
-    pub initial: Option<String>,
+    /// The value to ask from before anything was produced (a string or a number, as the
+    /// field holds it); absent means "everything".
+    pub initial: Option<serde_json::Value>,
 }
 
 /// What to do with GraphQL `errors` in an HTTP 200 answer.
@@ -178,7 +180,11 @@ pub async fn run(
             )
         })?,
         None => PollPosition {
-            watermark: settings.watermark.as_ref().and_then(|w| w.initial.clone()),
+            watermark: settings
+                .watermark
+                .as_ref()
+                .and_then(|w| w.initial.as_ref())
+                .map(|initial| initial.to_string()),
             ..PollPosition::default()
         },
     };
@@ -311,16 +317,16 @@ async fn poll(
             if let Some(watermark) = &settings.watermark {
                 let value = lookup(element, &watermark.field)
                     .filter(|found| !is_null(found))
-                    .map(text_of);
+                    .map(RawValue::get);
                 if let Some(value) = value {
                     if key
                         .as_deref()
-                        .is_some_and(|key| position.is_boundary_duplicate(&value, key))
+                        .is_some_and(|key| position.is_boundary_duplicate(value, key))
                     {
                         context.metrics.records_duplicate.inc();
                         continue;
                     }
-                    walk.observe(&value, key.as_deref());
+                    walk.observe(value, key.as_deref());
                 }
             }
             let mut record = Record::new(body.slice_ref(element.get().as_bytes()), fetched_at);

@@ -1,7 +1,8 @@
 //! The stored position of a polled source, and the incremental watermark it carries.
 //!
 //! The position is JSON text in the checkpoint store. Between walks it holds the watermark (the
-//! highest value of the configured record field produced so far), the ids of the records that
+//! highest value of the configured record field produced so far, as its JSON text: a quoted
+//! string or a number), the ids of the records that
 //! sit exactly at it, and the `ETag`/`Last-Modified` validators of the first page. During a
 //! walk it also holds where the next page is (page number, offset, cursor or URL), so a
 //! restart resumes at that page instead of at the first one.
@@ -158,8 +159,8 @@ impl Walk {
     }
 }
 
-/// Orders two watermark values: numerically when both are numbers, else as text (which orders
-/// RFC 3339 timestamps of one format and zero-padded ids correctly).
+/// Orders two watermark values (JSON texts): numerically when both are numbers, else as text
+/// (which orders RFC 3339 timestamps of one format and zero-padded ids correctly).
 pub fn compare(a: &str, b: &str) -> Ordering {
     match (a.parse::<f64>(), b.parse::<f64>()) {
         (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => x.total_cmp(&y),
@@ -177,7 +178,7 @@ mod tests {
         assert_eq!(compare("9", "10"), Ordering::Less);
         assert_eq!(compare("10.0", "10"), Ordering::Equal);
         assert_eq!(
-            compare("2024-01-02T00:00:00Z", "2024-01-10T00:00:00Z"),
+            compare("\"2024-01-02T00:00:00Z\"", "\"2024-01-10T00:00:00Z\""),
             Ordering::Less
         );
     }
@@ -217,7 +218,7 @@ mod tests {
     #[test]
     fn positions_round_trip_through_text() {
         let position = PollPosition {
-            watermark: Some("2024-01-01T00:00:00Z".into()),
+            watermark: Some("\"2024-01-01T00:00:00Z\"".into()),
             ids_at_watermark: vec!["1".into()],
             walk: Some(Walk {
                 next: PageState::Url("https://api.example.com/x?page=3".into()),

@@ -217,7 +217,9 @@ impl Endpoint for RestEndpoint {
         // A next URL from the server carries its own parameters, the watermark included.
         if !matches!(state, PageState::Url(_)) {
             if let (Some(param), Some(since)) = (&self.watermark_param, since) {
-                crate::http::set_query_param(&mut url, param, since);
+                let since =
+                    serde_json::from_str::<String>(since).unwrap_or_else(|_| since.to_owned());
+                crate::http::set_query_param(&mut url, param, &since);
             }
         }
         self.paginator.apply(state, &mut url);
