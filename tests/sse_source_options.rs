@@ -241,3 +241,69 @@ async fn a_stalled_broker_stops_the_source_reading_and_loses_nothing() {
     daemon.shutdown().await;
     assert_exactly_once_in_order(&broker.read("stall").await, EVENTS, "stall");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_tokens_authenticate_connects_and_a_401_fetches_a_new_one() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+    // The token endpoint hands out token-1, token-2, …
+    let issued = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&issued);
+    let tokens = common::api::ApiServer::start(move |_request| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            common::api::json(
+                200,
+                format!(
+                    r#"{{"access_token":"token-{n}","token_type":"Bearer","expires_in":3600}}"#
+                ),
+                &[],
+            )
+        }
+    })
+    .await;
+    // The feed refuses the first connect (a revoked token), then streams.
+    let feed = ScriptedServer::start(vec![
+        Scripted {
+            status: 401,
+            headers: vec![],
+            body: String::new(),
+            stay_open: false,
+        },
+        Scripted::events(
+            "id: 1\ndata: {\"ok\":1}\n\nid: 2\ndata: {\"ok\":2}\n\n",
+            true,
+        ),
+    ])
+    .await;
+    let broker = Broker::mock();
+    broker.create_topic("authed").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "authed",
+        &format!("{}/stream", feed.base_url),
+        "authed",
+        &format!(
+            r#"auth = {{ type = "oauth2_client_credentials", token_url = "{}/token", client_id = "id", client_secret = "secret" }}"#,
+            tokens.base
+        ),
+    ))
+    .await;
+    wait_for_acknowledged(&daemon, "authed", 2).await;
+    daemon.shutdown().await;
+    let seen: Vec<Option<String>> = feed
+        .requests()
+        .iter()
+        .map(|r| r.headers.get("authorization").cloned())
+        .collect();
+    assert_eq!(
+        seen,
+        [Some("Bearer token-1".into()), Some("Bearer token-2".into())]
+    );
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+    assert_eq!(broker.read("authed").await.len(), 2);
+}

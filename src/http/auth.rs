@@ -181,6 +181,61 @@ impl AuthConfig {
     }
 }
 
+impl Auth {
+    /// The header that authenticates a request, if this kind sends one: the API key or bearer
+    /// header, HTTP basic, or the current OAuth2 token (fetched when needed). The value is
+    /// marked sensitive, so `http` debug output hides it.
+    ///
+    /// # Errors
+    /// [`TokenError`] when an OAuth2 token cannot be had.
+    pub async fn header(
+        &self,
+        client: &reqwest::Client,
+    ) -> Result<Option<(http::HeaderName, http::HeaderValue)>, TokenError> {
+        use base64::Engine as _;
+        let (name, text) = match self {
+            Auth::None | Auth::Query(..) => return Ok(None),
+            Auth::Header(name, value) => (name.clone(), value.expose_secret().to_owned()),
+            Auth::Basic(user, password) => {
+                let pair = format!("{user}:{}", password.expose_secret());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                (http::header::AUTHORIZATION, format!("Basic {encoded}"))
+            }
+            Auth::OAuth2(tokens) => {
+                let token = tokens.token(client).await?;
+                (
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", token.expose_secret()),
+                )
+            }
+        };
+        let mut value = http::HeaderValue::from_str(&text)
+            .map_err(|_| TokenError::Refused("the credential is not valid header text".into()))?;
+        value.set_sensitive(true);
+        Ok(Some((name, value)))
+    }
+
+    /// The query parameter that carries an API key, if this kind sends one.
+    pub fn query(&self) -> Option<(&str, &SecretString)> {
+        match self {
+            Auth::Query(name, value) => Some((name, value)),
+            _ => None,
+        }
+    }
+
+    /// After a 401: forgets an OAuth2 token so the next request fetches a new one. True when
+    /// that may cure the 401 (OAuth2 only).
+    pub async fn forget_token(&self) -> bool {
+        match self {
+            Auth::OAuth2(tokens) => {
+                tokens.invalidate().await;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Why a token could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {

@@ -259,42 +259,30 @@ impl HttpPolicy {
 
     /// Forgets an OAuth2 token after a 401; true when a new token may cure it.
     async fn refresh_token(&self) -> bool {
-        match &self.auth {
-            Auth::OAuth2(tokens) => {
-                tracing::info!(source = %self.metrics.name(), "HTTP 401: fetching a new OAuth2 token and trying again");
-                tokens.invalidate().await;
-                true
-            }
-            _ => false,
+        let refresh = self.auth.forget_token().await;
+        if refresh {
+            tracing::info!(source = %self.metrics.name(), "HTTP 401: fetching a new OAuth2 token and trying again");
         }
+        refresh
     }
 
     async fn attempt(&self, request: &HttpRequest) -> Result<HttpResponse, Failure> {
         let mut url = request.url.clone();
-        let mut builder = match &self.auth {
-            Auth::Query(name, value) => {
-                super::set_query_param(&mut url, name, value.expose_secret());
-                self.client.request(request.method.clone(), url)
-            }
-            _ => self.client.request(request.method.clone(), url),
-        };
-        builder = builder.headers(request.headers.clone());
-        builder = match &self.auth {
-            Auth::None | Auth::Query(..) => builder,
-            Auth::Header(name, value) => {
-                let mut value =
-                    http::HeaderValue::from_str(value.expose_secret()).map_err(|_| {
-                        Failure::Transport("the auth header value is not valid header text".into())
-                    })?;
-                value.set_sensitive(true);
-                builder.header(name, value)
-            }
-            Auth::Basic(user, password) => builder.basic_auth(user, Some(password.expose_secret())),
-            Auth::OAuth2(tokens) => {
-                let token = tokens.token(&self.client).await.map_err(Failure::Token)?;
-                builder.bearer_auth(token.expose_secret())
-            }
-        };
+        if let Some((name, value)) = self.auth.query() {
+            super::set_query_param(&mut url, name, value.expose_secret());
+        }
+        let mut builder = self
+            .client
+            .request(request.method.clone(), url)
+            .headers(request.headers.clone());
+        if let Some((name, value)) = self
+            .auth
+            .header(&self.client)
+            .await
+            .map_err(Failure::Token)?
+        {
+            builder = builder.header(name, value);
+        }
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }

@@ -71,6 +71,10 @@ pub struct SseConfig {
     /// Reconnect policy.
     #[serde(default)]
     pub reconnect: ReconnectConfig,
+    /// Authentication of each connect (API key, bearer, basic or OAuth2 client credentials),
+    /// as for REST sources.
+    #[serde(default)]
+    pub auth: Option<crate::http::AuthConfig>,
     /// Channel bound in records between this source and the sink. Default 10000.
     #[serde(default = "crate::sources::common::default_channel_max_records")]
     pub channel_max_records: usize,
@@ -92,6 +96,7 @@ pub struct SseSettings {
     pub(crate) read_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) reconnect: ReconnectConfig,
+    pub(crate) auth: crate::http::Auth,
 }
 
 impl SseConfig {
@@ -138,11 +143,22 @@ impl SseConfig {
             ("reconnect.max_delay", self.reconnect.max_delay),
         ]);
         checks.channel(self.channel_max_records, self.channel_max_bytes);
+        let auth = match &self.auth {
+            Some(auth) => auth.resolve(&mut checks),
+            None => Some(crate::http::Auth::None),
+        };
+        let secret_query: Vec<String> = self
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.secret_query_parameter())
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
         checks.finish()?;
         let url = url.expect("no errors means the URL resolved");
         let redacted_url = {
             use secrecy::ExposeSecret;
-            secret::redact_url(url.expose_secret())
+            secret::redact_url_with(url.expose_secret(), &secret_query)
         };
         let info = SourceInfo::new(
             name,
@@ -163,6 +179,7 @@ impl SseConfig {
             read_timeout: self.read_timeout,
             connect_timeout: self.connect_timeout,
             reconnect: self.reconnect.clone(),
+            auth: auth.expect("no errors means the auth resolved"),
         };
         Ok((info, SseSource::new(settings)))
     }

@@ -42,6 +42,40 @@ enum ConnectionEnd {
     NoContent,
     /// The connection failed or closed; reconnect unless the error is permanent.
     Failed(SourceError),
+    /// HTTP 401 (a permanent error, unless a new OAuth2 token cures it).
+    Unauthorized(SourceError),
+}
+
+/// What each connect shares with the other HTTP sources: the host's budget and the
+/// authentication (with its OAuth2 token cache).
+struct Connect {
+    limiter: Arc<crate::http::HostLimiter>,
+    /// The client OAuth2 tokens are fetched with.
+    token_client: reqwest::Client,
+}
+
+impl Connect {
+    fn new(settings: &SseSettings, context: &SourceContext) -> Result<Self, SourceError> {
+        let url: url::Url = settings
+            .url
+            .expose_secret()
+            .parse()
+            .expect("the URL was checked at config time");
+        let token_client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.read_timeout)
+            .build()
+            .map_err(|e| SourceError::Permanent {
+                source_name: context.name.to_string(),
+                url: settings.redacted_url.clone(),
+                message: format!("the HTTP client could not be built: {e}"),
+                fix: "check the TLS setup".into(),
+            })?;
+        Ok(Connect {
+            limiter: context.hosts.for_url(&url),
+            token_client,
+        })
+    }
 }
 
 impl SseSource {
@@ -70,13 +104,15 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
         settings.reconnect.max_delay,
     );
     let mut rng = rand::rngs::StdRng::from_os_rng();
+    let connect = Connect::new(&settings, &context)?;
     context.set_state(SourceState::Starting);
+    let mut refreshed = false;
     loop {
         let mut delivered = false;
         let end = tokio::select! {
             biased;
             _ = context.shutdown.cancelled() => ConnectionEnd::Shutdown,
-            end = connection(&settings, &context, &mut last_event_id, &mut server_retry, &mut delivered) => end,
+            end = connection(&settings, &context, &connect, &mut last_event_id, &mut server_retry, &mut delivered) => end,
         };
         context.metrics.connected.set(0);
         let error = match end {
@@ -91,6 +127,19 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
                 ));
                 return Ok(());
             }
+            // A 401 under OAuth2: one new token and one more connect before it is permanent.
+            ConnectionEnd::Unauthorized(error)
+                if !refreshed && settings.auth.forget_token().await =>
+            {
+                refreshed = true;
+                tracing::info!(source = %context.name, "HTTP 401: fetching a new OAuth2 token and reconnecting");
+                error
+            }
+            ConnectionEnd::Unauthorized(error) => {
+                tracing::error!(source = %context.name, %error, "source stopped");
+                context.set_state(SourceState::Failed(error.to_string()));
+                return Err(error);
+            }
             ConnectionEnd::Failed(error) if !error.is_transient() => {
                 tracing::error!(source = %context.name, %error, "source stopped");
                 context.set_state(SourceState::Failed(error.to_string()));
@@ -100,6 +149,7 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
         };
         if delivered {
             backoff.reset();
+            refreshed = false;
         }
         // The server's wish (`retry:` field, or `Retry-After` on this response) is a floor.
         let floor = server_retry.max(error.retry_after());
@@ -119,6 +169,7 @@ use rand::SeedableRng;
 async fn connection(
     settings: &SseSettings,
     context: &SourceContext,
+    connect: &Connect,
     last_event_id: &mut Option<Arc<str>>,
     server_retry: &mut Option<Duration>,
     delivered: &mut bool,
@@ -140,7 +191,21 @@ async fn connection(
             fix: fix.to_owned(),
         })
     };
-    let client = match build_client(settings, last_event_id.as_deref()) {
+    let waited = connect.limiter.acquire().await;
+    if !waited.is_zero() {
+        context.metrics.rate_limit_wait(waited);
+    }
+    let auth = match settings.auth.header(&connect.token_client).await {
+        Ok(auth) => auth,
+        Err(error @ crate::http::TokenError::Refused(_)) => {
+            return permanent(
+                error.to_string(),
+                "check `auth.client_id` and `auth.client_secret`",
+            )
+        }
+        Err(error) => return transient(error.to_string()),
+    };
+    let client = match build_client(settings, last_event_id.as_deref(), auth) {
         Ok(client) => client,
         Err(message) => return permanent(message, "fix the source's `url` or `headers`"),
     };
@@ -197,6 +262,14 @@ async fn connection(
             Err(es::Error::UnexpectedResponse(response, _body)) => {
                 let status = response.status();
                 context.metrics.http_request(Some(status));
+                if status == 401 {
+                    return ConnectionEnd::Unauthorized(SourceError::Permanent {
+                        source_name: context.name.to_string(),
+                        url: settings.redacted_url.clone(),
+                        message: "HTTP 401".into(),
+                        fix: "check the credentials in `auth` or `headers`".into(),
+                    });
+                }
                 return match classify_status(status) {
                     StatusClass::Transient => {
                         let retry_after = response
@@ -204,6 +277,10 @@ async fn connection(
                             .ok()
                             .flatten()
                             .and_then(|value| parse_retry_after(value, SystemTime::now()));
+                        if let Some(delay) = retry_after {
+                            // Every source calling this host waits too.
+                            connect.limiter.pause_for(delay);
+                        }
                         transient_after(format!("HTTP {status}"), retry_after)
                     }
                     _ => permanent(
@@ -247,13 +324,22 @@ fn is_event_stream(content_type: &str) -> bool {
 fn build_client(
     settings: &SseSettings,
     last_event_id: Option<&str>,
+    auth: Option<(http::HeaderName, http::HeaderValue)>,
 ) -> Result<impl es::Client, String> {
     let transport = HyperTransport::builder()
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
         .build_https()
         .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
-    let mut builder = es::ClientBuilder::for_url(settings.url.expose_secret())
+    let mut url: url::Url = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(|e| format!("invalid URL: {e}"))?;
+    if let Some((name, value)) = settings.auth.query() {
+        crate::http::set_query_param(&mut url, name, value.expose_secret());
+    }
+    let mut builder = es::ClientBuilder::for_url(url.as_str())
         .map_err(|e| format!("invalid URL: {e}"))?
         .reconnect(ReconnectOptions::reconnect(false).build());
     if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
@@ -262,6 +348,14 @@ fn build_client(
     for (name, value) in &settings.headers {
         builder = builder
             .header(name, value.expose_secret())
+            .map_err(|_| format!("invalid value for header `{name}`"))?;
+    }
+    if let Some((name, value)) = auth {
+        let value = value
+            .to_str()
+            .map_err(|_| "the credential is not valid header text".to_owned())?;
+        builder = builder
+            .header(name.as_str(), value)
             .map_err(|_| format!("invalid value for header `{name}`"))?;
     }
     Ok(builder.build_with_transport(transport))
