@@ -150,14 +150,16 @@ impl AuthConfig {
                 client_auth,
                 expiry_skew,
             } => {
+                // Both checked before giving up, so every problem is reported at once.
                 let token_url = checks.url(
                     "auth.token_url",
                     token_url,
                     &["http", "https"],
                     "https://auth.example.com/oauth/token",
-                )?;
-                let client_secret = checks.secret("auth.client_secret", client_secret)?;
-                let token_url = TokenUrl::new(token_url.expose_secret().to_owned()).ok()?;
+                );
+                let client_secret = checks.secret("auth.client_secret", client_secret);
+                let token_url = TokenUrl::new(token_url?.expose_secret().to_owned()).ok()?;
+                let client_secret = client_secret?;
                 Some(Auth::OAuth2(Arc::new(OAuth2Tokens {
                     token_url,
                     client_id: client_id.clone(),
