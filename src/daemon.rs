@@ -176,6 +176,7 @@ pub async fn start(
             metrics: source_metrics.clone(),
             committer: committer.handle(),
             failures: failures_tx,
+            commit_each_position: info.commit_each_position,
         });
         pumps.spawn(run_pump(
             producer.clone(),

@@ -37,6 +37,15 @@ impl CommitterHandle {
     }
 }
 
+impl CommitterHandle {
+    /// Wakes the committer now (a polled source's page was acknowledged), so a restart does
+    /// not fetch that page again. Wakes coalesce: one commit covers every position moved
+    /// before it runs.
+    pub fn commit_soon(&self) {
+        self.wake.notify_one();
+    }
+}
+
 struct Tracked {
     name: String,
     tracker: Arc<AckTracker>,

@@ -62,6 +62,9 @@ pub struct SourceInfo {
     pub channel_max_records: usize,
     /// Channel bound in bytes.
     pub channel_max_bytes: u32,
+    /// Commit each position as soon as Kafka has acknowledged it (polled sources, whose
+    /// positions move once per page), not only every `checkpoint.commit_interval`.
+    pub commit_each_position: bool,
 }
 
 impl SourceInfo {
@@ -82,6 +85,7 @@ impl SourceInfo {
             redacted_url,
             channel_max_records,
             channel_max_bytes,
+            commit_each_position: false,
         }
     }
 }

@@ -60,6 +60,21 @@ pub struct SourceSink {
     pub committer: Arc<CommitterHandle>,
     /// Failed deliveries, handed back to the pump for the dead-letter topic.
     pub failures: mpsc::UnboundedSender<FailedDelivery>,
+    /// Commit as soon as the position moves, not only on the committer's schedule (polled
+    /// sources, whose position moves once per page).
+    pub commit_each_position: bool,
+}
+
+impl SourceSink {
+    /// Marks record `seq` acknowledged (and counts it for the committer); wakes the committer
+    /// at once when the position moved and this source commits each position.
+    pub(crate) fn acknowledge(&self, seq: u64) {
+        let moved = self.tracker.ack(seq);
+        self.committer.acked(1);
+        if moved && self.commit_each_position {
+            self.committer.commit_soon();
+        }
+    }
 }
 
 /// What travels with each record through librdkafka and comes back in the delivery report.
@@ -175,8 +190,7 @@ pub(crate) fn acknowledge(ticket: &mut DeliveryTicket) {
 /// Lets the source's position move past a ticket's record (tracker and committer) without
 /// counting it as produced or dead-lettered.
 pub(crate) fn release(ticket: &DeliveryTicket) {
-    ticket.sink.tracker.ack(ticket.seq);
-    ticket.sink.committer.acked(1);
+    ticket.sink.acknowledge(ticket.seq);
 }
 
 /// A short, stable name for a librdkafka error code (a bounded metric label).

@@ -63,8 +63,7 @@ pub async fn run_pump(
                     let Envelope { record, permit } = envelope;
                     let seq = sink.tracker.register(record.position.clone());
                     if record.marker {
-                        sink.tracker.ack(seq);
-                        sink.committer.acked(1);
+                        sink.acknowledge(seq);
                         continue;
                     }
                     let sent = produce(&producer, &sink, record, seq, &mut timestamps, &abandon).await;

@@ -164,7 +164,7 @@ impl GraphqlConfig {
             unreachable!("no errors means every part resolved");
         };
         let redacted_url = secret::redact_url_with(url.expose_secret(), &settings.secret_query);
-        let info = SourceInfo::new(
+        let mut info = SourceInfo::new(
             name,
             &self.topic,
             self.dead_letter_topic.as_deref(),
@@ -172,6 +172,7 @@ impl GraphqlConfig {
             self.channel_max_records,
             self.channel_max_bytes,
         );
+        info.commit_each_position = true;
         let endpoint = GraphqlEndpoint {
             url,
             headers,

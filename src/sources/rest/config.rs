@@ -150,7 +150,7 @@ impl RestConfig {
             crate::http::set_query_param(&mut base, param, value.expose_secret());
         }
         let redacted_url = secret::redact_url_with(base.as_str(), &settings.secret_query);
-        let info = SourceInfo::new(
+        let mut info = SourceInfo::new(
             name,
             &self.topic,
             self.dead_letter_topic.as_deref(),
@@ -158,6 +158,7 @@ impl RestConfig {
             self.channel_max_records,
             self.channel_max_bytes,
         );
+        info.commit_each_position = true;
         let endpoint = RestEndpoint {
             base: SecretString::from(base.to_string()),
             headers,
