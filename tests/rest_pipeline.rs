@@ -1,5 +1,5 @@
-//! End to end: polled REST sources against HTTP APIs on 127.0.0.1 → librdkafka's mock cluster,
-//! read back. The recorded GitHub pages, every pagination style, the watermark, conditional
+//! End to end: polled REST sources against HTTP APIs on 127.0.0.1 → librdkafka's mock cluster
+//! (the recorded GitHub walk also tansu), read back. The recorded GitHub pages, every pagination style, the watermark, conditional
 //! requests, malformed pages and the page limit.
 
 mod common;
@@ -61,7 +61,22 @@ fn github_pages() -> Vec<RecordedPage> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally() {
+async fn recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally_mock() {
+    recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally(Broker::mock())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally_tansu() {
+    if let Some(broker) = Broker::tansu() {
+        recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally(broker)
+            .await;
+    }
+}
+
+async fn recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally(
+    broker: Broker,
+) {
     let pages = github_pages();
     assert_eq!(pages.len(), 5, "the recording has 5 pages");
     let first_target = pages[0].target.clone();
@@ -119,7 +134,6 @@ async fn recorded_github_pages_are_walked_through_link_headers_then_polled_condi
     .await;
     *base.lock().unwrap() = server.base.clone();
 
-    let broker = Broker::mock();
     broker.create_topic("issues").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&daemon_config(
