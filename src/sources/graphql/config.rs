@@ -3,13 +3,12 @@
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::{
-    error::{ConfigError, SourceError},
+    error::ConfigError,
     http::{AuthConfig, HttpRequest, RetryConfig},
     json::{is_null, lookup, text_of},
     secret,
@@ -21,9 +20,9 @@ use crate::{
                 default_connect_timeout, default_interval, default_max_pages, default_timeout,
                 CommonFields,
             },
-            Endpoint, ErrorsPolicy, PageState, PageView, PollSettings, WatermarkConfig,
+            Endpoint, ErrorsPolicy, PageState, PageView, PolledSource, WatermarkConfig,
         },
-        Source, SourceContext, SourceInfo,
+        SourceInfo,
     },
 };
 
@@ -100,7 +99,7 @@ impl GraphqlConfig {
     ///
     /// # Errors
     /// Every problem found, each naming the source, the field and the fix.
-    pub fn build(&self, name: &str) -> Result<(SourceInfo, GraphqlSource), Vec<ConfigError>> {
+    pub fn build(&self, name: &str) -> Result<(SourceInfo, PolledSource), Vec<ConfigError>> {
         let mut checks = Checks::new(name);
         let url = checks.url(
             "url",
@@ -184,34 +183,7 @@ impl GraphqlConfig {
         };
         Ok((
             info,
-            GraphqlSource {
-                endpoint,
-                settings,
-                redacted_url,
-            },
-        ))
-    }
-}
-
-/// The GraphQL source.
-pub struct GraphqlSource {
-    endpoint: GraphqlEndpoint,
-    settings: PollSettings,
-    redacted_url: String,
-}
-
-impl Source for GraphqlSource {
-    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
-        let GraphqlSource {
-            endpoint,
-            settings,
-            redacted_url,
-        } = *self;
-        Box::pin(poll::run(
-            Box::new(endpoint),
-            settings,
-            redacted_url,
-            context,
+            PolledSource::new(Box::new(endpoint), settings, redacted_url),
         ))
     }
 }

@@ -4,4 +4,4 @@
 
 mod config;
 
-pub use config::{GraphqlConfig, GraphqlSource};
+pub use config::GraphqlConfig;

@@ -16,6 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use rand::Rng;
 use serde::Deserialize;
@@ -30,7 +31,7 @@ use crate::{
     http::{Auth, HttpError, HttpPolicy, HttpRequest, RetryConfig, Timeouts},
     json::{elements, is_null, lookup, text_of},
     record::{DeadLetter, PageLineage, Position, Record},
-    sources::SourceContext,
+    sources::{Source, SourceContext},
 };
 
 /// What a pagination step may read from a fetched page.
@@ -142,6 +143,39 @@ impl From<HttpError> for PollError {
             HttpError::Shutdown => PollError::Shutdown,
             other => PollError::Failed(other.to_string()),
         }
+    }
+}
+
+/// A polled source (REST or GraphQL), ready to run: its endpoint and the engine's settings.
+pub struct PolledSource {
+    endpoint: Box<dyn Endpoint>,
+    settings: PollSettings,
+    redacted_url: String,
+}
+
+impl PolledSource {
+    /// A source polling `endpoint`; `redacted_url` (secrets stripped) names it in errors.
+    pub(crate) fn new(
+        endpoint: Box<dyn Endpoint>,
+        settings: PollSettings,
+        redacted_url: String,
+    ) -> Self {
+        PolledSource {
+            endpoint,
+            settings,
+            redacted_url,
+        }
+    }
+}
+
+impl Source for PolledSource {
+    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
+        let PolledSource {
+            endpoint,
+            settings,
+            redacted_url,
+        } = *self;
+        Box::pin(run(endpoint, settings, redacted_url, context))
     }
 }
 

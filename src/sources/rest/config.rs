@@ -2,13 +2,12 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::pagination::{PaginationConfig, Paginator};
 use crate::{
-    error::{ConfigError, SourceError},
+    error::ConfigError,
     http::{AuthConfig, HttpRequest, RetryConfig},
     secret,
     sources::{
@@ -19,9 +18,9 @@ use crate::{
                 default_connect_timeout, default_interval, default_max_pages, default_timeout,
                 default_true, CommonFields,
             },
-            Endpoint, ErrorsPolicy, PageState, PageView, PollSettings, WatermarkConfig,
+            Endpoint, ErrorsPolicy, PageState, PageView, PolledSource, WatermarkConfig,
         },
-        Source, SourceContext, SourceInfo,
+        SourceInfo,
     },
 };
 
@@ -89,7 +88,7 @@ impl RestConfig {
     ///
     /// # Errors
     /// Every problem found, each naming the source, the field and the fix.
-    pub fn build(&self, name: &str) -> Result<(SourceInfo, RestSource), Vec<ConfigError>> {
+    pub fn build(&self, name: &str) -> Result<(SourceInfo, PolledSource), Vec<ConfigError>> {
         let mut checks = Checks::new(name);
         let url = checks.url(
             "url",
@@ -167,34 +166,7 @@ impl RestConfig {
         };
         Ok((
             info,
-            RestSource {
-                endpoint,
-                settings,
-                redacted_url,
-            },
-        ))
-    }
-}
-
-/// The REST source.
-pub struct RestSource {
-    endpoint: RestEndpoint,
-    settings: PollSettings,
-    redacted_url: String,
-}
-
-impl Source for RestSource {
-    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
-        let RestSource {
-            endpoint,
-            settings,
-            redacted_url,
-        } = *self;
-        Box::pin(poll::run(
-            Box::new(endpoint),
-            settings,
-            redacted_url,
-            context,
+            PolledSource::new(Box::new(endpoint), settings, redacted_url),
         ))
     }
 }

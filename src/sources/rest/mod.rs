@@ -4,4 +4,4 @@
 mod config;
 pub mod pagination;
 
-pub use config::{RestConfig, RestSource};
+pub use config::RestConfig;
