@@ -332,10 +332,11 @@ impl TokenEndpoint {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth2_tokens_are_cached_renewed_before_expiry_and_refreshed_once_on_a_401() {
+    // Tokens live 2 s; the default skew (30 s) is longer, so each is used for half its life.
     let tokens = Arc::new(TokenEndpoint {
         issued: Mutex::default(),
         revoked: Mutex::default(),
-        lifetime: 31,
+        lifetime: 2,
     });
     // The "never" source gets its tokens elsewhere, so they are not counted here.
     let other_tokens = Arc::new(TokenEndpoint {
@@ -414,7 +415,6 @@ async fn oauth2_tokens_are_cached_renewed_before_expiry_and_refreshed_once_on_a_
     }
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&daemon_config(&broker.brokers(), state.path(), &sources)).await;
-    // Tokens live 31 s and are renewed 30 s early (the default skew): every second or so.
     wait_for_metric(
         &daemon,
         "tributary_polls_total{outcome=\"complete\"",

@@ -20,15 +20,6 @@ struct RecordedPage {
     body: String,
 }
 
-impl RecordedPage {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-}
-
 /// The recorded GET exchanges of the GitHub "paginate issues" scenario, in order.
 fn github_pages() -> Vec<RecordedPage> {
     let text = std::fs::read_to_string(concat!(
@@ -61,26 +52,21 @@ fn github_pages() -> Vec<RecordedPage> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally_mock() {
-    recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally(Broker::mock())
-        .await;
+async fn recorded_github_pages_are_walked_through_link_headers_mock() {
+    recorded_github_pages_are_walked_through_link_headers(Broker::mock()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally_tansu() {
+async fn recorded_github_pages_are_walked_through_link_headers_tansu() {
     if let Some(broker) = Broker::tansu() {
-        recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally(broker)
-            .await;
+        recorded_github_pages_are_walked_through_link_headers(broker).await;
     }
 }
 
-async fn recorded_github_pages_are_walked_through_link_headers_then_polled_conditionally(
-    broker: Broker,
-) {
+async fn recorded_github_pages_are_walked_through_link_headers(broker: Broker) {
     let pages = github_pages();
     assert_eq!(pages.len(), 5, "the recording has 5 pages");
     let first_target = pages[0].target.clone();
-    let first_etag = pages[0].header("etag").unwrap().to_owned();
     let expected: Vec<(String, usize)> = pages
         .iter()
         .enumerate()
@@ -100,11 +86,6 @@ async fn recorded_github_pages_are_walked_through_link_headers_then_polled_condi
         let served = Arc::clone(&served);
         let base = server_base.lock().unwrap().clone();
         async move {
-            let etag = served[0].header("etag").unwrap().to_owned();
-            if request.header("if-none-match") == Some(etag.as_str()) {
-                // GitHub answers an unchanged resource with 304 and an empty body.
-                return status(304, &[("ETag", etag)]);
-            }
             let Some(page) = served.iter().find(|page| page.target == request.target) else {
                 return status(404, &[]);
             };
@@ -146,7 +127,7 @@ type = "rest"
 url = "{base}{first_target}"
 topic = "issues"
 key = "/id"
-interval = "100ms"
+interval = "1h"
 pagination = {{ type = "link_header" }}
 headers = {{ Accept = "application/vnd.github+json" }}
 "#,
@@ -154,9 +135,14 @@ headers = {{ Accept = "application/vnd.github+json" }}
         ),
     ))
     .await;
+    wait_for_metric(
+        &daemon,
+        "tributary_polls_total{outcome=\"complete\"",
+        "github",
+        1,
+    )
+    .await;
     wait_for_metric(&daemon, "tributary_records_produced_total", "github", 13).await;
-    wait_for_metric(&daemon, "tributary_http_not_modified_total", "github", 2).await;
-    let scrape = daemon.metrics().render();
     daemon.shutdown().await;
 
     let records = broker.read("issues").await;
@@ -182,19 +168,86 @@ headers = {{ Accept = "application/vnd.github+json" }}
         .map(|(id, page)| (format!("{id}@{page}"), 1))
         .collect();
     assert_eq!(seen, wanted, "every issue once, from its page");
-    // The later polls asked conditionally and were answered 304: nothing more was produced.
-    let conditional = server
+    // A multi-page walk is not asked conditionally: a 304 on page 1 says nothing of the rest.
+    assert!(server
         .requests()
-        .into_iter()
-        .filter(|r| r.header("if-none-match") == Some(first_etag.as_str()))
-        .count();
-    assert!(conditional >= 2, "{conditional} conditional requests");
+        .iter()
+        .all(|r| r.header("if-none-match").is_none()));
+    assert_eq!(server.request_count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_github_resource_is_polled_conditionally_and_304s_produce_nothing() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/github-rest/get-repository.json"
+    ))
+    .unwrap();
+    let recorded: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let exchange = recorded[0].clone();
+    let target = exchange["path"].as_str().unwrap().to_owned();
+    let raw = exchange["rawHeaders"].as_array().unwrap().clone();
+    let header = move |name: &str| {
+        raw.chunks(2)
+            .find(|pair| pair[0].as_str().unwrap().eq_ignore_ascii_case(name))
+            .map(|pair| pair[1].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let (etag, last_modified) = (header("etag"), header("last-modified"));
+    let body = exchange["response"].to_string();
+    let (server_etag, server_modified) = (etag.clone(), last_modified.clone());
+    let server = ApiServer::start(move |request| {
+        let (etag, modified, body) = (server_etag.clone(), server_modified.clone(), body.clone());
+        async move {
+            if request.header("if-none-match") == Some(etag.as_str()) {
+                // GitHub answers an unchanged resource with 304 and no body.
+                return status(304, &[("etag", etag)]);
+            }
+            json(200, body, &[("etag", etag), ("last-modified", modified)])
+        }
+    })
+    .await;
+    let broker = Broker::mock();
+    broker.create_topic("repo").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&daemon_config(
+        &broker.brokers(),
+        state.path(),
+        &format!(
+            r#"
+[sources.repo]
+type = "rest"
+url = "{base}{target}"
+topic = "repo"
+key = "/id"
+interval = "50ms"
+"#,
+            base = server.base
+        ),
+    ))
+    .await;
+    wait_for_metric(&daemon, "tributary_http_not_modified_total", "repo", 3).await;
+    let scrape = daemon.metrics().render();
+    daemon.shutdown().await;
+    let records = broker.read("repo").await;
+    assert_eq!(records.len(), 1, "one 200, then only 304s");
+    let repository: Value = serde_json::from_slice(&records[0].payload).unwrap();
+    assert_eq!(repository["full_name"], "octokit-fixture-org/hello-world");
+    let requests = server.requests();
+    assert!(requests[0].header("if-none-match").is_none());
+    for later in &requests[1..] {
+        assert_eq!(later.header("if-none-match"), Some(etag.as_str()));
+        assert_eq!(
+            later.header("if-modified-since"),
+            Some(last_modified.as_str())
+        );
+    }
     let not_modified = process::metric(
         &scrape,
         "tributary_polls_total{outcome=\"not_modified\"",
-        "github",
+        "repo",
     );
-    assert!(not_modified >= 2, "{not_modified} polls ended not modified");
+    assert!(not_modified >= 3, "{not_modified} polls ended not modified");
 }
 
 /// 23 items served in pages of 5 in every pagination style, by path.
@@ -544,4 +597,81 @@ pagination = {{ type = "cursor", cursor = "/next", param = "cursor" }}
     let expected: Vec<usize> = (0..cursors.len()).collect();
     assert_eq!(cursors, expected);
     assert!(cursors.len() >= 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_page_with_no_next_link_gives_up_the_walk_and_keeps_the_watermark() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Cursor pagination: the next page is only in the body. Page 2 is broken the first time.
+    let broken = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&broken);
+    let server = ApiServer::start(move |request| {
+        let counter = Arc::clone(&counter);
+        async move {
+            let cursor: u64 = request.param("cursor").map_or(0, |c| c.parse().unwrap());
+            if cursor == 1 && counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                return json(200, "<html>bad gateway</html>", &[]);
+            }
+            let next = (cursor < 2).then(|| (cursor + 1).to_string());
+            let body = json!({ "data": [{ "id": format!("r{cursor}"), "updated_at": cursor }], "next": next });
+            json(200, body.to_string(), &[])
+        }
+    })
+    .await;
+    let broker = Broker::mock();
+    broker.create_topic("fragile").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&daemon_config(
+        &broker.brokers(),
+        state.path(),
+        &format!(
+            r#"
+[sources.fragile]
+type = "rest"
+url = "{base}/x"
+topic = "fragile"
+records = "/data"
+key = "/id"
+interval = "50ms"
+pagination = {{ type = "cursor", cursor = "/next", param = "cursor" }}
+watermark = {{ field = "/updated_at", param = "since" }}
+"#,
+            base = server.base
+        ),
+    ))
+    .await;
+    wait_for_metric(
+        &daemon,
+        "tributary_polls_total{outcome=\"complete\"",
+        "fragile",
+        1,
+    )
+    .await;
+    let scrape = daemon.metrics().render();
+    daemon.shutdown().await;
+    assert_eq!(
+        process::metric(
+            &scrape,
+            "tributary_polls_total{outcome=\"incomplete\"",
+            "fragile"
+        ),
+        1
+    );
+    // The second walk started over from page 1 and without a watermark: the first walk's
+    // records (page 1) did not raise it past the page that was never read.
+    let requests = server.requests();
+    assert_eq!(requests[2].param("cursor"), None);
+    assert_eq!(requests[2].param("since"), None);
+    let dead = broker.read("fragile.dlq").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("tributary.error_kind"), Some("invalid_json"));
+    let mut keys: Vec<String> = broker
+        .read("fragile")
+        .await
+        .iter()
+        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys, ["r0", "r1", "r2"], "nothing lost");
 }

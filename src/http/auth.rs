@@ -325,9 +325,11 @@ impl OAuth2Tokens {
                     E::Other(e) => TokenError::Unreachable(e),
                 }
             })?;
-        let renew_at = response
-            .expires_in()
-            .map(|lifetime| Instant::now() + lifetime.saturating_sub(self.expiry_skew));
+        // Renewed `expiry_skew` early, but a short-lived token is used for at least half its
+        // life, so that it is not fetched again on every request.
+        let renew_at = response.expires_in().map(|lifetime| {
+            Instant::now() + lifetime.saturating_sub(self.expiry_skew).max(lifetime / 2)
+        });
         Ok(CachedToken {
             secret: SecretString::from(response.access_token().secret().clone()),
             renew_at,

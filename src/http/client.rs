@@ -87,7 +87,8 @@ pub struct HttpResponse {
 /// Why a request gave no answer worth reading.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// A status that retrying will not change (400, 401 after a token refresh, 403, 404, …).
+    /// A status that retrying will not change (400, 401 after a token refresh, 403, 404, …,
+    /// or a redirect to another origin, which is not followed).
     #[error("{url} answered HTTP {status}, which is not retried")]
     Permanent {
         /// The URL, secrets stripped.
@@ -145,7 +146,21 @@ impl HttpPolicy {
         metrics: SourceMetrics,
         secret_query: Vec<String>,
     ) -> Result<Self, String> {
+        // Redirects are followed on the same origin only, so that credentials (which reqwest
+        // strips from cross-host redirects only when they are `Authorization`) stay there.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let same_origin = attempt
+                .previous()
+                .first()
+                .is_some_and(|first| first.origin() == attempt.url().origin());
+            if !same_origin || attempt.previous().len() > 10 {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
+            .redirect(redirects)
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.total)
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
@@ -196,14 +211,32 @@ impl HttpPolicy {
             let failure = match outcome {
                 Ok(response) => {
                     self.metrics.http_request(Some(response.status.as_u16()));
-                    if let Some(wait) = rate_limit_status(&response.headers, SystemTime::now())
-                        .and_then(|status| status.wait())
-                    {
+                    let spent = rate_limit_status(&response.headers, SystemTime::now())
+                        .and_then(|status| status.wait());
+                    if let Some(wait) = spent {
                         tracing::info!(source = %self.metrics.name(), url = %self.redact(&request.url), wait_ms = wait.as_millis() as u64, "the rate budget is spent; waiting for its reset");
                         limiter.pause_for(wait.min(super::MAX_RETRY_AFTER));
                     }
                     let status = response.status.as_u16();
-                    match classify_status(status) {
+                    let class = match classify_status(status) {
+                        // GitHub answers a spent primary rate limit with 403 and
+                        // `X-RateLimit-Remaining: 0`: wait for the reset, then try again.
+                        StatusClass::Permanent if status == 403 && spent.is_some() => {
+                            StatusClass::Transient
+                        }
+                        class => class,
+                    };
+                    match class {
+                        // A redirect that was not followed (another origin, or too many).
+                        StatusClass::Success
+                            if response.status.is_redirection()
+                                && response.status != StatusCode::NOT_MODIFIED =>
+                        {
+                            return Err(HttpError::Permanent {
+                                url: self.redact(&request.url),
+                                status,
+                            })
+                        }
                         StatusClass::Success => return Ok(response),
                         StatusClass::Permanent
                             if status == 401 && !refreshed && self.refresh_token().await =>

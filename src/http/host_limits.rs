@@ -38,7 +38,7 @@ impl RateLimitConfig {
         if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
             return None;
         }
-        let period = Duration::from_secs_f64(1.0 / self.requests_per_second);
+        let period = Duration::try_from_secs_f64(1.0 / self.requests_per_second).ok()?;
         let quota = Quota::with_period(period)?;
         Some(quota.allow_burst(NonZeroU32::new(self.burst)?))
     }

@@ -20,7 +20,7 @@ use crate::{
                 default_connect_timeout, default_interval, default_max_pages, default_timeout,
                 CommonFields,
             },
-            Endpoint, ErrorsPolicy, PageState, PageView, PolledSource, WatermarkConfig,
+            Endpoint, ErrorsPolicy, Next, PageState, PageView, PolledSource, WatermarkConfig,
         },
         SourceInfo,
     },
@@ -222,13 +222,29 @@ impl Endpoint for GraphqlEndpoint {
     }
 
     /// Relay cursor connections: `hasNextPage` true and a non-empty `endCursor`.
-    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Option<PageState> {
-        let info = lookup(page.body?, self.page_info.as_deref()?)?;
-        let more = lookup(info, "/hasNextPage").is_some_and(|flag| flag.get() == "true");
-        let cursor = lookup(info, "/endCursor")
+    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Next {
+        let Some(pointer) = self.page_info.as_deref() else {
+            return Next::Last;
+        };
+        let Some(info) = page
+            .body
+            .and_then(|body| lookup(body, pointer))
+            .filter(|i| !is_null(i))
+        else {
+            return Next::Unknown(format!("the answer has no pageInfo at `{pointer}`"));
+        };
+        if lookup(info, "/hasNextPage").is_none_or(|flag| flag.get() != "true") {
+            return Next::Last;
+        }
+        match lookup(info, "/endCursor")
             .filter(|c| !is_null(c))
-            .map(text_of)?;
-        (more && !cursor.is_empty()).then(|| PageState::Cursor(cursor.into_owned()))
+            .map(text_of)
+        {
+            Some(cursor) if !cursor.is_empty() => {
+                Next::Page(PageState::Cursor(cursor.into_owned()))
+            }
+            _ => Next::Unknown("`hasNextPage` is true but `endCursor` is empty".into()),
+        }
     }
 
     /// A non-empty `errors` array (GraphQL over HTTP: errors may come with HTTP 200).

@@ -34,6 +34,19 @@ use crate::{
     sources::{Source, SourceContext},
 };
 
+/// What a page says about the next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Fetch this page next.
+    Page(PageState),
+    /// This page was the last of the walk.
+    Last,
+    /// The next page cannot be known (the page was not JSON, a `Link` header that does not
+    /// parse, …): the walk is given up without moving the watermark, and the next poll
+    /// starts it over from the first page.
+    Unknown(String),
+}
+
 /// What a pagination step may read from a fetched page.
 pub struct PageView<'a> {
     /// The URL that was requested (to resolve relative next links).
@@ -52,8 +65,8 @@ pub trait Endpoint: Send + Sync + 'static {
     /// value's JSON text: `"2024-05-01T00:00:00Z"` with its quotes, or `1234`).
     fn request(&self, state: &PageState, since: Option<&str>) -> HttpRequest;
 
-    /// The page after the one fetched at `state`, or `None` when it was the last.
-    fn next(&self, state: &PageState, page: &PageView<'_>) -> Option<PageState>;
+    /// What the page fetched at `state` says about the next one.
+    fn next(&self, state: &PageState, page: &PageView<'_>) -> Next;
 
     /// Errors reported inside a successful answer (GraphQL's `errors` array), if any.
     fn errors<'a>(&self, _body: &'a RawValue) -> Option<&'a RawValue> {
@@ -114,12 +127,17 @@ pub struct PollSettings {
     pub secret_query: Vec<String>,
 }
 
+/// Polls in a row that may fail at a page past the first before the walk starts over from
+/// the first page (a cursor or next URL that expired).
+const FAILED_POLLS_BEFORE_RESTART: u32 = 3;
+
 /// How a poll ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Complete,
     NotModified,
     PageLimit,
+    Incomplete,
 }
 
 impl Outcome {
@@ -128,6 +146,7 @@ impl Outcome {
             Outcome::Complete => "complete",
             Outcome::NotModified => "not_modified",
             Outcome::PageLimit => "page_limit",
+            Outcome::Incomplete => "incomplete",
         }
     }
 }
@@ -244,6 +263,11 @@ pub async fn run(
             Err(PollError::Failed(error)) => {
                 failed_polls += 1;
                 tracing::error!(source = %context.name, %error, failed_polls, "poll failed; the next poll resumes at the same page");
+                if failed_polls % FAILED_POLLS_BEFORE_RESTART == 0 {
+                    if let Some(walk) = position.walk.take() {
+                        tracing::warn!(source = %context.name, page = walk.page, failed_polls, "the walk keeps failing at the same page; it starts over from the first page");
+                    }
+                }
                 context.metrics.poll("failed");
                 context.set_state(SourceState::Failing {
                     polls: failed_polls,
@@ -317,6 +341,8 @@ async fn poll(
                 }
                 match lookup(raw, &settings.records) {
                     Some(found) if is_null(found) => (Some(*raw), Vec::new()),
+                    // A single resource (`GET /repos/{owner}/{repo}`) is one record.
+                    Some(found) if found.get().starts_with('{') => (Some(*raw), vec![found]),
                     Some(found) => match elements(found) {
                         Some(found) => (Some(*raw), found),
                         None => {
@@ -381,23 +407,36 @@ async fn poll(
                 records: &found,
             },
         );
-        if raw.is_none() && next.is_none() {
-            tracing::warn!(source = %context.name, page = walk.page, "the page was not valid JSON, so the next page is unknown; the walk ends here");
-        }
+        let next = match next {
+            Next::Page(next) if next == walk.next => {
+                Next::Unknown("the server pointed at the same page again".into())
+            }
+            Next::Page(PageState::Url(url)) => {
+                same_origin(&request.url, &url, &settings.secret_query)
+            }
+            other => other,
+        };
         context.metrics.records_received.inc_by(out.len() as u64);
         walk.page += 1;
         pages += 1;
         let mut emitted = position.clone();
-        let done = match next {
-            Some(next) => {
+        let outcome = match next {
+            Next::Page(next) => {
                 walk.next = next;
                 emitted.walk = Some(walk.clone());
-                false
+                None
             }
-            None => {
+            Next::Last => {
                 emitted.finish_walk(walk.clone());
-                emitted.validators = first_validators.take();
-                true
+                // Validators stand for the whole walk only when it was one page: a 304 on
+                // page 1 says nothing about later pages.
+                emitted.validators = first_validators.take().filter(|_| pages == 1);
+                Some(Outcome::Complete)
+            }
+            Next::Unknown(reason) => {
+                tracing::warn!(source = %context.name, page = walk.page - 1, %reason, "the walk is given up; the watermark stays and the next poll starts over from the first page");
+                emitted.walk = None;
+                Some(Outcome::Incomplete)
             }
         };
         for record in out {
@@ -405,8 +444,8 @@ async fn poll(
         }
         send(context, Record::marker(Position(emitted.to_text().into()))).await?;
         *position = emitted;
-        if done {
-            return Ok(Outcome::Complete);
+        if let Some(outcome) = outcome {
+            return Ok(outcome);
         }
         if pages >= settings.max_pages_per_poll {
             tracing::warn!(source = %context.name, pages, "the walk reached max_pages_per_poll; it goes on at the next poll");
@@ -420,6 +459,30 @@ async fn send(context: &SourceContext, record: Record) -> Result<(), PollError> 
         _ = context.shutdown.cancelled() => Err(PollError::Shutdown),
         sent = context.records.send(record) => sent.map_err(|_| PollError::Shutdown),
     }
+}
+
+/// A next URL is followed only on the origin (scheme, host, port) of the page that named it,
+/// so credentials never go to another host; secret query parameters are stripped before the
+/// URL becomes part of the stored position (they are added again when it is requested).
+fn same_origin(current: &url::Url, next: &str, secret_query: &[String]) -> Next {
+    let Ok(mut parsed) = url::Url::parse(next) else {
+        return Next::Unknown("the next URL is not a URL".into());
+    };
+    if parsed.origin() != current.origin() {
+        return Next::Unknown(format!(
+            "the next page is on another origin ({}); credentials are not sent there",
+            parsed.origin().ascii_serialization()
+        ));
+    }
+    if parsed.query().is_some() && !secret_query.is_empty() {
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(name, _)| !secret_query.iter().any(|s| s.eq_ignore_ascii_case(name)))
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    Next::Page(PageState::Url(parsed.into()))
 }
 
 fn add_validators(headers: &mut HeaderMap, validators: &Validators) {
@@ -488,4 +551,35 @@ fn excerpt(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_urls_stay_on_the_origin_and_lose_their_secrets() {
+        let current: url::Url = "https://api.example.com/v1/items?page=1".parse().unwrap();
+        let secret = ["api_key".to_owned()];
+        assert_eq!(
+            same_origin(
+                &current,
+                "https://api.example.com/v1/items?page=2&api_key=s3cret&x=1",
+                &secret
+            ),
+            Next::Page(PageState::Url(
+                "https://api.example.com/v1/items?page=2&x=1".into()
+            ))
+        );
+        for elsewhere in [
+            "https://evil.example/v1/items?page=2",
+            "http://api.example.com/v1/items?page=2",
+            "https://api.example.com:8443/v1/items?page=2",
+        ] {
+            assert!(
+                matches!(same_origin(&current, elsewhere, &secret), Next::Unknown(_)),
+                "{elsewhere}"
+            );
+        }
+    }
 }

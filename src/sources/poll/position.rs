@@ -159,13 +159,36 @@ impl Walk {
     }
 }
 
-/// Orders two watermark values (JSON texts): numerically when both are numbers, else as text
-/// (which orders RFC 3339 timestamps of one format and zero-padded ids correctly).
+/// Orders two watermark values (JSON texts): integers as integers (also when sent as strings
+/// of digits, as many providers send 64-bit ids), other numbers as numbers, RFC 3339
+/// timestamps as instants (any offset, any fraction), anything else as text.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => x.total_cmp(&y),
-        _ => a.cmp(b),
+    let (a, b) = (unquote(a), unquote(b));
+    if let (Ok(x), Ok(y)) = (a.parse::<i128>(), b.parse::<i128>()) {
+        return x.cmp(&y);
     }
+    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+        if x.is_finite() && y.is_finite() {
+            return x.total_cmp(&y);
+        }
+    }
+    if let (Ok(x), Ok(y)) = (
+        chrono::DateTime::parse_from_rfc3339(&a),
+        chrono::DateTime::parse_from_rfc3339(&b),
+    ) {
+        return x.cmp(&y);
+    }
+    a.cmp(&b)
+}
+
+/// A JSON string's value, or the text as it is.
+fn unquote(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with('"') {
+        if let Ok(value) = serde_json::from_str::<String>(text) {
+            return value.into();
+        }
+    }
+    text.into()
 }
 
 #[cfg(test)]
@@ -174,13 +197,34 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn numbers_compare_as_numbers_and_timestamps_as_text() {
+    fn numbers_compare_as_numbers_and_timestamps_as_instants() {
         assert_eq!(compare("9", "10"), Ordering::Less);
         assert_eq!(compare("10.0", "10"), Ordering::Equal);
+        assert_eq!(
+            compare("\"99\"", "\"100\""),
+            Ordering::Less,
+            "ids sent as strings"
+        );
+        assert_eq!(
+            compare("9007199254740993", "9007199254740992"),
+            Ordering::Greater,
+            "above 2^53"
+        );
         assert_eq!(
             compare("\"2024-01-02T00:00:00Z\"", "\"2024-01-10T00:00:00Z\""),
             Ordering::Less
         );
+        assert_eq!(
+            compare("\"2024-01-01T00:00:00.5Z\"", "\"2024-01-01T00:00:00Z\""),
+            Ordering::Greater,
+            "fractions"
+        );
+        assert_eq!(
+            compare("\"2024-01-01T01:00:00+02:00\"", "\"2024-01-01T00:00:00Z\""),
+            Ordering::Less,
+            "offsets"
+        );
+        assert_eq!(compare("\"b\"", "\"a\""), Ordering::Greater);
     }
 
     #[test]

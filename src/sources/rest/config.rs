@@ -18,7 +18,7 @@ use crate::{
                 default_connect_timeout, default_interval, default_max_pages, default_timeout,
                 default_true, CommonFields,
             },
-            Endpoint, ErrorsPolicy, PageState, PageView, PolledSource, WatermarkConfig,
+            Endpoint, ErrorsPolicy, Next, PageState, PageView, PolledSource, WatermarkConfig,
         },
         SourceInfo,
     },
@@ -163,6 +163,10 @@ impl RestConfig {
             headers,
             paginator: self.pagination.build(),
             watermark_param: self.watermark.as_ref().map(|w| w.param.clone()),
+            secret_params: query
+                .into_iter()
+                .filter(|(param, _)| settings.secret_query.contains(param))
+                .collect(),
         };
         Ok((
             info,
@@ -178,6 +182,8 @@ struct RestEndpoint {
     headers: http::HeaderMap,
     paginator: Box<dyn Paginator>,
     watermark_param: Option<String>,
+    /// `query` parameters whose values are secrets.
+    secret_params: Vec<(String, SecretString)>,
 }
 
 impl Endpoint for RestEndpoint {
@@ -187,15 +193,24 @@ impl Endpoint for RestEndpoint {
             .expose_secret()
             .parse()
             .expect("the base URL was parsed at config time");
-        // A next URL from the server carries its own parameters, the watermark included.
-        if !matches!(state, PageState::Url(_)) {
-            if let (Some(param), Some(since)) = (&self.watermark_param, since) {
-                let since =
-                    serde_json::from_str::<String>(since).unwrap_or_else(|_| since.to_owned());
-                crate::http::set_query_param(&mut url, param, &since);
+        match state {
+            // A next URL from the server carries its own parameters, the watermark included,
+            // but not the secret ones: they were stripped before it was stored.
+            PageState::Url(_) => {
+                self.paginator.apply(state, &mut url);
+                for (param, value) in &self.secret_params {
+                    crate::http::set_query_param(&mut url, param, value.expose_secret());
+                }
+            }
+            _ => {
+                if let (Some(param), Some(since)) = (&self.watermark_param, since) {
+                    let since =
+                        serde_json::from_str::<String>(since).unwrap_or_else(|_| since.to_owned());
+                    crate::http::set_query_param(&mut url, param, &since);
+                }
+                self.paginator.apply(state, &mut url);
             }
         }
-        self.paginator.apply(state, &mut url);
         HttpRequest {
             method: http::Method::GET,
             url,
@@ -204,7 +219,7 @@ impl Endpoint for RestEndpoint {
         }
     }
 
-    fn next(&self, state: &PageState, page: &PageView<'_>) -> Option<PageState> {
+    fn next(&self, state: &PageState, page: &PageView<'_>) -> Next {
         self.paginator.next(state, page)
     }
 }

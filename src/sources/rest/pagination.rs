@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::{
     json::{is_null, lookup, text_of},
-    sources::poll::{PageState, PageView},
+    sources::poll::{Next, PageState, PageView},
 };
 
 /// One pagination strategy.
@@ -19,8 +19,8 @@ pub trait Paginator: Send + Sync {
     /// its query). A [`PageState::Url`] replaces it.
     fn apply(&self, state: &PageState, url: &mut Url);
 
-    /// The page after the one fetched at `state`, or `None` when it was the last.
-    fn next(&self, state: &PageState, page: &PageView<'_>) -> Option<PageState>;
+    /// What the page fetched at `state` says about the next one.
+    fn next(&self, state: &PageState, page: &PageView<'_>) -> Next;
 }
 
 /// `[sources.<name>.pagination]`, chosen by `type`.
@@ -30,8 +30,9 @@ pub enum PaginationConfig {
     /// One request per poll.
     #[default]
     None,
-    /// `?page=N` from `start`; stops on an empty page, a page shorter than `size`, or when the
-    /// page number reaches the value at `total_pages`.
+    /// `?page=N` from `start`; stops on an empty page, a page shorter than `size` (unless
+    /// `stop_on_short_page = false`), or when the page number reaches the value at
+    /// `total_pages`.
     PageNumber {
         /// The page parameter. Default `page`.
         #[serde(default = "default_page_param")]
@@ -45,8 +46,13 @@ pub enum PaginationConfig {
         size: Option<u64>,
         /// JSON pointer to the number of pages in the body (e.g. `/total_pages`).
         total_pages: Option<String>,
+        /// A page shorter than `size` is the last. Default true; set false for a provider
+        /// that may cap the page size below `size` (only an empty page then ends the walk).
+        #[serde(default = "default_true")]
+        stop_on_short_page: bool,
     },
-    /// `?offset=N&limit=L`; stops on a page shorter than `limit`.
+    /// `?offset=N&limit=L`; stops on an empty page or (unless `stop_on_short_page = false`)
+    /// a page shorter than `limit`.
     Offset {
         /// The offset parameter. Default `offset`.
         #[serde(default = "default_offset_param")]
@@ -56,6 +62,9 @@ pub enum PaginationConfig {
         limit_param: String,
         /// Records per page.
         limit: u64,
+        /// A page shorter than `limit` is the last. Default true; see `page_number`.
+        #[serde(default = "default_true")]
+        stop_on_short_page: bool,
     },
     /// A cursor read from the body at `cursor` (a JSON pointer) and sent as `param`; stops
     /// when it is absent, `null` or empty.
@@ -88,6 +97,9 @@ pub enum PaginationConfig {
     },
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_page_param() -> String {
     "page".into()
 }
@@ -121,21 +133,25 @@ impl PaginationConfig {
                 size_param,
                 size,
                 total_pages,
+                stop_on_short_page,
             } => Box::new(PageNumber {
                 param,
                 start,
                 size_param,
-                size,
+                size: size.filter(|_| stop_on_short_page),
+                sent_size: size,
                 total_pages,
             }),
             PaginationConfig::Offset {
                 offset_param,
                 limit_param,
                 limit,
+                stop_on_short_page,
             } => Box::new(Offset {
                 offset_param,
                 limit_param,
                 limit,
+                stop_on_short_page,
             }),
             PaginationConfig::Cursor { cursor, param } => Box::new(BodyCursor { cursor, param }),
             PaginationConfig::NextUrl { next_url } => Box::new(NextUrl { pointer: next_url }),
@@ -185,16 +201,24 @@ struct NoPages;
 
 impl Paginator for NoPages {
     fn apply(&self, _state: &PageState, _url: &mut Url) {}
-    fn next(&self, _state: &PageState, _page: &PageView<'_>) -> Option<PageState> {
-        None
+    fn next(&self, _state: &PageState, _page: &PageView<'_>) -> Next {
+        Next::Last
     }
+}
+
+/// The walk cannot go on without the body.
+fn unreadable() -> Next {
+    Next::Unknown("the page was not valid JSON, so the next page is unknown".into())
 }
 
 struct PageNumber {
     param: String,
     start: u64,
     size_param: Option<String>,
+    /// The size below which a page is the last (`None`: only an empty page is).
     size: Option<u64>,
+    /// The size asked for.
+    sent_size: Option<u64>,
     total_pages: Option<String>,
 }
 
@@ -210,34 +234,35 @@ impl PageNumber {
 impl Paginator for PageNumber {
     fn apply(&self, state: &PageState, url: &mut Url) {
         set_param(url, &self.param, &self.number(state).to_string());
-        if let (Some(param), Some(size)) = (&self.size_param, self.size) {
+        if let (Some(param), Some(size)) = (&self.size_param, self.sent_size) {
             set_param(url, param, &size.to_string());
         }
     }
 
-    fn next(&self, state: &PageState, page: &PageView<'_>) -> Option<PageState> {
+    fn next(&self, state: &PageState, page: &PageView<'_>) -> Next {
         let number = self.number(state);
-        if page.body.is_some() {
-            if page.records.is_empty() {
-                return None;
-            }
-            if self
-                .size
-                .is_some_and(|size| (page.records.len() as u64) < size)
-            {
-                return None;
-            }
-            let total = self
-                .total_pages
-                .as_deref()
-                .and_then(|pointer| text_at(page.body, pointer))
-                .and_then(|total| total.parse::<u64>().ok());
-            // Page numbers count from `start`; the last page is `start + total - 1`.
-            if total.is_some_and(|total| number + 1 >= self.start + total) {
-                return None;
-            }
+        if page.body.is_none() {
+            return unreadable();
         }
-        Some(PageState::Number(number + 1))
+        if page.records.is_empty() {
+            return Next::Last;
+        }
+        if self
+            .size
+            .is_some_and(|size| (page.records.len() as u64) < size)
+        {
+            return Next::Last;
+        }
+        let total = self
+            .total_pages
+            .as_deref()
+            .and_then(|pointer| text_at(page.body, pointer))
+            .and_then(|total| total.parse::<u64>().ok());
+        // Page numbers count from `start`; the last page is `start + total - 1`.
+        if total.is_some_and(|total| number + 1 >= self.start + total) {
+            return Next::Last;
+        }
+        Next::Page(PageState::Number(number + 1))
     }
 }
 
@@ -245,26 +270,33 @@ struct Offset {
     offset_param: String,
     limit_param: String,
     limit: u64,
+    stop_on_short_page: bool,
+}
+
+impl Offset {
+    fn offset(state: &PageState) -> u64 {
+        match state {
+            PageState::Offset(offset) => *offset,
+            _ => 0,
+        }
+    }
 }
 
 impl Paginator for Offset {
     fn apply(&self, state: &PageState, url: &mut Url) {
-        let offset = match state {
-            PageState::Offset(offset) => *offset,
-            _ => 0,
-        };
-        set_param(url, &self.offset_param, &offset.to_string());
+        set_param(url, &self.offset_param, &Self::offset(state).to_string());
         set_param(url, &self.limit_param, &self.limit.to_string());
     }
 
-    fn next(&self, state: &PageState, page: &PageView<'_>) -> Option<PageState> {
-        let offset = match state {
-            PageState::Offset(offset) => *offset,
-            _ => 0,
-        };
+    fn next(&self, state: &PageState, page: &PageView<'_>) -> Next {
+        if page.body.is_none() {
+            return unreadable();
+        }
         let count = page.records.len() as u64;
-        (page.body.is_some() && count > 0 && count >= self.limit)
-            .then_some(PageState::Offset(offset + count))
+        if count == 0 || (self.stop_on_short_page && count < self.limit) {
+            return Next::Last;
+        }
+        Next::Page(PageState::Offset(Self::offset(state) + count))
     }
 }
 
@@ -280,8 +312,20 @@ impl Paginator for BodyCursor {
         }
     }
 
-    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Option<PageState> {
-        text_at(page.body, &self.cursor).map(PageState::Cursor)
+    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Next {
+        if page.body.is_none() {
+            return unreadable();
+        }
+        text_at(page.body, &self.cursor).map_or(Next::Last, |c| Next::Page(PageState::Cursor(c)))
+    }
+}
+
+/// Replaces the URL by a [`PageState::Url`]'s.
+fn apply_url(state: &PageState, url: &mut Url) {
+    if let PageState::Url(next) = state {
+        if let Ok(next) = Url::parse(next) {
+            *url = next;
+        }
     }
 }
 
@@ -291,17 +335,20 @@ struct NextUrl {
 
 impl Paginator for NextUrl {
     fn apply(&self, state: &PageState, url: &mut Url) {
-        if let PageState::Url(next) = state {
-            if let Ok(next) = Url::parse(next) {
-                *url = next;
-            }
-        }
+        apply_url(state, url);
     }
 
-    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Option<PageState> {
-        let next = text_at(page.body, &self.pointer)?;
-        let resolved = page.url.join(&next).ok()?;
-        Some(PageState::Url(resolved.into()))
+    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Next {
+        if page.body.is_none() {
+            return unreadable();
+        }
+        let Some(next) = text_at(page.body, &self.pointer) else {
+            return Next::Last;
+        };
+        match page.url.join(&next) {
+            Ok(resolved) => Next::Page(PageState::Url(resolved.into())),
+            Err(e) => Next::Unknown(format!("the next URL is not a URL ({e})")),
+        }
     }
 }
 
@@ -309,13 +356,12 @@ struct LinkHeader;
 
 impl Paginator for LinkHeader {
     fn apply(&self, state: &PageState, url: &mut Url) {
-        NextUrl {
-            pointer: String::new(),
-        }
-        .apply(state, url);
+        apply_url(state, url);
     }
 
-    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Option<PageState> {
+    /// RFC 8288 §3 and Appendix B.2, through the `http-link` crate: targets may hold commas,
+    /// `rel` may list several relation types, relative targets resolve against the request.
+    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Next {
         // Several `Link` headers are one list (RFC 9110 §5.3).
         let joined = page
             .headers
@@ -324,13 +370,18 @@ impl Paginator for LinkHeader {
             .filter_map(|value| value.to_str().ok())
             .collect::<Vec<_>>()
             .join(", ");
-        if joined.is_empty() {
-            return None;
+        if joined.trim().is_empty() {
+            return Next::Last;
         }
-        let links = parse_link_header::parse_with_rel(&joined).ok()?;
-        let next = links.get("next")?;
-        let resolved = page.url.join(&next.raw_uri).ok()?;
-        Some(PageState::Url(resolved.into()))
+        match http_link::parse_link_header(&joined, page.url) {
+            Ok(links) => links
+                .into_iter()
+                .find(|link| link.rel == "next")
+                .map_or(Next::Last, |link| {
+                    Next::Page(PageState::Url(link.target.into()))
+                }),
+            Err(e) => Next::Unknown(format!("the Link header could not be parsed ({e:?})")),
+        }
     }
 }
 
@@ -347,14 +398,21 @@ impl Paginator for LastRecordId {
         }
     }
 
-    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Option<PageState> {
-        let more = page
-            .body
-            .and_then(|body| lookup(body, &self.has_more))
-            .is_some_and(|flag| flag.get() == "true");
-        let last = page.records.last()?;
-        let id = text_at(Some(last), &self.id)?;
-        more.then_some(PageState::After(id))
+    fn next(&self, _state: &PageState, page: &PageView<'_>) -> Next {
+        let Some(body) = page.body else {
+            return unreadable();
+        };
+        let more = lookup(body, &self.has_more).is_some_and(|flag| flag.get() == "true");
+        if !more {
+            return Next::Last;
+        }
+        let Some(last) = page.records.last() else {
+            return Next::Unknown("`has_more` is true but the page has no records".into());
+        };
+        match text_at(Some(last), &self.id) {
+            Some(id) => Next::Page(PageState::After(id)),
+            None => Next::Unknown(format!("the last record has no id at `{}`", self.id)),
+        }
     }
 }
 
@@ -377,12 +435,7 @@ mod tests {
         }
     }
 
-    fn next_of(
-        strategy: &dyn Paginator,
-        state: &PageState,
-        page: &Fetched,
-        records: &str,
-    ) -> Option<PageState> {
+    fn next_of(strategy: &dyn Paginator, state: &PageState, page: &Fetched, records: &str) -> Next {
         let body = &*page.body;
         let records: Vec<&RawValue> = lookup(body, records)
             .and_then(crate::json::elements)
@@ -396,6 +449,83 @@ mod tests {
                 records: &records,
             },
         )
+    }
+
+    fn page_of(next: Next) -> PageState {
+        match next {
+            Next::Page(state) => state,
+            other => panic!("expected a next page, got {other:?}"),
+        }
+    }
+
+    /// What a strategy says of a page whose body was not JSON.
+    fn next_of_unreadable(strategy: &dyn Paginator, headers: HeaderMap) -> Next {
+        let url: Url = "http://h/x".parse().unwrap();
+        strategy.next(
+            &PageState::First,
+            &PageView {
+                url: &url,
+                headers: &headers,
+                body: None,
+                records: &[],
+            },
+        )
+    }
+
+    #[test]
+    fn an_unreadable_page_leaves_the_next_page_unknown_unless_a_header_names_it() {
+        for config in [
+            r#"{"type":"page_number"}"#,
+            r#"{"type":"offset","limit":5}"#,
+            r#"{"type":"cursor","cursor":"/next","param":"c"}"#,
+            r#"{"type":"next_url","next_url":"/next"}"#,
+            r#"{"type":"last_record_id"}"#,
+        ] {
+            let strategy = serde_json::from_str::<PaginationConfig>(config)
+                .unwrap()
+                .build();
+            assert!(
+                matches!(
+                    next_of_unreadable(&*strategy, HeaderMap::new()),
+                    Next::Unknown(_)
+                ),
+                "{config}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::LINK,
+            "<http://h/x?page=2>; rel=\"next\"".parse().unwrap(),
+        );
+        assert_eq!(
+            next_of_unreadable(&*PaginationConfig::LinkHeader.build(), headers),
+            Next::Page(PageState::Url("http://h/x?page=2".into()))
+        );
+    }
+
+    #[test]
+    fn a_capped_page_size_does_not_end_the_walk_when_short_pages_are_not_last() {
+        let strategy = PaginationConfig::Offset {
+            offset_param: "offset".into(),
+            limit_param: "limit".into(),
+            limit: 200,
+            stop_on_short_page: false,
+        }
+        .build();
+        let capped = fetched("http://h/x", "[1,2,3]");
+        assert_eq!(
+            next_of(&*strategy, &PageState::First, &capped, ""),
+            Next::Page(PageState::Offset(3))
+        );
+        assert_eq!(
+            next_of(
+                &*strategy,
+                &PageState::Offset(3),
+                &fetched("http://h/x", "[]"),
+                ""
+            ),
+            Next::Last
+        );
     }
 
     fn applied(strategy: &dyn Paginator, state: &PageState, base: &str) -> String {
@@ -412,6 +542,7 @@ mod tests {
             size_param: Some("per_page".into()),
             size: Some(2),
             total_pages: Some("/total_pages".into()),
+            stop_on_short_page: true,
         }
         .build();
         assert_eq!(
@@ -421,21 +552,21 @@ mod tests {
         let full = fetched("http://h/x", r#"{"items":[1,2],"total_pages":3}"#);
         assert_eq!(
             next_of(&*strategy, &PageState::First, &full, "/items"),
-            Some(PageState::Number(2))
+            Next::Page(PageState::Number(2))
         );
         assert_eq!(
             next_of(&*strategy, &PageState::Number(3), &full, "/items"),
-            None
+            Next::Last
         );
         let short = fetched("http://h/x", r#"{"items":[1],"total_pages":9}"#);
         assert_eq!(
             next_of(&*strategy, &PageState::First, &short, "/items"),
-            None
+            Next::Last
         );
         let empty = fetched("http://h/x", r#"{"items":[],"total_pages":9}"#);
         assert_eq!(
             next_of(&*strategy, &PageState::First, &empty, "/items"),
-            None
+            Next::Last
         );
     }
 
@@ -445,6 +576,7 @@ mod tests {
             offset_param: "offset".into(),
             limit_param: "limit".into(),
             limit: 2,
+            stop_on_short_page: true,
         }
         .build();
         assert_eq!(
@@ -454,7 +586,7 @@ mod tests {
         let full = fetched("http://h/x", "[1,2]");
         assert_eq!(
             next_of(&*strategy, &PageState::Offset(4), &full, ""),
-            Some(PageState::Offset(6))
+            Next::Page(PageState::Offset(6))
         );
         assert_eq!(
             next_of(
@@ -463,7 +595,7 @@ mod tests {
                 &fetched("http://h/x", "[1]"),
                 ""
             ),
-            None
+            Next::Last
         );
     }
 
@@ -477,7 +609,7 @@ mod tests {
         let page = fetched("http://h/x", r#"{"data":[1],"meta":{"next":"c2"}}"#);
         assert_eq!(
             next_of(&*cursor, &PageState::First, &page, "/data"),
-            Some(PageState::Cursor("c2".into()))
+            Next::Page(PageState::Cursor("c2".into()))
         );
         assert_eq!(
             applied(
@@ -499,7 +631,7 @@ mod tests {
                     &fetched("http://h/x", end),
                     "/data"
                 ),
-                None,
+                Next::Last,
                 "{end}"
             );
         }
@@ -511,7 +643,7 @@ mod tests {
             "http://h/api/x?page=1",
             r#"{"results":[1],"next":"/api/x?page=2"}"#,
         );
-        let next = next_of(&*next_url, &PageState::First, &page, "/results").unwrap();
+        let next = page_of(next_of(&*next_url, &PageState::First, &page, "/results"));
         assert_eq!(next, PageState::Url("http://h/api/x?page=2".into()));
         assert_eq!(
             applied(&*next_url, &next, "http://h/api/x"),
@@ -540,7 +672,7 @@ mod tests {
         );
         assert_eq!(
             next_of(&*strategy, &PageState::First, &page, ""),
-            Some(PageState::Url(
+            Next::Page(PageState::Url(
                 "https://api.github.com/repositories/1/issues?per_page=3&page=2".into()
             ))
         );
@@ -549,7 +681,34 @@ mod tests {
             http::header::LINK,
             r#"<https://api.github.com/x?page=1>; rel="prev", <https://api.github.com/x?page=1>; rel="first""#.parse().unwrap(),
         );
-        assert_eq!(next_of(&*strategy, &PageState::First, &page, ""), None);
+        assert_eq!(
+            next_of(&*strategy, &PageState::First, &page, ""),
+            Next::Last
+        );
+    }
+
+    #[test]
+    fn link_targets_may_hold_commas_and_rel_may_list_several_types() {
+        let strategy = PaginationConfig::LinkHeader.build();
+        let mut page = fetched("https://api.example.com/x?fields=id,name", "[1]");
+        page.headers.insert(
+            http::header::LINK,
+            r#"</x?fields=id,name&page=2>; rel="next nofollow", <https://api.example.com/x?expand&page=1>; rel="first""#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_of(&*strategy, &PageState::First, &page, ""),
+            Next::Page(PageState::Url(
+                "https://api.example.com/x?fields=id,name&page=2".into()
+            ))
+        );
+        page.headers
+            .insert(http::header::LINK, "page=2; rel=next".parse().unwrap());
+        assert!(matches!(
+            next_of(&*strategy, &PageState::First, &page, ""),
+            Next::Unknown(_)
+        ));
     }
 
     #[test]
@@ -564,7 +723,7 @@ mod tests {
             "https://api.stripe.com/v1/events",
             r#"{"object":"list","data":[{"id":"evt_1"},{"id":"evt_2"}],"has_more":true}"#,
         );
-        let next = next_of(&*strategy, &PageState::First, &page, "/data").unwrap();
+        let next = page_of(next_of(&*strategy, &PageState::First, &page, "/data"));
         assert_eq!(next, PageState::After("evt_2".into()));
         assert_eq!(
             applied(
@@ -578,6 +737,14 @@ mod tests {
             "https://api.stripe.com/v1/events",
             r#"{"data":[{"id":"evt_3"}],"has_more":false}"#,
         );
-        assert_eq!(next_of(&*strategy, &next, &last, "/data"), None);
+        assert_eq!(next_of(&*strategy, &next, &last, "/data"), Next::Last);
+        let empty = fetched(
+            "https://api.stripe.com/v1/events",
+            r#"{"data":[],"has_more":true}"#,
+        );
+        assert!(matches!(
+            next_of(&*strategy, &next, &empty, "/data"),
+            Next::Unknown(_)
+        ));
     }
 }
