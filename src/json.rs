@@ -1,8 +1,9 @@
 //! Borrowed JSON: RFC 6901 pointer lookups over [`RawValue`]s that parse only the objects and
 //! arrays a pointer crosses, so record payloads stay slices of the bytes read from the feed.
 
-use std::{borrow::Cow, collections::HashMap};
+use std::borrow::Cow;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The value at `pointer` (RFC 6901, e.g. `/data/items/0/id`) inside `raw`; `""` is `raw`
@@ -19,17 +20,151 @@ pub fn lookup<'a>(raw: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
     Some(current)
 }
 
-/// The member `token` of an object, or the element at index `token` of an array.
+/// The member `token` of an object, or the element at index `token` of an array. The value
+/// is scanned once, without building a map and without allocating its keys.
 pub fn child<'a>(raw: &'a RawValue, token: &str) -> Option<&'a RawValue> {
     let text = raw.get();
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     if text.starts_with('{') {
-        let members: HashMap<Cow<'a, str>, &'a RawValue> = serde_json::from_str(text).ok()?;
-        members.get(token).copied()
+        deserializer.deserialize_map(Member(token)).ok()?
     } else if text.starts_with('[') {
-        let elements: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
-        elements.get(token.parse::<usize>().ok()?).copied()
+        let index = token.parse::<usize>().ok()?;
+        deserializer.deserialize_seq(Element(index)).ok()?
     } else {
         None
+    }
+}
+
+/// An object's members in order: each name (borrowed unless it holds escapes) and value.
+pub type MemberList<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
+/// The members of an object in order, keys borrowed unless they hold escapes; `None` when
+/// `raw` is not an object.
+pub fn members(raw: &RawValue) -> Option<MemberList<'_>> {
+    let text = raw.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    serde_json::Deserializer::from_str(text)
+        .deserialize_map(Members)
+        .ok()
+}
+
+/// Finds one member while scanning an object.
+struct Member<'t>(&'t str);
+
+impl<'de> Visitor<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(matches) = map.next_key_seed(KeyIs(self.0))? {
+            if matches && found.is_none() {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Compares a key with the wanted one without keeping it.
+struct KeyIs<'t>(&'t str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
+}
+
+/// Finds one element while scanning an array.
+struct Element(usize);
+
+impl<'de> Visitor<'de> for Element {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        let mut index = 0;
+        loop {
+            if index == self.0 {
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(value) => found = Some(value),
+                    None => break,
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            index += 1;
+        }
+        Ok(found)
+    }
+}
+
+/// Collects an object's members with borrowed keys.
+struct Members;
+
+impl<'de> Visitor<'de> for Members {
+    type Value = MemberList<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            members.push((key.0, map.next_value::<&'de RawValue>()?));
+        }
+        Ok(members)
+    }
+}
+
+/// A member name, borrowed from the document unless it holds escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -86,5 +221,16 @@ mod tests {
         }
         assert_eq!(elements(lookup(doc, "/a/b~0c").unwrap()).unwrap().len(), 2);
         assert!(elements(doc).is_none());
+        // Escaped member names match their decoded text; the first of duplicates wins.
+        let escaped = raw(r#"{"a\u0062":1,"ab":2,"x":[[0],[1,2]]}"#);
+        assert_eq!(lookup(escaped, "/ab").unwrap().get(), "1");
+        assert_eq!(lookup(escaped, "/x/1/1").unwrap().get(), "2");
+        let names: Vec<String> = members(escaped)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key.into_owned())
+            .collect();
+        assert_eq!(names, ["ab", "ab", "x"]);
+        assert!(matches!(members(doc).unwrap()[0].0, Cow::Borrowed("a")));
     }
 }

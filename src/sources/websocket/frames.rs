@@ -1,13 +1,13 @@
 //! From WebSocket message to records: JSON parsing, array splitting, the filter, the key, the
 //! sequence number (the source's position) and gap detection. Pure logic, no I/O.
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc, time::SystemTime};
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::{
-    json::{child, text_of, unescape},
+    json::{child, members, text_of, unescape, MemberList},
     record::{DeadLetter, Position, Record},
     sources::PayloadFormat,
 };
@@ -186,7 +186,8 @@ impl FrameDecoder {
 /// objects and arrays it crosses, borrowing everything else; the top level is parsed once.
 struct Doc<'a> {
     raw: &'a RawValue,
-    top: Option<Option<HashMap<Cow<'a, str>, &'a RawValue>>>,
+    /// The top-level members, parsed on the first pointer lookup (keys borrowed).
+    top: Option<Option<MemberList<'a>>>,
 }
 
 impl<'a> Doc<'a> {
@@ -202,10 +203,11 @@ impl<'a> Doc<'a> {
         let first = tokens.next()?;
         let raw = self.raw;
         let mut current = if raw.get().starts_with('{') {
-            let top = self
-                .top
-                .get_or_insert_with(|| serde_json::from_str(raw.get()).ok());
-            *top.as_ref()?.get(first.as_ref())?
+            let top = self.top.get_or_insert_with(|| members(raw));
+            top.as_ref()?
+                .iter()
+                .find(|(key, _)| *key == first)
+                .map(|(_, value)| *value)?
         } else {
             child(raw, &first)?
         };
