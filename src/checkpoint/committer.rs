@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::{AckTracker, CheckpointStore};
 use crate::{metrics::SourceMetrics, record::Position};
 
+/// The shortest time between two commits that a wake-up (rather than the interval) asks for.
+const WAKE_SPACING: Duration = Duration::from_millis(10);
+
 /// What the delivery callback holds: counts acknowledgements and wakes the committer.
 #[derive(Debug)]
 pub struct CommitterHandle {
@@ -40,7 +43,7 @@ impl CommitterHandle {
 impl CommitterHandle {
     /// Wakes the committer now (a polled source's page was acknowledged), so a restart does
     /// not fetch that page again. Wakes coalesce: one commit covers every position moved
-    /// before it runs.
+    /// before it runs, and commits asked this way are at least 10 ms apart.
     pub fn commit_soon(&self) {
         self.wake.notify_one();
     }
@@ -102,13 +105,25 @@ impl Committer {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_commit = Instant::now();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
-                _ = self.handle.wake.notified() => {}
+                _ = self.handle.wake.notified() => {
+                    // Wake-ups come at most every WAKE_SPACING: the positions that move in
+                    // between go into one write, so a fast walk does not fsync every page.
+                    let since = last_commit.elapsed();
+                    if since < WAKE_SPACING {
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = tokio::time::sleep(WAKE_SPACING - since) => {}
+                        }
+                    }
+                }
             }
             self.commit_changed().await;
+            last_commit = Instant::now();
         }
         self.commit_changed().await;
     }
