@@ -210,11 +210,17 @@ async fn a_recorded_github_resource_is_polled_conditionally_and_304s_produce_not
     let broker = Broker::mock();
     broker.create_topic("repo").await;
     let state = tempfile::tempdir().unwrap();
+    // A budget of one request per 5 s: 304s do not spend it (as on GitHub), so they are not
+    // held back by it.
+    let host = server.base.trim_start_matches("http://").to_owned();
     let daemon = start_daemon(&daemon_config(
         &broker.brokers(),
         state.path(),
         &format!(
             r#"
+[rate_limits."{host}"]
+requests_per_second = 0.2
+
 [sources.repo]
 type = "rest"
 url = "{base}{target}"
@@ -226,7 +232,13 @@ interval = "50ms"
         ),
     ))
     .await;
+    let started = std::time::Instant::now();
     wait_for_metric(&daemon, "tributary_http_not_modified_total", "repo", 3).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "three 304s took {took:?}: they waited for the 5 s budget"
+    );
     let scrape = daemon.metrics().render();
     daemon.shutdown().await;
     let records = broker.read("repo").await;

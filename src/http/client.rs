@@ -195,10 +195,22 @@ impl HttpPolicy {
         let mut backoff = Backoff::new(self.retry.initial_delay, self.retry.max_delay);
         let mut refreshed = false;
         let mut attempts = 0;
+        // A conditional request is not metered up front: as on GitHub, a 304 does not spend
+        // the budget. Any other answer spends its token afterwards (the next request waits).
+        let conditional = request.headers.contains_key(http::header::IF_NONE_MATCH)
+            || request
+                .headers
+                .contains_key(http::header::IF_MODIFIED_SINCE);
         loop {
             let waited = tokio::select! {
                 _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
-                waited = limiter.acquire() => waited,
+                waited = async {
+                    if conditional {
+                        limiter.wait_pause().await
+                    } else {
+                        limiter.acquire().await
+                    }
+                } => waited,
             };
             if !waited.is_zero() {
                 self.metrics.rate_limit_wait(waited);
@@ -211,6 +223,12 @@ impl HttpPolicy {
             let failure = match outcome {
                 Ok(response) => {
                     self.metrics.http_request(Some(response.status.as_u16()));
+                    if conditional && response.status != StatusCode::NOT_MODIFIED {
+                        let waited = limiter.spend().await;
+                        if !waited.is_zero() {
+                            self.metrics.rate_limit_wait(waited);
+                        }
+                    }
                     let spent = rate_limit_status(&response.headers, SystemTime::now())
                         .and_then(|status| status.wait());
                     if let Some(wait) = spent {

@@ -99,6 +99,13 @@ impl HostLimiter {
     /// Waits until a request may go: past any pause, then for a token of the bucket. Returns
     /// the time waited.
     pub async fn acquire(&self) -> Duration {
+        let waited = self.wait_pause().await;
+        waited + self.spend().await
+    }
+
+    /// Waits past any pause only (a conditional request, whose 304 costs nothing; see
+    /// [`Self::spend`]). Returns the time waited.
+    pub async fn wait_pause(&self) -> Duration {
         let started = Instant::now();
         loop {
             let pause = *self
@@ -110,6 +117,12 @@ impl HostLimiter {
                 _ => break,
             }
         }
+        started.elapsed()
+    }
+
+    /// Takes a token from the bucket, waiting for one. Returns the time waited.
+    pub async fn spend(&self) -> Duration {
+        let started = Instant::now();
         if let Some(bucket) = &self.bucket {
             bucket.until_ready().await;
         }
