@@ -63,6 +63,43 @@ pub fn resolve(raw: &str) -> Result<SecretString, SecretError> {
     Ok(SecretString::from(out))
 }
 
+/// The value of each `${env:…}`/`${file:…}` reference in `raw`, resolved alone (those that
+/// do not resolve are left out: `resolve` reports them).
+pub fn reference_values(raw: &str) -> Vec<SecretString> {
+    let mut values = Vec::new();
+    let mut rest = raw;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        if let Ok(value) = resolve(&rest[start..start + 2 + end + 1]) {
+            values.push(value);
+        }
+        rest = &after[end + 1..];
+    }
+    values
+}
+
+/// `text` with every occurrence of each of `values` (and of its percent-encoded form)
+/// replaced by `REDACTED`. Values shorter than 4 bytes are left alone: they would redact
+/// ordinary text.
+pub fn scrub(text: &str, values: &[SecretString]) -> String {
+    use secrecy::ExposeSecret;
+    let mut out = text.to_owned();
+    for value in values {
+        let value = value.expose_secret();
+        if value.len() < 4 {
+            continue;
+        }
+        let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        for form in [value, encoded.as_str()] {
+            if out.contains(form) {
+                out = out.replace(form, "REDACTED");
+            }
+        }
+    }
+    out
+}
+
 fn truncate(text: &str) -> String {
     text.chars().take(40).collect()
 }
@@ -162,6 +199,21 @@ mod tests {
             resolve("abc ${env:X"),
             Err(SecretError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn referenced_values_are_scrubbed_wherever_they_stand() {
+        std::env::set_var("TRIBUTARY_TEST_PATH_TOKEN", "123456:ABC-def");
+        let raw = "https://api.telegram.org/bot${env:TRIBUTARY_TEST_PATH_TOKEN}/getUpdates";
+        let values = reference_values(raw);
+        assert_eq!(values.len(), 1);
+        let resolved = resolve(raw).unwrap();
+        assert_eq!(
+            scrub(&redact_url(resolved.expose_secret()), &values),
+            "https://api.telegram.org/botREDACTED/getUpdates"
+        );
+        assert_eq!(scrub("a?t=123456%3AABC-def", &values), "a?t=REDACTED");
+        assert!(reference_values("${env:TRIBUTARY_TEST_SURELY_UNSET}").is_empty());
     }
 
     #[test]

@@ -68,10 +68,13 @@ auth = { type = "oauth2_client_credentials", token_url = "not a url", client_id 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_api_key_in_the_query_is_sent_but_redacted_from_lineage() {
+async fn an_api_key_in_the_query_and_a_token_in_the_path_are_sent_but_redacted_from_lineage() {
     std::env::set_var("TRIBUTARY_TEST_APPID", "k3y-value");
+    std::env::set_var("TRIBUTARY_TEST_PATH_SECRET", "path-t0ken");
     let server = ApiServer::start(|request| async move {
-        if request.param("appid").as_deref() != Some("k3y-value") {
+        if request.param("appid").as_deref() != Some("k3y-value")
+            || request.path() != "/v1/path-t0ken/weather"
+        {
             return status(401, &[]);
         }
         json(200, r#"[{"id":"a"},{"id":"b"}]"#, &[])
@@ -87,7 +90,7 @@ async fn an_api_key_in_the_query_is_sent_but_redacted_from_lineage() {
             r#"
 [sources.keyed]
 type = "rest"
-url = "{}/weather?units=metric"
+url = "{}/v1/${{env:TRIBUTARY_TEST_PATH_SECRET}}/weather?units=metric"
 topic = "keyed"
 key = "/id"
 interval = "1h"
@@ -104,8 +107,11 @@ auth = {{ type = "api_key", query = "appid", value = "${{env:TRIBUTARY_TEST_APPI
     assert_eq!(records.len(), 2);
     for record in &records {
         let url = record.header("tributary.url").unwrap();
-        assert_eq!(url, format!("{}/weather?units=metric", server.base));
+        assert_eq!(
+            url,
+            format!("{}/v1/REDACTED/weather?units=metric", server.base)
+        );
         assert!(!String::from_utf8_lossy(&record.payload).contains("k3y"));
     }
-    assert!(!scrape.contains("k3y-value"));
+    assert!(!scrape.contains("k3y-value") && !scrape.contains("path-t0ken"));
 }

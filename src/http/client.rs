@@ -122,6 +122,7 @@ pub struct HttpPolicy {
     limits: Arc<HostLimits>,
     metrics: SourceMetrics,
     secret_query: Vec<String>,
+    secret_values: Vec<secrecy::SecretString>,
 }
 
 /// Timeouts of one source's requests.
@@ -145,6 +146,7 @@ impl HttpPolicy {
         limits: Arc<HostLimits>,
         metrics: SourceMetrics,
         secret_query: Vec<String>,
+        secret_values: Vec<secrecy::SecretString>,
     ) -> Result<Self, String> {
         // Redirects are followed on the same origin only, so that credentials (which reqwest
         // strips from cross-host redirects only when they are `Authorization`) stay there.
@@ -173,12 +175,15 @@ impl HttpPolicy {
             limits,
             metrics,
             secret_query,
+            secret_values,
         })
     }
 
-    /// `url` with credentials and secret query values replaced, for logs and headers.
+    /// `url` with credentials, secret query values and the values of the config's secret
+    /// references (a token in the path) replaced, for logs and headers.
     pub fn redact(&self, url: &url::Url) -> String {
-        crate::secret::redact_url_with(url.as_str(), &self.secret_query)
+        let redacted = crate::secret::redact_url_with(url.as_str(), &self.secret_query);
+        crate::secret::scrub(&redacted, &self.secret_values)
     }
 
     /// Sends `request` under the policy (see the module docs).

@@ -157,12 +157,16 @@ impl GraphqlConfig {
                 errors: self.errors,
             },
             Vec::new(),
+            secret::reference_values(&self.url),
         );
         checks.finish()?;
         let (Some(url), Some(settings), Some(query)) = (url, settings, query) else {
             unreachable!("no errors means every part resolved");
         };
-        let redacted_url = secret::redact_url_with(url.expose_secret(), &settings.secret_query);
+        let redacted_url = secret::scrub(
+            &secret::redact_url_with(url.expose_secret(), &settings.secret_query),
+            &settings.secret_values,
+        );
         let mut info = SourceInfo::new(
             name,
             &self.topic,

@@ -52,6 +52,7 @@ pub(crate) fn settings(
     checks: &mut Checks,
     fields: CommonFields<'_>,
     mut secret_query: Vec<String>,
+    secret_values: Vec<SecretString>,
 ) -> Option<PollSettings> {
     pointer(checks, "records", fields.records, true);
     if let Some(key) = fields.key {
@@ -118,6 +119,7 @@ pub(crate) fn settings(
             total: fields.timeout,
         },
         secret_query,
+        secret_values,
     })
 }
 

@@ -125,6 +125,8 @@ pub struct PollSettings {
     pub timeouts: Timeouts,
     /// Query parameters carrying secrets (an API key, `${env:…}` values), redacted from URLs.
     pub secret_query: Vec<String>,
+    /// Values of the secret references in the URL and query, scrubbed from URLs.
+    pub secret_values: Vec<secrecy::SecretString>,
 }
 
 /// Polls in a row that may fail at a page past the first before the walk starts over from
@@ -223,6 +225,7 @@ pub async fn run(
         Arc::clone(&context.hosts),
         context.metrics.clone(),
         settings.secret_query.clone(),
+        settings.secret_values.clone(),
     )
     .map_err(|message| permanent(message, "check the TLS setup"))?;
     let mut position = match &context.resume {

@@ -101,9 +101,11 @@ impl RestConfig {
         let headers = poll::config::header_map(&mut checks, &headers);
         let mut query = Vec::new();
         let mut secret_query = Vec::new();
+        let mut secret_values = secret::reference_values(&self.url);
         for (param, value) in &self.query {
             if value.contains("${") {
                 secret_query.push(param.clone());
+                secret_values.extend(secret::reference_values(value));
             }
             if let Some(value) = checks.secret(&format!("query.{param}"), value) {
                 query.push((param.clone(), value));
@@ -139,6 +141,7 @@ impl RestConfig {
                 errors: ErrorsPolicy::Fail,
             },
             secret_query,
+            secret_values.clone(),
         );
         checks.finish()?;
         let (Some(url), Some(settings)) = (url, settings) else {
@@ -148,7 +151,10 @@ impl RestConfig {
         for (param, value) in &query {
             crate::http::set_query_param(&mut base, param, value.expose_secret());
         }
-        let redacted_url = secret::redact_url_with(base.as_str(), &settings.secret_query);
+        let redacted_url = secret::scrub(
+            &secret::redact_url_with(base.as_str(), &settings.secret_query),
+            &secret_values,
+        );
         let mut info = SourceInfo::new(
             name,
             &self.topic,

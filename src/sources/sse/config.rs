@@ -158,7 +158,10 @@ impl SseConfig {
         let url = url.expect("no errors means the URL resolved");
         let redacted_url = {
             use secrecy::ExposeSecret;
-            secret::redact_url_with(url.expose_secret(), &secret_query)
+            secret::scrub(
+                &secret::redact_url_with(url.expose_secret(), &secret_query),
+                &secret::reference_values(&self.url),
+            )
         };
         let info = SourceInfo::new(
             name,

@@ -269,7 +269,10 @@ impl WebSocketConfig {
         checks.finish()?;
 
         let url = url.expect("no errors means the URL resolved");
-        let redacted_url = secret::redact_url(url.expose_secret());
+        let redacted_url = secret::scrub(
+            &secret::redact_url(url.expose_secret()),
+            &secret::reference_values(&self.url),
+        );
         let info = SourceInfo::new(
             name,
             &self.topic,
