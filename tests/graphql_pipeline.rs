@@ -65,17 +65,6 @@ key = "/id"
     )
 }
 
-async fn ids(broker: &Broker, topic: &str) -> Vec<String> {
-    let mut ids: Vec<String> = broker
-        .read(topic)
-        .await
-        .iter()
-        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
-        .collect();
-    ids.sort();
-    ids
-}
-
 fn all_ids() -> Vec<String> {
     (1..=7).map(|n| format!("I_{n}")).collect()
 }
@@ -106,7 +95,11 @@ watermark = { field = "/updatedAt", param = "since" }"#,
     .await;
     let scrape = daemon.metrics().render();
     daemon.shutdown().await;
-    assert_eq!(ids(&broker, "issues").await, all_ids(), "every issue once");
+    assert_eq!(
+        sorted_keys(&broker, "issues").await,
+        all_ids(),
+        "every issue once"
+    );
     let requests = server.requests();
     let variables: Vec<Value> = requests
         .iter()
@@ -171,7 +164,11 @@ errors = "dead_letter""#,
         ),
         1
     );
-    assert_eq!(ids(&broker, "strict").await, all_ids(), "every issue once");
+    assert_eq!(
+        sorted_keys(&broker, "strict").await,
+        all_ids(),
+        "every issue once"
+    );
     let afters: Vec<Value> = failing
         .requests()
         .iter()
@@ -182,7 +179,7 @@ errors = "dead_letter""#,
     assert!(broker.read("strict.dlq").await.is_empty());
 
     // lenient: the partial data went on and the errors went to the dead-letter topic.
-    assert_eq!(ids(&broker, "lenient").await, all_ids());
+    assert_eq!(sorted_keys(&broker, "lenient").await, all_ids());
     let dead = broker.read("lenient.dlq").await;
     assert_eq!(dead.len(), 1);
     assert_eq!(

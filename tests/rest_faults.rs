@@ -49,17 +49,6 @@ fn cursor_of(request: &ApiRequest) -> usize {
     request.param("cursor").map_or(0, |c| c.parse().unwrap())
 }
 
-async fn keys(broker: &Broker, topic: &str) -> Vec<String> {
-    let mut keys: Vec<String> = broker
-        .read(topic)
-        .await
-        .iter()
-        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
-        .collect();
-    keys.sort();
-    keys
-}
-
 fn expected_keys(pages: usize) -> Vec<String> {
     let mut keys: Vec<String> = (0..pages)
         .flat_map(|p| [format!("p{p}-a"), format!("p{p}-b")])
@@ -105,7 +94,7 @@ async fn a_429_storm_is_waited_out_as_retry_after_asks_in_seconds_and_as_a_date(
     .await;
     let scrape = daemon.metrics().render();
     daemon.shutdown().await;
-    assert_eq!(keys(&broker, "storm").await, expected_keys(2));
+    assert_eq!(sorted_keys(&broker, "storm").await, expected_keys(2));
     let times: Vec<Instant> = server.requests().iter().map(|r| r.at).collect();
     assert_eq!(times.len(), 5, "3 refused, then 2 pages");
     for (after, wanted) in [(0, 900), (1, 900), (2, 900)] {
@@ -172,7 +161,7 @@ async fn a_spent_budget_is_waited_out_until_its_reset_without_a_429() {
     .await;
     let scrape = daemon.metrics().render();
     daemon.shutdown().await;
-    assert_eq!(keys(&broker, "budget").await, expected_keys(4));
+    assert_eq!(sorted_keys(&broker, "budget").await, expected_keys(4));
     assert_eq!(early.load(Ordering::SeqCst), 0, "no request ran into a 429");
     assert_eq!(server.request_count(), 4);
     assert!(metric(&scrape, "tributary_rate_limit_wait_seconds_total", "budget") >= 1);
@@ -226,7 +215,7 @@ async fn a_5xx_burst_and_a_timeout_are_retried_and_the_walk_completes() {
     .await;
     let scrape = daemon.metrics().render();
     daemon.shutdown().await;
-    assert_eq!(keys(&broker, "flaky").await, expected_keys(3));
+    assert_eq!(sorted_keys(&broker, "flaky").await, expected_keys(3));
     assert_eq!(metric(&scrape, "tributary_retries_total", "flaky"), 4);
     assert_eq!(
         metric(

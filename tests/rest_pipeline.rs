@@ -393,12 +393,7 @@ pagination = {pagination}
     }
     daemon.shutdown().await;
     for style in styles.keys() {
-        let records = broker.read(style).await;
-        let mut ids: Vec<String> = records
-            .iter()
-            .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
-            .collect();
-        ids.sort();
+        let ids = sorted_keys(&broker, style).await;
         let expected: Vec<String> = (1..24).map(|n| format!("item-{n:04}")).collect();
         assert_eq!(ids, expected, "style {style}: every item once");
     }
@@ -459,13 +454,7 @@ watermark = {{ field = "/updated_at", param = "since" }}
     let scrape = daemon.metrics().render();
     daemon.shutdown().await;
 
-    let mut ids: Vec<String> = broker
-        .read("items")
-        .await
-        .iter()
-        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
-        .collect();
-    ids.sort();
+    let ids = sorted_keys(&broker, "items").await;
     let mut expected: Vec<String> = (1..14).map(|n| format!("item-{n:04}")).collect();
     expected.push("item-late".into());
     assert_eq!(ids, expected, "every item once, the boundary ones too");
@@ -508,15 +497,13 @@ async fn a_malformed_page_goes_to_the_dead_letter_topic_and_the_walk_goes_on() {
     .await;
     *base.lock().unwrap() = server.base.clone();
     let broker = Broker::mock();
-    broker.create_topic("pages").await;
     let state = tempfile::tempdir().unwrap();
-    let daemon = start_daemon(&daemon_config(
-        &broker.brokers(),
+    let daemon = start_with_source(
+        &broker,
         state.path(),
+        "pages",
         &format!(
-            r#"
-[sources.pages]
-type = "rest"
+            r#"type = "rest"
 url = "{base}/x"
 topic = "pages"
 key = "/id"
@@ -525,7 +512,7 @@ pagination = {{ type = "link_header" }}
 "#,
             base = server.base
         ),
-    ))
+    )
     .await;
     wait_for_metric(
         &daemon,
@@ -536,13 +523,7 @@ pagination = {{ type = "link_header" }}
     .await;
     wait_for_acknowledged(&daemon, "pages", 3).await;
     daemon.shutdown().await;
-    let mut keys: Vec<String> = broker
-        .read("pages")
-        .await
-        .iter()
-        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
-        .collect();
-    keys.sort();
+    let keys = sorted_keys(&broker, "pages").await;
     assert_eq!(keys, ["p1", "p3"]);
     let dead = broker.read("pages.dlq").await;
     assert_eq!(dead.len(), 1);
@@ -570,15 +551,13 @@ async fn polls_never_overlap_and_a_long_walk_stops_at_the_page_limit() {
     })
     .await;
     let broker = Broker::mock();
-    broker.create_topic("endless").await;
     let state = tempfile::tempdir().unwrap();
-    let daemon = start_daemon(&daemon_config(
-        &broker.brokers(),
+    let daemon = start_with_source(
+        &broker,
         state.path(),
+        "endless",
         &format!(
-            r#"
-[sources.endless]
-type = "rest"
+            r#"type = "rest"
 url = "{base}/x"
 topic = "endless"
 records = "/data"
@@ -589,7 +568,7 @@ pagination = {{ type = "cursor", cursor = "/next", param = "cursor" }}
 "#,
             base = server.base
         ),
-    ))
+    )
     .await;
     wait_for_metric(
         &daemon,
@@ -631,15 +610,13 @@ async fn a_malformed_page_with_no_next_link_gives_up_the_walk_and_keeps_the_wate
     })
     .await;
     let broker = Broker::mock();
-    broker.create_topic("fragile").await;
     let state = tempfile::tempdir().unwrap();
-    let daemon = start_daemon(&daemon_config(
-        &broker.brokers(),
+    let daemon = start_with_source(
+        &broker,
         state.path(),
+        "fragile",
         &format!(
-            r#"
-[sources.fragile]
-type = "rest"
+            r#"type = "rest"
 url = "{base}/x"
 topic = "fragile"
 records = "/data"
@@ -650,7 +627,7 @@ watermark = {{ field = "/updated_at", param = "since" }}
 "#,
             base = server.base
         ),
-    ))
+    )
     .await;
     wait_for_metric(
         &daemon,
@@ -677,13 +654,7 @@ watermark = {{ field = "/updated_at", param = "since" }}
     let dead = broker.read("fragile.dlq").await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].header("tributary.error_kind"), Some("invalid_json"));
-    let mut keys: Vec<String> = broker
-        .read("fragile")
-        .await
-        .iter()
-        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
-        .collect();
-    keys.sort();
+    let mut keys = sorted_keys(&broker, "fragile").await;
     keys.dedup();
     assert_eq!(keys, ["r0", "r1", "r2"], "nothing lost");
 }

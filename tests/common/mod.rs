@@ -439,3 +439,32 @@ pub async fn wait_for_metric(daemon: &RunningDaemon, name: &str, source: &str, c
     )
     .await;
 }
+
+/// The keys (as text) of every record of `topic`, sorted.
+pub async fn sorted_keys(broker: &Broker, topic: &str) -> Vec<String> {
+    let mut keys: Vec<String> = broker
+        .read(topic)
+        .await
+        .iter()
+        .map(|r| String::from_utf8(r.key.clone().expect("a keyed record")).unwrap())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Creates topic `name` (and its DLQ) and starts a daemon whose only source is
+/// `[sources.<name>]` with the TOML lines `table` (which set `topic = "<name>"`).
+pub async fn start_with_source(
+    broker: &Broker,
+    state: &Path,
+    name: &str,
+    table: &str,
+) -> RunningDaemon {
+    broker.create_topic(name).await;
+    start_daemon(&daemon_config(
+        &broker.brokers(),
+        state,
+        &format!("\n[sources.{name}]\n{table}"),
+    ))
+    .await
+}
