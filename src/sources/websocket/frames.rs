@@ -68,7 +68,13 @@ pub struct Decoded {
 pub struct FrameDecoder {
     rules: FrameRules,
     last_sequence: HashMap<String, u64>,
+    /// Recent keys, shared by the records that have them (feeds repeat a few keys — products,
+    /// channels — so most records take a reference instead of a copy).
+    keys: HashMap<Box<str>, Bytes>,
 }
+
+/// Keys remembered at most; the cache starts over when it is full.
+const KEY_CACHE: usize = 1024;
 
 impl FrameDecoder {
     /// A decoder that applies `rules`.
@@ -76,6 +82,7 @@ impl FrameDecoder {
         FrameDecoder {
             rules,
             last_sequence: HashMap::new(),
+            keys: HashMap::new(),
         }
     }
 
@@ -144,7 +151,8 @@ impl FrameDecoder {
             .key
             .as_ref()
             .and_then(|pointer| doc.pointer(pointer))
-            .map(|found| Bytes::copy_from_slice(text_of(found).as_bytes()));
+            .map(|found| text_of(found));
+        let key = key.map(|text| self.key_bytes(&text));
         let sequence = self
             .rules
             .sequence
@@ -152,33 +160,54 @@ impl FrameDecoder {
             .and_then(|pointer| doc.pointer(pointer))
             .and_then(sequence_number);
         let mut position = None;
-        let event_id = sequence.map(|sequence| Arc::<str>::from(sequence.to_string()));
+        let event_id =
+            sequence.map(|sequence| Arc::<str>::from(itoa::Buffer::new().format(sequence)));
         if let (Some(sequence), Some(id)) = (sequence, &event_id) {
             let scope = self
                 .rules
                 .sequence_scope
                 .as_ref()
                 .and_then(|pointer| doc.pointer(pointer))
-                .map(|found| text_of(found).into_owned())
+                .map(text_of)
                 .unwrap_or_default();
-            let last = self.last_sequence.get(&scope).copied();
+            let last = self.last_sequence.get(scope.as_ref()).copied();
             // A repeated or older number (a replay) neither moves the position back nor is a gap.
             if last.is_none_or(|last| sequence > last) {
                 if let Some(last) = last.filter(|last| sequence > last.saturating_add(1)) {
                     decoded.gaps.push(Gap {
-                        scope: scope.clone(),
+                        scope: scope.clone().into_owned(),
                         first: last + 1,
                         last: sequence - 1,
                         record: decoded.records.len(),
                     });
                 }
-                self.last_sequence.insert(scope, sequence);
+                match self.last_sequence.get_mut(scope.as_ref()) {
+                    Some(last) => *last = sequence,
+                    None => {
+                        self.last_sequence.insert(scope.into_owned(), sequence);
+                    }
+                }
                 position = Some(Position(Arc::clone(id)));
             }
         }
         let mut record = record(payload, key, position, fetched_at);
         record.event_id = event_id;
         decoded.records.push(record);
+    }
+}
+
+impl FrameDecoder {
+    /// The key bytes for `text`, shared with earlier records of the same key.
+    fn key_bytes(&mut self, text: &str) -> Bytes {
+        if let Some(bytes) = self.keys.get(text) {
+            return bytes.clone();
+        }
+        if self.keys.len() >= KEY_CACHE {
+            self.keys.clear();
+        }
+        let bytes = Bytes::copy_from_slice(text.as_bytes());
+        self.keys.insert(text.into(), bytes.clone());
+        bytes
     }
 }
 
