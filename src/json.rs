@@ -61,9 +61,10 @@ impl<'de> Visitor<'de> for Member<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // The last of duplicate members wins, as with `serde_json::Value` and JavaScript.
         let mut found = None;
         while let Some(matches) = map.next_key_seed(KeyIs(self.0))? {
-            if matches && found.is_none() {
+            if matches {
                 found = Some(map.next_value::<&'de RawValue>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -221,9 +222,9 @@ mod tests {
         }
         assert_eq!(elements(lookup(doc, "/a/b~0c").unwrap()).unwrap().len(), 2);
         assert!(elements(doc).is_none());
-        // Escaped member names match their decoded text; the first of duplicates wins.
+        // Escaped member names match their decoded text; the last of duplicates wins.
         let escaped = raw(r#"{"a\u0062":1,"ab":2,"x":[[0],[1,2]]}"#);
-        assert_eq!(lookup(escaped, "/ab").unwrap().get(), "1");
+        assert_eq!(lookup(escaped, "/ab").unwrap().get(), "2");
         assert_eq!(lookup(escaped, "/x/1/1").unwrap().get(), "2");
         let names: Vec<String> = members(escaped)
             .unwrap()

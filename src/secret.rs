@@ -63,6 +63,18 @@ pub fn resolve(raw: &str) -> Result<SecretString, SecretError> {
     Ok(SecretString::from(out))
 }
 
+/// The URL standard's path percent-encode set (WHATWG URL §1.3), as the `url` crate applies it.
+const PATH_ENCODE_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'#')
+    .add(b'?')
+    .add(b'{')
+    .add(b'}');
+
 /// The value of each `${env:…}`/`${file:…}` reference in `raw`, resolved alone (those that
 /// do not resolve are left out: `resolve` reports them).
 pub fn reference_values(raw: &str) -> Vec<SecretString> {
@@ -90,8 +102,11 @@ pub fn scrub(text: &str, values: &[SecretString]) -> String {
         if value.len() < 4 {
             continue;
         }
-        let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
-        for form in [value, encoded.as_str()] {
+        // As it stands in a query (form encoding) and in a path (the URL standard's path
+        // percent-encode set).
+        let in_query: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        let in_path = percent_encoding::utf8_percent_encode(value, PATH_ENCODE_SET).to_string();
+        for form in [value, in_query.as_str(), in_path.as_str()] {
             if out.contains(form) {
                 out = out.replace(form, "REDACTED");
             }
@@ -213,6 +228,13 @@ mod tests {
             "https://api.telegram.org/botREDACTED/getUpdates"
         );
         assert_eq!(scrub("a?t=123456%3AABC-def", &values), "a?t=REDACTED");
+        std::env::set_var("TRIBUTARY_TEST_PATH_SPACE", "a b{c}");
+        let raw = "https://h/x/${env:TRIBUTARY_TEST_PATH_SPACE}/y";
+        let parsed = url::Url::parse(resolve(raw).unwrap().expose_secret()).unwrap();
+        assert_eq!(
+            scrub(parsed.as_str(), &reference_values(raw)),
+            "https://h/x/REDACTED/y"
+        );
         assert!(reference_values("${env:TRIBUTARY_TEST_SURELY_UNSET}").is_empty());
     }
 

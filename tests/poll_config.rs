@@ -115,3 +115,63 @@ auth = {{ type = "api_key", query = "appid", value = "${{env:TRIBUTARY_TEST_APPI
     }
     assert!(!scrape.contains("k3y-value") && !scrape.contains("path-t0ken"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_echoed_in_next_links_is_sent_on_every_page_but_never_stored() {
+    std::env::set_var("TRIBUTARY_TEST_ECHOED_KEY", "echoed-s3cret");
+    // Like Django REST framework: the next link repeats the request's query, key included.
+    let server = ApiServer::start(|request| async move {
+        if request.param("api_key").as_deref() != Some("echoed-s3cret") {
+            return status(401, &[]);
+        }
+        let page: u32 = request.param("page").map_or(1, |p| p.parse().unwrap());
+        let next = (page < 3).then(|| format!("/items?api_key=echoed-s3cret&page={}", page + 1));
+        json(
+            200,
+            serde_json::json!({ "results": [{ "id": format!("r{page}") }], "next": next })
+                .to_string(),
+            &[],
+        )
+    })
+    .await;
+    let broker = Broker::mock();
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_with_source(
+        &broker,
+        state.path(),
+        "echo",
+        &format!(
+            r#"type = "rest"
+url = "{}/items?api_key=${{env:TRIBUTARY_TEST_ECHOED_KEY}}"
+topic = "echo"
+records = "/results"
+key = "/id"
+interval = "1h"
+max_pages_per_poll = 2
+pagination = {{ type = "next_url", next_url = "/next" }}
+"#,
+            server.base
+        ),
+    )
+    .await;
+    // The page limit stops the walk after page 2 with page 3's URL in the position.
+    wait_for_metric(
+        &daemon,
+        "tributary_polls_total{outcome=\"page_limit\"",
+        "echo",
+        1,
+    )
+    .await;
+    wait_for_metric(&daemon, "tributary_checkpoint_commits_total", "echo", 1).await;
+    daemon.shutdown().await;
+    let stored = std::fs::read_to_string(state.path().join("checkpoints.json")).unwrap();
+    assert!(stored.contains("page=3"), "{stored}");
+    assert!(!stored.contains("echoed-s3cret"), "{stored}");
+    assert_eq!(sorted_keys(&broker, "echo").await, ["r1", "r2"]);
+    for record in broker.read("echo").await {
+        assert!(record
+            .header("tributary.url")
+            .unwrap()
+            .contains("api_key=REDACTED"));
+    }
+}

@@ -76,6 +76,8 @@ pub struct HttpRequest {
 /// An answer worth reading: a 2xx or a 304.
 #[derive(Debug)]
 pub struct HttpResponse {
+    /// The URL that answered (after same-origin redirects), secrets included.
+    pub url: url::Url,
     /// The status.
     pub status: StatusCode,
     /// The headers.
@@ -95,6 +97,17 @@ pub enum HttpError {
         url: String,
         /// The status.
         status: u16,
+    },
+    /// A redirect to another origin (or the eleventh in a row), which is not followed so that
+    /// credentials stay on the configured origin.
+    #[error("{url} answered HTTP {status} to {location}, which is not followed; point the source's `url` at the final address")]
+    Redirected {
+        /// The URL, secrets stripped.
+        url: String,
+        /// The status.
+        status: u16,
+        /// Where it pointed, secrets stripped.
+        location: String,
     },
     /// Every attempt failed transiently.
     #[error("{url} failed {attempts} times; the last failure: {last}")]
@@ -229,7 +242,10 @@ impl HttpPolicy {
                 Ok(response) => {
                     self.metrics.http_request(Some(response.status.as_u16()));
                     if conditional && response.status != StatusCode::NOT_MODIFIED {
-                        let waited = limiter.spend().await;
+                        let waited = tokio::select! {
+                            _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
+                            waited = limiter.spend() => waited,
+                        };
                         if !waited.is_zero() {
                             self.metrics.rate_limit_wait(waited);
                         }
@@ -255,10 +271,20 @@ impl HttpPolicy {
                             if response.status.is_redirection()
                                 && response.status != StatusCode::NOT_MODIFIED =>
                         {
-                            return Err(HttpError::Permanent {
+                            let location = response
+                                .headers
+                                .get(http::header::LOCATION)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| response.url.join(v).ok())
+                                .map_or_else(
+                                    || "an unknown place".to_owned(),
+                                    |to| self.redact(&to),
+                                );
+                            return Err(HttpError::Redirected {
                                 url: self.redact(&request.url),
                                 status,
-                            })
+                                location,
+                            });
                         }
                         StatusClass::Success => return Ok(response),
                         StatusClass::Permanent
@@ -348,6 +374,7 @@ impl HttpPolicy {
             .map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?;
         let status = response.status();
         let headers = response.headers().clone();
+        let final_url = response.url().clone();
         let body = if classify_status(status.as_u16()) == StatusClass::Success {
             response
                 .bytes()
@@ -357,6 +384,7 @@ impl HttpPolicy {
             Bytes::new()
         };
         Ok(HttpResponse {
+            url: final_url,
             status,
             headers,
             body,

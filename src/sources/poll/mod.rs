@@ -134,12 +134,13 @@ pub struct PollSettings {
 const FAILED_POLLS_BEFORE_RESTART: u32 = 3;
 
 /// How a poll ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Outcome {
     Complete,
     NotModified,
     PageLimit,
-    Incomplete,
+    /// The walk was given up, for this reason.
+    Incomplete(String),
 }
 
 impl Outcome {
@@ -148,7 +149,7 @@ impl Outcome {
             Outcome::Complete => "complete",
             Outcome::NotModified => "not_modified",
             Outcome::PageLimit => "page_limit",
-            Outcome::Incomplete => "incomplete",
+            Outcome::Incomplete(_) => "incomplete",
         }
     }
 }
@@ -257,6 +258,16 @@ pub async fn run(
         let jitter = rand::rng().random_range(0..=settings.jitter.as_nanos() as u64);
         next_start = Instant::now() + settings.interval + Duration::from_nanos(jitter);
         match poll(&*endpoint, &policy, &settings, &context, &mut position).await {
+            // A walk given up lost nothing, but it will be walked again from the old
+            // watermark: `/readyz` shows it like a failed poll until a walk completes.
+            Ok(Outcome::Incomplete(reason)) => {
+                failed_polls += 1;
+                context.metrics.poll("incomplete");
+                context.set_state(SourceState::Failing {
+                    polls: failed_polls,
+                    error: format!("the walk was given up: {reason}"),
+                });
+            }
             Ok(outcome) => {
                 failed_polls = 0;
                 context.metrics.poll(outcome.label());
@@ -297,6 +308,7 @@ async fn poll(
         .unwrap_or_else(|| position.start_walk());
     let mut first_validators = None;
     let mut pages = 0;
+    let mut visited = std::collections::HashSet::from([walk.next.clone()]);
     loop {
         let first = walk.next == PageState::First;
         let mut request = endpoint.request(&walk.next, walk.since.as_deref());
@@ -344,8 +356,12 @@ async fn poll(
                 }
                 match lookup(raw, &settings.records) {
                     Some(found) if is_null(found) => (Some(*raw), Vec::new()),
-                    // A single resource (`GET /repos/{owner}/{repo}`) is one record.
-                    Some(found) if found.get().starts_with('{') => (Some(*raw), vec![found]),
+                    // A single resource (`GET /repos/{owner}/{repo}`) is one record; `{}` is
+                    // an empty list (as some APIs write it).
+                    Some(found) if found.get().starts_with('{') => {
+                        let empty = crate::json::members(found).is_some_and(|m| m.is_empty());
+                        (Some(*raw), if empty { Vec::new() } else { vec![found] })
+                    }
                     Some(found) => match elements(found) {
                         Some(found) => (Some(*raw), found),
                         None => {
@@ -404,18 +420,25 @@ async fn poll(
         let next = endpoint.next(
             &walk.next,
             &PageView {
-                url: &request.url,
+                url: &response.url,
                 headers: &response.headers,
                 body: raw,
                 records: &found,
             },
         );
         let next = match next {
-            Next::Page(next) if next == walk.next => {
-                Next::Unknown("the server pointed at the same page again".into())
-            }
-            Next::Page(PageState::Url(url)) => {
-                same_origin(&request.url, &url, &settings.secret_query)
+            Next::Page(PageState::Url(url)) => same_origin(
+                &response.url,
+                &url,
+                &settings.secret_query,
+                &settings.secret_values,
+            ),
+            other => other,
+        };
+        // A page asked for twice in one walk (A → B → A) would loop to the page limit.
+        let next = match next {
+            Next::Page(next) if !visited.insert(next.clone()) => {
+                Next::Unknown("the server pointed back at a page of this walk".into())
             }
             other => other,
         };
@@ -439,7 +462,7 @@ async fn poll(
             Next::Unknown(reason) => {
                 tracing::warn!(source = %context.name, page = walk.page - 1, %reason, "the walk is given up; the watermark stays and the next poll starts over from the first page");
                 emitted.walk = None;
-                Some(Outcome::Incomplete)
+                Some(Outcome::Incomplete(reason))
             }
         };
         for record in out {
@@ -467,7 +490,12 @@ async fn send(context: &SourceContext, record: Record) -> Result<(), PollError> 
 /// A next URL is followed only on the origin (scheme, host, port) of the page that named it,
 /// so credentials never go to another host; secret query parameters are stripped before the
 /// URL becomes part of the stored position (they are added again when it is requested).
-fn same_origin(current: &url::Url, next: &str, secret_query: &[String]) -> Next {
+fn same_origin(
+    current: &url::Url,
+    next: &str,
+    secret_query: &[String],
+    secret_values: &[secrecy::SecretString],
+) -> Next {
     let Ok(mut parsed) = url::Url::parse(next) else {
         return Next::Unknown("the next URL is not a URL".into());
     };
@@ -485,7 +513,15 @@ fn same_origin(current: &url::Url, next: &str, secret_query: &[String]) -> Next 
             .collect();
         parsed.query_pairs_mut().clear().extend_pairs(kept);
     }
-    Next::Page(PageState::Url(parsed.into()))
+    let stored: String = parsed.into();
+    if crate::secret::scrub(&stored, secret_values) != stored {
+        // A secret of the configured URL (a path token) echoed in the next URL: storing it
+        // would write the secret to the checkpoint file.
+        return Next::Unknown(
+            "the next URL holds a secret of the configured URL, so it is not stored".into(),
+        );
+    }
+    Next::Page(PageState::Url(stored))
 }
 
 fn add_validators(headers: &mut HeaderMap, validators: &Validators) {
@@ -568,7 +604,8 @@ mod tests {
             same_origin(
                 &current,
                 "https://api.example.com/v1/items?page=2&api_key=s3cret&x=1",
-                &secret
+                &secret,
+                &[]
             ),
             Next::Page(PageState::Url(
                 "https://api.example.com/v1/items?page=2&x=1".into()
@@ -580,9 +617,22 @@ mod tests {
             "https://api.example.com:8443/v1/items?page=2",
         ] {
             assert!(
-                matches!(same_origin(&current, elsewhere, &secret), Next::Unknown(_)),
+                matches!(
+                    same_origin(&current, elsewhere, &secret, &[]),
+                    Next::Unknown(_)
+                ),
                 "{elsewhere}"
             );
         }
+        let token = [secrecy::SecretString::from("t0ken-value")];
+        assert!(matches!(
+            same_origin(
+                &current,
+                "https://api.example.com/t0ken-value/items?page=2",
+                &secret,
+                &token
+            ),
+            Next::Unknown(_)
+        ));
     }
 }

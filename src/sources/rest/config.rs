@@ -102,6 +102,14 @@ impl RestConfig {
         let mut query = Vec::new();
         let mut secret_query = Vec::new();
         let mut secret_values = secret::reference_values(&self.url);
+        // Query parameters of the URL itself whose values are secret references.
+        if let Ok(raw) = url::Url::parse(&self.url) {
+            for (param, value) in raw.query_pairs() {
+                if value.contains("${") {
+                    secret_query.push(param.into_owned());
+                }
+            }
+        }
         for (param, value) in &self.query {
             if value.contains("${") {
                 secret_query.push(param.clone());
@@ -169,9 +177,10 @@ impl RestConfig {
             headers,
             paginator: self.pagination.build(),
             watermark_param: self.watermark.as_ref().map(|w| w.param.clone()),
-            secret_params: query
-                .into_iter()
-                .filter(|(param, _)| settings.secret_query.contains(param))
+            secret_params: base
+                .query_pairs()
+                .filter(|(param, _)| settings.secret_query.iter().any(|s| s == param))
+                .map(|(param, value)| (param.into_owned(), SecretString::from(value.into_owned())))
                 .collect(),
         };
         Ok((

@@ -75,6 +75,8 @@ pub struct FrameDecoder {
 
 /// Keys remembered at most; the cache starts over when it is full.
 const KEY_CACHE: usize = 1024;
+/// Longer keys are not remembered (a feed of huge keys must not pin memory).
+const KEY_CACHE_MAX_BYTES: usize = 128;
 
 impl FrameDecoder {
     /// A decoder that applies `rules`.
@@ -206,7 +208,9 @@ impl FrameDecoder {
             self.keys.clear();
         }
         let bytes = Bytes::copy_from_slice(text.as_bytes());
-        self.keys.insert(text.into(), bytes.clone());
+        if text.len() <= KEY_CACHE_MAX_BYTES {
+            self.keys.insert(text.into(), bytes.clone());
+        }
         bytes
     }
 }
@@ -233,8 +237,10 @@ impl<'a> Doc<'a> {
         let raw = self.raw;
         let mut current = if raw.get().starts_with('{') {
             let top = self.top.get_or_insert_with(|| members(raw));
+            // The last of duplicate members wins, as in `json::lookup`.
             top.as_ref()?
                 .iter()
+                .rev()
                 .find(|(key, _)| *key == first)
                 .map(|(_, value)| *value)?
         } else {
