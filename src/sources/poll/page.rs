@@ -1,0 +1,160 @@
+//! What the walk does with one page: same-origin next URLs, conditional-request validators,
+//! dead-letter records for unreadable pages, error excerpts.
+
+use std::{sync::Arc, time::SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+
+use super::{Next, PageState, PollSettings, Validators};
+use crate::record::{DeadLetter, PageLineage, Record};
+
+/// A next URL is followed only on the origin (scheme, host, port) of the page that named it,
+/// so credentials never go to another host; secret query parameters are stripped before the
+/// URL becomes part of the stored position (they are added again when it is requested).
+pub(super) fn same_origin(
+    current: &url::Url,
+    next: &str,
+    secret_query: &[String],
+    secret_values: &[secrecy::SecretString],
+) -> Next {
+    let Ok(mut parsed) = url::Url::parse(next) else {
+        return Next::Unknown("the next URL is not a URL".into());
+    };
+    if parsed.origin() != current.origin() {
+        return Next::Unknown(format!(
+            "the next page is on another origin ({}); credentials are not sent there",
+            parsed.origin().ascii_serialization()
+        ));
+    }
+    if parsed.query().is_some() && !secret_query.is_empty() {
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(name, _)| !secret_query.iter().any(|s| s.eq_ignore_ascii_case(name)))
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    let stored: String = parsed.into();
+    if crate::secret::scrub(&stored, secret_values) != stored {
+        // A secret of the configured URL (a path token) echoed in the next URL: storing it
+        // would write the secret to the checkpoint file.
+        return Next::Unknown(
+            "the next URL holds a secret of the configured URL, so it is not stored".into(),
+        );
+    }
+    Next::Page(PageState::Url(stored))
+}
+
+pub(super) fn add_validators(headers: &mut HeaderMap, validators: &Validators) {
+    let pairs = [
+        (http::header::IF_NONE_MATCH, &validators.etag),
+        (http::header::IF_MODIFIED_SINCE, &validators.last_modified),
+    ];
+    for (name, value) in pairs {
+        if let Some(value) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+pub(super) fn validators_of(headers: &HeaderMap, url: &str) -> Option<Validators> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let etag = text(http::header::ETAG);
+    let last_modified = text(http::header::LAST_MODIFIED);
+    (etag.is_some() || last_modified.is_some()).then(|| Validators {
+        url: url.to_owned(),
+        etag,
+        last_modified,
+    })
+}
+
+pub(super) fn dead_letter(
+    payload: Bytes,
+    fetched_at: SystemTime,
+    lineage: &Arc<PageLineage>,
+    kind: &'static str,
+    reason: String,
+) -> Record {
+    let mut record = Record::new(payload, fetched_at);
+    record.page = Some(Arc::clone(lineage));
+    record.dead_letter = Some(DeadLetter { kind, reason });
+    record
+}
+
+pub(super) fn not_an_array(
+    body: &Bytes,
+    fetched_at: SystemTime,
+    lineage: &Arc<PageLineage>,
+    settings: &PollSettings,
+) -> Record {
+    dead_letter(
+        body.clone(),
+        fetched_at,
+        lineage,
+        "records_not_found",
+        format!(
+            "page {} has no array of records at `{}`",
+            lineage.page, settings.records
+        ),
+    )
+}
+
+/// The start of `text`, at most 300 bytes, for an error message.
+pub(super) fn excerpt(text: &str) -> &str {
+    let mut end = text.len().min(300);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_urls_stay_on_the_origin_and_lose_their_secrets() {
+        let current: url::Url = "https://api.example.com/v1/items?page=1".parse().unwrap();
+        let secret = ["api_key".to_owned()];
+        assert_eq!(
+            same_origin(
+                &current,
+                "https://api.example.com/v1/items?page=2&api_key=s3cret&x=1",
+                &secret,
+                &[]
+            ),
+            Next::Page(PageState::Url(
+                "https://api.example.com/v1/items?page=2&x=1".into()
+            ))
+        );
+        for elsewhere in [
+            "https://evil.example/v1/items?page=2",
+            "http://api.example.com/v1/items?page=2",
+            "https://api.example.com:8443/v1/items?page=2",
+        ] {
+            assert!(
+                matches!(
+                    same_origin(&current, elsewhere, &secret, &[]),
+                    Next::Unknown(_)
+                ),
+                "{elsewhere}"
+            );
+        }
+        let token = [secrecy::SecretString::from("t0ken-value")];
+        assert!(matches!(
+            same_origin(
+                &current,
+                "https://api.example.com/t0ken-value/items?page=2",
+                &secret,
+                &token
+            ),
+            Next::Unknown(_)
+        ));
+    }
+}
