@@ -63,6 +63,42 @@ pub fn resolve(raw: &str) -> Result<SecretString, SecretError> {
     Ok(SecretString::from(out))
 }
 
+/// What to strip from one source's URLs before they reach a log, a header, a metric or the
+/// checkpoint file: the query parameters that carry secrets (beyond the secret-looking names
+/// [`redact_url`] knows) and the values of the secret references in its configuration.
+#[derive(Clone, Debug, Default)]
+pub struct UrlRedactor {
+    parameters: Vec<String>,
+    values: Vec<SecretString>,
+}
+
+impl UrlRedactor {
+    /// A redactor of the query `parameters` and of the values of the references in `raw`
+    /// (config texts such as the source's `url`).
+    pub fn new<'a>(parameters: Vec<String>, raw: impl IntoIterator<Item = &'a str>) -> Self {
+        UrlRedactor {
+            parameters,
+            values: raw.into_iter().flat_map(reference_values).collect(),
+        }
+    }
+
+    /// `url` with user info, secret query values and referenced secret values replaced by
+    /// `REDACTED`.
+    pub fn redact(&self, url: &str) -> String {
+        scrub(&redact_url_with(url, &self.parameters), &self.values)
+    }
+
+    /// The query parameters that carry secrets.
+    pub fn parameters(&self) -> &[String] {
+        &self.parameters
+    }
+
+    /// True when `text` holds the value of a secret reference.
+    pub fn holds_secret(&self, text: &str) -> bool {
+        scrub(text, &self.values) != text
+    }
+}
+
 /// The URL standard's path percent-encode set (WHATWG URL §1.3), as the `url` crate applies it.
 const PATH_ENCODE_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')

@@ -169,6 +169,7 @@ impl AuthConfig {
                     client_auth: *client_auth,
                     expiry_skew: *expiry_skew,
                     cached: Mutex::new(None),
+                    client: std::sync::OnceLock::new(),
                 })))
             }
         }
@@ -192,7 +193,6 @@ impl Auth {
     /// [`TokenError`] when an OAuth2 token cannot be had.
     pub async fn header(
         &self,
-        client: &reqwest::Client,
     ) -> Result<Option<(http::HeaderName, http::HeaderValue)>, TokenError> {
         use base64::Engine as _;
         let (name, text) = match self {
@@ -204,7 +204,7 @@ impl Auth {
                 (http::header::AUTHORIZATION, format!("Basic {encoded}"))
             }
             Auth::OAuth2(tokens) => {
-                let token = tokens.token(client).await?;
+                let token = tokens.token().await?;
                 (
                     http::header::AUTHORIZATION,
                     format!("Bearer {}", token.expose_secret()),
@@ -261,6 +261,8 @@ pub struct OAuth2Tokens {
     client_auth: ClientAuth,
     expiry_skew: Duration,
     cached: Mutex<Option<CachedToken>>,
+    /// The client for the token endpoint, built on the first fetch.
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
 #[derive(Debug)]
@@ -276,17 +278,32 @@ impl OAuth2Tokens {
     ///
     /// # Errors
     /// [`TokenError`] when the token endpoint refuses or cannot be reached.
-    pub async fn token(&self, client: &reqwest::Client) -> Result<SecretString, TokenError> {
+    pub async fn token(&self) -> Result<SecretString, TokenError> {
         let mut cached = self.cached.lock().await;
         if let Some(token) = cached.as_ref() {
             if token.renew_at.is_none_or(|at| Instant::now() < at) {
                 return Ok(token.secret.clone());
             }
         }
-        let fresh = self.fetch(client).await?;
+        let fresh = self.fetch().await?;
         let secret = fresh.secret.clone();
         *cached = Some(fresh);
         Ok(secret)
+    }
+
+    /// The token endpoint's own client (10 s to connect, 30 s a request), built once.
+    fn http_client(&self) -> Result<&reqwest::Client, TokenError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| {
+                TokenError::Unreachable(format!("the HTTP client could not be built: {e}"))
+            })?;
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// Forgets the cached token (after a 401), so the next [`Self::token`] fetches one.
@@ -294,7 +311,8 @@ impl OAuth2Tokens {
         *self.cached.lock().await = None;
     }
 
-    async fn fetch(&self, client: &reqwest::Client) -> Result<CachedToken, TokenError> {
+    async fn fetch(&self) -> Result<CachedToken, TokenError> {
+        let client = self.http_client()?;
         let mut oauth = BasicClient::new(ClientId::new(self.client_id.clone()))
             .set_client_secret(ClientSecret::new(
                 self.client_secret.expose_secret().to_owned(),

@@ -134,8 +134,7 @@ pub struct HttpPolicy {
     retry: RetryConfig,
     limits: Arc<HostLimits>,
     metrics: SourceMetrics,
-    secret_query: Vec<String>,
-    secret_values: Vec<secrecy::SecretString>,
+    redactor: crate::secret::UrlRedactor,
 }
 
 /// Timeouts of one source's requests.
@@ -158,8 +157,7 @@ impl HttpPolicy {
         timeouts: Timeouts,
         limits: Arc<HostLimits>,
         metrics: SourceMetrics,
-        secret_query: Vec<String>,
-        secret_values: Vec<secrecy::SecretString>,
+        redactor: crate::secret::UrlRedactor,
     ) -> Result<Self, String> {
         // Redirects are followed on the same origin only, so that credentials (which reqwest
         // strips from cross-host redirects only when they are `Authorization`) stay there.
@@ -187,16 +185,14 @@ impl HttpPolicy {
             retry,
             limits,
             metrics,
-            secret_query,
-            secret_values,
+            redactor,
         })
     }
 
     /// `url` with credentials, secret query values and the values of the config's secret
     /// references (a token in the path) replaced, for logs and headers.
     pub fn redact(&self, url: &url::Url) -> String {
-        let redacted = crate::secret::redact_url_with(url.as_str(), &self.secret_query);
-        crate::secret::scrub(&redacted, &self.secret_values)
+        self.redactor.redact(url.as_str())
     }
 
     /// Sends `request` under the policy (see the module docs).
@@ -357,12 +353,7 @@ impl HttpPolicy {
             .client
             .request(request.method.clone(), url)
             .headers(request.headers.clone());
-        if let Some((name, value)) = self
-            .auth
-            .header(&self.client)
-            .await
-            .map_err(Failure::Token)?
-        {
+        if let Some((name, value)) = self.auth.header().await.map_err(Failure::Token)? {
             builder = builder.header(name, value);
         }
         if let Some(body) = &request.body {

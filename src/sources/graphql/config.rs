@@ -11,7 +11,6 @@ use crate::{
     error::ConfigError,
     http::{AuthConfig, HttpRequest, RetryConfig},
     json::{is_null, lookup, text_of},
-    secret,
     sources::{
         common::{default_channel_max_bytes, default_channel_max_records, Checks},
         poll::{
@@ -157,16 +156,13 @@ impl GraphqlConfig {
                 errors: self.errors,
             },
             Vec::new(),
-            secret::reference_values(&self.url),
+            &[self.url.as_str()],
         );
         checks.finish()?;
         let (Some(url), Some(settings), Some(query)) = (url, settings, query) else {
             unreachable!("no errors means every part resolved");
         };
-        let redacted_url = secret::scrub(
-            &secret::redact_url_with(url.expose_secret(), &settings.secret_query),
-            &settings.secret_values,
-        );
+        let redacted_url = settings.redactor.redact(url.expose_secret());
         let mut info = SourceInfo::new(
             name,
             &self.topic,

@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{ErrorsPolicy, PollSettings, WatermarkConfig};
 use crate::{
     http::{AuthConfig, RetryConfig, Timeouts},
+    secret::UrlRedactor,
     sources::common::Checks,
 };
 
@@ -48,11 +49,13 @@ pub(crate) struct CommonFields<'a> {
 }
 
 /// Checks the shared fields and builds the engine's settings (`None` after an error).
+/// `secret_query` names the query parameters that carry secrets; `secret_texts` are the config
+/// texts (URL, query values) whose secret references are redacted from URLs.
 pub(crate) fn settings(
     checks: &mut Checks,
     fields: CommonFields<'_>,
     mut secret_query: Vec<String>,
-    secret_values: Vec<SecretString>,
+    secret_texts: &[&str],
 ) -> Option<PollSettings> {
     pointer(checks, "records", fields.records, true);
     if let Some(key) = fields.key {
@@ -118,8 +121,7 @@ pub(crate) fn settings(
             connect: fields.connect_timeout,
             total: fields.timeout,
         },
-        secret_query,
-        secret_values,
+        redactor: UrlRedactor::new(secret_query, secret_texts.iter().copied()),
     })
 }
 

@@ -125,10 +125,8 @@ pub struct PollSettings {
     pub retry: RetryConfig,
     /// Timeouts.
     pub timeouts: Timeouts,
-    /// Query parameters carrying secrets (an API key, `${env:…}` values), redacted from URLs.
-    pub secret_query: Vec<String>,
-    /// Values of the secret references in the URL and query, scrubbed from URLs.
-    pub secret_values: Vec<secrecy::SecretString>,
+    /// What to strip from URLs (secret query parameters, referenced secret values).
+    pub redactor: crate::secret::UrlRedactor,
 }
 
 /// Polls in a row that may fail at a page past the first before the walk starts over from
@@ -227,8 +225,7 @@ pub async fn run(
         settings.timeouts,
         Arc::clone(&context.hosts),
         context.metrics.clone(),
-        settings.secret_query.clone(),
-        settings.secret_values.clone(),
+        settings.redactor.clone(),
     )
     .map_err(|message| permanent(message, "check the TLS setup"))?;
     let mut position = match &context.resume {
@@ -429,12 +426,7 @@ async fn poll(
             },
         );
         let next = match next {
-            Next::Page(PageState::Url(url)) => same_origin(
-                &response.url,
-                &url,
-                &settings.secret_query,
-                &settings.secret_values,
-            ),
+            Next::Page(PageState::Url(url)) => same_origin(&response.url, &url, &settings.redactor),
             other => other,
         };
         // A page asked for twice in one walk (A → B → A) would loop to the page limit.

@@ -9,7 +9,6 @@ use super::pagination::{PaginationConfig, Paginator};
 use crate::{
     error::ConfigError,
     http::{AuthConfig, HttpRequest, RetryConfig},
-    secret,
     sources::{
         common::{default_channel_max_bytes, default_channel_max_records, Checks},
         poll::{
@@ -101,7 +100,7 @@ impl RestConfig {
         let headers = poll::config::header_map(&mut checks, &headers);
         let mut query = Vec::new();
         let mut secret_query = Vec::new();
-        let mut secret_values = secret::reference_values(&self.url);
+        let mut secret_texts = vec![self.url.as_str()];
         // Query parameters of the URL itself whose values are secret references.
         if let Ok(raw) = url::Url::parse(&self.url) {
             for (param, value) in raw.query_pairs() {
@@ -113,7 +112,7 @@ impl RestConfig {
         for (param, value) in &self.query {
             if value.contains("${") {
                 secret_query.push(param.clone());
-                secret_values.extend(secret::reference_values(value));
+                secret_texts.push(value);
             }
             if let Some(value) = checks.secret(&format!("query.{param}"), value) {
                 query.push((param.clone(), value));
@@ -149,7 +148,7 @@ impl RestConfig {
                 errors: ErrorsPolicy::Fail,
             },
             secret_query,
-            secret_values.clone(),
+            &secret_texts,
         );
         checks.finish()?;
         let (Some(url), Some(settings)) = (url, settings) else {
@@ -159,10 +158,7 @@ impl RestConfig {
         for (param, value) in &query {
             crate::http::set_query_param(&mut base, param, value.expose_secret());
         }
-        let redacted_url = secret::scrub(
-            &secret::redact_url_with(base.as_str(), &settings.secret_query),
-            &secret_values,
-        );
+        let redacted_url = settings.redactor.redact(base.as_str());
         let mut info = SourceInfo::new(
             name,
             &self.topic,
@@ -179,7 +175,7 @@ impl RestConfig {
             watermark_param: self.watermark.as_ref().map(|w| w.param.clone()),
             secret_params: base
                 .query_pairs()
-                .filter(|(param, _)| settings.secret_query.iter().any(|s| s == param))
+                .filter(|(param, _)| settings.redactor.parameters().iter().any(|s| s == param))
                 .map(|(param, value)| (param.into_owned(), SecretString::from(value.into_owned())))
                 .collect(),
         };

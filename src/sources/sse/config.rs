@@ -158,10 +158,7 @@ impl SseConfig {
         let url = url.expect("no errors means the URL resolved");
         let redacted_url = {
             use secrecy::ExposeSecret;
-            secret::scrub(
-                &secret::redact_url_with(url.expose_secret(), &secret_query),
-                &secret::reference_values(&self.url),
-            )
+            secret::UrlRedactor::new(secret_query, [self.url.as_str()]).redact(url.expose_secret())
         };
         let info = SourceInfo::new(
             name,

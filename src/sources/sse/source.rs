@@ -46,38 +46,6 @@ enum ConnectionEnd {
     Unauthorized(SourceError),
 }
 
-/// What each connect shares with the other HTTP sources: the host's budget and the
-/// authentication (with its OAuth2 token cache).
-struct Connect {
-    limiter: Arc<crate::http::HostLimiter>,
-    /// The client OAuth2 tokens are fetched with.
-    token_client: reqwest::Client,
-}
-
-impl Connect {
-    fn new(settings: &SseSettings, context: &SourceContext) -> Result<Self, SourceError> {
-        let url: url::Url = settings
-            .url
-            .expose_secret()
-            .parse()
-            .expect("the URL was checked at config time");
-        let token_client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.read_timeout)
-            .build()
-            .map_err(|e| SourceError::Permanent {
-                source_name: context.name.to_string(),
-                url: settings.redacted_url.clone(),
-                message: format!("the HTTP client could not be built: {e}"),
-                fix: "check the TLS setup".into(),
-            })?;
-        Ok(Connect {
-            limiter: context.hosts.for_url(&url),
-            token_client,
-        })
-    }
-}
-
 impl SseSource {
     pub(crate) fn new(settings: SseSettings) -> Self {
         SseSource {
@@ -104,7 +72,13 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
         settings.reconnect.max_delay,
     );
     let mut rng = rand::rngs::StdRng::from_os_rng();
-    let connect = Connect::new(&settings, &context)?;
+    // Every connect waits for the host's budget, shared with the other HTTP sources.
+    let url: url::Url = settings
+        .url
+        .expose_secret()
+        .parse()
+        .expect("the URL was checked at config time");
+    let limiter = context.hosts.for_url(&url);
     context.set_state(SourceState::Starting);
     let mut refreshed = false;
     loop {
@@ -112,7 +86,7 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
         let end = tokio::select! {
             biased;
             _ = context.shutdown.cancelled() => ConnectionEnd::Shutdown,
-            end = connection(&settings, &context, &connect, &mut last_event_id, &mut server_retry, &mut delivered) => end,
+            end = connection(&settings, &context, &limiter, &mut last_event_id, &mut server_retry, &mut delivered) => end,
         };
         context.metrics.connected.set(0);
         let error = match end {
@@ -169,7 +143,7 @@ use rand::SeedableRng;
 async fn connection(
     settings: &SseSettings,
     context: &SourceContext,
-    connect: &Connect,
+    limiter: &crate::http::HostLimiter,
     last_event_id: &mut Option<Arc<str>>,
     server_retry: &mut Option<Duration>,
     delivered: &mut bool,
@@ -191,11 +165,11 @@ async fn connection(
             fix: fix.to_owned(),
         })
     };
-    let waited = connect.limiter.acquire().await;
+    let waited = limiter.acquire().await;
     if !waited.is_zero() {
         context.metrics.rate_limit_wait(waited);
     }
-    let auth = match settings.auth.header(&connect.token_client).await {
+    let auth = match settings.auth.header().await {
         Ok(auth) => auth,
         Err(error @ crate::http::TokenError::Refused(_)) => {
             return permanent(
@@ -279,7 +253,7 @@ async fn connection(
                             .and_then(|value| parse_retry_after(value, SystemTime::now()));
                         if let Some(delay) = retry_after {
                             // Every source calling this host waits too.
-                            connect.limiter.pause_for(delay);
+                            limiter.pause_for(delay);
                         }
                         transient_after(format!("HTTP {status}"), retry_after)
                     }

@@ -269,10 +269,8 @@ impl WebSocketConfig {
         checks.finish()?;
 
         let url = url.expect("no errors means the URL resolved");
-        let redacted_url = secret::scrub(
-            &secret::redact_url(url.expose_secret()),
-            &secret::reference_values(&self.url),
-        );
+        let redacted_url =
+            secret::UrlRedactor::new(Vec::new(), [self.url.as_str()]).redact(url.expose_secret());
         let info = SourceInfo::new(
             name,
             &self.topic,
