@@ -24,14 +24,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use page::{add_validators, dead_letter, excerpt, not_an_array, same_origin, validators_of};
+use page::{add_validators, read_page, same_origin, validators_of, PageContent};
 pub use position::{compare, PageState, PollPosition, Validators, Walk};
 
 use crate::{
     error::SourceError,
     health::SourceState,
     http::{Auth, HttpError, HttpPolicy, HttpRequest, RetryConfig, Timeouts},
-    json::{elements, is_null, lookup, text_of},
+    json::{is_null, lookup, text_of},
     record::{PageLineage, Position, Record},
     sources::{Source, SourceContext},
 };
@@ -332,59 +332,19 @@ async fn poll(
             page: walk.page.to_string(),
         });
         let body = response.body;
-        let mut out = Vec::new();
-        let parsed = serde_json::from_slice::<&RawValue>(&body);
-        let (raw, found) = match &parsed {
-            Ok(raw) => {
-                if let Some(errors) = endpoint.errors(raw) {
-                    if settings.errors == ErrorsPolicy::Fail {
-                        return Err(PollError::Failed(format!(
-                            "page {} of {} answered with GraphQL errors: {}",
-                            walk.page,
-                            lineage.url,
-                            excerpt(errors.get())
-                        )));
-                    }
-                    out.push(dead_letter(
-                        body.slice_ref(errors.get().as_bytes()),
-                        fetched_at,
-                        &lineage,
-                        "graphql_errors",
-                        "the answer carried GraphQL errors (the partial data was produced)".into(),
-                    ));
-                }
-                match lookup(raw, &settings.records) {
-                    Some(found) if is_null(found) => (Some(*raw), Vec::new()),
-                    // A single resource (`GET /repos/{owner}/{repo}`) is one record; `{}` is
-                    // an empty list (as some APIs write it).
-                    Some(found) if found.get().starts_with('{') => {
-                        let empty = crate::json::members(found).is_some_and(|m| m.is_empty());
-                        (Some(*raw), if empty { Vec::new() } else { vec![found] })
-                    }
-                    Some(found) => match elements(found) {
-                        Some(found) => (Some(*raw), found),
-                        None => {
-                            out.push(not_an_array(&body, fetched_at, &lineage, settings));
-                            (Some(*raw), Vec::new())
-                        }
-                    },
-                    None => {
-                        out.push(not_an_array(&body, fetched_at, &lineage, settings));
-                        (Some(*raw), Vec::new())
-                    }
-                }
-            }
-            Err(error) => {
-                out.push(dead_letter(
-                    body.clone(),
-                    fetched_at,
-                    &lineage,
-                    "invalid_json",
-                    format!("page {} is not valid JSON: {error}", walk.page),
-                ));
-                (None, Vec::new())
-            }
-        };
+        let PageContent {
+            raw,
+            records: found,
+            mut out,
+        } = read_page(
+            &body,
+            serde_json::from_slice::<&RawValue>(&body).map_err(|e| e.to_string()),
+            endpoint,
+            settings,
+            &lineage,
+            fetched_at,
+        )
+        .map_err(PollError::Failed)?;
         for element in &found {
             let key = settings
                 .key

@@ -6,8 +6,96 @@ use std::{sync::Arc, time::SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
-use super::{Next, PageState, PollSettings, Validators};
-use crate::record::{DeadLetter, PageLineage, Record};
+use serde_json::value::RawValue;
+
+use super::{Endpoint, ErrorsPolicy, Next, PageState, PollSettings, Validators};
+use crate::{
+    json::{elements, is_null, lookup, members},
+    record::{DeadLetter, PageLineage, Record},
+};
+
+/// What a fetched page holds.
+pub(super) struct PageContent<'a> {
+    /// The parsed body; `None` when it was not valid JSON.
+    pub raw: Option<&'a RawValue>,
+    /// The records, each borrowed from the body.
+    pub records: Vec<&'a RawValue>,
+    /// Dead-letter records: the whole page (not JSON, no records array) or GraphQL `errors`.
+    pub out: Vec<Record>,
+}
+
+/// Finds the records of a page whose body `parsed` is (or failed to parse as) JSON.
+///
+/// # Errors
+/// The text of a failed poll: GraphQL `errors` under `errors = "fail"`.
+pub(super) fn read_page<'a>(
+    body: &Bytes,
+    parsed: Result<&'a RawValue, String>,
+    endpoint: &dyn Endpoint,
+    settings: &PollSettings,
+    lineage: &Arc<PageLineage>,
+    fetched_at: SystemTime,
+) -> Result<PageContent<'a>, String> {
+    let mut out = Vec::new();
+    let raw = match parsed {
+        Ok(raw) => raw,
+        Err(error) => {
+            out.push(dead_letter(
+                body.clone(),
+                fetched_at,
+                lineage,
+                "invalid_json",
+                format!("page {} is not valid JSON: {error}", lineage.page),
+            ));
+            return Ok(PageContent {
+                raw: None,
+                records: Vec::new(),
+                out,
+            });
+        }
+    };
+    if let Some(errors) = endpoint.errors(raw) {
+        if settings.errors == ErrorsPolicy::Fail {
+            return Err(format!(
+                "page {} of {} answered with GraphQL errors: {}",
+                lineage.page,
+                lineage.url,
+                excerpt(errors.get())
+            ));
+        }
+        out.push(dead_letter(
+            body.slice_ref(errors.get().as_bytes()),
+            fetched_at,
+            lineage,
+            "graphql_errors",
+            "the answer carried GraphQL errors (the partial data was produced)".into(),
+        ));
+    }
+    let records = match lookup(raw, &settings.records) {
+        Some(found) if is_null(found) => Vec::new(),
+        // A single resource (`GET /repos/{owner}/{repo}`) is one record; `{}` is an empty list
+        // (as some APIs write it).
+        Some(found) if found.get().starts_with('{') => {
+            if members(found).is_some_and(|m| m.is_empty()) {
+                Vec::new()
+            } else {
+                vec![found]
+            }
+        }
+        found => match found.and_then(elements) {
+            Some(records) => records,
+            None => {
+                out.push(not_an_array(body, fetched_at, lineage, settings));
+                Vec::new()
+            }
+        },
+    };
+    Ok(PageContent {
+        raw: Some(raw),
+        records,
+        out,
+    })
+}
 
 /// A next URL is followed only on the origin (scheme, host, port) of the page that named it,
 /// so credentials never go to another host; secret query parameters are stripped before the
@@ -74,7 +162,7 @@ pub(super) fn validators_of(headers: &HeaderMap, url: &str) -> Option<Validators
     })
 }
 
-pub(super) fn dead_letter(
+fn dead_letter(
     payload: Bytes,
     fetched_at: SystemTime,
     lineage: &Arc<PageLineage>,
@@ -87,7 +175,7 @@ pub(super) fn dead_letter(
     record
 }
 
-pub(super) fn not_an_array(
+fn not_an_array(
     body: &Bytes,
     fetched_at: SystemTime,
     lineage: &Arc<PageLineage>,
@@ -106,7 +194,7 @@ pub(super) fn not_an_array(
 }
 
 /// The start of `text`, at most 300 bytes, for an error message.
-pub(super) fn excerpt(text: &str) -> &str {
+fn excerpt(text: &str) -> &str {
     let mut end = text.len().min(300);
     while !text.is_char_boundary(end) {
         end -= 1;
