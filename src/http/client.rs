@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     auth::{Auth, TokenError},
     classify_status,
-    host_limits::HostLimits,
+    host_limits::{HostLimiter, HostLimits},
     parse_retry_after, rate_limit_status, StatusClass,
 };
 use crate::{backoff::Backoff, metrics::SourceMetrics};
@@ -236,7 +236,6 @@ impl HttpPolicy {
             };
             let failure = match outcome {
                 Ok(response) => {
-                    self.metrics.http_request(Some(response.status.as_u16()));
                     if conditional && response.status != StatusCode::NOT_MODIFIED {
                         let waited = tokio::select! {
                             _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
@@ -246,67 +245,21 @@ impl HttpPolicy {
                             self.metrics.rate_limit_wait(waited);
                         }
                     }
-                    let spent = rate_limit_status(&response.headers, SystemTime::now())
-                        .and_then(|status| status.wait());
-                    if let Some(wait) = spent {
-                        tracing::info!(source = %self.metrics.name(), url = %self.redact(&request.url), wait_ms = wait.as_millis() as u64, "the rate budget is spent; waiting for its reset");
-                        limiter.pause_for(wait.min(super::MAX_RETRY_AFTER));
-                    }
-                    let status = response.status.as_u16();
-                    let class = match classify_status(status) {
-                        // GitHub answers a spent primary rate limit with 403 and
-                        // `X-RateLimit-Remaining: 0`: wait for the reset, then try again.
-                        StatusClass::Permanent if status == 403 && spent.is_some() => {
-                            StatusClass::Transient
-                        }
-                        class => class,
-                    };
-                    match class {
-                        // A redirect that was not followed (another origin, or too many).
-                        StatusClass::Success
-                            if response.status.is_redirection()
-                                && response.status != StatusCode::NOT_MODIFIED =>
-                        {
-                            let location = response
-                                .headers
-                                .get(http::header::LOCATION)
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| response.url.join(v).ok())
-                                .map_or_else(
-                                    || "an unknown place".to_owned(),
-                                    |to| self.redact(&to),
-                                );
-                            return Err(HttpError::Redirected {
-                                url: self.redact(&request.url),
-                                status,
-                                location,
-                            });
-                        }
-                        StatusClass::Success => return Ok(response),
-                        StatusClass::Permanent
-                            if status == 401 && !refreshed && self.refresh_token().await =>
-                        {
+                    match self.judge(request, response, &limiter) {
+                        Judged::Answer(response) => return Ok(response),
+                        Judged::Unauthorized if !refreshed && self.refresh_token().await => {
                             refreshed = true;
                             attempts -= 1;
                             continue;
                         }
-                        StatusClass::Permanent => {
+                        Judged::Unauthorized => {
                             return Err(HttpError::Permanent {
                                 url: self.redact(&request.url),
-                                status,
+                                status: 401,
                             })
                         }
-                        StatusClass::Transient => {
-                            if let Some(delay) = response
-                                .headers
-                                .get(http::header::RETRY_AFTER)
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| parse_retry_after(v, SystemTime::now()))
-                            {
-                                limiter.pause_for(delay);
-                            }
-                            format!("HTTP {status}")
-                        }
+                        Judged::Fail(error) => return Err(error),
+                        Judged::Retry(failure) => failure,
                     }
                 }
                 Err(Failure::Transport(error)) => {
@@ -331,6 +284,64 @@ impl HttpPolicy {
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
                 _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// What an answer means: counted, its rate budget and `Retry-After` applied to the host.
+    fn judge(
+        &self,
+        request: &HttpRequest,
+        response: HttpResponse,
+        limiter: &HostLimiter,
+    ) -> Judged {
+        self.metrics.http_request(Some(response.status.as_u16()));
+        let spent = rate_limit_status(&response.headers, SystemTime::now())
+            .and_then(|status| status.wait());
+        if let Some(wait) = spent {
+            tracing::info!(source = %self.metrics.name(), url = %self.redact(&request.url), wait_ms = wait.as_millis() as u64, "the rate budget is spent; waiting for its reset");
+            limiter.pause_for(wait.min(super::MAX_RETRY_AFTER));
+        }
+        let status = response.status.as_u16();
+        match classify_status(status) {
+            // A redirect that was not followed (another origin, or too many).
+            StatusClass::Success
+                if response.status.is_redirection()
+                    && response.status != StatusCode::NOT_MODIFIED =>
+            {
+                let location = response
+                    .headers
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| response.url.join(v).ok())
+                    .map_or_else(|| "an unknown place".to_owned(), |to| self.redact(&to));
+                Judged::Fail(HttpError::Redirected {
+                    url: self.redact(&request.url),
+                    status,
+                    location,
+                })
+            }
+            StatusClass::Success => Judged::Answer(response),
+            StatusClass::Permanent if status == 401 => Judged::Unauthorized,
+            // GitHub answers a spent primary rate limit with 403 and `X-RateLimit-Remaining:
+            // 0`: the pause above waits for the reset, then the request is tried again.
+            StatusClass::Permanent if status == 403 && spent.is_some() => {
+                Judged::Retry(format!("HTTP {status}"))
+            }
+            StatusClass::Permanent => Judged::Fail(HttpError::Permanent {
+                url: self.redact(&request.url),
+                status,
+            }),
+            StatusClass::Transient => {
+                if let Some(delay) = response
+                    .headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()))
+                {
+                    limiter.pause_for(delay);
+                }
+                Judged::Retry(format!("HTTP {status}"))
             }
         }
     }
@@ -381,6 +392,18 @@ impl HttpPolicy {
             body,
         })
     }
+}
+
+/// What [`HttpPolicy::judge`] made of an answer.
+enum Judged {
+    /// A 2xx or 304: the answer.
+    Answer(HttpResponse),
+    /// A 401: permanent, unless a new OAuth2 token cures it.
+    Unauthorized,
+    /// Not worth retrying.
+    Fail(HttpError),
+    /// Worth another attempt; the failure, for the log.
+    Retry(String),
 }
 
 enum Failure {
