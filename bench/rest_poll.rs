@@ -2,13 +2,13 @@
 //! sources, and unthrottled.
 //!
 //! ```text
-//! cargo bench --bench rest_poll -- [--broker tansu|mock] [--scenario budget|unlimited|both]
+//! cargo bench --bench rest_poll -- [--broker kafka|mock|tansu] [--scenario budget|unlimited|both]
 //!                                  [--sources S] [--budget-pages P] [--budget R]
 //!                                  [--latency-ms L] [--pages P] [--records-per-page N]
 //! ```
 //!
 //! Both scenarios run the real `tributary` binary (release build) as a child process against one
-//! broker on 127.0.0.1 (tansu as a child process, or librdkafka's mock cluster in this process)
+//! broker on 127.0.0.1 (Apache Kafka or tansu as child processes, or librdkafka's mock cluster in this process)
 //! and a JSON API served by this process (axum on 127.0.0.1). Collection `/items/<c>` is a list
 //! of pages `{"data": [records], "next_cursor": "p00000001"}` (`null` on the last page) of
 //! generated 200-byte JSON records with unique ids; every source walks one collection with
@@ -88,13 +88,15 @@ const DEFAULT_RECORDS_PER_PAGE: usize = 100;
 
 /// The usage text (`--help`, and after an argument error).
 const USAGE: &str = "\
-usage: cargo bench --bench rest_poll -- [--broker tansu|mock] [--scenario budget|unlimited|both]
+usage: cargo bench --bench rest_poll -- [--broker kafka|mock|tansu] [--scenario budget|unlimited|both]
                                        [--sources S] [--budget-pages P] [--budget R]
                                        [--latency-ms L] [--pages P] [--records-per-page N]
 
-  --broker tansu        (default) a tansu broker child process with in-memory storage, from
-                        $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
+  --broker kafka        (default) Apache Kafka, one KRaft node (tests/kafka/kafka.sh; Java 17
+                        and Maven), log on disk
   --broker mock         librdkafka's mock cluster, in the benchmark process
+  --broker tansu        a tansu broker child process with in-memory storage, from
+                        $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
   --scenario X          budget, unlimited or both (default both)
   budget scenario (pages of 10 records):
   --sources S           REST sources sharing the host budget, one collection each (default 8)
@@ -131,7 +133,7 @@ struct Args {
 /// Parses the command line (see [`USAGE`]).
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        broker: BrokerKind::Tansu,
+        broker: BrokerKind::Kafka,
         budget_scenario: true,
         unlimited_scenario: true,
         sources: DEFAULT_SOURCES,
@@ -143,7 +145,7 @@ fn parse_args() -> Result<Args, String> {
     };
     common::parse_flags(|name, value| {
         match name {
-            "--broker" => args.broker = common::broker_kind(&value("`tansu` or `mock`")?)?,
+            "--broker" => args.broker = common::broker_kind(&value("`kafka`, `mock` or `tansu`")?)?,
             "--scenario" => {
                 (args.budget_scenario, args.unlimited_scenario) =
                     match value("`budget`, `unlimited` or `both`")?.as_str() {

@@ -1,11 +1,11 @@
 //! SSE → Kafka throughput: the `tributary` daemon against a plain rdkafka producer loop.
 //!
 //! ```text
-//! cargo bench --bench sse_to_kafka -- [--broker tansu|mock] [--events N] [--rss-multiple K]
+//! cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events N] [--rss-multiple K]
 //! ```
 //!
-//! Phases, all against one broker on 127.0.0.1 (tansu as a child process, or librdkafka's mock
-//! cluster in this process), each into a fresh topic with 8 partitions:
+//! Phases, all against one broker on 127.0.0.1 (Apache Kafka or tansu as child
+//! processes, or librdkafka's mock cluster in this process), each into a fresh topic with 8 partitions:
 //!
 //! 1. feed ceiling: how fast this process's replay server hands N events to a bare TCP reader
 //!    (shows the feed is not the bottleneck);
@@ -48,11 +48,13 @@ const DEFAULT_RSS_MULTIPLE: usize = 4;
 const FEED_TIMEOUT: Duration = Duration::from_secs(300);
 
 const USAGE: &str = "\
-usage: cargo bench --bench sse_to_kafka -- [--broker tansu|mock] [--events N] [--rss-multiple K]
+usage: cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events N] [--rss-multiple K]
 
-  --broker tansu   (default) a tansu broker child process with in-memory storage, from
-                   $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
+  --broker kafka   (default) Apache Kafka, one KRaft node (tests/kafka/kafka.sh; Java 17
+                   and Maven), log on disk
   --broker mock    librdkafka's mock cluster, in the benchmark process
+  --broker tansu   a tansu broker child process with in-memory storage, from
+                   $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
   --events N       events per run (default 200000)
   --rss-multiple K the second daemon run reads K*N events (default 4)";
 
@@ -64,13 +66,13 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        broker: BrokerKind::Tansu,
+        broker: BrokerKind::Kafka,
         events: DEFAULT_EVENTS,
         rss_multiple: DEFAULT_RSS_MULTIPLE,
     };
     common::parse_flags(|name, value| {
         match name {
-            "--broker" => args.broker = common::broker_kind(&value("`tansu` or `mock`")?)?,
+            "--broker" => args.broker = common::broker_kind(&value("`kafka`, `mock` or `tansu`")?)?,
             "--events" => args.events = common::count(name, &value("a number")?, 1)?,
             "--rss-multiple" => args.rss_multiple = common::count(name, &value("a number")?, 2)?,
             _ => return Ok(false),

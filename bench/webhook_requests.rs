@@ -2,14 +2,14 @@
 //! receiver, which answers 2xx only after Kafka has acknowledged the record.
 //!
 //! ```text
-//! cargo bench --bench webhook_requests -- [--broker tansu|mock] [--requests R] [--duration S]
+//! cargo bench --bench webhook_requests -- [--broker kafka|mock|tansu] [--requests R] [--duration S]
 //!                                         [--concurrency C]
 //! ```
 //!
 //! The real `tributary` binary (release build) runs as a child process with one
 //! `type = "webhook"` source (`signature = { scheme = "github", … }`, route `/webhooks/bench`
 //! on `server.listen`, 127.0.0.1) producing to a fresh topic with 8 partitions on one broker
-//! (tansu as a child process, or librdkafka's mock cluster in this process). Once `/readyz`
+//! (Apache Kafka or tansu as child processes, or librdkafka's mock cluster in this process). Once `/readyz`
 //! shows the source connected, C concurrent tokio tasks (reqwest, HTTP/1.1 keep-alive) POST
 //! signed requests until R requests were sent or S seconds passed: each body is one recorded
 //! Wikimedia `recentchange` event (`data/wikimedia`, about 1 KB of JSON), signed with
@@ -54,12 +54,14 @@ const SECRET: &str = "tributary-bench-secret";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const USAGE: &str = "\
-usage: cargo bench --bench webhook_requests -- [--broker tansu|mock] [--requests R] [--duration S]
+usage: cargo bench --bench webhook_requests -- [--broker kafka|mock|tansu] [--requests R] [--duration S]
                                               [--concurrency C]
 
-  --broker tansu   (default) a tansu broker child process with in-memory storage, from
-                   $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
+  --broker kafka   (default) Apache Kafka, one KRaft node (tests/kafka/kafka.sh; Java 17
+                   and Maven), log on disk
   --broker mock    librdkafka's mock cluster, in the benchmark process
+  --broker tansu   a tansu broker child process with in-memory storage, from
+                   $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
   --requests R     requests to send (default 50000; unlimited with --duration alone)
   --duration S     stop sending after S seconds (default: no limit; R bounds the run)
   --concurrency C  concurrent clients, each with one request in flight (default 32)";
@@ -73,14 +75,14 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        broker: BrokerKind::Tansu,
+        broker: BrokerKind::Kafka,
         requests: None,
         duration: None,
         concurrency: DEFAULT_CONCURRENCY,
     };
     common::parse_flags(|name, value| {
         match name {
-            "--broker" => args.broker = common::broker_kind(&value("`tansu` or `mock`")?)?,
+            "--broker" => args.broker = common::broker_kind(&value("`kafka`, `mock` or `tansu`")?)?,
             "--requests" => args.requests = Some(common::count(name, &value("a number")?, 1)?),
             "--duration" => {
                 let seconds = common::count(name, &value("a number of seconds")?, 1)?;

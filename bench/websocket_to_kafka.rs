@@ -1,7 +1,7 @@
 //! WebSocket → Kafka throughput: the `tributary` daemon against a plain rdkafka producer loop.
 //!
 //! ```text
-//! cargo bench --bench websocket_to_kafka -- [--broker tansu|mock] [--frames N] [--rss-multiple K]
+//! cargo bench --bench websocket_to_kafka -- [--broker kafka|mock|tansu] [--frames N] [--rss-multiple K]
 //! ```
 //!
 //! The feed is a WebSocket server in this process (tokio-tungstenite, 127.0.0.1) that waits for
@@ -11,8 +11,8 @@
 //! from cryptofeed (XFree86 1.1): "This product includes software developed by Bryant Moscon
 //! (http://www.bryantmoscon.com/)".
 //!
-//! Phases, all against one broker on 127.0.0.1 (tansu as a child process, or librdkafka's mock
-//! cluster in this process), each into a fresh topic with 8 partitions:
+//! Phases, all against one broker on 127.0.0.1 (Apache Kafka or tansu as child
+//! processes, or librdkafka's mock cluster in this process), each into a fresh topic with 8 partitions:
 //!
 //! 1. feed ceiling: how fast the server hands N frames to a bare WebSocket client that only
 //!    reads them (shows the feed is not the bottleneck);
@@ -65,11 +65,13 @@ const IDLE_LIMIT: Duration = Duration::from_secs(600);
 const FLUSH_EVERY: usize = 256;
 
 const USAGE: &str = "\
-usage: cargo bench --bench websocket_to_kafka -- [--broker tansu|mock] [--frames N] [--rss-multiple K]
+usage: cargo bench --bench websocket_to_kafka -- [--broker kafka|mock|tansu] [--frames N] [--rss-multiple K]
 
-  --broker tansu   (default) a tansu broker child process with in-memory storage, from
-                   $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
+  --broker kafka   (default) Apache Kafka, one KRaft node (tests/kafka/kafka.sh; Java 17
+                   and Maven), log on disk
   --broker mock    librdkafka's mock cluster, in the benchmark process
+  --broker tansu   a tansu broker child process with in-memory storage, from
+                   $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
   --frames N       frames per run (default 200000), the recorded Coinbase frames cycled
   --rss-multiple K the second daemon run reads K*N frames (default 4)";
 
@@ -81,13 +83,13 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        broker: BrokerKind::Tansu,
+        broker: BrokerKind::Kafka,
         frames: DEFAULT_FRAMES,
         rss_multiple: DEFAULT_RSS_MULTIPLE,
     };
     common::parse_flags(|name, value| {
         match name {
-            "--broker" => args.broker = common::broker_kind(&value("`tansu` or `mock`")?)?,
+            "--broker" => args.broker = common::broker_kind(&value("`kafka`, `mock` or `tansu`")?)?,
             "--frames" => args.frames = common::count(name, &value("a number")?, 1)?,
             "--rss-multiple" => args.rss_multiple = common::count(name, &value("a number")?, 2)?,
             _ => return Ok(false),

@@ -54,17 +54,24 @@ impl ConsumedRecord {
     }
 }
 
-/// Creates `topics` (name, partitions) with replication factor 1; existing topics are fine.
+/// Creates `topics` (name, partitions) through the Admin API (CreateTopics), each with
+/// `replication` replicas; existing topics are fine.
 ///
 /// # Errors
-/// The brokers cannot be reached or refuse the request.
-pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
+/// The brokers cannot be reached or refuse the request (e.g. more replicas than brokers).
+pub async fn create_topics(
+    brokers: &str,
+    topics: &[(&str, i32)],
+    replication: i32,
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            NewTopic::new(name, *partitions, TopicReplication::Fixed(replication))
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(&new_topics, &options).await? {
@@ -80,7 +87,9 @@ pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), 
     Ok(())
 }
 
-/// Reads every record of `topic`, from the beginning until each partition reports its end
+/// Reads every committed record of `topic` (`isolation.level=read_committed`: records of
+/// aborted or open transactions are not returned), from the beginning until each partition
+/// reports its end
 /// (librdkafka's partition EOF, taken from the fetch responses' high watermark). Blocking: call
 /// it from `spawn_blocking` in async code.
 ///
@@ -99,6 +108,7 @@ pub fn read_topic(
         .set("group.id", "tributary-read-back")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
         .create_with_context(ReadBackContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut remaining = std::collections::HashSet::new();

@@ -66,6 +66,8 @@ pub struct ReplayStats {
     pub events_served: AtomicU64,
     /// The `Last-Event-ID` header of each request, in order (`None` when absent).
     pub last_event_ids: Mutex<Vec<Option<String>>>,
+    /// When each request arrived, in order.
+    pub connected_at: Mutex<Vec<std::time::Instant>>,
 }
 
 struct Feed {
@@ -213,6 +215,11 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 async fn stream(State(feed): State<Arc<Feed>>, headers: HeaderMap) -> Response {
     let connection = feed.stats.connections.fetch_add(1, Ordering::Relaxed);
+    feed.stats
+        .connected_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(std::time::Instant::now());
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

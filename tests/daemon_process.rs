@@ -22,7 +22,7 @@ use tributary::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_loses_nothing() {
     const EVENTS: usize = 20_000;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("crash").await;
     let feed = ReplayServer::start(replay::wikimedia_feed(EVENTS), ReplayOptions::default())
         .await
@@ -94,7 +94,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_and_commits_the_last_acknowledged_position() {
     const EVENTS: usize = 3_000;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("term").await;
     let feed = ReplayServer::start(replay::wikimedia_feed(EVENTS), ReplayOptions::default())
         .await
@@ -126,7 +126,7 @@ async fn sigterm_flushes_and_commits_the_last_acknowledged_position() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_scrape_passes_promtool() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("scrape").await;
     let feed = ReplayServer::start(replay::wikimedia_feed(200), ReplayOptions::default())
         .await
@@ -310,12 +310,9 @@ topic = "wikimedia.recentchange"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_the_broker_down_exits_within_the_flush_timeout() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("down").await;
-    let Broker::Mock(cluster) = &broker else {
-        unreachable!()
-    };
-    cluster.broker_down(1).unwrap();
+    broker.down().await;
     let feed = ReplayServer::start(replay::wikimedia_feed(5_000), ReplayOptions::default())
         .await
         .unwrap();

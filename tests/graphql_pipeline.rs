@@ -72,7 +72,7 @@ fn all_ids() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_cursors_walk_every_page_and_the_watermark_is_a_variable() {
     let server = relay_server(None, 0).await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("issues").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&daemon_config(
@@ -121,7 +121,7 @@ watermark = { field = "/updatedAt", param = "since" }"#,
 async fn graphql_errors_fail_the_poll_or_go_to_the_dead_letter_topic() {
     let failing = relay_server(Some(1), 1).await;
     let partial = relay_server(Some(1), 1).await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     for name in ["strict", "lenient"] {
         broker.create_topic(name).await;
     }

@@ -76,7 +76,7 @@ async fn a_429_storm_is_waited_out_as_retry_after_asks_in_seconds_and_as_a_date(
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("storm").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&daemon_config(
@@ -143,7 +143,7 @@ async fn a_spent_budget_is_waited_out_until_its_reset_without_a_429() {
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("budget").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&daemon_config(
@@ -193,7 +193,7 @@ async fn a_5xx_burst_and_a_timeout_are_retried_and_the_walk_completes() {
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("flaky").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&daemon_config(
@@ -237,7 +237,7 @@ async fn permanent_errors_are_not_retried_and_readyz_shows_the_source_failing() 
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     let mut sources = String::new();
     for name in ["gone", "forbidden", "invalid"] {
         broker.create_topic(name).await;
@@ -373,7 +373,7 @@ async fn oauth2_tokens_are_cached_renewed_before_expiry_and_refreshed_once_on_a_
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     let auth = |secret: &str, token_path: &str| {
         format!(
             r#"auth = {{ type = "oauth2_client_credentials", token_url = "{}{token_path}", client_id = "tributary", client_secret = "{secret}", scopes = ["read"] }}"#,
@@ -472,7 +472,7 @@ async fn kill_9_in_the_middle_of_a_1000_page_walk_resumes_at_the_first_unacknowl
         json(200, cursor_page(cursor_of(&request), PAGES), &[])
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("walk").await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

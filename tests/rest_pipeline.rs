@@ -1,5 +1,5 @@
-//! End to end: polled REST sources against HTTP APIs on 127.0.0.1 → librdkafka's mock cluster
-//! (the recorded GitHub walk also tansu), read back. The recorded GitHub pages, every pagination style, the watermark, conditional
+//! End to end: polled REST sources against HTTP APIs on 127.0.0.1 → Apache Kafka (the recorded
+//! GitHub walk also librdkafka's mock cluster), read back. The recorded GitHub pages, every pagination style, the watermark, conditional
 //! requests, malformed pages and the page limit.
 
 mod common;
@@ -57,10 +57,8 @@ async fn recorded_github_pages_are_walked_through_link_headers_mock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_github_pages_are_walked_through_link_headers_tansu() {
-    if let Some(broker) = Broker::tansu() {
-        recorded_github_pages_are_walked_through_link_headers(broker).await;
-    }
+async fn recorded_github_pages_are_walked_through_link_headers_kafka() {
+    recorded_github_pages_are_walked_through_link_headers(Broker::kafka()).await;
 }
 
 async fn recorded_github_pages_are_walked_through_link_headers(broker: Broker) {
@@ -207,7 +205,7 @@ async fn a_recorded_github_resource_is_polled_conditionally_and_304s_produce_not
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("repo").await;
     let state = tempfile::tempdir().unwrap();
     // A budget of one request per 5 s: 304s do not spend it (as on GitHub), so they are not
@@ -361,7 +359,7 @@ async fn every_pagination_style_walks_every_page_once() {
         ("link", ("", r#"{ type = "link_header" }"#)),
         ("stripe", ("/data", r#"{ type = "last_record_id" }"#)),
     ]);
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     let mut sources = String::new();
     for (style, (records, pagination)) in &styles {
         broker.create_topic(style).await;
@@ -416,7 +414,7 @@ pagination = {pagination}
 async fn the_watermark_asks_only_for_new_records_and_drops_the_boundary_duplicates() {
     let collection = Arc::new(Mutex::new(items(1..12)));
     let server = collection_server(Arc::clone(&collection)).await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("items").await;
     let state = tempfile::tempdir().unwrap();
     let toml = daemon_config(
@@ -496,7 +494,7 @@ async fn a_malformed_page_goes_to_the_dead_letter_topic_and_the_walk_goes_on() {
     })
     .await;
     *base.lock().unwrap() = server.base.clone();
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     let state = tempfile::tempdir().unwrap();
     let daemon = start_with_source(
         &broker,
@@ -550,7 +548,7 @@ async fn polls_never_overlap_and_a_long_walk_stops_at_the_page_limit() {
         )
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     let state = tempfile::tempdir().unwrap();
     let daemon = start_with_source(
         &broker,
@@ -609,7 +607,7 @@ async fn a_malformed_page_with_no_next_link_gives_up_the_walk_and_keeps_the_wate
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     let state = tempfile::tempdir().unwrap();
     let daemon = start_with_source(
         &broker,

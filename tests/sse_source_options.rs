@@ -18,7 +18,7 @@ fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_and_url_secrets_event_filter_and_key_pointer() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("edits").await;
     let mut body = String::new();
     for i in 0..30 {
@@ -91,7 +91,7 @@ key = "/meta/id""#
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_reconnected_after_the_read_timeout() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("quiet").await;
     let event = |i: u32| format!("id: {i}\ndata: {{\"n\":{i}}}\n\n");
     let server = ScriptedServer::start(vec![
@@ -139,7 +139,7 @@ async fn a_silent_connection_is_reconnected_after_the_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_on_503_delays_the_reconnect() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("busy").await;
     let server = ScriptedServer::start(vec![
         Scripted {
@@ -183,12 +183,9 @@ async fn a_stalled_broker_stops_the_source_reading_and_loses_nothing() {
     const CHANNEL: u64 = 50;
     const PRODUCER_QUEUE: u64 = 100;
     const PUMP_BATCH: u64 = 1024;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("stall").await;
-    let Broker::Mock(cluster) = &broker else {
-        unreachable!()
-    };
-    cluster.broker_down(1).unwrap();
+    broker.down().await;
     let feed = ReplayServer::start(replay::wikimedia_feed(EVENTS), ReplayOptions::default())
         .await
         .unwrap();
@@ -236,7 +233,7 @@ async fn a_stalled_broker_stops_the_source_reading_and_loses_nothing() {
         "the feed could write all {EVENTS} events: the socket was still read"
     );
 
-    cluster.broker_up(1).unwrap();
+    broker.up().await;
     wait_for_acknowledged(&daemon, "stall", EVENTS as u64).await;
     daemon.shutdown().await;
     assert_exactly_once_in_order(&broker.read("stall").await, EVENTS, "stall");
@@ -278,7 +275,7 @@ async fn oauth2_tokens_authenticate_connects_and_a_401_fetches_a_new_one() {
         ),
     ])
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("authed").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&sse_config(

@@ -112,7 +112,7 @@ fn outcome_count(scrape: &str, source: &str, outcome: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verified_deliveries_are_produced_once_and_bad_ones_refused() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("github").await;
     broker.create_topic("standard").await;
     let state = tempfile::tempdir().unwrap();
@@ -252,12 +252,9 @@ max_body_bytes = 2048
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_2xx_before_kafka_has_the_record() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("hooks").await;
-    let Broker::Mock(cluster) = &broker else {
-        unreachable!()
-    };
-    cluster.broker_down(1).unwrap();
+    broker.down().await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&webhook_config(
         &broker.brokers(),
@@ -292,7 +289,7 @@ retry_after = "2s"
     // A retry while the first copy waits in the producer: still no 2xx, and no second copy.
     assert_eq!(client.post("/webhooks/hooks", &[], body).await.0, 503);
 
-    cluster.broker_up(1).unwrap();
+    broker.up().await;
     wait_for_acknowledged(&daemon, "hooks", 1).await;
     // The delivery is recorded just after the acknowledgement: retry as a sender would.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -367,12 +364,9 @@ signature = { scheme = "none" }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_channel_answers_503_with_retry_after() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("busy").await;
-    let Broker::Mock(cluster) = &broker else {
-        unreachable!()
-    };
-    cluster.broker_down(1).unwrap();
+    broker.down().await;
     let state = tempfile::tempdir().unwrap();
     // One record fits in the producer queue, one waits in the pump, one in the channel.
     let daemon = start_daemon(
@@ -431,7 +425,7 @@ channel_max_records = 1
     assert_eq!(response.status().as_u16(), 503);
     assert_eq!(response.headers()["retry-after"], "3");
 
-    cluster.broker_up(1).unwrap();
+    broker.up().await;
     for request in waiting {
         assert_eq!(request.await.unwrap(), 200, "answered once Kafka has it");
     }
@@ -444,7 +438,7 @@ channel_max_records = 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_can_have_their_own_listen_address() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("apart").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(
@@ -486,7 +480,7 @@ signature = { scheme = "none" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upload_does_not_hold_the_shutdown() {
     use tokio::io::AsyncWriteExt;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("slow").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&webhook_config(

@@ -160,7 +160,7 @@ async fn recorded_coinbase_frames_arrive_once_in_order_per_product() {
     })
     .await;
 
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("coinbase").await;
     let state = tempfile::tempdir().unwrap();
     let subscribe_toml: Vec<String> = subscribe.iter().map(|m| format!("'{m}'")).collect();
@@ -263,7 +263,7 @@ async fn drops_resume_from_the_position_gaps_are_counted_and_malformed_frames_de
         idle(socket).await;
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("ticks").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&ws_config(
@@ -340,7 +340,7 @@ async fn a_server_that_stops_answering_pings_is_reconnected() {
         idle(socket).await;
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("pings").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&ws_config(
@@ -394,7 +394,7 @@ async fn close_codes(source: &str, closes: Vec<(CloseCode, &'static str)>) -> St
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic(source).await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&ws_config(
@@ -468,7 +468,7 @@ async fn a_connection_without_data_is_reconnected_after_the_read_timeout() {
         idle(socket).await;
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("silent").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&ws_config(
@@ -503,7 +503,7 @@ async fn a_gap_triggers_a_resubscribe_when_asked() {
         idle(socket).await;
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("gaps").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&ws_config(
@@ -578,7 +578,7 @@ async fn kill_9_then_restart_resumes_from_the_stored_sequence() {
         idle(socket).await;
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("crash").await;
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -665,12 +665,9 @@ async fn a_stalled_broker_stops_the_source_reading_its_socket() {
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("stall").await;
-    let Broker::Mock(cluster) = &broker else {
-        unreachable!()
-    };
-    cluster.broker_down(1).unwrap();
+    broker.down().await;
     let state = tempfile::tempdir().unwrap();
     let toml = ws_config(
         &broker.brokers(),
@@ -699,7 +696,7 @@ async fn a_stalled_broker_stops_the_source_reading_its_socket() {
         sent.load(Ordering::Relaxed) < FRAMES,
         "the server could send every frame: the socket was still read"
     );
-    cluster.broker_up(1).unwrap();
+    broker.up().await;
     wait_for_acknowledged(&daemon, "stall", FRAMES).await;
     daemon.shutdown().await;
     assert_eq!(broker.read("stall").await.len() as u64, FRAMES);
@@ -725,7 +722,7 @@ async fn heartbeats_are_sent_and_binary_frames_are_records() {
         }
     })
     .await;
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     broker.create_topic("beats").await;
     let state = tempfile::tempdir().unwrap();
     let daemon = start_daemon(&ws_config(

@@ -1,4 +1,9 @@
-//! A Kafka-protocol broker on 127.0.0.1: tansu as a child process, or librdkafka's mock cluster.
+//! A Kafka-protocol broker on 127.0.0.1: Apache Kafka (one KRaft node, run by
+//! `tests/kafka/kafka.sh`, log on disk), tansu as a child process, or librdkafka's mock cluster.
+
+// The test rig's Apache Kafka cluster, shared with the tests.
+#[path = "../../tests/common/kafka.rs"]
+mod kafka;
 
 use std::{
     fs,
@@ -15,6 +20,7 @@ use super::{free_port, tail, BrokerKind, PARTITIONS};
 
 /// A Kafka-protocol broker on 127.0.0.1, stopped when dropped.
 pub enum Broker {
+    Kafka(kafka::KafkaCluster),
     Mock(MockCluster<'static, DefaultProducerContext>),
     Tansu {
         child: Child,
@@ -40,6 +46,9 @@ impl Broker {
                 MockCluster::new(1).context("starting librdkafka's mock cluster")?,
             )),
             BrokerKind::Tansu => Self::tansu(logs),
+            BrokerKind::Kafka => Ok(Broker::Kafka(
+                kafka::KafkaCluster::start(1).map_err(anyhow::Error::msg)?,
+            )),
         }
     }
 
@@ -100,6 +109,7 @@ impl Broker {
         match self {
             Broker::Mock(cluster) => cluster.bootstrap_servers(),
             Broker::Tansu { brokers, .. } => brokers.clone(),
+            Broker::Kafka(cluster) => cluster.bootstrap_servers().to_owned(),
         }
     }
 
@@ -112,6 +122,12 @@ impl Broker {
             Broker::Tansu { version, .. } => format!(
                 "{} (child process, memory storage) at {}",
                 if version.is_empty() { "tansu" } else { version },
+                self.brokers()
+            ),
+            Broker::Kafka(cluster) => format!(
+                "Apache Kafka {} (one KRaft node, child process, log on disk in {}) at {}",
+                kafka::KafkaCluster::version().unwrap_or_default(),
+                cluster.dir().display(),
                 self.brokers()
             ),
         }
@@ -127,9 +143,9 @@ impl Broker {
                         .with_context(|| format!("creating mock topic `{topic}`"))?;
                 }
             }
-            Broker::Tansu { brokers, .. } => {
+            Broker::Tansu { .. } | Broker::Kafka(_) => {
                 let list: Vec<(&str, i32)> = topics.iter().map(|t| (*t, PARTITIONS)).collect();
-                kafka_admin::create_topics(brokers, &list)
+                kafka_admin::create_topics(&self.brokers(), &list, 1)
                     .await
                     .with_context(|| format!("creating topics {topics:?}"))?;
             }

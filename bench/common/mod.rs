@@ -1,4 +1,5 @@
-//! What the benchmarks share: the broker (tansu child process or librdkafka's mock cluster),
+//! What the benchmarks share: the broker (Apache Kafka or tansu as child processes, or
+//! librdkafka's mock cluster),
 //! topic creation, the `tributary` daemon as a child process (config, spawn, `/metrics`
 //! scrapes, SIGTERM), the raw rdkafka producer ceiling, figures and their printing, `/proc`
 //! readers and argument parsing. Each bench target compiles its own copy (`mod common;`), so
@@ -37,6 +38,7 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
+    Kafka,
     Tansu,
     Mock,
 }
@@ -75,6 +77,7 @@ pub fn parse_flags(
 /// The value of `--broker`.
 pub fn broker_kind(value: &str) -> Result<BrokerKind, String> {
     match value {
+        "kafka" => Ok(BrokerKind::Kafka),
         "tansu" => Ok(BrokerKind::Tansu),
         "mock" => Ok(BrokerKind::Mock),
         other => Err(format!("unknown broker `{other}`")),

@@ -1,19 +1,20 @@
-//! Shared test fixtures: a real Kafka-protocol broker (librdkafka's mock cluster in-process,
-//! or the tansu broker as a child process), daemon configs, read-back and waiting helpers.
+//! Shared test fixtures: a real Kafka-protocol broker (Apache Kafka as child processes, or
+//! librdkafka's mock cluster in-process), daemon configs, read-back and waiting helpers.
 #![allow(dead_code)]
 
 pub mod api;
+pub mod kafka;
 pub mod process;
 
 use std::{
     collections::HashMap,
     net::TcpListener,
     path::Path,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use futures::StreamExt as _;
+use kafka::KafkaCluster;
 use rdkafka::{mocking::MockCluster, producer::DefaultProducerContext};
 use tokio_util::sync::CancellationToken;
 use tributary::{
@@ -28,19 +29,10 @@ pub const PARTITIONS: i32 = 8;
 
 /// A Kafka-protocol broker bound to 127.0.0.1.
 pub enum Broker {
-    /// librdkafka's in-process mock cluster.
+    /// librdkafka's in-process mock cluster (the demo's broker).
     Mock(MockCluster<'static, DefaultProducerContext>),
-    /// A tansu broker child process (in-memory storage).
-    Tansu { child: Child, brokers: String },
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Broker::Tansu { child, .. } = self {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    /// Apache Kafka, the reference: KRaft nodes run by `tests/kafka/kafka.sh`.
+    Kafka(KafkaCluster),
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -57,74 +49,71 @@ impl Broker {
         Broker::Mock(MockCluster::new(1).expect("start the mock cluster"))
     }
 
-    /// A fresh tansu broker, from `$TRIBUTARY_TEST_TANSU`. Returns `None` (after saying so)
-    /// when the variable is unset outside CI; in CI (`CI` set) its absence is a failure, so the
-    /// tansu suite cannot be skipped silently there.
-    pub fn tansu() -> Option<Self> {
-        let Ok(binary) = std::env::var("TRIBUTARY_TEST_TANSU") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the tansu suite: set TRIBUTARY_TEST_TANSU to the tansu binary (.ci/run does)"
-            );
-            eprintln!(
-                "TRIBUTARY_TEST_TANSU is not set: this tansu test did nothing (run `bash .ci/run`)"
-            );
-            return None;
-        };
-        let port = free_port();
-        let listener = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &listener,
-                "--advertised-listener-url",
-                &listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tansu from `{binary}`: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on port {port} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Broker::Tansu {
-            child,
-            brokers: format!("127.0.0.1:{port}"),
-        })
+    /// A fresh single-node Apache Kafka cluster. Fails the test (never skips it) when the
+    /// broker cannot start, e.g. without Java 17 or Maven: the message says what is missing.
+    pub fn kafka() -> Self {
+        Self::kafka_cluster(1)
+    }
+
+    /// A fresh Apache Kafka cluster of `nodes` nodes; topics get min(nodes, 3) replicas.
+    pub fn kafka_cluster(nodes: usize) -> Self {
+        let cluster = tokio::task::block_in_place(|| KafkaCluster::start(nodes))
+            .unwrap_or_else(|e| panic!("Apache Kafka did not start: {e}"));
+        Broker::Kafka(cluster)
     }
 
     /// `bootstrap.servers`.
     pub fn brokers(&self) -> String {
         match self {
             Broker::Mock(cluster) => cluster.bootstrap_servers(),
-            Broker::Tansu { brokers, .. } => brokers.clone(),
+            Broker::Kafka(cluster) => cluster.bootstrap_servers().to_owned(),
         }
     }
 
     /// Creates `topic` and `topic.dlq` with [`PARTITIONS`] partitions each.
     pub async fn create_topic(&self, topic: &str) {
-        let dlq = format!("{topic}.dlq");
+        self.create_topics(&[topic, &format!("{topic}.dlq")], PARTITIONS)
+            .await;
+    }
+
+    /// Creates `topics` with `partitions` partitions each (Apache Kafka: through the Admin
+    /// API, with min(nodes, 3) replicas).
+    pub async fn create_topics(&self, topics: &[&str], partitions: i32) {
         match self {
             Broker::Mock(cluster) => {
-                for name in [topic, &dlq] {
+                for name in topics {
                     cluster
-                        .create_topic(name, PARTITIONS, 1)
+                        .create_topic(name, partitions, 1)
                         .expect("create mock topic");
                 }
             }
-            Broker::Tansu { brokers, .. } => {
-                kafka_admin::create_topics(brokers, &[(topic, PARTITIONS), (&dlq, PARTITIONS)])
+            Broker::Kafka(cluster) => {
+                let list: Vec<(&str, i32)> = topics.iter().map(|t| (*t, partitions)).collect();
+                let replication = cluster.nodes().min(3) as i32;
+                kafka_admin::create_topics(cluster.bootstrap_servers(), &list, replication)
                     .await
-                    .expect("create tansu topics");
+                    .unwrap_or_else(|e| panic!("create topics {topics:?}: {e}"));
             }
+        }
+    }
+
+    /// Takes the broker down: the mock broker refuses connections; every Apache Kafka node is
+    /// killed with SIGKILL (its data stays on disk).
+    pub async fn down(&self) {
+        match self {
+            Broker::Mock(cluster) => cluster.broker_down(1).expect("mock broker down"),
+            Broker::Kafka(cluster) => tokio::task::block_in_place(|| cluster.kill(None))
+                .unwrap_or_else(|e| panic!("kill Apache Kafka: {e}")),
+        }
+    }
+
+    /// Brings the broker back after [`Broker::down`]: Apache Kafka starts again on the same
+    /// ports with its data; this returns once every node is up.
+    pub async fn up(&self) {
+        match self {
+            Broker::Mock(cluster) => cluster.broker_up(1).expect("mock broker up"),
+            Broker::Kafka(cluster) => tokio::task::block_in_place(|| cluster.start_again())
+                .unwrap_or_else(|e| panic!("start Apache Kafka again: {e}")),
         }
     }
 

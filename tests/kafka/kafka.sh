@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Apache Kafka brokers (KRaft, each node both broker and controller) on 127.0.0.1, for the
+# test rig, the benchmarks and a developer's shell. The broker's jars come from Maven Central
+# (pom.xml beside this script) into a cache; the JVM is the machine's (Java 17 or newer).
+#
+#   kafka.sh fetch                      fetch the jars (once; cached), print their folder
+#   kafka.sh start DIR [--nodes N] [--owner PID]
+#                                       start a cluster of N nodes (default 1) whose config,
+#                                       logs and data live in DIR, wait until every node is
+#                                       up, print bootstrap.servers. DIR new: ports are chosen
+#                                       and storage is formatted. DIR used before: the nodes
+#                                       that are not running start again on the same ports,
+#                                       with their data. --owner: the nodes are killed when
+#                                       process PID exits (a test binary that dies early).
+#   kafka.sh stop DIR [NODE]            clean shutdown (SIGTERM) of every node, or of one
+#   kafka.sh kill DIR [NODE]            SIGKILL every node, or one (a crash: data stays)
+#   kafka.sh restart DIR                stop, then start again with the same data
+#   kafka.sh bootstrap DIR              print bootstrap.servers
+#   kafka.sh version                    print the Apache Kafka version it runs
+#
+# Environment: TRIBUTARY_TOOLS_DIR (cache root, default ~/.cache/tributary),
+# TRIBUTARY_KAFKA_VERSION (default 4.1.1), TRIBUTARY_KAFKA_HEAP (default 512m), JAVA_HOME.
+# Every command is idempotent: starting a running node, or stopping a stopped one, is a no-op.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+version="${TRIBUTARY_KAFKA_VERSION:-4.1.1}"
+cache="${TRIBUTARY_TOOLS_DIR:-$HOME/.cache/tributary}/kafka/$version"
+java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+
+die() {
+  printf 'kafka.sh: %s\n' "$*" >&2
+  exit 1
+}
+
+# The Java the broker runs on: Kafka 4 brokers need Java 17 or newer.
+check_java() {
+  command -v "$java" >/dev/null 2>&1 ||
+    die "Java not found (\`$java\`): Apache Kafka $version needs Java 17 or newer; install a JDK (Debian: \`apt-get install openjdk-17-jdk-headless\`) or set JAVA_HOME"
+  local spec
+  spec="$("$java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')"
+  [[ "${spec%%.*}" =~ ^[0-9]+$ && "${spec%%.*}" -ge 17 ]] ||
+    die "\`$java\` is Java ${spec:-of unknown version}: Apache Kafka $version needs Java 17 or newer; set JAVA_HOME to a newer JDK"
+}
+
+# Copies Kafka and its runtime dependencies into "$cache/libs" once. A lock keeps test
+# processes that start together from fetching twice; the folder appears only when complete.
+fetch() {
+  [[ -f "$cache/libs/.complete" ]] && return
+  command -v mvn >/dev/null 2>&1 ||
+    die "Maven not found: it fetches Apache Kafka $version from Maven Central into $cache; install it (Debian: \`apt-get install maven\`)"
+  mkdir -p "$cache"
+  exec 9>"$cache/.lock"
+  flock 9
+  if [[ ! -f "$cache/libs/.complete" ]]; then
+    rm -rf "$cache/libs.partial"
+    printf 'kafka.sh: fetching Apache Kafka %s from Maven Central into %s\n' "$version" "$cache" >&2
+    mvn -B -q -Dstyle.color=never -f "$here/pom.xml" -Dkafka.version="$version" \
+      dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$cache/libs.partial" >&2 ||
+      die "Maven could not fetch org.apache.kafka:kafka_2.13:$version and its dependencies (see above)"
+    touch "$cache/libs.partial/.complete"
+    rm -rf "$cache/libs"
+    mv "$cache/libs.partial" "$cache/libs"
+  fi
+  exec 9>&-
+}
+
+classpath() { printf '%s' "$cache/libs/*"; }
+
+# A TCP port on 127.0.0.1 that nothing listens on, below Linux's ephemeral range (so that the
+# kernel does not hand it to a client socket meanwhile), and not one of "$@".
+free_port() {
+  local port
+  while :; do
+    port=$((10000 + RANDOM % 22000))
+    [[ " $* " == *" $port "* ]] && continue
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+  done
+  printf '%s' "$port"
+}
+
+# Writes DIR/cluster.env (node count, ports) and each node's server.properties, then formats
+# every node's storage with one cluster id.
+create() {
+  local dir=$1 nodes=$2 ports=() voters="" id
+  for ((id = 1; id <= nodes; id++)); do
+    ports+=("$(free_port "${ports[@]}")")
+    ports+=("$(free_port "${ports[@]}")")
+  done
+  for ((id = 1; id <= nodes; id++)); do
+    voters+="${voters:+,}$id@127.0.0.1:${ports[2 * id - 1]}"
+  done
+  local replicas=$((nodes < 3 ? nodes : 3))
+  local min_isr=$((replicas > 1 ? 2 : 1))
+  local cluster_id
+  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '_A' | cut -c 1-22)"
+  mkdir -p "$dir"
+  for ((id = 1; id <= nodes; id++)); do
+    local node="$dir/node-$id"
+    mkdir -p "$node"
+    cat >"$node/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:${ports[2 * id - 2]},CONTROLLER://127.0.0.1:${ports[2 * id - 1]}
+advertised.listeners=PLAINTEXT://127.0.0.1:${ports[2 * id - 2]}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$node/data
+# As in production: topics exist only when created (Tributary never creates them).
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=$replicas
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replicas
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
+transaction.state.log.num.partitions=8
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$min_isr
+group.initial.rebalance.delay.ms=0
+# A node killed with SIGKILL is re-registered only once its old session has expired: 3 s
+# instead of 9 s keeps kill-and-restart tests short.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
+EOF
+  done
+  printf 'nodes=%s\nports=(%s)\n' "$nodes" "${ports[*]}" >"$dir/cluster.env"
+  local pids=()
+  for ((id = 1; id <= nodes; id++)); do
+    "$java" -cp "$(classpath)" -Dlog4j2.configurationFile="$here/log4j2.properties" \
+      -Dkafka.logs.file="$dir/node-$id/format.log" kafka.tools.StorageTool format \
+      -t "$cluster_id" -c "$dir/node-$id/server.properties" >"$dir/node-$id/format.out" 2>&1 &
+    pids+=($!)
+  done
+  for ((id = 1; id <= nodes; id++)); do
+    wait "${pids[id - 1]}" ||
+      die "formatting node $id's storage failed: $(cat "$dir/node-$id/format.out")"
+  done
+}
+
+load() {
+  [[ -f "$1/cluster.env" ]] || die "\`$1\` holds no cluster: start one with \`kafka.sh start $1\`"
+  # shellcheck source=/dev/null
+  source "$1/cluster.env"
+}
+
+running() {
+  local pid_file="$1/node-$2/pid"
+  [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+bootstrap() {
+  local dir=$1 servers="" id
+  load "$dir"
+  for ((id = 1; id <= nodes; id++)); do
+    servers+="${servers:+,}127.0.0.1:${ports[2 * id - 2]}"
+  done
+  printf '%s\n' "$servers"
+}
+
+start() {
+  local dir=$1 nodes=1 owner=""
+  shift
+  while (($#)); do
+    case $1 in
+      --nodes) nodes=$2 && shift 2 ;;
+      --owner) owner=$2 && shift 2 ;;
+      *) die "start: unknown argument \`$1\`" ;;
+    esac
+  done
+  [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || die "start: --nodes must be a positive number, not \`$nodes\`"
+  check_java
+  fetch
+  dir="$(mkdir -p "$dir" && cd "$dir" && pwd)"
+  [[ -f "$dir/cluster.env" ]] || create "$dir" "$nodes"
+  load "$dir"
+  local id offsets=() started=()
+  for ((id = 1; id <= nodes; id++)); do
+    local node="$dir/node-$id"
+    running "$dir" "$id" && continue
+    started+=("$id")
+    offsets[id]=$(stat -c %s "$node/broker.log" 2>/dev/null || echo 0)
+    # setsid: a Ctrl-C in the shell that started the node (or the test's process group) does
+    # not stop it; `stop`, `kill` or the owner watchdog do.
+    setsid "$java" -Xms256m -Xmx"${TRIBUTARY_KAFKA_HEAP:-512m}" -XX:+ExitOnOutOfMemoryError \
+      -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.properties" \
+      -Dkafka.logs.file="$node/broker.log" -cp "$(classpath)" \
+      kafka.Kafka "$node/server.properties" >>"$node/console.log" 2>&1 </dev/null &
+    local pid=$!
+    echo "$pid" >"$node/pid"
+    if [[ -n "$owner" ]]; then
+      (while kill -0 "$owner" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done
+        kill -9 "$pid" 2>/dev/null) >/dev/null 2>&1 </dev/null &
+    fi
+  done
+  # Up = the node logged that its server started (after it joined the quorum and the broker
+  # was unfenced), not merely that its port accepts connections.
+  local deadline=$((SECONDS + ${TRIBUTARY_KAFKA_START_TIMEOUT:-120}))
+  for id in "${started[@]}"; do
+    local node="$dir/node-$id"
+    until tail -c +$((offsets[id] + 1)) "$node/broker.log" 2>/dev/null | grep -q "Kafka Server started"; do
+      running "$dir" "$id" ||
+        die "node $id exited before it was up; the end of $node/broker.log:
+$(tail -n 30 "$node/broker.log" 2>/dev/null; tail -n 10 "$node/console.log")"
+      ((SECONDS < deadline)) || die "node $id was not up within ${TRIBUTARY_KAFKA_START_TIMEOUT:-120} s; see $node/broker.log"
+      sleep 0.1
+    done
+  done
+  bootstrap "$dir"
+}
+
+# Sends $2 to node $3 (or every node) and waits up to $4 seconds for each to exit.
+signal() {
+  local dir=$1 sig=$2 only=${3:-} wait_seconds=$4 id
+  load "$dir"
+  for ((id = 1; id <= nodes; id++)); do
+    [[ -z "$only" || "$only" == "$id" ]] || continue
+    running "$dir" "$id" || continue
+    local pid
+    pid="$(cat "$dir/node-$id/pid")"
+    kill -"$sig" "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + wait_seconds))
+    while kill -0 "$pid" 2>/dev/null; do
+      if ((SECONDS >= deadline)); then
+        printf 'kafka.sh: node %s did not stop within %s s; killing it\n' "$id" "$wait_seconds" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+      sleep 0.05
+    done
+    rm -f "$dir/node-$id/pid"
+  done
+}
+
+command=${1:-}
+shift || true
+case $command in
+  fetch) fetch && printf '%s\n' "$cache/libs" ;;
+  start) (($#)) || die "usage: kafka.sh start DIR [--nodes N] [--owner PID]" && start "$@" ;;
+  stop) (($#)) || die "usage: kafka.sh stop DIR [NODE]" && signal "$1" TERM "${2:-}" 60 ;;
+  kill) (($#)) || die "usage: kafka.sh kill DIR [NODE]" && signal "$1" KILL "${2:-}" 10 ;;
+  restart) (($#)) || die "usage: kafka.sh restart DIR" && signal "$1" TERM "" 60 && start "$1" ;;
+  version) printf '%s\n' "$version" ;;
+  bootstrap) (($#)) || die "usage: kafka.sh bootstrap DIR" && bootstrap "$1" ;;
+  *) die "usage: kafka.sh fetch | start DIR [--nodes N] [--owner PID] | stop DIR [NODE] | kill DIR [NODE] | restart DIR | bootstrap DIR | version" ;;
+esac

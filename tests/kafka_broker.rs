@@ -1,0 +1,189 @@
+//! The test rig's Apache Kafka (`tests/kafka/kafka.sh`) does what the stand-ins cannot, so that
+//! the suites that rely on it test what they say: a log that survives a crash and a clean
+//! stop, transactions whose aborted records `read_committed` readers never see, a group
+//! coordinator that splits partitions between members, and a 3-node cluster that keeps
+//! acknowledging `acks=all` records with one node down.
+
+mod common;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use common::*;
+use rdkafka::{
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+    producer::{
+        BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer,
+        ThreadedProducer,
+    },
+    util::Timeout,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn producer(brokers: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    config.create().expect("create the producer")
+}
+
+/// Produces `values` to `topic` (key = value) and awaits every acknowledgement.
+async fn produce_all(producer: &FutureProducer, topic: &str, values: &[String]) {
+    let deliveries: Vec<_> = values
+        .iter()
+        .map(|value| producer.send(FutureRecord::to(topic).key(value).payload(value), TIMEOUT))
+        .collect();
+    for delivery in deliveries {
+        delivery.await.expect("an acknowledged record");
+    }
+}
+
+fn numbered(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+async fn payloads(broker: &Broker, topic: &str) -> BTreeSet<String> {
+    broker
+        .read(topic)
+        .await
+        .into_iter()
+        .map(|record| String::from_utf8(record.payload).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_survives_a_kill_9_and_a_clean_stop() {
+    let broker = Broker::kafka();
+    let Broker::Kafka(cluster) = &broker else {
+        unreachable!()
+    };
+    broker.create_topics(&["durable"], 4).await;
+    let before_crash = numbered("before-crash", 100);
+    produce_all(&producer(&broker.brokers(), &[]), "durable", &before_crash).await;
+
+    broker.down().await;
+    broker.up().await;
+    let before_stop = numbered("before-stop", 100);
+    produce_all(&producer(&broker.brokers(), &[]), "durable", &before_stop).await;
+    tokio::task::block_in_place(|| {
+        cluster.stop(None).unwrap();
+        cluster.start_again().unwrap();
+    });
+
+    let expected: BTreeSet<String> = before_crash.into_iter().chain(before_stop).collect();
+    assert_eq!(payloads(&broker, "durable").await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_transactions_are_hidden_from_read_committed_readers() {
+    let broker = Broker::kafka();
+    broker.create_topics(&["transactions"], 2).await;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("transactional.id", "rig-test")
+        .create()
+        .expect("create the transactional producer");
+    let send_all = |values: &[String]| {
+        for value in values {
+            producer
+                .send(BaseRecord::to("transactions").key(value).payload(value))
+                .map_err(|(error, _)| error)
+                .expect("enqueue a record");
+        }
+    };
+    let aborted = numbered("aborted", 20);
+    let committed = numbered("committed", 20);
+    tokio::task::block_in_place(|| {
+        producer.init_transactions(TIMEOUT).expect("InitProducerId");
+        producer.begin_transaction().unwrap();
+        send_all(&aborted);
+        producer.flush(Timeout::After(TIMEOUT)).unwrap();
+        producer.abort_transaction(TIMEOUT).expect("EndTxn(abort)");
+        producer.begin_transaction().unwrap();
+        send_all(&committed);
+        producer
+            .commit_transaction(TIMEOUT)
+            .expect("EndTxn(commit)");
+    });
+    assert_eq!(
+        payloads(&broker, "transactions").await,
+        committed.into_iter().collect(),
+        "a read_committed reader sees the committed records only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_split_the_partitions_between_them() {
+    const PARTITIONS: i32 = 6;
+    let broker = Broker::kafka();
+    broker.create_topics(&["grouped"], PARTITIONS).await;
+    let member = || -> BaseConsumer {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.brokers())
+            .set("group.id", "rig-group")
+            .create()
+            .expect("create a group member");
+        consumer.subscribe(&["grouped"]).unwrap();
+        consumer
+    };
+    let (first, second) = (member(), member());
+    let assigned = |consumer: &BaseConsumer| -> BTreeSet<i32> {
+        consumer
+            .assignment()
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|element| element.partition())
+            .collect()
+    };
+    // Membership moves only while the members poll; poll both until every partition has
+    // exactly one owner and both members own some.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (ours, theirs) = loop {
+        tokio::task::block_in_place(|| {
+            first.poll(Duration::from_millis(100));
+            second.poll(Duration::from_millis(100));
+        });
+        let (ours, theirs) = (assigned(&first), assigned(&second));
+        if !ours.is_empty()
+            && !theirs.is_empty()
+            && ours.len() + theirs.len() == PARTITIONS as usize
+        {
+            break (ours, theirs);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no balanced assignment within 60 s: {ours:?} and {theirs:?}"
+        );
+    };
+    assert!(ours.is_disjoint(&theirs), "{ours:?} and {theirs:?} overlap");
+    let all: BTreeSet<i32> = ours.union(&theirs).copied().collect();
+    assert_eq!(all, (0..PARTITIONS).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_acknowledges_with_one_node_killed() {
+    let broker = Broker::kafka_cluster(3);
+    let Broker::Kafka(cluster) = &broker else {
+        unreachable!()
+    };
+    assert_eq!(broker.brokers().split(',').count(), 3);
+    broker.create_topics(&["replicated"], 3).await;
+    let producer = producer(&broker.brokers(), &[]);
+    let before = numbered("three-up", 50);
+    produce_all(&producer, "replicated", &before).await;
+
+    tokio::task::block_in_place(|| cluster.kill(Some(2))).unwrap();
+    let degraded = numbered("two-up", 50);
+    produce_all(&producer, "replicated", &degraded).await;
+    tokio::task::block_in_place(|| cluster.start_again()).unwrap();
+
+    let expected: BTreeSet<String> = before.into_iter().chain(degraded).collect();
+    assert_eq!(payloads(&broker, "replicated").await, expected);
+}
