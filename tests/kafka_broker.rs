@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};
 
-use common::*;
+use common::{kafka::SCRIPT, *};
 use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer},
@@ -71,7 +71,7 @@ async fn the_log_survives_a_kill_9_and_a_clean_stop() {
     broker.up().await;
     let before_stop = numbered("before-stop", 100);
     produce_all(&producer(&broker.brokers(), &[]), "durable", &before_stop).await;
-    tokio::task::block_in_place(|| {
+    blocking(|| {
         cluster.stop(None).unwrap();
         cluster.start_again().unwrap();
     });
@@ -99,7 +99,7 @@ async fn aborted_transactions_are_hidden_from_read_committed_readers() {
     };
     let aborted = numbered("aborted", 20);
     let committed = numbered("committed", 20);
-    tokio::task::block_in_place(|| {
+    blocking(|| {
         producer.init_transactions(TIMEOUT).expect("InitProducerId");
         producer.begin_transaction().unwrap();
         send_all(&aborted);
@@ -146,7 +146,7 @@ async fn group_members_split_the_partitions_between_them() {
     // exactly one owner and both members own some.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let (ours, theirs) = loop {
-        tokio::task::block_in_place(|| {
+        blocking(|| {
             first.poll(Duration::from_millis(100));
             second.poll(Duration::from_millis(100));
         });
@@ -179,11 +179,70 @@ async fn a_three_node_cluster_acknowledges_with_one_node_killed() {
     let before = numbered("three-up", 50);
     produce_all(&producer, "replicated", &before).await;
 
-    tokio::task::block_in_place(|| cluster.kill(Some(2))).unwrap();
+    blocking(|| cluster.kill(Some(2))).unwrap();
     let degraded = numbered("two-up", 50);
     produce_all(&producer, "replicated", &degraded).await;
-    tokio::task::block_in_place(|| cluster.start_again()).unwrap();
+    blocking(|| cluster.start_again()).unwrap();
 
     let expected: BTreeSet<String> = before.into_iter().chain(degraded).collect();
     assert_eq!(payloads(&broker, "replicated").await, expected);
+}
+
+/// The first `name` on `PATH`, symlinks resolved.
+fn on_path(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .and_then(|path| std::fs::canonicalize(path).ok())
+        .unwrap_or_else(|| panic!("`{name}` is not on PATH"))
+}
+
+/// Runs `kafka.sh start` in a fresh folder with `env`; its exit code and stderr.
+fn start_with(env: &[(&str, PathBuf)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    // bash by its full path: `env` may replace PATH.
+    let mut command = Command::new(on_path("bash"));
+    command
+        .arg(SCRIPT)
+        .arg("start")
+        .arg(dir.path().join("cluster"));
+    command.env("TRIBUTARY_TOOLS_DIR", dir.path().join("tools"));
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run kafka.sh");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn without_java_the_script_fails_and_says_what_to_install() {
+    let (code, stderr) = start_with(&[("JAVA_HOME", PathBuf::from("/nonexistent-jdk"))]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Java not found") && stderr.contains("Java 17 or newer"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_maven_the_script_fails_and_says_what_to_install() {
+    // A PATH with `sed` only (the Java check reads `java -XshowSettings` with it); Java is
+    // found through JAVA_HOME, Maven nowhere, and the jar cache is empty.
+    let java_home = on_path("java")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let tools = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(on_path("sed"), tools.path().join("sed")).unwrap();
+    let (code, stderr) = start_with(&[("JAVA_HOME", java_home), ("PATH", tools.path().to_owned())]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Maven not found") && stderr.contains("apt-get install maven"),
+        "{stderr}"
+    );
 }

@@ -57,7 +57,7 @@ impl Broker {
 
     /// A fresh Apache Kafka cluster of `nodes` nodes; topics get min(nodes, 3) replicas.
     pub fn kafka_cluster(nodes: usize) -> Self {
-        let cluster = tokio::task::block_in_place(|| KafkaCluster::start(nodes))
+        let cluster = blocking(|| KafkaCluster::start(nodes))
             .unwrap_or_else(|e| panic!("Apache Kafka did not start: {e}"));
         Broker::Kafka(cluster)
     }
@@ -102,8 +102,9 @@ impl Broker {
     pub async fn down(&self) {
         match self {
             Broker::Mock(cluster) => cluster.broker_down(1).expect("mock broker down"),
-            Broker::Kafka(cluster) => tokio::task::block_in_place(|| cluster.kill(None))
-                .unwrap_or_else(|e| panic!("kill Apache Kafka: {e}")),
+            Broker::Kafka(cluster) => {
+                blocking(|| cluster.kill(None)).unwrap_or_else(|e| panic!("kill Apache Kafka: {e}"))
+            }
         }
     }
 
@@ -112,7 +113,7 @@ impl Broker {
     pub async fn up(&self) {
         match self {
             Broker::Mock(cluster) => cluster.broker_up(1).expect("mock broker up"),
-            Broker::Kafka(cluster) => tokio::task::block_in_place(|| cluster.start_again())
+            Broker::Kafka(cluster) => blocking(|| cluster.start_again())
                 .unwrap_or_else(|e| panic!("start Apache Kafka again: {e}")),
         }
     }
@@ -127,6 +128,16 @@ impl Broker {
         .await
         .unwrap()
         .expect("read the topic back")
+    }
+}
+
+/// Runs `work`, which blocks for seconds (a JVM starting), without stalling the other tasks of
+/// a multi-threaded runtime.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 
