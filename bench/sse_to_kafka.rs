@@ -11,7 +11,7 @@
 //!    (shows the feed is not the bottleneck);
 //! 2. raw producer ceiling: one rdkafka producer with the daemon's settings sends the same N
 //!    records (payload, key, 5 lineage headers) as fast as it can, timed until every delivery
-//!    is acknowledged;
+//!    is acknowledged (after one such run that only warms the broker up);
 //! 3. the daemon: the real `tributary` binary (release build) runs as a child process, reading
 //!    the N events over SSE; timed from spawn until its `/metrics` reports N records produced
 //!    (acknowledged). Its peak RSS (VmHWM) is read before it is stopped with SIGTERM;
@@ -107,8 +107,11 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
     print_row("feed ceiling (replay server → socket)", &feed);
 
     // Each daemon run is compared with a raw run of the same length, made just before it, so
-    // both see the broker in the same state (the first run also pays for a cold broker).
+    // both see the broker in the same state. A first raw run warms the broker up (a JVM
+    // broker's first records run interpreted code) and is not compared.
     let long_n = n * args.rss_multiple;
+    let warm_up = raw_run(&broker, n, "warm-up").await?;
+    print_row("broker warm-up (raw, not compared)", &warm_up);
     let raw = raw_run(&broker, n, "n").await?;
     print_row("raw producer ceiling, N (rdkafka loop)", &raw);
     let short = daemon_run(&broker, n, "n", work).await?;

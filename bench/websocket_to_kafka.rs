@@ -19,7 +19,7 @@
 //! 2. raw producer ceiling: one rdkafka producer with the daemon's settings sends the same N
 //!    records (payload = frame text, key = `product_id`, the 3 lineage headers of a WebSocket
 //!    record without `sequence`: source, url, fetched_at) as fast as it can, timed until every
-//!    delivery is acknowledged;
+//!    delivery is acknowledged (after one such run that only warms the broker up);
 //! 3. the daemon: the real `tributary` binary (release build) as a child process, with one
 //!    `type = "websocket"` source (`key = "/product_id"`) reading the N frames; timed from
 //!    spawn until its `/metrics` reports N records produced (acknowledged). Its peak RSS
@@ -175,6 +175,10 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
 
     // As in sse_to_kafka: each daemon run right after a raw run of the same length.
     let long_n = n * args.rss_multiple;
+    // A first raw run warms the broker up (a JVM broker's first records run interpreted
+    // code) and is not compared.
+    let warm_up = raw_run(&broker, n, "warm-up", &recorded).await?;
+    print_row("broker warm-up (raw, not compared)", &warm_up);
     let raw = raw_run(&broker, n, "n", &recorded).await?;
     print_row("raw producer ceiling, N (rdkafka loop)", &raw);
     let short = daemon_run(&broker, n, "n", work, &recorded).await?;
