@@ -246,3 +246,44 @@ fn without_maven_the_script_fails_and_says_what_to_install() {
         "{stderr}"
     );
 }
+
+/// Whether process `pid` runs (a zombie, dead but not reaped, does not).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+#[test]
+fn nodes_are_killed_when_the_process_that_owns_them_exits() {
+    let mut owner = Command::new("sleep").arg("600").spawn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new("bash")
+        .arg(SCRIPT)
+        .arg("start")
+        .arg(dir.path())
+        .args(["--owner", &owner.id().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pid = std::fs::read_to_string(dir.path().join("node-1/pid")).unwrap();
+    let pid = pid.trim();
+    assert!(alive(pid), "the node runs while its owner does");
+
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    // The watchdog looks once a second; the wait ends as soon as the node is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {pid} outlived its owner by 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -84,7 +84,8 @@ impl KafkaCluster {
     /// # Errors
     /// A node does not start (the message has the end of its log).
     pub fn start_again(&self) -> Result<(), String> {
-        run(&["start", path_arg(self.dir())?]).map(drop)
+        let owner = std::process::id().to_string();
+        run(&["start", path_arg(self.dir())?, "--owner", &owner]).map(drop)
     }
 
     /// The Apache Kafka version the script runs (`TRIBUTARY_KAFKA_VERSION`, or its default).

@@ -10,8 +10,9 @@
 #                                       up, print bootstrap.servers. DIR new: ports are chosen
 #                                       and storage is formatted. DIR used before: the nodes
 #                                       that are not running start again on the same ports,
-#                                       with their data. --owner: the nodes are killed when
-#                                       process PID exits (a test binary that dies early).
+#                                       with their data (--nodes is then ignored). --owner:
+#                                       the nodes started are killed when process PID exits
+#                                       (a test binary that dies early).
 #   kafka.sh stop DIR [NODE]            clean shutdown (SIGTERM) of every node, or of one
 #   kafka.sh kill DIR [NODE]            SIGKILL every node, or one (a crash: data stays)
 #   kafka.sh restart DIR                stop, then start again with the same data
@@ -148,9 +149,17 @@ load() {
   source "$1/cluster.env"
 }
 
+# Whether process $1 runs. A zombie does not: where no init reaps the orphaned JVM, its
+# entry stays after it died.
+alive() {
+  local state
+  state="$(sed -n 's/^.*) \(.\).*$/\1/p' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z ]]
+}
+
 running() {
   local pid_file="$1/node-$2/pid"
-  [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+  [[ -f "$pid_file" ]] && alive "$(cat "$pid_file")"
 }
 
 bootstrap() {
@@ -193,7 +202,7 @@ start() {
     local pid=$!
     echo "$pid" >"$node/pid"
     if [[ -n "$owner" ]]; then
-      (while kill -0 "$owner" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done
+      (while alive "$owner" && alive "$pid"; do sleep 1; done
         kill -9 "$pid" 2>/dev/null) >/dev/null 2>&1 </dev/null &
     fi
   done
@@ -223,11 +232,14 @@ signal() {
     local pid
     pid="$(cat "$dir/node-$id/pid")"
     kill -"$sig" "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + wait_seconds))
-    while kill -0 "$pid" 2>/dev/null; do
+    local deadline=$((SECONDS + wait_seconds)) killed=""
+    while alive "$pid"; do
       if ((SECONDS >= deadline)); then
+        [[ -z "$killed" ]] || die "node $id (pid $pid) still runs 10 s after SIGKILL"
         printf 'kafka.sh: node %s did not stop within %s s; killing it\n' "$id" "$wait_seconds" >&2
         kill -KILL "$pid" 2>/dev/null || true
+        killed=1
+        deadline=$((SECONDS + 10))
       fi
       sleep 0.05
     done
