@@ -56,10 +56,11 @@ fetch() {
   if [[ ! -f "$cache/libs/.complete" ]]; then
     rm -rf "$cache/libs.partial"
     printf 'kafka.sh: fetching Apache Kafka %s from Maven Central into %s\n' "$version" "$cache" >&2
-    mvn -B -q -Dstyle.color=never -f "$here/pom.xml" -Dkafka.version="$version" \
+    mvn -B -Dstyle.color=never -f "$here/pom.xml" -Dkafka.version="$version" \
       dependency:copy-dependencies -DincludeScope=runtime \
-      -DoutputDirectory="$cache/libs.partial" >&2 ||
-      die "Maven could not fetch org.apache.kafka:kafka_2.13:$version and its dependencies (see above)"
+      -DoutputDirectory="$cache/libs.partial" >"$cache/fetch.log" 2>&1 ||
+      die "Maven could not fetch org.apache.kafka:kafka_2.13:$version and its dependencies; the end of $cache/fetch.log:
+$(grep -E 'ERROR|BUILD' "$cache/fetch.log" | tail -n 20)"
     touch "$cache/libs.partial/.complete"
     rm -rf "$cache/libs"
     mv "$cache/libs.partial" "$cache/libs"
