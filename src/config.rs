@@ -270,6 +270,10 @@ impl RawConfig {
                 }
                 continue;
             }
+            if let Some((problem, fix)) = refused_producer_property(key, value) {
+                errors.push(ConfigError::new("kafka", field, problem, fix));
+                continue;
+            }
             match secret::resolve(value) {
                 Ok(resolved) => {
                     properties.insert(key.clone(), resolved);
@@ -366,6 +370,25 @@ impl RawConfig {
     }
 }
 
+/// A producer property that would break the delivery guarantee or the pipeline: why, and the
+/// fix. `acks` and `enable.idempotence` are checked against
+/// [`crate::sinks::kafka::ENFORCED_PROPERTIES`] instead.
+fn refused_producer_property(key: &str, value: &str) -> Option<(&'static str, &'static str)> {
+    match key {
+        "transactional.id" => Some((
+            "is not supported: Tributary's producer is idempotent, not transactional, and a \
+             transactional producer refuses every record sent outside a transaction",
+            "remove it",
+        )),
+        "message.timeout.ms" if value.trim() != "0" => Some((
+            "must be `0` (no timeout): a record that times out is neither in Kafka nor sent \
+             again, so the source would have to stop",
+            "remove it (`0` is the default)",
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +432,53 @@ read_timeout = "30s"
         assert!(text.contains("sources.wiki"), "{text}");
         assert!(text.contains("read_timout"), "{text}");
         assert!(text.contains("source `wiki`"), "{text}");
+    }
+
+    #[test]
+    fn producer_properties_that_break_delivery_are_refused_with_why() {
+        let file = write(
+            r#"
+[kafka]
+brokers = "localhost:9092"
+[kafka.producer]
+"transactional.id" = "x"
+"message.timeout.ms" = "30000"
+"enable.idempotence" = "false"
+[sources.wiki]
+type = "sse"
+url = "http://example.com/stream"
+topic = "wiki"
+"#,
+        );
+        let Err(errors) = load(file.path()).unwrap().validate() else {
+            panic!("the config should be invalid");
+        };
+        let text = errors.to_string();
+        let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "kafka.producer.enable.idempotence",
+                "kafka.producer.message.timeout.ms",
+                "kafka.producer.transactional.id",
+            ],
+            "{text}"
+        );
+        assert!(text.contains("idempotent, not transactional"), "{text}");
+        assert!(text.contains("must be `0` (no timeout)"), "{text}");
+        let file = write(
+            r#"
+[kafka]
+brokers = "localhost:9092"
+[kafka.producer]
+"message.timeout.ms" = "0"
+[sources.wiki]
+type = "sse"
+url = "http://example.com/stream"
+topic = "wiki"
+"#,
+        );
+        assert!(load(file.path()).unwrap().validate().is_ok());
     }
 
     #[test]
