@@ -177,6 +177,7 @@ pub async fn start(
             committer: committer.handle(),
             failures: failures_tx,
             commit_each_position: info.commit_each_position,
+            health: health.clone(),
         });
         pumps.spawn(run_pump(
             producer.clone(),

@@ -71,9 +71,14 @@ pub struct Readiness {
 }
 
 impl Health {
-    /// Sets the state of `source`.
+    /// Sets the state of `source`. `Failed` is final: a failed source keeps its first reason,
+    /// whatever its task reports while it stops (e.g. the closed channel after the sink stopped
+    /// it on a pipeline fault).
     pub fn set(&self, source: &str, state: SourceState) {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(SourceState::Failed(_)) = sources.get(source) {
+            return;
+        }
         sources.insert(source.to_owned(), state);
     }
 

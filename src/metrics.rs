@@ -26,6 +26,7 @@ pub struct Metrics {
     channel_bytes: IntGaugeVec,
     kafka_delivery_seconds: HistogramVec,
     kafka_errors: IntCounterVec,
+    pipeline_faults: IntCounterVec,
     checkpoint_commits: IntCounterVec,
     checkpoint_age_seconds: IntGaugeVec,
     records_filtered: IntCounterVec,
@@ -197,6 +198,13 @@ impl Metrics {
                 "Errors from the Kafka producer, by kind.",
                 &["source", "kind"],
             ),
+            pipeline_faults: counter(
+                &r,
+                "tributary_pipeline_faults_total",
+                "Producer errors that concern the producer or the topic, not one record: the \
+                 source stopped with its position kept, by kind.",
+                &["source", "kind"],
+            ),
             checkpoint_commits: counter(
                 &r,
                 "tributary_checkpoint_commits_total",
@@ -345,6 +353,14 @@ impl SourceMetrics {
     pub fn kafka_error(&self, kind: &str) {
         self.metrics
             .kafka_errors
+            .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+
+    /// Counts one pipeline fault of `kind` (a short, fixed word): the source stopped.
+    pub fn pipeline_fault(&self, kind: &str) {
+        self.metrics
+            .pipeline_faults
             .with_label_values(&[&self.name, kind])
             .inc();
     }

@@ -37,6 +37,30 @@ pub struct DeadLetter {
     pub kind: &'static str,
     /// A human sentence, put in the `tributary.error` header.
     pub reason: String,
+    /// Set when the payload is a stub of a record too large for Kafka: what the original was.
+    pub original: Option<OriginalRecord>,
+}
+
+impl DeadLetter {
+    /// A dead-letter reason of `kind` (a short, fixed word) explained by `reason`.
+    pub fn new(kind: &'static str, reason: String) -> Self {
+        DeadLetter {
+            kind,
+            reason,
+            original: None,
+        }
+    }
+}
+
+/// The record a dead-letter stub stands for (`tributary.original_size` and
+/// `tributary.original_sha256` headers): its value was too large for Kafka, so the stub carries
+/// only the value's first bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginalRecord {
+    /// The original value's size, in bytes, as text.
+    pub size: String,
+    /// The SHA-256 of the original value, lowercase hex.
+    pub sha256: String,
 }
 
 /// What became of a record whose source asked to be told ([`Record::ack`]).
@@ -46,8 +70,6 @@ pub enum DeliveryOutcome {
     Produced,
     /// Kafka acknowledged it on the dead-letter topic.
     DeadLettered,
-    /// Neither topic took it; it was skipped (logged and counted).
-    Skipped,
 }
 
 /// Where a polled record came from: the page's URL (secrets stripped) and its number in the
@@ -60,7 +82,8 @@ pub struct PageLineage {
     pub page: String,
 }
 
-/// Told once what became of a record; dropped unsent when the record was abandoned at shutdown.
+/// Told once what became of a record; dropped unsent when the record was abandoned at shutdown
+/// or a pipeline fault stopped its source.
 pub type DeliveryAck = tokio::sync::oneshot::Sender<DeliveryOutcome>;
 
 /// One record on its way to Kafka.

@@ -27,6 +27,11 @@ pub const HEADER_EVENT_TYPE: &str = "tributary.event_type";
 pub const HEADER_ERROR: &str = "tributary.error";
 /// Header (dead-letter records): a short, stable kind of error.
 pub const HEADER_ERROR_KIND: &str = "tributary.error_kind";
+/// Header (dead-letter stubs of records too large for Kafka): the original value's size in
+/// bytes.
+pub const HEADER_ORIGINAL_SIZE: &str = "tributary.original_size";
+/// Header (dead-letter stubs): the SHA-256 of the original value, lowercase hex.
+pub const HEADER_ORIGINAL_SHA256: &str = "tributary.original_sha256";
 
 /// Formats `fetched_at` timestamps, reusing the last text while the millisecond is the same
 /// (records of one read share it), so the hot path does not format every record.
@@ -98,6 +103,17 @@ pub fn lineage_headers(
                 key: HEADER_ERROR_KIND,
                 value: Some(dead_letter.kind),
             });
+        if let Some(original) = &dead_letter.original {
+            headers = headers
+                .insert(Header {
+                    key: HEADER_ORIGINAL_SIZE,
+                    value: Some(original.size.as_str()),
+                })
+                .insert(Header {
+                    key: HEADER_ORIGINAL_SHA256,
+                    value: Some(original.sha256.as_str()),
+                });
+        }
     }
     headers
 }

@@ -25,10 +25,12 @@ use rdkafka::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
+use super::fault::pipeline_fault_hint;
 use crate::{
     checkpoint::{AckTracker, CommitterHandle},
+    health::{Health, SourceState},
     metrics::SourceMetrics,
-    record::{DeliveryAck, DeliveryOutcome},
+    record::{DeadLetter, DeliveryAck, DeliveryOutcome, OriginalRecord},
 };
 
 /// Producer settings, validated.
@@ -63,6 +65,8 @@ pub struct SourceSink {
     /// Commit as soon as the position moves, not only on the committer's schedule (polled
     /// sources, whose position moves once per page).
     pub commit_each_position: bool,
+    /// Source states, for `/readyz`: a pipeline fault marks this source failed.
+    pub health: Health,
 }
 
 impl SourceSink {
@@ -74,6 +78,20 @@ impl SourceSink {
         if moved && self.commit_each_position {
             self.committer.commit_soon();
         }
+    }
+
+    /// Stops this source on a pipeline fault `error` from `topic`: logs it, counts it
+    /// (`tributary_pipeline_faults_total`), and marks the source failed with what to do, for
+    /// `/readyz`. The caller stops feeding the producer and acknowledges nothing more.
+    pub(crate) fn pipeline_fault(&self, topic: &str, error: &KafkaError) {
+        let kind = error.rdkafka_error_code().map_or("other", error_kind_name);
+        self.metrics.pipeline_fault(kind);
+        let hint = pipeline_fault_hint(error, topic);
+        tracing::error!(source = %self.name, topic, %error, "{hint}; the source stops, and its position stays before the record Kafka did not take");
+        self.health.set(
+            &self.name,
+            SourceState::Failed(format!("kafka: {hint} ({error})")),
+        );
     }
 }
 
@@ -96,6 +114,8 @@ pub struct FailedDelivery {
     pub(crate) payload: Vec<u8>,
     pub(crate) event_id: Option<Vec<u8>>,
     pub(crate) event_type: Option<Vec<u8>>,
+    /// Why it was a dead-letter record, read back from its headers (`None`: it was not one).
+    pub(crate) dead_letter: Option<DeadLetter>,
     pub(crate) error: KafkaError,
 }
 
@@ -138,22 +158,34 @@ impl ProducerContext for DeliveryContext {
                             .and_then(|h| h.value.map(<[u8]>::to_vec))
                     })
                 };
+                let text = |name: &str| {
+                    header(name).map(|value| String::from_utf8_lossy(&value).into_owned())
+                };
+                let dead_letter = ticket.dead_letter_kind.map(|kind| DeadLetter {
+                    kind,
+                    reason: text(crate::router::HEADER_ERROR).unwrap_or_default(),
+                    original: text(crate::router::HEADER_ORIGINAL_SIZE)
+                        .zip(text(crate::router::HEADER_ORIGINAL_SHA256))
+                        .map(|(size, sha256)| OriginalRecord { size, sha256 }),
+                });
                 let failed = FailedDelivery {
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                     event_id: header(crate::router::HEADER_EVENT_ID),
                     event_type: header(crate::router::HEADER_EVENT_TYPE),
+                    dead_letter,
                     error: error.clone(),
                     ticket,
                 };
                 let failures = failed.ticket.sink.failures.clone();
                 if let Err(mpsc::error::SendError(failed)) = failures.send(failed) {
-                    // The pump is gone (shutdown): the record is not acknowledged, so its
-                    // position is not stored and it is read again after restart.
+                    // The pump is gone (shutdown, or a pipeline fault stopped the source): the
+                    // record is not acknowledged, so its position is not stored and it is read
+                    // again after restart.
                     tracing::error!(
                         source = %failed.ticket.sink.name,
                         error = %failed.error,
-                        "delivery failed during shutdown; the record will be read again after restart"
+                        "delivery failed after the source's pump stopped; the record will be read again after restart"
                     );
                 }
             }
@@ -163,7 +195,7 @@ impl ProducerContext for DeliveryContext {
 
 /// Marks a ticket's record acknowledged: tracker, committer, metrics and the source's ack.
 pub(crate) fn acknowledge(ticket: &mut DeliveryTicket) {
-    release(ticket);
+    ticket.sink.acknowledge(ticket.seq);
     if let Some(ack) = ticket.ack.take() {
         let outcome = match ticket.dead_letter_kind {
             Some(_) => DeliveryOutcome::DeadLettered,
@@ -185,12 +217,6 @@ pub(crate) fn acknowledge(ticket: &mut DeliveryTicket) {
                 .inc_by(ticket.payload_bytes as u64);
         }
     }
-}
-
-/// Lets the source's position move past a ticket's record (tracker and committer) without
-/// counting it as produced or dead-lettered.
-pub(crate) fn release(ticket: &DeliveryTicket) {
-    ticket.sink.acknowledge(ticket.seq);
 }
 
 /// A short, stable name for a librdkafka error code (a bounded metric label).
@@ -219,6 +245,8 @@ pub struct KafkaProducer {
 /// Producer properties Tributary sets unless `kafka.producer` says otherwise (name, value).
 pub const DEFAULTS: &[(&str, &str)] = &[
     ("message.timeout.ms", "0"),
+    // Tributary never creates topics, not even through the broker's auto-creation.
+    ("allow.auto.create.topics", "false"),
     ("queue.buffering.max.kbytes", "65536"),
     ("queue.buffering.max.messages", "100000"),
     ("linger.ms", "5"),
@@ -273,6 +301,32 @@ impl KafkaProducer {
         .unwrap_or(false);
         self.brokers_reachable.store(reachable, Ordering::Relaxed);
         reachable
+    }
+
+    /// Whether the brokers know `topic`, from a metadata request (blocking, on the blocking
+    /// pool). A topic whose metadata carries another error (no leader yet) exists.
+    ///
+    /// # Errors
+    /// No broker answered within `timeout`.
+    pub async fn topic_exists(&self, topic: &str, timeout: Duration) -> Result<bool, KafkaError> {
+        let producer = self.inner.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer.client().fetch_metadata(Some(&topic), timeout)?;
+            let unknown = metadata.topics().iter().any(|t| {
+                t.name() == topic
+                    && t.error().is_some_and(|error| {
+                        matches!(
+                            rdkafka::types::RDKafkaErrorCode::from(error),
+                            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                                | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                        )
+                    })
+            });
+            Ok(!unknown)
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
     }
 
     /// Records handed to librdkafka and not yet acknowledged or failed.

@@ -2,9 +2,13 @@
 //!
 //! Records are registered with the source's AckTracker in channel order, then sent. When the
 //! producer queue is full (`QueueFull`) the pump waits and retries the same record: that is
-//! backpressure, not an error, and it stops the pump from pulling more. A record librdkafka
-//! refuses outright (too large, unknown topic) goes to the dead-letter topic with the reason in
-//! its headers; so does a record whose delivery failed after it was queued.
+//! backpressure, not an error, and it stops the pump from pulling more.
+//!
+//! A refusal, at send or in a delivery report, is judged by its fault class (`fault.rs`): a
+//! record fault sends the record to the dead-letter topic with the reason in its headers (a
+//! stub of its first bytes, size and SHA-256 when it is too large for Kafka); a pipeline fault
+//! stops the source: the pump returns without acknowledging the record, its channel closes,
+//! the source stops, `/readyz` names the cause, and the stored position stays before the record.
 //!
 //! Shutdown: the pump drains its channel, then returns. If the producer queue stays full
 //! (brokers down) until the shutdown deadline, the `abandon` token makes it return at once:
@@ -13,16 +17,18 @@
 
 use std::{sync::Arc, time::Instant};
 
+use bytes::Bytes;
 use rdkafka::{error::KafkaError, producer::BaseRecord, types::RDKafkaErrorCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::producer::{
-    error_kind_name, release, DeliveryTicket, FailedDelivery, KafkaProducer, SourceSink,
+use super::{
+    fault::FaultClass,
+    producer::{error_kind_name, DeliveryTicket, FailedDelivery, KafkaProducer, SourceSink},
 };
 use crate::{
     channel::{Envelope, RecordReceiver},
-    record::{DeadLetter, DeliveryOutcome, Record},
+    record::{DeadLetter, OriginalRecord, Record},
     router::{lineage_headers, TimestampCache},
 };
 
@@ -32,9 +38,11 @@ const BATCH: usize = 1024;
 /// How long to wait before retrying a record the full producer queue refused.
 const QUEUE_FULL_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Runs until the channel is closed and drained (the source has stopped), or until `abandon`
-/// is cancelled while the producer queue is full, then returns. Failed deliveries that come
-/// back while it runs are sent to the dead-letter topic.
+/// Runs until the channel is closed and drained (the source has stopped), until `abandon`
+/// is cancelled while the producer queue is full, or until a pipeline fault stops the source,
+/// then returns. Failed deliveries that come back while it runs are judged by their fault
+/// class. Meanwhile a task asks the brokers whether the source's topics exist, so that a
+/// missing one stops the source at once instead of when its first record times out.
 pub async fn run_pump(
     producer: KafkaProducer,
     sink: Arc<SourceSink>,
@@ -42,6 +50,18 @@ pub async fn run_pump(
     mut failures: mpsc::UnboundedReceiver<FailedDelivery>,
     abandon: CancellationToken,
 ) {
+    // Cancelled at the shutdown deadline (with `abandon`), on a missing topic, or when the pump
+    // returns (which ends the topic check).
+    let stop = abandon.child_token();
+    let _stop_on_return = stop.clone().drop_guard();
+    tokio::spawn({
+        let (producer, sink, stop) = (producer.clone(), Arc::clone(&sink), stop.clone());
+        async move {
+            if !topics_exist(&producer, &sink, &stop).await {
+                stop.cancel();
+            }
+        }
+    });
     let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
     let mut timestamps = TimestampCache::default();
     loop {
@@ -49,9 +69,9 @@ pub async fn run_pump(
             biased;
             // Past the shutdown deadline: a sender still held (a slow webhook request) must
             // not keep the pump, and so the shutdown, waiting.
-            _ = abandon.cancelled() => return,
+            _ = stop.cancelled() => return,
             Some(failed) = failures.recv() => {
-                if dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps, &abandon).await == Sent::Abandoned {
+                if dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps, &stop).await != Sent::Queued {
                     return;
                 }
             }
@@ -66,11 +86,19 @@ pub async fn run_pump(
                         sink.acknowledge(seq);
                         continue;
                     }
-                    let sent = produce(&producer, &sink, record, seq, &mut timestamps, &abandon).await;
+                    let sent = produce(&producer, &sink, record, seq, &mut timestamps, &stop).await;
                     drop(permit);
-                    if sent == Sent::Abandoned {
-                        tracing::warn!(source = %sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
-                        return;
+                    match sent {
+                        Sent::Queued => {}
+                        Sent::Abandoned => {
+                            if abandon.is_cancelled() {
+                                tracing::warn!(source = %sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
+                            }
+                            return;
+                        }
+                        // Dropping the channel stops the source; what it held is read again
+                        // after the restart.
+                        Sent::Faulted => return,
                     }
                 }
             }
@@ -78,22 +106,73 @@ pub async fn run_pump(
     }
     // Deliveries that fail from here on are logged by the callback and read again after restart.
     while let Ok(failed) = failures.try_recv() {
-        if dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps, &abandon).await
-            == Sent::Abandoned
+        if dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps, &stop).await
+            != Sent::Queued
         {
             return;
         }
     }
 }
 
+/// How long one metadata request of [`topics_exist`] waits for the brokers.
+const METADATA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long [`topics_exist`] waits before asking again.
+const METADATA_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a topic must stay unknown before it counts as missing: a topic created a moment
+/// ago may not have reached every broker's metadata yet (librdkafka waits for the same reason,
+/// `topic.metadata.propagation.max.ms`).
+const METADATA_PROPAGATION: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks the brokers whether the source's topic and dead-letter topic exist, and waits while no
+/// broker answers. A topic still unknown after [`METADATA_PROPAGATION`] is a pipeline fault,
+/// reported then rather than when its first record times out. False when the source was
+/// stopped (a missing topic) or `stop` fired first.
+async fn topics_exist(
+    producer: &KafkaProducer,
+    sink: &SourceSink,
+    stop: &CancellationToken,
+) -> bool {
+    for topic in [&sink.topic, &sink.dead_letter_topic] {
+        let mut unknown_since = None;
+        loop {
+            match producer.topic_exists(topic, METADATA_TIMEOUT).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    let since = *unknown_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= METADATA_PROPAGATION {
+                        let missing = KafkaError::MessageProduction(
+                            RDKafkaErrorCode::UnknownTopicOrPartition,
+                        );
+                        sink.pipeline_fault(topic, &missing);
+                        return false;
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(source = %sink.name, topic, %error, "no metadata yet; asking again");
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(METADATA_RETRY) => {}
+            }
+        }
+    }
+    true
+}
+
 /// What became of a record handed to [`produce`].
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
-    /// In the producer queue (or skipped after both topics refused it, loudly).
+    /// In the producer queue.
     Queued,
     /// Not sent: the shutdown deadline passed while the producer queue was full.
     Abandoned,
+    /// Not sent: a pipeline fault stopped the source (logged, counted, shown in `/readyz`).
+    Faulted,
 }
+
+/// Bytes of the original value a dead-letter stub keeps.
+const STUB_BYTES: usize = 4 * 1024;
 
 async fn produce(
     producer: &KafkaProducer,
@@ -140,36 +219,73 @@ async fn produce(
             }
         };
         let (error, mut ticket) = refused;
-        let kind = error.rdkafka_error_code().map_or("other", error_kind_name);
-        sink.metrics.kafka_error(kind);
-        if record.dead_letter.is_some() {
-            give_up(sink, ticket, &error);
-            return Sent::Queued;
-        }
+        sink.metrics.kafka_error(error_kind(&error));
         record.ack = ticket.ack.take();
-        tracing::warn!(source = %sink.name, topic = %sink.topic, %error, "producer refused a record; sending it to the dead-letter topic");
-        record.dead_letter = Some(DeadLetter {
-            kind,
-            reason: format!("producing to topic `{}` failed: {error}", sink.topic),
-        });
+        let topic = topic.clone();
+        if !dead_letter_after_refusal(sink, &mut record, &topic, &error) {
+            return Sent::Faulted;
+        }
     }
 }
 
-/// A dead-letter record that could not be produced either: logged loudly, counted under
-/// `tributary_kafka_errors_total{kind="dead_letter_failed"}`, and released so the source's
-/// position can move on.
-fn give_up(sink: &SourceSink, mut ticket: Box<DeliveryTicket>, error: &KafkaError) {
-    tracing::error!(
-        source = %sink.name,
-        dead_letter_topic = %sink.dead_letter_topic,
-        %error,
-        "a record could not be produced to its topic nor to the dead-letter topic; it is skipped"
-    );
-    sink.metrics.kafka_error("dead_letter_failed");
-    release(&ticket);
-    if let Some(ack) = ticket.ack.take() {
-        let _ = ack.send(DeliveryOutcome::Skipped);
+/// The short, stable kind of a producer error (a metric label).
+fn error_kind(error: &KafkaError) -> &'static str {
+    error.rdkafka_error_code().map_or("other", error_kind_name)
+}
+
+/// Decides what follows once `topic` refused `record` with `error`. A record fault turns the
+/// record into a dead-letter record (a stub when it is too large) and returns true: send it
+/// again. A pipeline fault, or a dead-letter record the dead-letter topic refused for any reason
+/// but its size, stops the source and returns false: the record is not acknowledged, so no
+/// position moves past it.
+fn dead_letter_after_refusal(
+    sink: &SourceSink,
+    record: &mut Record,
+    topic: &str,
+    error: &KafkaError,
+) -> bool {
+    if FaultClass::of(error) == FaultClass::Pipeline {
+        sink.pipeline_fault(topic, error);
+        return false;
     }
+    let too_large = error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge);
+    let dead_letter = match record.dead_letter.take() {
+        None => {
+            tracing::warn!(source = %sink.name, topic, %error, "Kafka refused a record; sending it to the dead-letter topic");
+            DeadLetter::new(
+                error_kind(error),
+                format!("producing to topic `{topic}` failed: {error}"),
+            )
+        }
+        // A dead-letter record too large for the dead-letter topic: send its stub instead.
+        Some(dead_letter) if too_large && dead_letter.original.is_none() => dead_letter,
+        Some(dead_letter) => {
+            record.dead_letter = Some(dead_letter);
+            sink.pipeline_fault(topic, error);
+            return false;
+        }
+    };
+    record.dead_letter = Some(if too_large {
+        stub(record, dead_letter)
+    } else {
+        dead_letter
+    });
+    true
+}
+
+/// Cuts `record`'s value down to its first [`STUB_BYTES`] bytes, and records the original's
+/// size and SHA-256 in its dead-letter reason (`tributary.original_*` headers), so that a record
+/// too large for Kafka still leaves a trace an operator can match with the feed.
+fn stub(record: &mut Record, mut dead_letter: DeadLetter) -> DeadLetter {
+    use sha2::Digest as _;
+    let size = record.payload.len();
+    dead_letter.original = Some(OriginalRecord {
+        size: size.to_string(),
+        sha256: hex::encode(sha2::Sha256::digest(&record.payload)),
+    });
+    // A copy: the stub must not keep the large original buffer alive until its delivery.
+    record.payload = Bytes::copy_from_slice(&record.payload[..size.min(STUB_BYTES)]);
+    dead_letter
 }
 
 async fn dead_letter_failed_delivery(
@@ -180,33 +296,34 @@ async fn dead_letter_failed_delivery(
     abandon: &CancellationToken,
 ) -> Sent {
     let FailedDelivery {
-        ticket,
+        mut ticket,
         key,
         payload,
         event_id,
         event_type,
+        dead_letter,
         error,
     } = failed;
-    let mut ticket = ticket;
-    if ticket.dead_letter_kind.is_some() {
-        give_up(sink, ticket, &error);
-        return Sent::Queued;
-    }
-    let kind = error.rdkafka_error_code().map_or("other", error_kind_name);
-    let record = Record {
+    let text = |bytes: Vec<u8>| Arc::from(String::from_utf8_lossy(&bytes).as_ref());
+    let mut record = Record {
         key: key.map(Into::into),
         payload: payload.into(),
-        event_id: event_id.map(|id| Arc::from(String::from_utf8_lossy(&id).as_ref())),
-        event_type: event_type.map(|t| Arc::from(String::from_utf8_lossy(&t).as_ref())),
+        event_id: event_id.map(text),
+        event_type: event_type.map(text),
         ack: ticket.ack.take(),
         page: None,
         marker: false,
         position: None,
         fetched_at: std::time::SystemTime::now(),
-        dead_letter: Some(DeadLetter {
-            kind,
-            reason: format!("delivery to topic `{}` failed: {error}", sink.topic),
-        }),
+        dead_letter,
     };
+    let topic = if record.dead_letter.is_some() {
+        sink.dead_letter_topic.clone()
+    } else {
+        sink.topic.clone()
+    };
+    if !dead_letter_after_refusal(sink, &mut record, &topic, &error) {
+        return Sent::Faulted;
+    }
     produce(producer, sink, record, ticket.seq, timestamps, abandon).await
 }

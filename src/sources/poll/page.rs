@@ -171,7 +171,7 @@ fn dead_letter(
 ) -> Record {
     let mut record = Record::new(payload, fetched_at);
     record.page = Some(Arc::clone(lineage));
-    record.dead_letter = Some(DeadLetter { kind, reason });
+    record.dead_letter = Some(DeadLetter::new(kind, reason));
     record
 }
 

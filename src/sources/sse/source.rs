@@ -371,12 +371,12 @@ impl<'a> RecordEncoder<'a> {
                 KeyFrom::Pointer(pointer) => match key_from_pointer(&data, pointer) {
                     Ok(Some(value)) => key = Some(value),
                     Ok(None) => {
-                        dead_letter = Some(DeadLetter {
-                            kind: "key_not_found",
-                            reason: format!(
+                        dead_letter = Some(DeadLetter::new(
+                            "key_not_found",
+                            format!(
                                 "the key pointer `{pointer}` matches nothing in the event data"
                             ),
-                        })
+                        ))
                     }
                     Err(error) => dead_letter = Some(invalid_json(&error)),
                 },
@@ -412,10 +412,10 @@ impl AsRef<[u8]> for SharedText {
 }
 
 fn invalid_json(error: &serde_json::Error) -> DeadLetter {
-    DeadLetter {
-        kind: "invalid_json",
-        reason: format!("event data is not valid JSON: {error}"),
-    }
+    DeadLetter::new(
+        "invalid_json",
+        format!("event data is not valid JSON: {error}"),
+    )
 }
 
 /// The key at `pointer` (RFC 6901) in `data`: a string as is, anything else as JSON text.

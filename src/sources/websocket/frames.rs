@@ -108,10 +108,10 @@ impl FrameDecoder {
             Ok(raw) => raw,
             Err(error) => {
                 let mut record = record(message.clone(), None, None, fetched_at);
-                record.dead_letter = Some(DeadLetter {
-                    kind: "invalid_json",
-                    reason: format!("the message is not valid JSON: {error}"),
-                });
+                record.dead_letter = Some(DeadLetter::new(
+                    "invalid_json",
+                    format!("the message is not valid JSON: {error}"),
+                ));
                 decoded.records.push(record);
                 return decoded;
             }
