@@ -117,7 +117,7 @@ pub async fn start(
     let producer = KafkaProducer::new(&config.kafka)?;
     let dir = config.checkpoint.dir.clone();
     let store: Arc<dyn CheckpointStore> = Arc::new(
-        tokio::task::spawn_blocking(move || FileStore::open(dir))
+        tokio::task::spawn_blocking(move || FileStore::open_exclusive(dir))
             .await
             .expect("opening the store does not panic")?,
     );

@@ -113,6 +113,15 @@ pub enum CheckpointError {
         /// The underlying I/O error.
         error: std::io::Error,
     },
+    /// Another process holds the state directory's lock: two daemons must never write the
+    /// same positions.
+    #[error("checkpoint store `{path}` is locked by another tributary process (pid {holder}); stop it, or give this daemon its own `checkpoint.dir`")]
+    Locked {
+        /// The lock file.
+        path: String,
+        /// The pid the holder wrote into the lock file (`unknown` when it cannot be read).
+        holder: String,
+    },
     /// The store's file exists but cannot be parsed.
     #[error("checkpoint store `{path}`: cannot parse: {error}; restore it from a backup or delete it to start every source from its configured start")]
     Corrupt {

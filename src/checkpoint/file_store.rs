@@ -1,8 +1,13 @@
 //! The embedded default [`CheckpointStore`]: one JSON file in a state directory.
 //!
-//! A commit writes the whole file crash-safely: write a temporary file, fsync it, rename it over
-//! the old one, fsync the directory. After a crash at any point the file holds either the old or
-//! the new positions, never a torn mix.
+//! A commit writes the whole file crash-safely: write a temporary file (a unique name, so that
+//! no two writers share it), fsync it, rename it over the old one, fsync the directory. After a
+//! crash at any point the file holds either the old or the new positions, never a torn mix.
+//!
+//! A daemon opens the store with [`FileStore::open_exclusive`]: it holds an exclusive `flock`
+//! on `<dir>/tributary.lock` (with its pid written in it) for as long as the store lives, so a
+//! second daemon on the same directory fails at start instead of overwriting positions, and it
+//! proves at start that the directory is writable.
 
 use std::{
     collections::BTreeMap,
@@ -18,6 +23,7 @@ use super::CheckpointStore;
 use crate::{error::CheckpointError, record::Position};
 
 const FILE_NAME: &str = "checkpoints.json";
+const LOCK_FILE_NAME: &str = "tributary.lock";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +38,9 @@ pub struct FileStore {
     dir: PathBuf,
     path: PathBuf,
     positions: Mutex<BTreeMap<String, Position>>,
+    /// The locked lock file, for a store opened with [`FileStore::open_exclusive`]; the lock is
+    /// released when it is closed.
+    _lock: Option<File>,
 }
 
 fn io_error(path: &Path, operation: &'static str, error: std::io::Error) -> CheckpointError {
@@ -67,7 +76,54 @@ impl FileStore {
             dir,
             path,
             positions: Mutex::new(positions),
+            _lock: None,
         })
+    }
+
+    /// Opens the store for a daemon: takes an exclusive lock on `<dir>/tributary.lock` (held
+    /// until the store is dropped; the kernel releases it if the process dies), proves that the
+    /// directory is writable, then reads the positions as [`FileStore::open`] does.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Locked`] when another process holds the lock; an I/O error naming
+    /// the path when the directory cannot be created or written; the errors of
+    /// [`FileStore::open`].
+    pub fn open_exclusive(dir: impl Into<PathBuf>) -> Result<Self, CheckpointError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "create directory", e))?;
+        let lock_path = dir.join(LOCK_FILE_NAME);
+        let mut lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, "open the lock file", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|pid| pid.trim().to_owned())
+                    .filter(|pid| !pid.is_empty())
+                    .unwrap_or_else(|| "unknown".into());
+                return Err(CheckpointError::Locked {
+                    path: lock_path.display().to_string(),
+                    holder,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_error(&lock_path, "lock", e)),
+        }
+        lock.set_len(0)
+            .and_then(|()| write!(lock, "{}", std::process::id()))
+            .and_then(|()| lock.sync_all())
+            .map_err(|e| io_error(&lock_path, "write", e))?;
+        // The write probe: a commit needs to create a file here.
+        tempfile::NamedTempFile::new_in(&dir)
+            .map_err(|e| io_error(&dir, "create a file in the directory", e))?;
+        let mut store = Self::open(dir)?;
+        store._lock = Some(lock);
+        Ok(store)
     }
 
     /// The file that holds the positions.
@@ -76,14 +132,18 @@ impl FileStore {
     }
 
     fn write_atomically(&self, contents: &[u8]) -> Result<(), CheckpointError> {
-        let temporary = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let mut file = File::create(&temporary).map_err(|e| io_error(&temporary, "create", e))?;
+        let mut file = tempfile::Builder::new()
+            .prefix(&format!(".{FILE_NAME}."))
+            .tempfile_in(&self.dir)
+            .map_err(|e| io_error(&self.dir, "create a temporary file in", e))?;
+        let temporary = file.path().to_owned();
         file.write_all(contents)
             .map_err(|e| io_error(&temporary, "write", e))?;
-        file.sync_all()
+        file.as_file()
+            .sync_all()
             .map_err(|e| io_error(&temporary, "fsync", e))?;
-        drop(file);
-        fs::rename(&temporary, &self.path).map_err(|e| io_error(&self.path, "rename", e))?;
+        file.persist(&self.path)
+            .map_err(|e| io_error(&self.path, "rename", e.error))?;
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| io_error(&self.dir, "fsync directory", e))
@@ -131,7 +191,37 @@ mod tests {
         let reopened = FileStore::open(dir.path()).unwrap();
         assert_eq!(reopened.load("wiki").unwrap(), Some(Position("42".into())));
         assert_eq!(reopened.load("other").unwrap(), Some(Position("x".into())));
-        assert!(!dir.path().join("checkpoints.json.tmp").exists());
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name != FILE_NAME)
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_second_exclusive_open_names_the_process_that_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FileStore::open_exclusive(dir.path()).unwrap();
+        let error = FileStore::open_exclusive(dir.path()).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, CheckpointError::Locked { .. }), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        drop(first);
+        FileStore::open_exclusive(dir.path()).expect("the lock is released with the store");
+    }
+
+    #[test]
+    fn an_unwritable_directory_fails_the_exclusive_open_and_names_it() {
+        // procfs refuses new files even to root, so this holds wherever the tests run.
+        let error = FileStore::open_exclusive("/proc/self/fdinfo")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`/proc/self/fdinfo/"), "{error}");
+        assert!(error.contains("writable"), "{error}");
     }
 
     #[test]
