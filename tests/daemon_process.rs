@@ -396,3 +396,180 @@ fn the_demo_reports_no_loss_and_no_duplicates() {
         .unwrap()
         .starts_with("http://127.0.0.1:"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_directory_exits_1_and_names_the_holder() {
+    // No broker is needed: the store is opened before any record moves.
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let toml = sse_config(
+        "127.0.0.1:9",
+        &state.path().join("state"),
+        "locked",
+        "http://127.0.0.1:9/stream",
+        "locked",
+        "",
+    );
+    let first_config = write_config(
+        state.path(),
+        &toml.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    );
+    let mut first = Daemon::spawn(&first_config, port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.scrape().await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the first daemon never served /metrics"
+        );
+        assert!(
+            first.child.try_wait().unwrap().is_none(),
+            "the first daemon exited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second_dir = tempfile::tempdir().unwrap();
+    let second_config = write_config(second_dir.path(), &toml);
+    let second = Command::new(BINARY)
+        .args(["run", "--config"])
+        .arg(&second_config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "locked by another tributary process (pid {})",
+            first.child.id()
+        )),
+        "{stderr}"
+    );
+}
+
+/// Sends `signal` to `child`.
+fn send_signal(child: &std::process::Child, signal: i32) {
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: `pid` is our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// Waits up to `limit` for `child` to exit; fails the test if it does not.
+async fn exit_within(child: &mut std::process::Child, limit: Duration, what: &str) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the daemon did not exit within {limit:?} {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_pipe_neither_crashes_nor_wedges_the_shutdown() {
+    use std::io::BufRead as _;
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let toml = sse_config(
+        "127.0.0.1:9",
+        &state.path().join("state"),
+        "piped",
+        "http://127.0.0.1:9/stream",
+        "piped",
+        "",
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config = write_config(state.path(), &toml);
+    // As `tributary run … 2>&1 | head -3` does: read three lines, then close the pipe.
+    let mut child = Command::new(BINARY)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut lines = String::new();
+    for _ in 0..3 {
+        stderr.read_line(&mut lines).unwrap();
+    }
+    drop(stderr);
+    assert!(
+        !lines.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal: {lines:?}"
+    );
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while try_http_get(&metrics).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never served /metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_signal(&child, libc::SIGINT);
+    let code = exit_within(&mut child, Duration::from_secs(30), "after SIGINT").await;
+    assert_eq!(
+        code, 0,
+        "a clean shutdown, though its log lines had nowhere to go"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_during_the_shutdown_exits_at_once() {
+    // Records wait for a broker that never answers, so the first signal's shutdown would wait
+    // the whole flush timeout.
+    let feed = ReplayServer::start(replay::wikimedia_feed(1_000), ReplayOptions::default())
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let toml = sse_config(
+        "127.0.0.1:9",
+        &state.path().join("state"),
+        "stuck",
+        &feed.url(),
+        "stuck",
+        "",
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    .replace("flush_timeout = \"20s\"", "flush_timeout = \"120s\"");
+    let config = write_config(state.path(), &toml);
+    let mut daemon = Daemon::spawn(&config, port);
+    daemon
+        .wait_for_metric("tributary_records_received_total", "stuck", 1)
+        .await;
+    send_signal(&daemon.child, libc::SIGTERM);
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = try_http_get(&readyz).await.unwrap_or_default();
+        if body.contains(r#""state":"stopped""#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the source never stopped: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_signal(&daemon.child, libc::SIGTERM);
+    let code = exit_within(
+        &mut daemon.child,
+        Duration::from_secs(10),
+        "after a second SIGTERM",
+    )
+    .await;
+    assert_eq!(code, 1);
+    let stored = FileStore::open(state.path().join("state"))
+        .unwrap()
+        .load("stuck")
+        .unwrap();
+    assert_eq!(stored, None, "nothing reached Kafka, so nothing is stored");
+}
