@@ -304,3 +304,35 @@ async fn oauth2_tokens_authenticate_connects_and_a_401_fetches_a_new_one() {
     assert_eq!(issued.load(Ordering::SeqCst), 2);
     assert_eq!(broker.read("authed").await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_retry_field_is_clamped_to_the_reconnect_max_delay() {
+    let broker = Broker::mock();
+    broker.create_topic("patient").await;
+    // The first answer asks for a retry of ~31 years, then ends; the second one stays open.
+    let server = ScriptedServer::start(vec![
+        Scripted::events("retry: 999999999999\nid: 1\ndata: {\"n\":1}\n\n", false),
+        Scripted::events("id: 2\ndata: {\"n\":2}\n\n", true),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    // `sse_config` sets `reconnect.max_delay` to 200 ms.
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "patient",
+        &format!("{}/stream", server.base_url),
+        "patient",
+        "",
+    ))
+    .await;
+    wait_for_acknowledged(&daemon, "patient", 2).await;
+    daemon.shutdown().await;
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "one reconnect");
+    assert_eq!(
+        requests[1].headers.get("last-event-id").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(sorted_keys(&broker, "patient").await, ["1", "2"]);
+}

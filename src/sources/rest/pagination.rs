@@ -258,11 +258,15 @@ impl Paginator for PageNumber {
             .as_deref()
             .and_then(|pointer| text_at(page.body, pointer))
             .and_then(|total| total.parse::<u64>().ok());
-        // Page numbers count from `start`; the last page is `start + total - 1`.
-        if total.is_some_and(|total| number + 1 >= self.start + total) {
+        // Page numbers count from `start`; the last page is `start + total - 1`. The total is
+        // the server's number: saturate rather than overflow on a huge one.
+        if total.is_some_and(|total| number.saturating_add(1) >= self.start.saturating_add(total)) {
             return Next::Last;
         }
-        Next::Page(PageState::Number(number + 1))
+        match number.checked_add(1) {
+            Some(next) => Next::Page(PageState::Number(next)),
+            None => Next::Last,
+        }
     }
 }
 

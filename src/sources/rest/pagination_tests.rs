@@ -150,6 +150,19 @@ fn page_numbers_stop_on_short_empty_or_last_pages() {
         next_of(&*strategy, &PageState::First, &empty, "/items"),
         Next::Last
     );
+    // A server's total near u64::MAX neither overflows nor ends the walk early.
+    let huge = fetched(
+        "http://h/x",
+        r#"{"items":[1,2],"total_pages":18446744073709551615}"#,
+    );
+    assert_eq!(
+        next_of(&*strategy, &PageState::Number(7), &huge, "/items"),
+        Next::Page(PageState::Number(8))
+    );
+    assert_eq!(
+        next_of(&*strategy, &PageState::Number(u64::MAX), &huge, "/items"),
+        Next::Last
+    );
 }
 
 #[test]

@@ -213,7 +213,13 @@ async fn connection(
             Ok(SSE::Comment(_)) => {}
             Ok(SSE::Event(event)) => {
                 if let Some(retry) = event.retry {
-                    *server_retry = Some(Duration::from_millis(retry));
+                    // The server's floor, but never above `reconnect.max_delay`: a `retry:` of
+                    // 10^12 ms must not park the source for decades.
+                    let asked = Duration::from_millis(retry);
+                    if asked > settings.reconnect.max_delay {
+                        tracing::warn!(source = %context.name, retry_ms = retry, max_delay_ms = settings.reconnect.max_delay.as_millis() as u64, "the server's `retry:` exceeds `reconnect.max_delay`; waiting `reconnect.max_delay` instead");
+                    }
+                    *server_retry = Some(asked.min(settings.reconnect.max_delay));
                 }
                 // One shared copy of the id serves the key, the header and the position.
                 if let Some(id) = event.id {
