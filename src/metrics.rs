@@ -38,6 +38,7 @@ pub struct Metrics {
     pages: IntCounterVec,
     not_modified: IntCounterVec,
     records_duplicate: IntCounterVec,
+    invalid_event_ids: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -155,6 +156,13 @@ impl Metrics {
                 "Records left out because they were already produced (the watermark boundary).",
                 &["source"],
             ),
+            invalid_event_ids: counter(
+                &r,
+                "tributary_invalid_event_ids_total",
+                "SSE event ids not taken as the position: they cannot be sent back in a \
+                 Last-Event-ID header (control characters, non-ASCII).",
+                &["source"],
+            ),
             records_dead_lettered: counter(
                 &r,
                 "tributary_records_dead_lettered_total",
@@ -244,6 +252,7 @@ impl Metrics {
             pages: self.pages.with_label_values(l),
             not_modified: self.not_modified.with_label_values(l),
             records_duplicate: self.records_duplicate.with_label_values(l),
+            invalid_event_ids: self.invalid_event_ids.with_label_values(l),
         }
     }
 
@@ -296,6 +305,8 @@ pub struct SourceMetrics {
     pub not_modified: IntCounter,
     /// `tributary_records_duplicate_total{source}`.
     pub records_duplicate: IntCounter,
+    /// `tributary_invalid_event_ids_total{source}`.
+    pub invalid_event_ids: IntCounter,
 }
 
 impl SourceMetrics {

@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tributary::replay::{self, ReplayOptions, ReplayServer};
+use tributary::{
+    checkpoint::{CheckpointStore, FileStore},
+    replay::{self, ReplayOptions, ReplayServer},
+};
 
 /// Writes `value` to a file in `dir` and returns its path (for `${file:…}` references).
 fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> String {
@@ -335,4 +338,47 @@ async fn a_huge_retry_field_is_clamped_to_the_reconnect_max_delay() {
         Some("1")
     );
     assert_eq!(sorted_keys(&broker, "patient").await, ["1", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_cannot_be_sent_back_is_never_the_position() {
+    let broker = Broker::mock();
+    broker.create_topic("odd").await;
+    // `bad\u{1}id` is a legal SSE id but no legal header value: a reconnect that sent it as
+    // Last-Event-ID could never be made.
+    let server = ScriptedServer::start(vec![
+        Scripted::events(
+            "id: 1\ndata: {\"n\":1}\n\nid: bad\u{1}id\ndata: {\"n\":2}\n\n",
+            false,
+        ),
+        Scripted::events("id: 3\ndata: {\"n\":3}\n\n", true),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "odd",
+        &format!("{}/stream", server.base_url),
+        "odd",
+        "",
+    ))
+    .await;
+    wait_for_acknowledged(&daemon, "odd", 3).await;
+    let invalid = daemon.metrics().source("odd").invalid_event_ids.get();
+    daemon.shutdown().await;
+    assert_eq!(invalid, 1);
+    let requests = server.requests();
+    assert_eq!(
+        requests[1].headers.get("last-event-id").map(String::as_str),
+        Some("1"),
+        "the reconnect resumes after the last id that can be sent"
+    );
+    assert_eq!(
+        sorted_keys(&broker, "odd").await,
+        ["1", "3", "bad\u{1}id"],
+        "the record keeps its own id as its key"
+    );
+    let stored = FileStore::open(state.path()).unwrap().load("odd").unwrap();
+    assert_eq!(stored.map(|p| p.to_string()).as_deref(), Some("3"));
 }

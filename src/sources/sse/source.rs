@@ -221,10 +221,19 @@ async fn connection(
                     }
                     *server_retry = Some(asked.min(settings.reconnect.max_delay));
                 }
-                // One shared copy of the id serves the key, the header and the position.
+                // One shared copy of the id serves the key, the header and the position. An id
+                // that cannot travel back in a `Last-Event-ID` header is this record's id, but
+                // never the position: adopting it would fail every reconnect, across restarts.
+                let mut unsendable_id = None;
                 if let Some(id) = event.id {
                     if last_event_id.as_deref() != Some(id.as_str()) {
-                        *last_event_id = Some(Arc::from(id));
+                        if http::HeaderValue::from_str(&id).is_ok() {
+                            *last_event_id = Some(Arc::from(id));
+                        } else {
+                            context.metrics.invalid_event_ids.inc();
+                            tracing::warn!(source = %context.name, id = ?id, "an event id cannot be sent back as Last-Event-ID (control characters or non-ASCII); the position stays at the previous id");
+                            unsendable_id = Some(Arc::from(id));
+                        }
                     }
                 }
                 context.metrics.records_received.inc();
@@ -234,7 +243,12 @@ async fn connection(
                     context.metrics.records_filtered.inc();
                     continue;
                 }
-                let record = encoder.encode(event.data, &event.event_type, last_event_id.as_ref());
+                let record = encoder.encode(
+                    event.data,
+                    &event.event_type,
+                    unsendable_id.as_ref().or(last_event_id.as_ref()),
+                    last_event_id.as_ref(),
+                );
                 if context.records.send(record).await.is_err() {
                     return ConnectionEnd::Shutdown;
                 }
@@ -361,12 +375,13 @@ impl<'a> RecordEncoder<'a> {
         &mut self,
         data: String,
         event_type: &str,
-        last_event_id: Option<&Arc<str>>,
+        record_id: Option<&Arc<str>>,
+        position: Option<&Arc<str>>,
     ) -> Record {
         if *self.event_type != *event_type {
             self.event_type = Arc::from(event_type);
         }
-        let event_id: Option<Arc<str>> = last_event_id.filter(|id| !id.is_empty()).cloned();
+        let event_id: Option<Arc<str>> = record_id.filter(|id| !id.is_empty()).cloned();
         let mut dead_letter = None;
         let mut key = match (&self.settings.key, &event_id) {
             (KeyFrom::EventId, Some(id)) => Some(Bytes::from_owner(SharedText(Arc::clone(id)))),
@@ -398,7 +413,7 @@ impl<'a> RecordEncoder<'a> {
             payload: Bytes::from(data),
             event_id,
             event_type: Some(Arc::clone(&self.event_type)),
-            position: last_event_id.map(|id| Position(Arc::clone(id))),
+            position: position.map(|id| Position(Arc::clone(id))),
             fetched_at: SystemTime::now(),
             dead_letter,
             ack: None,
