@@ -151,8 +151,10 @@ max_body_bytes = 2048
         200,
         "a redelivery is answered 2xx"
     );
+    // Another event (the same body would be a duplicate, whatever its delivery id).
+    let next_push = r#"{"ref":"refs/heads/main","after":"abd"}"#;
     assert_eq!(
-        client.github("delivery-2", push, "old-secret").await.0,
+        client.github("delivery-2", next_push, "old-secret").await.0,
         200,
         "the old secret still works"
     );
@@ -220,7 +222,13 @@ max_body_bytes = 2048
         ["delivery-1", "delivery-2"],
         "each delivery once"
     );
-    assert_eq!(github[0].payload, push.as_bytes());
+    for (delivery, body) in [("delivery-1", push), ("delivery-2", next_push)] {
+        let record = github
+            .iter()
+            .find(|r| r.header("tributary.event_id") == Some(delivery))
+            .unwrap();
+        assert_eq!(record.payload, body.as_bytes(), "{delivery}");
+    }
     assert_eq!(
         github[0]
             .key
@@ -528,4 +536,47 @@ body_timeout = "1s"
         "{answer}"
     );
     assert_eq!(broker.read("slow").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_request_replayed_under_a_new_delivery_id_is_a_duplicate() {
+    let broker = Broker::mock();
+    broker.create_topic("github").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&webhook_config(
+        &broker.brokers(),
+        state.path(),
+        &format!(
+            r#"
+[sources.github]
+type = "webhook"
+topic = "github"
+signature = {{ scheme = "github", secrets = ["{GITHUB_SECRET}"] }}
+"#
+        ),
+    ))
+    .await;
+    let client = Client::new(&daemon);
+    let push = r#"{"ref":"refs/heads/main","after":"abc"}"#;
+    assert_eq!(
+        client.github("delivery-1", push, GITHUB_SECRET).await.0,
+        200
+    );
+    // A captured request: the same signed body, a delivery id of the attacker's choosing.
+    let (status, text) = client.github("delivery-forged", push, GITHUB_SECRET).await;
+    assert_eq!((status, text.trim()), (200, "duplicate"));
+    // Another body is another event.
+    let other = r#"{"ref":"refs/heads/main","after":"def"}"#;
+    assert_eq!(
+        client.github("delivery-2", other, GITHUB_SECRET).await.0,
+        200
+    );
+    let scrape = daemon.metrics().render();
+    daemon.shutdown().await;
+    assert_eq!(outcome_count(&scrape, "github", "duplicate"), 1);
+    assert_eq!(outcome_count(&scrape, "github", "accepted"), 2);
+    assert_eq!(
+        sorted_keys(&broker, "github").await,
+        ["delivery-1", "delivery-2"]
+    );
 }

@@ -180,22 +180,29 @@ impl Receiver {
     /// Marks `id` in flight unless it was delivered already or is in flight: `Some(true)`
     /// newly in flight, `Some(false)` in flight elsewhere, `None` delivered. One lock covers
     /// both sets, so a retry cannot slip between "delivered" and "no longer in flight".
-    fn claim(&self, id: &str) -> Option<bool> {
+    /// With several keys (an event id and a body hash), one already delivered makes the
+    /// request a duplicate, and one in flight makes it wait.
+    fn claim(&self, keys: &[String]) -> Option<bool> {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if self.delivered.contains_key(id) {
+        if keys.iter().any(|key| self.delivered.contains_key(key)) {
             return None;
         }
-        Some(in_flight.insert(id.to_owned()))
+        if keys.iter().any(|key| in_flight.contains(key)) {
+            return Some(false);
+        }
+        in_flight.extend(keys.iter().cloned());
+        Some(true)
     }
 
-    /// Ends `id`'s flight, recording it as delivered when Kafka has it.
-    fn settle(&self, id: Option<&str>, delivered: bool) {
-        let Some(id) = id else { return };
+    /// Ends the flight of `keys`, recording them as delivered when Kafka has the record.
+    fn settle(&self, keys: &[String], delivered: bool) {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if delivered {
-            self.delivered.insert(id.to_owned(), ());
+        for key in keys {
+            if delivered {
+                self.delivered.insert(key.clone(), ());
+            }
+            in_flight.remove(key);
         }
-        in_flight.remove(id);
     }
 }
 
@@ -296,6 +303,16 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
             }
         },
     };
+    // Schemes without a signed timestamp (GitHub, generic HMAC) sign the body alone: a
+    // captured request replayed under a new delivery id verifies again. Such bodies are also
+    // deduplicated by their SHA-256.
+    let body_key = verified
+        .as_ref()
+        .filter(|verified| verified.signed_at.is_none())
+        .map(|_| {
+            use sha2::Digest as _;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)))
+        });
     // A value is built only when the event id is read from the body; otherwise checking that
     // the body is JSON is enough.
     let needs_value = matches!(settings.event_id, EventIdFrom::Pointer(_));
@@ -332,16 +349,20 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
                 _ => None,
             }),
     };
-    if let Some(id) = &event_id {
-        if id.len() > MAX_EVENT_ID_BYTES {
-            return state.outcome(
-                &metrics,
-                Outcome::BadRequest,
-                StatusCode::BAD_REQUEST,
-                &format!("the event id is longer than {MAX_EVENT_ID_BYTES} bytes"),
-            );
-        }
-        match state.claim(id) {
+    if event_id
+        .as_ref()
+        .is_some_and(|id| id.len() > MAX_EVENT_ID_BYTES)
+    {
+        return state.outcome(
+            &metrics,
+            Outcome::BadRequest,
+            StatusCode::BAD_REQUEST,
+            &format!("the event id is longer than {MAX_EVENT_ID_BYTES} bytes"),
+        );
+    }
+    let dedupe_keys: Vec<String> = event_id.iter().cloned().chain(body_key).collect();
+    if !dedupe_keys.is_empty() {
+        match state.claim(&dedupe_keys) {
             None => {
                 return state.outcome(&metrics, Outcome::Duplicate, StatusCode::OK, "duplicate")
             }
@@ -376,7 +397,7 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
         None => Err(TrySendError::Closed(Box::new(record))),
     };
     if let Err(error) = sent {
-        state.settle(event_id.as_deref(), false);
+        state.settle(&dedupe_keys, false);
         let text = match error {
             TrySendError::Full(_) => "overloaded; retry later",
             TrySendError::Closed(_) => "shutting down; retry later",
@@ -398,7 +419,7 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
             outcome,
             Some(DeliveryOutcome::Produced | DeliveryOutcome::DeadLettered)
         );
-        recorder.settle(event_id.as_deref(), delivered);
+        recorder.settle(&dedupe_keys, delivered);
         let _ = outcome_tx.send(delivered);
     });
     match tokio::time::timeout(settings.ack_timeout, outcome_rx).await {
