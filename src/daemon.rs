@@ -125,6 +125,7 @@ pub async fn start(
         Arc::clone(&store),
         config.checkpoint.commit_interval,
         config.checkpoint.commit_every_records,
+        health.clone(),
     );
     // Bind before any source starts, so a taken address fails the start before data moves.
     let listener = server::bind(config.server.listen)

@@ -1,12 +1,15 @@
 //! Liveness and readiness as the HTTP server reports them.
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 only when the Kafka
-//! brokers are reachable and no source has failed permanently or is stuck reconnecting; its
+//! brokers are reachable, checkpoint commits succeed (or have failed for less than
+//! [`CHECKPOINT_FAILURE_GRACE`]), and no source has failed permanently or is stuck
+//! reconnecting; its
 //! body lists every source's state so an operator sees which one is unhealthy and why.
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use serde::Serialize;
@@ -57,7 +60,13 @@ impl SourceState {
 #[derive(Clone, Default)]
 pub struct Health {
     sources: Arc<Mutex<BTreeMap<String, SourceState>>>,
+    /// Since when, and why, checkpoint commits have been failing (`None`: the last succeeded).
+    checkpoint_failing: Arc<Mutex<Option<(Instant, String)>>>,
 }
+
+/// How long checkpoint commits may keep failing before `/readyz` reports it: a short hiccup
+/// (a slow disk) is retried quietly, a full or read-only disk is not.
+pub const CHECKPOINT_FAILURE_GRACE: Duration = Duration::from_secs(5);
 
 /// The `/readyz` body.
 #[derive(Debug, Serialize)]
@@ -68,6 +77,9 @@ pub struct Readiness {
     pub kafka_reachable: bool,
     /// Each source's state.
     pub sources: BTreeMap<String, SourceState>,
+    /// Why checkpoint commits have been failing for longer than [`CHECKPOINT_FAILURE_GRACE`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_error: Option<String>,
 }
 
 impl Health {
@@ -88,6 +100,24 @@ impl Health {
         sources.get(source).cloned()
     }
 
+    /// Records the outcome of a checkpoint commit: `Err(reason)` starts (or continues) a
+    /// failing spell, `Ok` ends it.
+    pub fn checkpoint_commit(&self, outcome: Result<(), String>) {
+        let mut failing = self
+            .checkpoint_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => *failing = None,
+            Err(reason) => {
+                let since = failing
+                    .as_ref()
+                    .map_or_else(Instant::now, |(since, _)| *since);
+                *failing = Some((since, reason));
+            }
+        }
+    }
+
     /// Readiness given whether Kafka is reachable.
     pub fn readiness(&self, kafka_reachable: bool) -> Readiness {
         let sources = self
@@ -95,11 +125,26 @@ impl Health {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let ready = kafka_reachable && sources.values().all(SourceState::is_ready);
+        let checkpoint_error = self
+            .checkpoint_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(since, _)| since.elapsed() >= CHECKPOINT_FAILURE_GRACE)
+            .map(|(since, reason)| {
+                format!(
+                    "checkpoint commits have failed for {} s: {reason}",
+                    since.elapsed().as_secs()
+                )
+            });
+        let ready = kafka_reachable
+            && checkpoint_error.is_none()
+            && sources.values().all(SourceState::is_ready);
         Readiness {
             ready,
             kafka_reachable,
             sources,
+            checkpoint_error,
         }
     }
 }

@@ -39,6 +39,7 @@ pub struct Metrics {
     not_modified: IntCounterVec,
     records_duplicate: IntCounterVec,
     invalid_event_ids: IntCounterVec,
+    checkpoint_commit_failures: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -163,6 +164,13 @@ impl Metrics {
                  Last-Event-ID header (control characters, non-ASCII).",
                 &["source"],
             ),
+            checkpoint_commit_failures: counter(
+                &r,
+                "tributary_checkpoint_commit_failures_total",
+                "Checkpoint commits that failed for the source's position (retried on the next \
+                 round; the stored position stays where it was).",
+                &["source"],
+            ),
             records_dead_lettered: counter(
                 &r,
                 "tributary_records_dead_lettered_total",
@@ -253,6 +261,7 @@ impl Metrics {
             not_modified: self.not_modified.with_label_values(l),
             records_duplicate: self.records_duplicate.with_label_values(l),
             invalid_event_ids: self.invalid_event_ids.with_label_values(l),
+            checkpoint_commit_failures: self.checkpoint_commit_failures.with_label_values(l),
         }
     }
 
@@ -307,6 +316,8 @@ pub struct SourceMetrics {
     pub records_duplicate: IntCounter,
     /// `tributary_invalid_event_ids_total{source}`.
     pub invalid_event_ids: IntCounter,
+    /// `tributary_checkpoint_commit_failures_total{source}`.
+    pub checkpoint_commit_failures: IntCounter,
 }
 
 impl SourceMetrics {

@@ -383,3 +383,70 @@ async fn a_404_fails_the_source_and_readiness_says_why() {
     );
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_checkpoint_commits_are_counted_shown_in_readyz_and_retried() {
+    const EVENTS: usize = 100;
+    let broker = Broker::mock();
+    broker.create_topic("disk").await;
+    let feed = ReplayServer::start(
+        replay::wikimedia_feed(EVENTS),
+        ReplayOptions {
+            pause_before: Some(50),
+            ..ReplayOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "disk",
+        &feed.url(),
+        "disk",
+        "",
+    ))
+    .await;
+    let metrics = daemon.metrics().source("disk");
+    wait_for_acknowledged(&daemon, "disk", 50).await;
+    wait_until("a first commit", Duration::from_secs(30), || {
+        metrics.checkpoint_commits.get() > 0
+    })
+    .await;
+    // A directory where the file should be: the rename of every commit fails, even for root.
+    let file = state.path().join("checkpoints.json");
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    feed.release();
+    wait_for_acknowledged(&daemon, "disk", EVENTS as u64).await;
+    wait_until("a failed commit", Duration::from_secs(30), || {
+        metrics.checkpoint_commit_failures.get() > 0
+    })
+    .await;
+    let readyz = format!("http://{}/readyz", daemon.metrics_address());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = http_get(&readyz).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still ready: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(body.contains("checkpoint commits have failed"), "{body}");
+
+    // The disk recovers: the next round commits, and readiness returns.
+    std::fs::remove_dir(&file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&readyz).await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.shutdown().await;
+    let stored = FileStore::open(state.path()).unwrap().load("disk").unwrap();
+    assert_eq!(
+        stored.map(|p| p.to_string()),
+        Some(replay::wikimedia_event_id(EVENTS - 1))
+    );
+}

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{AckTracker, CheckpointStore};
-use crate::{metrics::SourceMetrics, record::Position};
+use crate::{health::Health, metrics::SourceMetrics, record::Position};
 
 /// The shortest time between two commits that a wake-up (rather than the interval) asks for.
 const WAKE_SPACING: Duration = Duration::from_millis(10);
@@ -63,16 +63,24 @@ pub struct Committer {
     sources: Vec<Tracked>,
     interval: Duration,
     handle: Arc<CommitterHandle>,
+    health: Health,
 }
 
 impl Committer {
     /// A committer that writes to `store` every `interval` or every `every_records`
     /// acknowledgements (records).
-    pub fn new(store: Arc<dyn CheckpointStore>, interval: Duration, every_records: u64) -> Self {
+    /// Commit failures are reported to `health` (`/readyz`).
+    pub fn new(
+        store: Arc<dyn CheckpointStore>,
+        interval: Duration,
+        every_records: u64,
+        health: Health,
+    ) -> Self {
         Committer {
             store,
             sources: Vec::new(),
             interval,
+            health,
             handle: Arc::new(CommitterHandle {
                 acks_since_commit: AtomicU64::new(0),
                 every_records: every_records.max(1),
@@ -100,8 +108,9 @@ impl Committer {
 
     /// Runs until `stop` is cancelled, then commits once more and returns.
     ///
-    /// Store errors are logged and retried on the next round: the previous positions stay in
-    /// force, so an error can only cause duplicates after a restart, never loss.
+    /// Store errors are logged, counted (`tributary_checkpoint_commit_failures_total`), shown
+    /// in `/readyz` once they last, and retried on the next round: the previous positions stay
+    /// in force, so an error can only cause duplicates after a restart, never loss.
     pub async fn run(mut self, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,17 +152,26 @@ impl Committer {
         if !updates.is_empty() {
             let store = Arc::clone(&self.store);
             let result = tokio::task::spawn_blocking(move || store.commit(&updates)).await;
-            match result {
+            let failure = match result {
                 Ok(Ok(())) => {
-                    for (index, version) in versions {
+                    for &(index, version) in &versions {
                         let source = &mut self.sources[index];
                         source.committed_version = version;
                         source.committed_at = now;
                         source.metrics.checkpoint_commits.inc();
                     }
+                    self.health.checkpoint_commit(Ok(()));
+                    None
                 }
-                Ok(Err(error)) => tracing::error!(%error, "checkpoint commit failed; will retry"),
-                Err(error) => tracing::error!(%error, "checkpoint commit task failed; will retry"),
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(error) => Some(format!("the commit task failed: {error}")),
+            };
+            if let Some(reason) = failure {
+                tracing::error!(error = %reason, "checkpoint commit failed; will retry");
+                for (index, _) in versions {
+                    self.sources[index].metrics.checkpoint_commit_failures.inc();
+                }
+                self.health.checkpoint_commit(Err(reason));
             }
         }
         for source in &self.sources {
