@@ -533,3 +533,68 @@ async fn kill_9_in_the_middle_of_a_1000_page_walk_resumes_at_the_first_unacknowl
     let duplicated = records.len() - unique.len();
     eprintln!("kill -9 at page {resume_at} of {PAGES}: {duplicated} records duplicated, 0 lost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_fails_the_poll_and_is_never_buffered_whole() {
+    use std::io::Write as _;
+    // 64 MiB of digits inside one JSON string: about 64 KiB once gzipped.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder
+        .write_all(br#"{"data":[{"id":"x","blob":""#)
+        .unwrap();
+    let zeros = vec![b'0'; 1 << 20];
+    for _ in 0..64 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    encoder.write_all(br#""}]}"#).unwrap();
+    let bomb = bytes::Bytes::from(encoder.finish().unwrap());
+    assert!(bomb.len() < 1 << 20, "the compressed body is small");
+    let server = ApiServer::start(move |_| {
+        let bomb = bomb.clone();
+        async move {
+            axum::response::Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(axum::body::Body::from(bomb))
+                .unwrap()
+        }
+    })
+    .await;
+    let broker = Broker::mock();
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_with_source(
+        &broker,
+        state.path(),
+        "bomb",
+        &cursor_source(
+            "bomb",
+            &format!("{}/items", server.base),
+            "max_body_bytes = 1048576",
+        )
+        .replace("\n[sources.bomb]\n", ""),
+    )
+    .await;
+    wait_for_metric(
+        &daemon,
+        "tributary_polls_total{outcome=\"failed\"",
+        "bomb",
+        1,
+    )
+    .await;
+    let (status_code, body) =
+        http_get(&format!("http://{}/readyz", daemon.metrics_address())).await;
+    let received = daemon.metrics().source("bomb").records_received.get();
+    daemon.shutdown().await;
+    assert_eq!(status_code, 503, "{body}");
+    assert!(
+        body.contains("a body larger than 1048576 bytes (after decompression)"),
+        "{body}"
+    );
+    assert_eq!(
+        server.request_count(),
+        1,
+        "a body too large is not asked for again"
+    );
+    assert_eq!(received, 0);
+}

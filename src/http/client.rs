@@ -119,6 +119,14 @@ pub enum HttpError {
         /// The last failure (a status or a transport error).
         last: String,
     },
+    /// The response body passed the source's `max_body_bytes` (after decompression).
+    #[error("{url} answered with a body larger than {max_body_bytes} bytes (after decompression); raise the source's `max_body_bytes` or ask for smaller pages")]
+    TooLarge {
+        /// The URL, secrets stripped.
+        url: String,
+        /// The configured cap, bytes.
+        max_body_bytes: usize,
+    },
     /// The OAuth2 token endpoint refused the credentials.
     #[error("{0}")]
     Token(String),
@@ -130,6 +138,7 @@ pub enum HttpError {
 /// One source's HTTP policy.
 pub struct HttpPolicy {
     client: reqwest::Client,
+    max_body_bytes: usize,
     auth: Auth,
     retry: RetryConfig,
     limits: Arc<HostLimits>,
@@ -144,6 +153,9 @@ pub struct Timeouts {
     pub connect: Duration,
     /// The whole request, body included.
     pub total: Duration,
+    /// The largest response body, in bytes, after decompression: a gzip bomb is refused as it
+    /// expands, never buffered whole.
+    pub max_body_bytes: usize,
 }
 
 impl HttpPolicy {
@@ -181,6 +193,7 @@ impl HttpPolicy {
             .map_err(|e| format!("the HTTP client could not be built: {e}"))?;
         Ok(HttpPolicy {
             client,
+            max_body_bytes: timeouts.max_body_bytes,
             auth,
             retry,
             limits,
@@ -270,6 +283,7 @@ impl HttpPolicy {
                     return Err(HttpError::Token(reason))
                 }
                 Err(Failure::Token(error @ TokenError::Unreachable(_))) => error.to_string(),
+                Err(Failure::TooLarge(error)) => return Err(error),
             };
             if attempts >= self.retry.max_attempts {
                 return Err(HttpError::Exhausted {
@@ -378,10 +392,7 @@ impl HttpPolicy {
         let headers = response.headers().clone();
         let final_url = response.url().clone();
         let body = if classify_status(status.as_u16()) == StatusClass::Success {
-            response
-                .bytes()
-                .await
-                .map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?
+            self.read_body(response).await?
         } else {
             Bytes::new()
         };
@@ -391,6 +402,32 @@ impl HttpPolicy {
             headers,
             body,
         })
+    }
+}
+
+impl HttpPolicy {
+    /// Reads a response body (decompressed) chunk by chunk, refusing it once it passes
+    /// `max_body_bytes`.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, Failure> {
+        let url = self.redact(response.url());
+        let declared = response.content_length().unwrap_or(0);
+        let mut body = bytes::BytesMut::with_capacity(
+            usize::try_from(declared).map_or(0, |n| n.min(self.max_body_bytes)),
+        );
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?
+        {
+            if body.len() + chunk.len() > self.max_body_bytes {
+                return Err(Failure::TooLarge(HttpError::TooLarge {
+                    url,
+                    max_body_bytes: self.max_body_bytes,
+                }));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 }
 
@@ -409,4 +446,6 @@ enum Judged {
 enum Failure {
     Transport(String),
     Token(TokenError),
+    /// The body passed `max_body_bytes`: retrying would read it again.
+    TooLarge(HttpError),
 }

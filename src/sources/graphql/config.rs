@@ -16,8 +16,8 @@ use crate::{
         poll::{
             self,
             config::{
-                default_connect_timeout, default_interval, default_max_pages, default_timeout,
-                CommonFields,
+                default_connect_timeout, default_interval, default_max_body_bytes,
+                default_max_pages, default_timeout, CommonFields,
             },
             Endpoint, ErrorsPolicy, Next, PageState, PageView, PolledSource, WatermarkConfig,
         },
@@ -81,6 +81,10 @@ pub struct GraphqlConfig {
     /// Connect timeout. Default `10s`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Largest response body, bytes, after decompression; a larger page fails the poll.
+    /// Default 67108864 (64 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
     /// Channel bound in records. Default 10000.
     #[serde(default = "default_channel_max_records")]
     pub channel_max_records: usize,
@@ -152,6 +156,7 @@ impl GraphqlConfig {
                 max_pages_per_poll: self.max_pages_per_poll,
                 timeout: self.timeout,
                 connect_timeout: self.connect_timeout,
+                max_body_bytes: self.max_body_bytes,
                 conditional: false,
                 errors: self.errors,
             },

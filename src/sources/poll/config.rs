@@ -23,6 +23,11 @@ pub(crate) fn default_max_pages() -> u64 {
 pub(crate) fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
+/// Default `max_body_bytes`: 64 MiB.
+pub(crate) fn default_max_body_bytes() -> usize {
+    64 * 1024 * 1024
+}
+
 /// Default `connect_timeout`: 10 s.
 pub(crate) fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
@@ -44,6 +49,7 @@ pub(crate) struct CommonFields<'a> {
     pub max_pages_per_poll: u64,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    pub max_body_bytes: usize,
     pub conditional: bool,
     pub errors: ErrorsPolicy,
 }
@@ -92,6 +98,13 @@ pub(crate) fn settings(
             "use e.g. `5` (the first attempt counts)",
         );
     }
+    if fields.max_body_bytes == 0 {
+        checks.error(
+            "max_body_bytes",
+            "must be at least 1",
+            "use e.g. `67108864` (64 MiB)",
+        );
+    }
     if fields.max_pages_per_poll == 0 {
         checks.error(
             "max_pages_per_poll",
@@ -120,6 +133,7 @@ pub(crate) fn settings(
         timeouts: Timeouts {
             connect: fields.connect_timeout,
             total: fields.timeout,
+            max_body_bytes: fields.max_body_bytes,
         },
         redactor: UrlRedactor::new(secret_query, secret_texts.iter().copied()),
     })

@@ -14,8 +14,8 @@ use crate::{
         poll::{
             self,
             config::{
-                default_connect_timeout, default_interval, default_max_pages, default_timeout,
-                default_true, CommonFields,
+                default_connect_timeout, default_interval, default_max_body_bytes,
+                default_max_pages, default_timeout, default_true, CommonFields,
             },
             Endpoint, ErrorsPolicy, Next, PageState, PageView, PolledSource, WatermarkConfig,
         },
@@ -71,6 +71,10 @@ pub struct RestConfig {
     /// Connect timeout. Default `10s`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Largest response body, bytes, after decompression; a larger page fails the poll.
+    /// Default 67108864 (64 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
     /// Send `If-None-Match`/`If-Modified-Since` from the last poll's first page. Default true.
     #[serde(default = "default_true")]
     pub conditional: bool,
@@ -144,6 +148,7 @@ impl RestConfig {
                 max_pages_per_poll: self.max_pages_per_poll,
                 timeout: self.timeout,
                 connect_timeout: self.connect_timeout,
+                max_body_bytes: self.max_body_bytes,
                 conditional: self.conditional,
                 errors: ErrorsPolicy::Fail,
             },
