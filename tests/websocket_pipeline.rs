@@ -751,3 +751,68 @@ heartbeat = { message = '{"op":"ping"}', interval = "50ms" }"#,
         "the binary frame's bytes are the record"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_message_bytes_ends_the_connection_not_the_memory() {
+    // Connection 0 sends a message of 2 MiB, then a small one; connection 1 a small one.
+    let server = WsServer::start(|index, _, mut socket| async move {
+        read_texts(&mut socket, 1).await;
+        if index == 0 {
+            let huge = format!(r#"{{"blob":"{}"}}"#, "x".repeat(2 << 20));
+            let _ = socket.send(Message::text(huge)).await;
+            let _ = socket.send(Message::text(numbered(1))).await;
+        } else {
+            socket.send(Message::text(numbered(2))).await.unwrap();
+        }
+        idle(socket).await;
+    })
+    .await;
+    let broker = Broker::mock();
+    broker.create_topic("capped").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&ws_config(
+        &broker.brokers(),
+        state.path(),
+        "capped",
+        &server.url,
+        r#"subscribe = ['{"op":"subscribe"}']
+max_message_bytes = 1048576
+max_frame_bytes = 1048576"#,
+    ))
+    .await;
+    wait_for_acknowledged(&daemon, "capped", 1).await;
+    let metrics = daemon.metrics().source("capped");
+    let (received, reconnects) = (metrics.records_received.get(), metrics.reconnects.get());
+    daemon.shutdown().await;
+    assert_eq!(
+        received, 1,
+        "neither the huge message nor what followed it on that connection"
+    );
+    assert!(
+        reconnects >= 1,
+        "the oversized message ended the connection"
+    );
+    assert!(server.accepted().len() >= 2);
+    let records = broker.read("capped").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].payload, numbered(2).as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_size_caps_name_the_field() {
+    let toml = ws_config(
+        "127.0.0.1:9",
+        std::path::Path::new("/tmp"),
+        "caps",
+        "ws://127.0.0.1:9",
+        "max_message_bytes = 1024\nmax_frame_bytes = 4096\nsend_timeout = \"0s\"",
+    );
+    let errors = tributary::config::parse_toml(&toml)
+        .unwrap()
+        .validate()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("sources.caps.max_frame_bytes"), "{errors}");
+    assert!(errors.contains("sources.caps.send_timeout"), "{errors}");
+}

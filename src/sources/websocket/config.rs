@@ -95,6 +95,17 @@ pub struct WebSocketConfig {
     /// Time allowed for the TCP/TLS connection and the WebSocket handshake. Default `10s`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Time allowed for one send (subscribe, ping, heartbeat): a peer that stops reading is a
+    /// dead connection, reconnected. Default `10s`.
+    #[serde(default = "default_send_timeout", with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// Largest message, bytes (all its frames together); a larger one ends the connection,
+    /// which is reconnected. Default 16777216 (16 MiB).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Largest single frame, bytes; at most `max_message_bytes`. Default 16777216 (16 MiB).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_frame_bytes: usize,
     /// An application-level heartbeat message. Default: none.
     #[serde(default)]
     pub heartbeat: Option<HeartbeatConfig>,
@@ -122,6 +133,14 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_message_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
 /// The validated settings the source runs with.
 #[derive(Clone, Debug)]
 pub struct WebSocketSettings {
@@ -135,6 +154,9 @@ pub struct WebSocketSettings {
     pub(crate) pong_timeout: Duration,
     pub(crate) read_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) send_timeout: Duration,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_frame_bytes: usize,
     pub(crate) heartbeat: Option<HeartbeatConfig>,
     pub(crate) reconnect: ReconnectConfig,
 }
@@ -258,6 +280,7 @@ impl WebSocketConfig {
             ("pong_timeout", self.pong_timeout),
             ("read_timeout", self.read_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("send_timeout", self.send_timeout),
             ("reconnect.initial_delay", self.reconnect.initial_delay),
             ("reconnect.max_delay", self.reconnect.max_delay),
         ];
@@ -265,6 +288,20 @@ impl WebSocketConfig {
             durations.push(("heartbeat.interval", heartbeat.interval));
         }
         checks.positive_durations(&durations);
+        if self.max_message_bytes == 0 {
+            checks.error(
+                "max_message_bytes",
+                "must be at least 1",
+                "use e.g. `16777216`",
+            );
+        }
+        if self.max_frame_bytes == 0 || self.max_frame_bytes > self.max_message_bytes {
+            checks.error(
+                "max_frame_bytes",
+                "must be between 1 and `max_message_bytes`",
+                "use e.g. `16777216`",
+            );
+        }
         checks.channel(self.channel_max_records, self.channel_max_bytes);
         checks.finish()?;
 
@@ -300,6 +337,9 @@ impl WebSocketConfig {
             pong_timeout: self.pong_timeout,
             read_timeout: self.read_timeout,
             connect_timeout: self.connect_timeout,
+            send_timeout: self.send_timeout,
+            max_message_bytes: self.max_message_bytes,
+            max_frame_bytes: self.max_frame_bytes,
             heartbeat: self.heartbeat.clone(),
             reconnect: self.reconnect.clone(),
         };

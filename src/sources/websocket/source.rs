@@ -171,7 +171,12 @@ async fn connection(
         };
         request.headers_mut().insert(name, value);
     }
-    let connect = tokio_tungstenite::connect_async(request);
+    // Size caps set here, not left to tungstenite's defaults (64 MiB messages). The handshake
+    // follows no redirect: tungstenite reports a 3xx as an HTTP error, which ends here.
+    let limits = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(settings.max_message_bytes))
+        .max_frame_size(Some(settings.max_frame_bytes));
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(limits), false);
     let mut socket = match tokio::time::timeout(settings.connect_timeout, connect).await {
         Err(_) => {
             return transient(format!(
@@ -195,8 +200,10 @@ async fn connection(
         Ok(Err(error)) => return transient(format!("cannot connect: {error}")),
         Ok(Ok((socket, _response))) => socket,
     };
+    // Every send has a deadline: a peer that stops reading is a dead connection.
+    let send_timeout = settings.send_timeout;
     for message in settings.subscribe_at(position) {
-        if let Err(error) = socket.send(Message::text(message)).await {
+        if let Err(error) = send(&mut socket, Message::text(message), send_timeout).await {
             return transient(format!("cannot send the subscribe messages: {error}"));
         }
     }
@@ -225,7 +232,7 @@ async fn connection(
             biased;
             _ = ping.tick() => {
                 if !awaiting_pong {
-                    if let Err(error) = socket.send(Message::Ping(Bytes::new())).await {
+                    if let Err(error) = send(&mut socket, Message::Ping(Bytes::new()), send_timeout).await {
                         return transient(format!("cannot send a ping: {error}"));
                     }
                     awaiting_pong = true;
@@ -234,7 +241,7 @@ async fn connection(
             }
             _ = heartbeat.tick(), if settings.heartbeat.is_some() => {
                 let message = settings.heartbeat.as_ref().map(|h| h.message.clone()).unwrap_or_default();
-                if let Err(error) = socket.send(Message::text(message)).await {
+                if let Err(error) = send(&mut socket, Message::text(message), send_timeout).await {
                     return transient(format!("cannot send the heartbeat: {error}"));
                 }
             }
@@ -269,6 +276,20 @@ async fn connection(
                 return transient(format!("no pong within {:?} (pong_timeout)", settings.pong_timeout));
             }
         }
+    }
+}
+
+/// Sends `message`, failing when the peer does not take it within `timeout`.
+async fn send<S>(socket: &mut S, message: Message, timeout: Duration) -> Result<(), String>
+where
+    S: futures::Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    match tokio::time::timeout(timeout, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!(
+            "the peer took no data for {timeout:?} (send_timeout)"
+        )),
     }
 }
 
