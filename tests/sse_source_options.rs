@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use tributary::{
     checkpoint::{CheckpointStore, FileStore},
+    health::SourceState,
     replay::{self, ReplayOptions, ReplayServer},
 };
 
@@ -381,4 +382,119 @@ async fn an_id_that_cannot_be_sent_back_is_never_the_position() {
     );
     let stored = FileStore::open(state.path()).unwrap().load("odd").unwrap();
     assert_eq!(stored.map(|p| p.to_string()).as_deref(), Some("3"));
+}
+
+/// A server that answers every request with `status` and `Location: <target>/stream`.
+async fn redirecting(status: u16, target: &str) -> ScriptedServer {
+    ScriptedServer::start(vec![Scripted {
+        status,
+        headers: vec![("location", format!("{target}/stream"))],
+        body: String::new(),
+        stay_open: false,
+    }])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_follow_a_redirect_to_another_origin() {
+    // The other origin records every request it gets; it must get none.
+    let elsewhere = ScriptedServer::start(vec![Scripted::events("data: {}\n\n", true)]).await;
+    let moved = redirecting(307, &elsewhere.base_url).await;
+    let found = redirecting(302, &elsewhere.base_url).await;
+    let broker = Broker::mock();
+    broker.create_topic("moved").await;
+    broker.create_topic("found").await;
+    let state = tempfile::tempdir().unwrap();
+    let source = |name: &str, server: &ScriptedServer| {
+        format!(
+            r#"
+[sources.{name}]
+type = "sse"
+url = "{}/stream"
+topic = "{name}"
+auth = {{ type = "bearer", token = "bearer-secret" }}
+headers = {{ "X-Api-Key" = "key-secret" }}
+"#,
+            server.base_url
+        )
+    };
+    let sources = source("moved", &moved) + &source("found", &found);
+    let daemon = start_daemon(&daemon_config(&broker.brokers(), state.path(), &sources)).await;
+    let health = daemon.health().clone();
+    wait_until("both sources to fail", Duration::from_secs(30), || {
+        ["moved", "found"]
+            .iter()
+            .all(|name| matches!(health.get(name), Some(SourceState::Failed(_))))
+    })
+    .await;
+    daemon.shutdown().await;
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the other origin was contacted: {:?}",
+        elsewhere.requests()
+    );
+    for name in ["moved", "found"] {
+        let Some(SourceState::Failed(reason)) = health.get(name) else {
+            unreachable!()
+        };
+        assert!(reason.contains("not followed"), "{name}: {reason}");
+        assert!(!reason.contains("secret"), "{name}: {reason}");
+    }
+    let Some(SourceState::Failed(reason)) = health.get("found") else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains(&format!("{}/stream", elsewhere.base_url)),
+        "a 302 names its target: {reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oauth2_client_secret_never_follows_a_redirect() {
+    let elsewhere = ScriptedServer::start(vec![Scripted {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        body: r#"{"access_token":"stolen","token_type":"Bearer","expires_in":3600}"#.into(),
+        stay_open: false,
+    }])
+    .await;
+    let tokens = redirecting(307, &elsewhere.base_url).await;
+    let feed = ScriptedServer::start(vec![Scripted::events("data: {}\n\n", true)]).await;
+    let broker = Broker::mock();
+    broker.create_topic("token").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "token",
+        &format!("{}/stream", feed.base_url),
+        "token",
+        &format!(
+            r#"auth = {{ type = "oauth2_client_credentials", token_url = "{}/token", client_id = "id", client_secret = "client-secret" }}"#,
+            tokens.base_url
+        ),
+    ))
+    .await;
+    wait_until("a token request", Duration::from_secs(30), || {
+        !tokens.requests().is_empty()
+    })
+    .await;
+    let health = daemon.health().clone();
+    wait_until(
+        "the source to fail or retry",
+        Duration::from_secs(30),
+        || {
+            matches!(
+                health.get("token"),
+                Some(SourceState::Failed(_) | SourceState::Reconnecting { .. })
+            )
+        },
+    )
+    .await;
+    daemon.shutdown().await;
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the client secret went to another origin"
+    );
+    assert!(feed.requests().is_empty(), "no token, no connect");
 }

@@ -816,3 +816,37 @@ async fn invalid_size_caps_name_the_field() {
     assert!(errors.contains("sources.caps.max_frame_bytes"), "{errors}");
     assert!(errors.contains("sources.caps.send_timeout"), "{errors}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_follows_no_redirect_so_credentials_stay_put() {
+    let elsewhere = ScriptedServer::start(vec![Scripted::events("", true)]).await;
+    let moved = ScriptedServer::start(vec![Scripted {
+        status: 307,
+        headers: vec![("location", format!("{}/feed", elsewhere.base_url))],
+        body: String::new(),
+        stay_open: false,
+    }])
+    .await;
+    let broker = Broker::mock();
+    broker.create_topic("moved").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&ws_config(
+        &broker.brokers(),
+        state.path(),
+        "moved",
+        &moved.base_url.replace("http://", "ws://"),
+        r#"headers = { Authorization = "Bearer ws-secret" }"#,
+    ))
+    .await;
+    let health = daemon.health().clone();
+    wait_until("the source to fail", Duration::from_secs(30), || {
+        matches!(health.get("moved"), Some(SourceState::Failed(_)))
+    })
+    .await;
+    daemon.shutdown().await;
+    assert_eq!(moved.requests().len(), 1, "one handshake, not retried");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the handshake went to another origin"
+    );
+}

@@ -291,7 +291,8 @@ impl OAuth2Tokens {
         Ok(secret)
     }
 
-    /// The token endpoint's own client (10 s to connect, 30 s a request), built once.
+    /// The token endpoint's own client (10 s to connect, 30 s a request, no redirects: the
+    /// client secret goes to the configured token URL and nowhere else), built once.
     fn http_client(&self) -> Result<&reqwest::Client, TokenError> {
         if let Some(client) = self.client.get() {
             return Ok(client);
@@ -299,6 +300,7 @@ impl OAuth2Tokens {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| {
                 TokenError::Unreachable(format!("the HTTP client could not be built: {e}"))

@@ -88,6 +88,8 @@ pub struct SseConfig {
 pub struct SseSettings {
     pub(crate) url: SecretString,
     pub(crate) redacted_url: String,
+    /// Strips secrets from URLs the server names (a redirect's target).
+    pub(crate) redactor: secret::UrlRedactor,
     pub(crate) headers: Vec<(String, SecretString)>,
     pub(crate) event_types: Vec<String>,
     pub(crate) format: PayloadFormat,
@@ -156,9 +158,10 @@ impl SseConfig {
             .collect();
         checks.finish()?;
         let url = url.expect("no errors means the URL resolved");
+        let redactor = secret::UrlRedactor::new(secret_query, [self.url.as_str()]);
         let redacted_url = {
             use secrecy::ExposeSecret;
-            secret::UrlRedactor::new(secret_query, [self.url.as_str()]).redact(url.expose_secret())
+            redactor.redact(url.expose_secret())
         };
         let info = SourceInfo::new(
             name,
@@ -171,6 +174,7 @@ impl SseConfig {
         let settings = SseSettings {
             url,
             redacted_url,
+            redactor,
             headers,
             event_types: self.event_types.clone(),
             format: self.format,

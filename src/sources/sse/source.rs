@@ -256,6 +256,18 @@ async fn connection(
             Err(es::Error::UnexpectedResponse(response, _body)) => {
                 let status = response.status();
                 context.metrics.http_request(Some(status));
+                if (300..400).contains(&status) {
+                    let location = response
+                        .get_header_value("location")
+                        .ok()
+                        .flatten()
+                        .map(|target| settings.redactor.redact(target))
+                        .unwrap_or_default();
+                    return permanent(
+                        format!("HTTP {status} to `{location}`, which is not followed, so that credentials stay on the configured origin"),
+                        "point the source's `url` at the final address",
+                    );
+                }
                 if status == 401 {
                     return ConnectionEnd::Unauthorized(SourceError::Permanent {
                         source_name: context.name.to_string(),
@@ -295,10 +307,16 @@ async fn connection(
                     settings.read_timeout
                 ));
             }
+            // eventsource-client reports a 301 or 307 this way, without its target.
+            Err(es::Error::MaxRedirectLimitReached(_)) => {
+                context.metrics.http_request(Some(307));
+                return permanent(
+                    "the server redirected the request (HTTP 301 or 307), which is not followed, so that credentials stay on the configured origin".to_owned(),
+                    "point the source's `url` at the final address",
+                );
+            }
             Err(
-                error @ (es::Error::InvalidParameter(_)
-                | es::Error::MalformedLocationHeader(_)
-                | es::Error::MaxRedirectLimitReached(_)),
+                error @ (es::Error::InvalidParameter(_) | es::Error::MalformedLocationHeader(_)),
             ) => {
                 return permanent(error.to_string(), "check the source's `url`");
             }
@@ -335,7 +353,10 @@ fn build_client(
     }
     let mut builder = es::ClientBuilder::for_url(url.as_str())
         .map_err(|e| format!("invalid URL: {e}"))?
-        .reconnect(ReconnectOptions::reconnect(false).build());
+        .reconnect(ReconnectOptions::reconnect(false).build())
+        // No redirect is followed: eventsource-client would send every configured header
+        // (credentials included) to wherever the server points.
+        .redirect_limit(0);
     if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
         builder = builder.last_event_id(id.to_owned());
     }
