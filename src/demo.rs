@@ -59,7 +59,8 @@ pub struct DemoReport {
     pub dead_lettered: usize,
     /// Feed connections the source made (the first, one after the drop, one after restart).
     pub feed_connections: usize,
-    /// Daemon restarts from the stored checkpoint.
+    /// Daemon restarts whose first connection resumed from the stored checkpoint (measured at
+    /// the feed: its `Last-Event-ID` was the stored position).
     pub restarts: usize,
     /// The position the restarted daemon resumed from.
     pub resumed_from: String,
@@ -112,6 +113,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         .filter(|&i| i < events)
         .context("the stored position is not an id the feed served")?;
 
+    // A restart counts when the new daemon's first connection resumed from the stored
+    // position (its Last-Event-ID), as the feed saw it.
+    let connections_before = feed
+        .stats()
+        .last_event_ids
+        .lock()
+        .map_or(0, |ids| ids.len());
     let restarted = Instant::now();
     let second = start_daemon(&brokers, &feed.url(), state.path()).await?;
     feed.release();
@@ -125,6 +133,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     )
     .await;
     let pipeline_time = first_run + restarted.elapsed();
+    let restarts = feed.stats().last_event_ids.lock().map_or(0, |ids| {
+        usize::from(ids.get(connections_before).and_then(Option::as_deref) == Some(&resumed_from))
+    });
     if progress {
         eprintln!();
     }
@@ -163,7 +174,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             .stats()
             .connections
             .load(std::sync::atomic::Ordering::Relaxed),
-        restarts: 1,
+        restarts,
         resumed_from,
         records_per_second: events as f64 / pipeline_time.as_secs_f64(),
         metrics_url,
