@@ -211,7 +211,7 @@ type = "sse"
 url = "http://{address}/vector/{index}"
 topic = "wpt.{index}"
 format = "text"
-reconnect = {{ initial_delay = "20ms", max_delay = "200ms" }}
+reconnect = {{ initial_delay = "20ms", max_delay = "2s" }}
 "#
             ));
         }

@@ -247,14 +247,18 @@ async fn the_retry_field_sets_the_minimum_reconnect_delay() {
     .unwrap();
     let state = tempfile::tempdir().unwrap();
     // Without the retry field the reconnect would come within 20 ms (initial_delay).
-    let daemon = start_daemon(&sse_config(
-        &broker.brokers(),
-        state.path(),
-        "retry",
-        &feed.url(),
-        "retry",
-        "",
-    ))
+    // `retry:` counts up to `reconnect.max_delay`, so that one is above it here.
+    let daemon = start_daemon(
+        &sse_config(
+            &broker.brokers(),
+            state.path(),
+            "retry",
+            &feed.url(),
+            "retry",
+            "",
+        )
+        .replace("max_delay = \"200ms\"", "max_delay = \"5s\""),
+    )
     .await;
     wait_for_acknowledged(&daemon, "retry", 20).await;
     daemon.shutdown().await;
