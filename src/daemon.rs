@@ -58,6 +58,9 @@ pub struct RunningDaemon {
 pub struct ShutdownReport {
     /// Records still unacknowledged after the flush timeout (read again after restart).
     pub abandoned_in_flight: i32,
+    /// Set when a fatal producer error stopped the daemon (the process exits 1, so that the
+    /// service manager restarts it from the stored positions).
+    pub fatal: bool,
 }
 
 impl RunningDaemon {
@@ -98,6 +101,7 @@ impl RunningDaemon {
     pub async fn wait(self) -> ShutdownReport {
         self.finished.await.unwrap_or(ShutdownReport {
             abandoned_in_flight: -1,
+            fatal: true,
         })
     }
 }
@@ -257,6 +261,19 @@ pub async fn start(
             }
         }
     });
+    // A fatal producer error ends the daemon: nothing more can be produced.
+    let fatal_producer = producer.clone();
+    let fatal_shutdown = shutdown.clone();
+    let fatal_watch = tokio::spawn(async move {
+        tokio::select! {
+            reason = fatal_producer.fatal_error() => {
+                tracing::error!(%reason, "fatal producer error: stopping; records not acknowledged will be read again after the restart");
+                fatal_shutdown.cancel();
+                true
+            }
+            _ = fatal_shutdown.cancelled() => fatal_producer.fatal_error_now().is_some(),
+        }
+    });
     let committer_stop = CancellationToken::new();
     let committer_task = tokio::spawn(committer.run(committer_stop.clone()));
 
@@ -286,9 +303,11 @@ pub async fn start(
         for server in servers {
             let _ = server.await;
         }
+        let fatal = fatal_watch.await.unwrap_or(true) || producer.fatal_error_now().is_some();
         tracing::info!("shutdown complete");
         ShutdownReport {
             abandoned_in_flight: abandoned,
+            fatal,
         }
     });
     Ok(RunningDaemon {

@@ -108,8 +108,11 @@ async fn main() -> ExitCode {
             match daemon::start(valid, token).await {
                 Ok(running) => {
                     tracing::info!(address = %running.metrics_address(), "serving /metrics, /healthz, /readyz");
-                    running.wait().await;
-                    ExitCode::SUCCESS
+                    if running.wait().await.fatal {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot start");

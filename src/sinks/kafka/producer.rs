@@ -122,15 +122,31 @@ pub struct FailedDelivery {
 /// The producer context: delivery reports and client errors.
 pub struct DeliveryContext {
     brokers_reachable: Arc<AtomicBool>,
+    fatal: Arc<FatalError>,
+}
+
+/// A fatal producer error (librdkafka's `ERR__FATAL`, e.g. the idempotent producer lost its
+/// sequence): the producer can do nothing more, so the daemon must stop and restart.
+#[derive(Default)]
+struct FatalError {
+    reason: std::sync::OnceLock<String>,
+    raised: tokio_util::sync::CancellationToken,
 }
 
 impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
-        ) {
-            self.brokers_reachable.store(false, Ordering::Relaxed);
+        match error.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) => {
+                self.brokers_reachable.store(false, Ordering::Relaxed);
+            }
+            Some(rdkafka::types::RDKafkaErrorCode::Fatal) => {
+                // Runs on librdkafka's thread: only record it and wake the daemon.
+                let _ = self.fatal.reason.set(format!("{error}: {reason}"));
+                self.fatal.raised.cancel();
+                tracing::error!(%error, reason, "fatal producer error: the daemon stops");
+                return;
+            }
+            _ => {}
         }
         tracing::warn!(%error, reason, "kafka client error");
     }
@@ -239,6 +255,7 @@ pub(crate) fn error_kind_name(code: rdkafka::types::RDKafkaErrorCode) -> &'stati
 pub struct KafkaProducer {
     pub(crate) inner: ThreadedProducer<DeliveryContext>,
     brokers_reachable: Arc<AtomicBool>,
+    fatal: Arc<FatalError>,
     flush_timeout: Duration,
 }
 
@@ -275,13 +292,41 @@ impl KafkaProducer {
             client.set(*key, *value);
         }
         let brokers_reachable = Arc::new(AtomicBool::new(false));
+        let fatal = Arc::new(FatalError::default());
         let inner = client.create_with_context(DeliveryContext {
             brokers_reachable: Arc::clone(&brokers_reachable),
+            fatal: Arc::clone(&fatal),
         })?;
         Ok(KafkaProducer {
             inner,
             brokers_reachable,
+            fatal,
             flush_timeout: config.flush_timeout,
+        })
+    }
+
+    /// Waits until the producer has a fatal error, and returns librdkafka's description. The
+    /// error callback wakes it at once; the client's fatal state is also read every second, for
+    /// a fatal error raised without an error event.
+    pub async fn fatal_error(&self) -> String {
+        loop {
+            if let Some(reason) = self.fatal_error_now() {
+                return reason;
+            }
+            tokio::select! {
+                _ = self.fatal.raised.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// The fatal error, if one happened.
+    pub fn fatal_error_now(&self) -> Option<String> {
+        self.fatal.reason.get().cloned().or_else(|| {
+            self.inner
+                .client()
+                .fatal_error()
+                .map(|(code, reason)| format!("{code:?}: {reason}"))
         })
     }
 
@@ -351,5 +396,40 @@ impl KafkaProducer {
         })
         .await
         .unwrap_or(-1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_fatal_producer_error_is_raised_with_its_reason() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let producer = KafkaProducer::new(&KafkaSinkConfig {
+            brokers: cluster.bootstrap_servers(),
+            properties: BTreeMap::new(),
+            flush_timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        assert_eq!(producer.fatal_error_now(), None);
+        // librdkafka's own test hook raises a fatal error as a broker's fencing would.
+        // SAFETY: the client pointer is valid while `producer` lives; the reason is a C string.
+        let raised = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.inner.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                c"a test fatal error".as_ptr(),
+            )
+        };
+        assert_eq!(
+            raised,
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
+        let reason = tokio::time::timeout(Duration::from_secs(30), producer.fatal_error())
+            .await
+            .expect("the fatal error is reported");
+        assert!(reason.contains("a test fatal error"), "{reason}");
+        assert!(producer.fatal_error_now().is_some());
     }
 }
