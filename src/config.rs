@@ -323,10 +323,28 @@ impl RawConfig {
                 "add a `[sources.<name>]` table (see config/sse.toml)",
             ));
         }
+        // A body Kafka cannot hold would be accepted, then never produced whole.
+        let message_max_bytes = self
+            .kafka
+            .producer
+            .get("message.max.bytes")
+            .and_then(|value| value.trim().parse::<usize>().ok())
+            .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
         let mut webhook_paths: BTreeMap<String, &str> = BTreeMap::new();
         let mut sources = Vec::new();
         for (name, source) in &self.sources {
             if let SourceConfig::Webhook(webhook) = source {
+                if webhook.max_body_bytes > message_max_bytes {
+                    errors.push(ConfigError::new(
+                        format!("source `{name}`"),
+                        format!("sources.{name}.max_body_bytes"),
+                        format!(
+                            "{} is above the producer's `message.max.bytes` ({message_max_bytes}): such a body would be accepted but could not be produced",
+                            webhook.max_body_bytes
+                        ),
+                        "lower it, or raise `kafka.producer.\"message.max.bytes\"` (and the topic's `max.message.bytes`)",
+                    ));
+                }
                 let path = webhook
                     .path
                     .clone()
@@ -369,6 +387,9 @@ impl RawConfig {
         })
     }
 }
+
+/// librdkafka's default `message.max.bytes`, bytes.
+const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 /// A producer property that would break the delivery guarantee or the pipeline: why, and the
 /// fix. `acks` and `enable.idempotence` are checked against

@@ -347,6 +347,11 @@ type = "webhook"
 topic = "e"
 path = "/webhooks/:id"
 signature = { scheme = "none" }
+[sources.f]
+type = "webhook"
+topic = "f"
+signature = { scheme = "none" }
+max_body_bytes = 1000001
 "#;
     let errors = tributary::config::parse_toml(text)
         .unwrap()
@@ -361,6 +366,7 @@ signature = { scheme = "none" }
         "sources.c.signature.prefix",
         "sources.d.path",
         "sources.e.path",
+        "sources.f.max_body_bytes",
     ] {
         assert!(errors.contains(field), "`{field}` missing from: {errors}");
     }

@@ -76,7 +76,8 @@ pub struct WebhookConfig {
     /// `json` (default: a body that is not JSON is refused with 400) or `text`.
     #[serde(default)]
     pub format: PayloadFormat,
-    /// Largest accepted body, bytes; larger requests get 413. Default 1048576 (1 MiB).
+    /// Largest accepted body, bytes; larger requests get 413. At most the producer's
+    /// `message.max.bytes`. Default 1000000 (librdkafka's `message.max.bytes`).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// Accepted `Content-Type` media types; others get 415. Default `["application/json"]`
@@ -111,8 +112,9 @@ pub struct WebhookConfig {
     pub channel_max_bytes: u32,
 }
 
+/// librdkafka's default `message.max.bytes`: a larger body could not be produced.
 fn default_max_body_bytes() -> usize {
-    1024 * 1024
+    1_000_000
 }
 fn default_content_types() -> Vec<String> {
     vec!["application/json".to_owned()]
@@ -227,7 +229,7 @@ impl WebhookConfig {
             checks.error(
                 "max_body_bytes",
                 "`max_body_bytes`, `dedupe_max_ids` and `max_concurrent_requests` must be greater than zero",
-                "use e.g. `max_body_bytes = 1048576`",
+                "use e.g. `max_body_bytes = 1000000`",
             );
         }
         checks.positive_durations(&[
