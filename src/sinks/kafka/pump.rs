@@ -42,7 +42,7 @@ const QUEUE_FULL_WAIT: std::time::Duration = std::time::Duration::from_millis(2)
 /// is cancelled while the producer queue is full, or until a pipeline fault stops the source,
 /// then returns. Failed deliveries that come back while it runs are judged by their fault
 /// class. Meanwhile a task asks the brokers whether the source's topics exist, so that a
-/// missing one stops the source at once instead of when its first record times out.
+/// missing one stops the source within seconds instead of when its first record times out.
 pub async fn run_pump(
     producer: KafkaProducer,
     sink: Arc<SourceSink>,
