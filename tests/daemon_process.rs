@@ -24,9 +24,16 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
     const EVENTS: usize = 20_000;
     let broker = Broker::kafka();
     broker.create_topic("crash").await;
-    let feed = ReplayServer::start(replay::wikimedia_feed(EVENTS), ReplayOptions::default())
-        .await
-        .unwrap();
+    // The feed holds its second half back until after the kill, so the kill lands mid-stream.
+    let feed = ReplayServer::start(
+        replay::wikimedia_feed(EVENTS),
+        ReplayOptions {
+            pause_before: Some(EVENTS / 2),
+            ..ReplayOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = write_config(
@@ -47,6 +54,11 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
         .unwrap()
         .expect("a position was committed before the kill");
     let checkpoint = replay::wikimedia_event_index(stored.as_str()).unwrap();
+    assert!(
+        checkpoint < EVENTS / 2,
+        "the kill came mid-stream: the stored position {checkpoint} is before the events not yet served"
+    );
+    feed.release();
 
     let mut second = Daemon::spawn(&config, port);
     second

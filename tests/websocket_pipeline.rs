@@ -566,11 +566,13 @@ async fn kill_9_then_restart_resumes_from_the_stored_sequence() {
     use common::process::{process_toml, write_config, Daemon};
     use tributary::checkpoint::{CheckpointStore as _, FileStore};
     const FRAMES: u64 = 20_000;
-    // Every connection resumes after the `after` query parameter (`{position}`).
-    let server = WsServer::start(|_, uri, mut socket| async move {
+    // Every connection resumes after the `after` query parameter (`{position}`). The first
+    // one stops at half the feed and holds, so the kill always lands mid-stream.
+    let server = WsServer::start(|index, uri, mut socket| async move {
         read_texts(&mut socket, 1).await;
         let after = after_param(&uri);
-        for seq in after + 1..=FRAMES {
+        let last = if index == 0 { FRAMES / 2 } else { FRAMES };
+        for seq in after + 1..=last {
             if socket.send(Message::text(numbered(seq))).await.is_err() {
                 return;
             }
@@ -608,6 +610,10 @@ async fn kill_9_then_restart_resumes_from_the_stored_sequence() {
         .as_str()
         .parse()
         .unwrap();
+    assert!(
+        stored <= FRAMES / 2,
+        "the kill came mid-stream: the stored sequence {stored} is before the frames not yet sent"
+    );
 
     let mut second = Daemon::spawn(&config, port);
     second.wait_for_produced("crash", FRAMES - stored).await;
@@ -620,7 +626,12 @@ async fn kill_9_then_restart_resumes_from_the_stored_sequence() {
     let mut copies: HashMap<u64, usize> = HashMap::new();
     for record in broker.read("crash").await {
         let value: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
-        *copies.entry(value["seq"].as_u64().unwrap()).or_default() += 1;
+        let seq = value["seq"].as_u64().unwrap();
+        // Identity, not counts: the frame as sent, keyed and labelled by its sequence.
+        assert_eq!(record.payload, numbered(seq).as_bytes());
+        assert_eq!(record.key.as_deref(), Some(seq.to_string().as_bytes()));
+        assert_eq!(record.header("tributary.source"), Some("crash"));
+        *copies.entry(seq).or_default() += 1;
     }
     let lost: Vec<u64> = (1..=FRAMES).filter(|s| !copies.contains_key(s)).collect();
     assert!(lost.is_empty(), "{} frames lost", lost.len());
