@@ -126,6 +126,9 @@ impl PollPosition {
             Some(Ordering::Less) => {}
             Some(Ordering::Equal) => {
                 for id in walk.ids_at_max {
+                    if self.ids_at_watermark.len() >= MAX_BOUNDARY_IDS {
+                        break;
+                    }
                     if !self.ids_at_watermark.contains(&id) {
                         self.ids_at_watermark.push(id);
                     }
@@ -152,12 +155,20 @@ impl Walk {
             }
         }
         if let Some(id) = id {
-            if !self.ids_at_max.iter().any(|seen| seen == id) {
+            if self.ids_at_max.len() < MAX_BOUNDARY_IDS
+                && !self.ids_at_max.iter().any(|seen| seen == id)
+            {
                 self.ids_at_max.push(id.to_owned());
             }
         }
     }
 }
+
+/// The most boundary ids a position keeps. They only spare duplicates: a coarse watermark
+/// shared by more records than this (10^6 records in one second, say) makes the records past
+/// the cap produced again on the next walk (at-least-once), instead of making every record
+/// and every page's position cost time and bytes in proportion to all of them.
+pub const MAX_BOUNDARY_IDS: usize = 1000;
 
 /// Orders two watermark values (JSON texts): integers as integers (also when sent as strings
 /// of digits, as many providers send 64-bit ids), other numbers as numbers, RFC 3339
@@ -225,6 +236,22 @@ mod tests {
             "offsets"
         );
         assert_eq!(compare("\"b\"", "\"a\""), Ordering::Greater);
+    }
+
+    #[test]
+    fn boundary_ids_are_bounded_however_many_records_share_the_watermark() {
+        let mut walk = PollPosition::default().start_walk();
+        for n in 0..(3 * MAX_BOUNDARY_IDS) {
+            walk.observe("7", Some(&format!("id-{n}")));
+        }
+        assert_eq!(walk.ids_at_max.len(), MAX_BOUNDARY_IDS);
+        let mut position = PollPosition {
+            watermark: Some("7".into()),
+            ids_at_watermark: (0..MAX_BOUNDARY_IDS).map(|n| format!("old-{n}")).collect(),
+            ..PollPosition::default()
+        };
+        position.finish_walk(walk);
+        assert_eq!(position.ids_at_watermark.len(), MAX_BOUNDARY_IDS);
     }
 
     #[test]
