@@ -486,9 +486,26 @@ async fn kill_9_in_the_middle_of_a_1000_page_walk_resumes_at_the_first_unacknowl
 
     let mut first = Daemon::spawn(&config, port);
     first.wait_for_produced("walk", 600).await;
-    first
-        .wait_for_metric("tributary_checkpoint_commits_total", "walk", 1)
-        .await;
+    // Kill once a position past the first page is on disk (the walk is well under way), so
+    // that the restart has a page in the middle of the walk to resume from.
+    let stored_page = || {
+        FileStore::open(dir.path().join("state"))
+            .ok()?
+            .load("walk")
+            .ok()??
+            .as_str()
+            .parse::<serde_json::Value>()
+            .ok()?["walk"]["page"]
+            .as_u64()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stored_page().is_none_or(|page| page <= 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no position past page 2 was committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     first.child.kill().unwrap(); // SIGKILL: no flush, no final commit.
     first.child.wait().unwrap();
     let fetched_before = server.request_count();
