@@ -459,13 +459,6 @@ async fn a_second_daemon_on_the_same_state_directory_exits_1_and_names_the_holde
     );
 }
 
-/// Sends `signal` to `child`.
-fn send_signal(child: &std::process::Child, signal: i32) {
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: `pid` is our own child, which has not been reaped yet.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-}
-
 /// Waits up to `limit` for `child` to exit; fails the test if it does not.
 async fn exit_within(child: &mut std::process::Child, limit: Duration, what: &str) -> i32 {
     let deadline = Instant::now() + limit;

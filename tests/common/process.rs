@@ -69,13 +69,18 @@ impl Daemon {
 
     /// SIGTERM, then the exit status.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: `pid` is our own child, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        send_signal(&self.child, libc::SIGTERM);
         tokio::task::spawn_blocking(move || self.child.wait().unwrap())
             .await
             .unwrap()
     }
+}
+
+/// Sends `signal` to `child`.
+pub fn send_signal(child: &Child, signal: i32) {
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: `pid` is our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
 /// A GET that returns `None` when nothing listens yet.
