@@ -24,6 +24,7 @@ use crate::{
     server::{self, ServerState},
     sinks::kafka::{run_pump, KafkaProducer, SourceSink},
     sources::SourceContext,
+    supervise::Supervisor,
 };
 
 /// How often broker reachability is probed for `/readyz`.
@@ -58,8 +59,9 @@ pub struct RunningDaemon {
 pub struct ShutdownReport {
     /// Records still unacknowledged after the flush timeout (read again after restart).
     pub abandoned_in_flight: i32,
-    /// Set when a fatal producer error stopped the daemon (the process exits 1, so that the
-    /// service manager restarts it from the stored positions).
+    /// Set when a fatal producer error, or the death of a pump or of the committer (see
+    /// [`crate::supervise`]), stopped the daemon (the process exits 1, so that the service
+    /// manager restarts it from the stored positions).
     pub fatal: bool,
 }
 
@@ -158,6 +160,7 @@ pub async fn start(
     let sources = TaskTracker::new();
     let pumps = TaskTracker::new();
     let abandon_pumps = CancellationToken::new();
+    let supervisor = Supervisor::new(health.clone(), shutdown.clone());
     let mut routes = axum::Router::new();
     let hosts = Arc::new(crate::http::HostLimits::new(config.rate_limits));
     for (info, source) in config.sources {
@@ -184,12 +187,15 @@ pub async fn start(
             commit_each_position: info.commit_each_position,
             health: health.clone(),
         });
-        pumps.spawn(run_pump(
-            producer.clone(),
-            sink,
-            records_rx,
-            failures_rx,
-            abandon_pumps.clone(),
+        pumps.spawn(supervisor.clone().pump(
+            Arc::clone(&name),
+            run_pump(
+                producer.clone(),
+                sink,
+                records_rx,
+                failures_rx,
+                abandon_pumps.clone(),
+            ),
         ));
         tracing::info!(source = %name, topic = %info.topic, url = %info.redacted_url, resume_from = resume.as_ref().map_or("", |p| p.as_str()), "starting source");
         let context = SourceContext {
@@ -275,7 +281,10 @@ pub async fn start(
         }
     });
     let committer_stop = CancellationToken::new();
-    let committer_task = tokio::spawn(committer.run(committer_stop.clone()));
+    let committer_task = tokio::spawn(supervisor.clone().committer(
+        committer_stop.clone(),
+        committer.run(committer_stop.clone()),
+    ));
 
     let root = shutdown.clone();
     let finished = tokio::spawn(async move {
@@ -303,7 +312,9 @@ pub async fn start(
         for server in servers {
             let _ = server.await;
         }
-        let fatal = fatal_watch.await.unwrap_or(true) || producer.fatal_error_now().is_some();
+        let fatal = fatal_watch.await.unwrap_or(true)
+            || producer.fatal_error_now().is_some()
+            || supervisor.failed();
         tracing::info!("shutdown complete");
         ShutdownReport {
             abandoned_in_flight: abandoned,

@@ -2,7 +2,7 @@
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 only when the Kafka
 //! brokers are reachable, checkpoint commits succeed (or have failed for less than
-//! [`CHECKPOINT_FAILURE_GRACE`]), and no source has failed permanently or is stuck
+//! [`CHECKPOINT_FAILURE_GRACE`]), no essential task has died, and no source has failed permanently or is stuck
 //! reconnecting; its
 //! body lists every source's state so an operator sees which one is unhealthy and why.
 
@@ -62,6 +62,8 @@ pub struct Health {
     sources: Arc<Mutex<BTreeMap<String, SourceState>>>,
     /// Since when, and why, checkpoint commits have been failing (`None`: the last succeeded).
     checkpoint_failing: Arc<Mutex<Option<(Instant, String)>>>,
+    /// Why an essential task (a pump, the committer) died; the daemon is stopping.
+    internal_failure: Arc<Mutex<Option<String>>>,
 }
 
 /// How long checkpoint commits may keep failing before `/readyz` reports it: a short hiccup
@@ -80,6 +82,10 @@ pub struct Readiness {
     /// Why checkpoint commits have been failing for longer than [`CHECKPOINT_FAILURE_GRACE`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_error: Option<String>,
+    /// Why an essential task (a Kafka pump, the checkpoint committer) died: the daemon is
+    /// stopping and exits 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_error: Option<String>,
 }
 
 impl Health {
@@ -118,6 +124,16 @@ impl Health {
         }
     }
 
+    /// Records that an essential task died (see [`crate::supervise`]): readiness is false from
+    /// now on. The first reason is kept.
+    pub fn internal_failure(&self, reason: String) {
+        let mut failure = self
+            .internal_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        failure.get_or_insert(reason);
+    }
+
     /// Readiness given whether Kafka is reachable.
     pub fn readiness(&self, kafka_reachable: bool) -> Readiness {
         let sources = self
@@ -137,14 +153,21 @@ impl Health {
                     since.elapsed().as_secs()
                 )
             });
+        let internal_error = self
+            .internal_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let ready = kafka_reachable
             && checkpoint_error.is_none()
+            && internal_error.is_none()
             && sources.values().all(SourceState::is_ready);
         Readiness {
             ready,
             kafka_reachable,
             sources,
             checkpoint_error,
+            internal_error,
         }
     }
 }

@@ -25,4 +25,5 @@ pub mod server;
 pub mod shutdown;
 pub mod sinks;
 pub mod sources;
+pub mod supervise;
 pub mod tls;
