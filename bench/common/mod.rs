@@ -214,6 +214,24 @@ pub fn properties_line() -> String {
         .join(" ")
 }
 
+/// The default `channel_max_bytes` of a source (the benchmarks keep it): bytes.
+pub const CHANNEL_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Memory above the configured budget that a run may use (code, runtime, TLS, sockets,
+/// librdkafka's threads): KiB.
+pub const RSS_HEADROOM_KIB: u64 = 32 * 1024;
+
+/// The memory the operator configured for one source: its channel (`channel_max_bytes`) plus
+/// the producer queue (`queue.buffering.max.kbytes`), KiB.
+pub fn memory_budget_kib() -> u64 {
+    let queue_kib = producer_properties()
+        .filter(|(key, _)| *key == "queue.buffering.max.kbytes")
+        .last()
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0u64);
+    CHANNEL_MAX_BYTES / 1024 + queue_kib
+}
+
 /// The closing lines of a feed benchmark: a daemon run of N and of K·N records, each against
 /// the raw producer ceiling of the same length.
 pub fn print_comparison(
@@ -236,6 +254,23 @@ pub fn print_comparison(
         long.peak_rss_kib as f64 / 1024.0,
         n * k,
         long.peak_rss_kib as f64 / short.peak_rss_kib.max(1) as f64
+    );
+    let budget = memory_budget_kib();
+    let verdict = |peak: u64| {
+        if peak <= budget + RSS_HEADROOM_KIB {
+            "within"
+        } else {
+            "OVER"
+        }
+    };
+    println!(
+        "memory budget               {:.1} MiB (channel {:.0} + producer queue {:.0}); peak ≤ budget + {} MiB: {} (N), {} ({k}N)",
+        budget as f64 / 1024.0,
+        CHANNEL_MAX_BYTES as f64 / 1024.0 / 1024.0,
+        (budget - CHANNEL_MAX_BYTES / 1024) as f64 / 1024.0,
+        RSS_HEADROOM_KIB / 1024,
+        verdict(short.peak_rss_kib),
+        verdict(long.peak_rss_kib),
     );
     println!(
         "daemon spawn → first ack    {} ms (N)   {} ms ({k}N)",

@@ -3,12 +3,14 @@
 //! callback that feeds each source's [`crate::checkpoint::AckTracker`].
 //!
 //! `producer.rs` owns the producer, its context (delivery reports) and broker health;
-//! `pump.rs` is the only code that hands records to the producer; `fault.rs` says whether a
+//! `pump.rs` is the only code that hands records to the producer; `queue_budget.rs` holds the
+//! producer queue to its configured bytes, counting librdkafka's per-message overhead; `fault.rs` says whether a
 //! producer error is one record's (dead-letter it) or the pipeline's (stop, keep the position).
 
 mod fault;
 mod producer;
 mod pump;
+pub mod queue_budget;
 
 pub use fault::FaultClass;
 

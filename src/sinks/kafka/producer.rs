@@ -25,7 +25,10 @@ use rdkafka::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
-use super::fault::pipeline_fault_hint;
+use super::{
+    fault::pipeline_fault_hint,
+    queue_budget::{QueueBudget, QueuedBytes},
+};
 use crate::{
     checkpoint::{AckTracker, CommitterHandle},
     health::{Health, SourceState},
@@ -105,6 +108,8 @@ pub struct DeliveryTicket {
     pub(crate) dead_letter_kind: Option<&'static str>,
     /// Told the outcome, when the source asked.
     pub(crate) ack: Option<DeliveryAck>,
+    /// The record's share of the producer queue's memory budget, given back on drop.
+    pub(crate) _queued: QueuedBytes,
 }
 
 /// A record Kafka refused after accepting it into the queue.
@@ -257,7 +262,12 @@ pub struct KafkaProducer {
     brokers_reachable: Arc<AtomicBool>,
     fatal: Arc<FatalError>,
     flush_timeout: Duration,
+    queue_budget: QueueBudget,
 }
+
+/// The producer queue's budget when `queue.buffering.max.kbytes` cannot be read (bytes; the
+/// default below).
+const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 
 /// Producer properties Tributary sets unless `kafka.producer` says otherwise (name, value).
 pub const DEFAULTS: &[(&str, &str)] = &[
@@ -291,6 +301,11 @@ impl KafkaProducer {
         for (key, value) in ENFORCED {
             client.set(*key, *value);
         }
+        // librdkafka refuses a value that is not a number when the producer is created below.
+        let queue_budget = client
+            .get("queue.buffering.max.kbytes")
+            .and_then(QueueBudget::from_kbytes)
+            .unwrap_or_else(|| QueueBudget::new(DEFAULT_QUEUE_BYTES));
         let brokers_reachable = Arc::new(AtomicBool::new(false));
         let fatal = Arc::new(FatalError::default());
         let inner = client.create_with_context(DeliveryContext {
@@ -302,7 +317,14 @@ impl KafkaProducer {
             brokers_reachable,
             fatal,
             flush_timeout: config.flush_timeout,
+            queue_budget,
         })
+    }
+
+    /// The producer queue's memory budget (`queue.buffering.max.kbytes`, counting what
+    /// librdkafka allocates per message; see [`super::queue_budget`]).
+    pub fn queue_budget(&self) -> &QueueBudget {
+        &self.queue_budget
     }
 
     /// Waits until the producer has a fatal error, and returns librdkafka's description. The

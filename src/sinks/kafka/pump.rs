@@ -18,13 +18,16 @@
 use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use rdkafka::{error::KafkaError, producer::BaseRecord, types::RDKafkaErrorCode};
+use rdkafka::{
+    error::KafkaError, message::Headers as _, producer::BaseRecord, types::RDKafkaErrorCode,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     fault::FaultClass,
     producer::{error_kind_name, DeliveryTicket, FailedDelivery, KafkaProducer, SourceSink},
+    queue_budget::record_cost,
 };
 use crate::{
     channel::{Envelope, RecordReceiver},
@@ -188,6 +191,25 @@ async fn produce(
         } else {
             &sink.topic
         };
+        let headers = lineage_headers(&sink.name, &sink.url, &record, timestamps);
+        // The record's share of the producer queue, counted as librdkafka allocates it; given
+        // back when its delivery report drops the ticket.
+        let header_bytes = (0..headers.count())
+            .map(|i| {
+                let header = headers.get(i);
+                header.key.len() + header.value.map_or(0, <[u8]>::len)
+            })
+            .sum();
+        let cost = record_cost(
+            record.payload.len(),
+            record.key.as_ref().map_or(0, Bytes::len),
+            header_bytes,
+            headers.count(),
+        );
+        let queued = tokio::select! {
+            queued = producer.queue_budget().take(cost) => queued,
+            _ = abandon.cancelled() => return Sent::Abandoned,
+        };
         let ticket = Box::new(DeliveryTicket {
             sink: Arc::clone(sink),
             seq,
@@ -195,8 +217,8 @@ async fn produce(
             payload_bytes: record.payload.len(),
             dead_letter_kind: record.dead_letter.as_ref().map(|d| d.kind),
             ack: record.ack.take(),
+            _queued: queued,
         });
-        let headers = lineage_headers(&sink.name, &sink.url, &record, timestamps);
         let mut base: BaseRecord<'_, [u8], [u8], Box<DeliveryTicket>> =
             BaseRecord::with_opaque_to(topic, ticket)
                 .payload(record.payload.as_ref())
@@ -317,6 +339,9 @@ async fn dead_letter_failed_delivery(
         fetched_at: std::time::SystemTime::now(),
         dead_letter,
     };
+    // The failed record no longer holds its share of the queue: its next attempt takes its own.
+    let seq = ticket.seq;
+    drop(ticket);
     let topic = if record.dead_letter.is_some() {
         sink.dead_letter_topic.clone()
     } else {
@@ -325,5 +350,5 @@ async fn dead_letter_failed_delivery(
     if !dead_letter_after_refusal(sink, &mut record, &topic, &error) {
         return Sent::Faulted;
     }
-    produce(producer, sink, record, ticket.seq, timestamps, abandon).await
+    produce(producer, sink, record, seq, timestamps, abandon).await
 }
