@@ -92,6 +92,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             // The feed holds the second half back until the daemon has been restarted, so
             // the restart happens midway through the feed.
             pause_before: Some(events / 2),
+            ..ReplayOptions::default()
         },
     )
     .await

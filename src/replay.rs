@@ -18,6 +18,7 @@ use std::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use axum::{
@@ -55,6 +56,10 @@ pub struct ReplayOptions {
     /// Hold back the event with this index, and every later one, on every connection until
     /// [`ReplayServer::release`] is called (the connection stays open and idle meanwhile).
     pub pause_before: Option<usize>,
+    /// Makes the feed live: it grows at this many events per second from the server's start
+    /// (event `i` exists `i / rate` seconds after it), so a connection gets the backlog that
+    /// exists at once, then each event as it appears. `None`: every event exists from the start.
+    pub events_per_second: Option<u32>,
 }
 
 /// What the server saw and did.
@@ -76,6 +81,27 @@ struct Feed {
     /// True once [`ReplayServer::release`] was called.
     released: tokio::sync::watch::Sender<bool>,
     stats: Arc<ReplayStats>,
+    /// When the server started (the origin of `events_per_second`).
+    started: tokio::time::Instant,
+}
+
+impl Feed {
+    /// How many events exist now (see [`ReplayOptions::events_per_second`]).
+    fn existing(&self) -> usize {
+        match self.options.events_per_second {
+            Some(rate) => (self.started.elapsed().as_secs_f64() * f64::from(rate))
+                .min(usize::MAX as f64) as usize,
+            None => usize::MAX,
+        }
+    }
+
+    /// Waits until event `i` exists.
+    async fn appeared(&self, i: usize) {
+        if let Some(rate) = self.options.events_per_second.filter(|rate| *rate > 0) {
+            let at = self.started + Duration::from_secs_f64((i + 1) as f64 / f64::from(rate));
+            tokio::time::sleep_until(at).await;
+        }
+    }
 }
 
 /// What a feed serves.
@@ -165,6 +191,7 @@ impl ReplayServer {
             options,
             released: tokio::sync::watch::Sender::new(false),
             stats: Arc::clone(&stats),
+            started: tokio::time::Instant::now(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -288,6 +315,11 @@ fn async_stream_body(
                 let _ = released.wait_for(|released| *released).await;
                 stop_at = end;
             }
+            // A live feed serves what exists, then waits for the next event to appear.
+            if feed.existing() <= next {
+                feed.appeared(next).await;
+            }
+            stop_at = stop_at.min(feed.existing().max(next + 1));
             let mut i = next;
             while i < stop_at && chunk.len() < CHUNK_BYTES {
                 feed.events.write(i, &mut chunk);

@@ -61,8 +61,7 @@ async fn feed_drops_resume_from_last_event_id(broker: Broker) {
         ReplayOptions {
             drop_after: Some(300),
             drops: 3,
-            retry_ms: None,
-            pause_before: None,
+            ..ReplayOptions::default()
         },
     )
     .await
@@ -118,8 +117,7 @@ async fn a_restarted_daemon_resumes_from_its_checkpoint() {
         ReplayOptions {
             drop_after: Some(500),
             drops: 1,
-            retry_ms: None,
-            pause_before: None,
+            ..ReplayOptions::default()
         },
     )
     .await
@@ -240,7 +238,7 @@ async fn the_retry_field_sets_the_minimum_reconnect_delay() {
             drop_after: Some(10),
             drops: 1,
             retry_ms: Some(1_500),
-            pause_before: None,
+            ..ReplayOptions::default()
         },
     )
     .await

@@ -6,102 +6,17 @@ mod common;
 
 use std::{
     collections::HashMap,
-    future::Future,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::*;
-use futures::{SinkExt, StreamExt};
-use tokio::net::TcpListener;
-use tokio_tungstenite::{
-    tungstenite::{
-        handshake::server::{Request, Response},
-        protocol::{frame::coding::CloseCode, CloseFrame},
-        Message,
-    },
-    WebSocketStream,
+use common::{ws::*, *};
+use futures::SinkExt;
+use tokio_tungstenite::tungstenite::{
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message,
 };
 use tributary::health::SourceState;
-
-type Socket = WebSocketStream<tokio::net::TcpStream>;
-
-/// One accepted connection: its index, its request URI, when it came.
-#[derive(Clone, Debug)]
-struct Accepted {
-    uri: String,
-    at: Instant,
-}
-
-/// A WebSocket server on 127.0.0.1 that hands each connection to `handler` with its index.
-struct WsServer {
-    url: String,
-    accepted: Arc<Mutex<Vec<Accepted>>>,
-}
-
-impl WsServer {
-    async fn start<F, Fut>(handler: F) -> Self
-    where
-        F: Fn(usize, String, Socket) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}", listener.local_addr().unwrap());
-        let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::default();
-        let log = Arc::clone(&accepted);
-        let handler = Arc::new(handler);
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let uri = Arc::new(Mutex::new(String::new()));
-                let seen = Arc::clone(&uri);
-                // The error type is tungstenite's, fixed by `accept_hdr_async`.
-                #[allow(clippy::result_large_err)]
-                let callback = move |request: &Request, response: Response| {
-                    *seen.lock().unwrap() = request.uri().to_string();
-                    Ok(response)
-                };
-                let Ok(socket) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-                    continue;
-                };
-                let uri = uri.lock().unwrap().clone();
-                let index = {
-                    let mut log = log.lock().unwrap();
-                    log.push(Accepted {
-                        uri: uri.clone(),
-                        at: Instant::now(),
-                    });
-                    log.len() - 1
-                };
-                let handler = Arc::clone(&handler);
-                tokio::spawn(async move { handler(index, uri, socket).await });
-            }
-        });
-        WsServer { url, accepted }
-    }
-
-    fn accepted(&self) -> Vec<Accepted> {
-        self.accepted.lock().unwrap().clone()
-    }
-}
-
-/// Reads `count` text messages (the subscribe messages).
-async fn read_texts(socket: &mut Socket, count: usize) -> Vec<String> {
-    let mut texts = Vec::new();
-    while texts.len() < count {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
-            Some(Ok(_)) => {}
-            other => panic!("the client went away before subscribing: {other:?}"),
-        }
-    }
-    texts
-}
-
-/// Keeps a connection open, answering pings, until the client leaves.
-async fn idle(mut socket: Socket) {
-    while let Some(Ok(_)) = socket.next().await {}
-}
 
 /// A daemon config with one WebSocket source named `source` (topic of the same name).
 fn ws_config(
@@ -225,14 +140,6 @@ filter = {{ pointer = "/type", values = ["l2update", "ticker", "match", "snapsho
             "product {product}: the topic order differs from the feed order"
         );
     }
-}
-
-/// The `after` query parameter of a resuming connection's URI (0 when empty or absent).
-fn after_param(uri: &str) -> u64 {
-    uri.split("after=")
-        .nth(1)
-        .filter(|v| !v.is_empty())
-        .map_or(0, |v| v.parse().unwrap())
 }
 
 fn numbered(seq: u64) -> String {
@@ -624,6 +531,7 @@ async fn kill_9_then_restart_resumes_from_the_stored_sequence() {
         "the restarted daemon resumed from the stored sequence"
     );
     let mut copies: HashMap<u64, usize> = HashMap::new();
+    let mut last_in_partition: HashMap<i32, u64> = HashMap::new();
     for record in broker.read("crash").await {
         let value: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
         let seq = value["seq"].as_u64().unwrap();
@@ -631,7 +539,19 @@ async fn kill_9_then_restart_resumes_from_the_stored_sequence() {
         assert_eq!(record.payload, numbered(seq).as_bytes());
         assert_eq!(record.key.as_deref(), Some(seq.to_string().as_bytes()));
         assert_eq!(record.header("tributary.source"), Some("crash"));
-        *copies.entry(seq).or_default() += 1;
+        let copy = copies.entry(seq).or_default();
+        *copy += 1;
+        // Per-partition order: the first copy of each frame comes after every earlier frame
+        // of its partition (a re-sent copy repeats an earlier stretch after the restart).
+        if *copy == 1 {
+            if let Some(previous) = last_in_partition.insert(record.partition, seq) {
+                assert!(
+                    previous < seq,
+                    "partition {} has frame {seq} after frame {previous}",
+                    record.partition
+                );
+            }
+        }
     }
     let lost: Vec<u64> = (1..=FRAMES).filter(|s| !copies.contains_key(s)).collect();
     assert!(lost.is_empty(), "{} frames lost", lost.len());
