@@ -78,6 +78,28 @@ impl KafkaCluster {
         self.signal("stop", node)
     }
 
+    /// Freezes every node with SIGSTOP (`stop == true`) or thaws it with SIGCONT: a frozen
+    /// broker keeps its sockets open and answers nothing, as a hung JVM or a paused VM does.
+    ///
+    /// # Errors
+    /// A node's pid file is missing or `kill` failed.
+    pub fn freeze(&self, stop: bool) -> Result<(), String> {
+        for node in 1..=self.nodes() {
+            let pid_file = self.dir().join(format!("node-{node}/pid"));
+            let pid = std::fs::read_to_string(&pid_file)
+                .map_err(|e| format!("{}: {e}", pid_file.display()))?;
+            let signal = if stop { "-STOP" } else { "-CONT" };
+            let status = Command::new("kill")
+                .args([signal, pid.trim()])
+                .status()
+                .map_err(|e| format!("kill {signal}: {e}"))?;
+            if !status.success() {
+                return Err(format!("kill {signal} {} failed: {status}", pid.trim()));
+            }
+        }
+        Ok(())
+    }
+
     /// Starts every node that is not running again, on its ports and with its data, and waits
     /// until each is up.
     ///

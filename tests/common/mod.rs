@@ -5,6 +5,7 @@
 pub mod api;
 pub mod kafka;
 pub mod process;
+pub mod ws;
 
 use std::{
     collections::HashMap,
@@ -115,6 +116,17 @@ impl Broker {
             Broker::Mock(cluster) => cluster.broker_up(1).expect("mock broker up"),
             Broker::Kafka(cluster) => blocking(|| cluster.start_again())
                 .unwrap_or_else(|e| panic!("start Apache Kafka again: {e}")),
+        }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) every Apache Kafka node; see
+    /// [`KafkaCluster::freeze`].
+    pub async fn freeze(&self, stop: bool) {
+        match self {
+            Broker::Mock(_) => panic!("the mock cluster cannot be frozen; use Broker::kafka()"),
+            Broker::Kafka(cluster) => cluster
+                .freeze(stop)
+                .unwrap_or_else(|e| panic!("freeze Apache Kafka: {e}")),
         }
     }
 
