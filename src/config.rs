@@ -515,6 +515,7 @@ type = "sse"
 url = "ftp://example.com"
 topic = "no spaces allowed"
 key = "whatever"
+max_event_bytes = 0
 "#,
         );
         let Err(errors) = load(file.path()).unwrap().validate() else {
@@ -529,7 +530,8 @@ key = "whatever"
                 "kafka.producer.acks",
                 "sources.bad.url",
                 "sources.bad.topic",
-                "sources.bad.key"
+                "sources.bad.key",
+                "sources.bad.max_event_bytes"
             ]
         );
     }

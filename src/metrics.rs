@@ -39,6 +39,7 @@ pub struct Metrics {
     not_modified: IntCounterVec,
     records_duplicate: IntCounterVec,
     invalid_event_ids: IntCounterVec,
+    oversized_events: IntCounterVec,
     checkpoint_commit_failures: IntCounterVec,
 }
 
@@ -164,6 +165,13 @@ impl Metrics {
                  Last-Event-ID header (control characters, non-ASCII).",
                 &["source"],
             ),
+            oversized_events: counter(
+                &r,
+                "tributary_oversized_events_total",
+                "SSE connections ended because a line or an event passed the source's \
+                 `max_event_bytes` (reconnected from the last event id).",
+                &["source"],
+            ),
             checkpoint_commit_failures: counter(
                 &r,
                 "tributary_checkpoint_commit_failures_total",
@@ -261,6 +269,7 @@ impl Metrics {
             not_modified: self.not_modified.with_label_values(l),
             records_duplicate: self.records_duplicate.with_label_values(l),
             invalid_event_ids: self.invalid_event_ids.with_label_values(l),
+            oversized_events: self.oversized_events.with_label_values(l),
             checkpoint_commit_failures: self.checkpoint_commit_failures.with_label_values(l),
         }
     }
@@ -316,6 +325,8 @@ pub struct SourceMetrics {
     pub records_duplicate: IntCounter,
     /// `tributary_invalid_event_ids_total{source}`.
     pub invalid_event_ids: IntCounter,
+    /// `tributary_oversized_events_total{source}`.
+    pub oversized_events: IntCounter,
     /// `tributary_checkpoint_commit_failures_total{source}`.
     pub checkpoint_commit_failures: IntCounter,
 }

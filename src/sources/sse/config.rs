@@ -33,6 +33,9 @@ fn default_connect_timeout() -> Duration {
 fn default_key() -> String {
     "id".to_owned()
 }
+fn default_max_event_bytes() -> usize {
+    8 * 1024 * 1024
+}
 
 /// `[sources.<name>]` with `type = "sse"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -68,6 +71,11 @@ pub struct SseConfig {
     /// Time allowed to open the TCP/TLS connection. Default `10s`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Largest line, and largest event (its lines up to the blank line, comments excepted),
+    /// in bytes; a larger one ends the connection, which is reconnected from the last event
+    /// id. Default 8388608 (8 MiB).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
     /// Reconnect policy.
     #[serde(default)]
     pub reconnect: ReconnectConfig,
@@ -97,6 +105,8 @@ pub struct SseSettings {
     pub(crate) start_from: Option<String>,
     pub(crate) read_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// The largest line or event, in bytes (> 0).
+    pub(crate) max_event_bytes: usize,
     pub(crate) reconnect: ReconnectConfig,
     pub(crate) auth: crate::http::Auth,
 }
@@ -144,6 +154,13 @@ impl SseConfig {
             ("reconnect.initial_delay", self.reconnect.initial_delay),
             ("reconnect.max_delay", self.reconnect.max_delay),
         ]);
+        if self.max_event_bytes == 0 {
+            checks.error(
+                "max_event_bytes",
+                "must be at least 1",
+                "use e.g. `8388608` (8 MiB)",
+            );
+        }
         checks.channel(self.channel_max_records, self.channel_max_bytes);
         let auth = match &self.auth {
             Some(auth) => auth.resolve(&mut checks),
@@ -182,6 +199,7 @@ impl SseConfig {
             start_from: self.start_from.clone(),
             read_timeout: self.read_timeout,
             connect_timeout: self.connect_timeout,
+            max_event_bytes: self.max_event_bytes,
             reconnect: self.reconnect.clone(),
             auth: auth.expect("no errors means the auth resolved"),
         };

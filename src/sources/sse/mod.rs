@@ -2,8 +2,10 @@
 //!
 //! `config.rs` is the `type = "sse"` table and its validation; `source.rs` is the connection
 //! loop: resume from the stored `Last-Event-ID`, honour the `retry:` field, reconnect with
-//! backoff and full jitter, stop on HTTP 204, and turn events into records.
+//! backoff and full jitter, stop on HTTP 204, and turn events into records; `capped.rs` ends a
+//! connection whose line or event passes `max_event_bytes`.
 
+mod capped;
 mod config;
 mod source;
 

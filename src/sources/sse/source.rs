@@ -6,7 +6,8 @@
 //! `/readyz`. The `Last-Event-ID` sent on each connection is the id of the last event read —
 //! on the first connection, the stored position. Per WHATWG HTML §9.2, HTTP 204 means the
 //! server wants no more reconnects: the source finishes. Reading stops while the channel is
-//! full, so a slow broker leaves bytes in the socket rather than in memory.
+//! full, so a slow broker leaves bytes in the socket rather than in memory, and a line or an
+//! event past `max_event_bytes` ends the connection (see `capped.rs`) rather than growing.
 
 use std::{
     sync::Arc,
@@ -19,7 +20,10 @@ use futures::{future::BoxFuture, StreamExt};
 use launchdarkly_sdk_transport::HyperTransport;
 use secrecy::ExposeSecret;
 
-use super::config::{KeyFrom, SseSettings};
+use super::{
+    capped::{CappedTransport, Oversized},
+    config::{KeyFrom, SseSettings},
+};
 use crate::{
     backoff::Backoff,
     error::SourceError,
@@ -296,6 +300,10 @@ async fn connection(
                 };
             }
             Err(es::Error::Transport(error)) => {
+                if let Some(oversized) = error.inner().downcast_ref::<Oversized>() {
+                    context.metrics.oversized_events.inc();
+                    return transient(oversized.to_string());
+                }
                 if !*delivered {
                     context.metrics.http_request(None);
                 }
@@ -343,6 +351,7 @@ fn build_client(
         .read_timeout(settings.read_timeout)
         .build_https()
         .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+    let transport = CappedTransport::new(transport, settings.max_event_bytes);
     let mut url: url::Url = settings
         .url
         .expose_secret()
