@@ -1,6 +1,7 @@
-//! SSE source options end to end, each against a scripted HTTP server on 127.0.0.1 and the
-//! mock Kafka cluster: request headers and URLs with secrets, the `event:` type filter, keys
-//! from a JSON pointer, the read timeout, `Retry-After`, and backpressure from a stalled broker.
+//! SSE source options end to end, each against a scripted HTTP server on 127.0.0.1 and a
+//! Kafka broker: request headers and URLs with secrets, the `event:` type filter, keys from a
+//! JSON pointer, the read timeout, `Retry-After`, backpressure from a stalled broker, and the
+//! `max_event_bytes` cap on a line that never ends.
 
 mod common;
 
@@ -497,4 +498,99 @@ async fn the_oauth2_client_secret_never_follows_a_redirect() {
         "the client secret went to another origin"
     );
     assert!(feed.requests().is_empty(), "no token, no connect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_past_max_event_bytes_ends_the_connection_before_it_is_buffered() {
+    use futures::StreamExt as _;
+    use std::sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
+        Arc,
+    };
+    const CAP: usize = 64 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    const ENDLESS: usize = 64 * 1024 * 1024;
+    /// Marks the first answer's body as dropped (its connection closed).
+    struct Closed(Arc<AtomicBool>);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            self.0.store(true, SeqCst);
+        }
+    }
+    let (sent, closed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (sent_by_feed, closed_by_feed) = (Arc::clone(&sent), Arc::clone(&closed));
+    let answered = Arc::new(AtomicUsize::new(0));
+    // The first answer: three events, then a `data:` line that never ends (64 MiB, then
+    // silence); later answers: event 4.
+    let server = common::api::ApiServer::start(move |_request| {
+        let first = answered.fetch_add(1, SeqCst) == 0;
+        let (sent, closed) = (Arc::clone(&sent_by_feed), Arc::clone(&closed_by_feed));
+        async move {
+            let event = |i: u32| format!("id: {i}\ndata: {{\"n\":{i}}}\n\n");
+            let head = if first {
+                event(1) + &event(2) + &event(3) + "data: "
+            } else {
+                event(4)
+            };
+            let line = bytes::Bytes::from(vec![b'x'; CHUNK]);
+            // Only the first answer has the guard and sends the line; it stays open after.
+            let guard = first.then(|| Closed(closed));
+            let endless = futures::stream::unfold(guard, move |guard| {
+                let (line, sent) = (line.clone(), Arc::clone(&sent));
+                async move {
+                    if guard.is_none() || sent.load(SeqCst) >= ENDLESS {
+                        std::future::pending::<()>().await;
+                    }
+                    sent.fetch_add(CHUNK, SeqCst);
+                    Some((Ok(line), guard))
+                }
+            });
+            let body = futures::stream::once(async move {
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(head))
+            })
+            .chain(endless);
+            axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::from_stream(body))
+                .unwrap()
+        }
+    })
+    .await;
+    let broker = Broker::kafka();
+    broker.create_topic("capped").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "capped",
+        &format!("{}/stream", server.base),
+        "capped",
+        &format!("max_event_bytes = {CAP}"),
+    ))
+    .await;
+    wait_for_acknowledged(&daemon, "capped", 4).await;
+    wait_until(
+        "the first answer's connection to close",
+        Duration::from_secs(30),
+        || closed.load(SeqCst),
+    )
+    .await;
+    let metrics = daemon.metrics().source("capped");
+    let (oversized, reconnects) = (metrics.oversized_events.get(), metrics.reconnects.get());
+    daemon.shutdown().await;
+
+    assert_eq!(oversized, 1, "one oversized line counted");
+    assert!(reconnects >= 1);
+    let sent = sent.load(SeqCst);
+    assert!(
+        sent < ENDLESS,
+        "the feed wrote all {ENDLESS} bytes of the line before the daemon hung up"
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "one reconnect: {requests:?}");
+    assert_eq!(requests[1].header("last-event-id"), Some("3"));
+    assert_eq!(sorted_keys(&broker, "capped").await, ["1", "2", "3", "4"]);
 }
