@@ -112,6 +112,14 @@ pub struct ServerSection {
     /// internet). Default: none, webhooks are served on `listen`.
     #[serde(default)]
     pub webhook_listen: Option<SocketAddr>,
+    /// Longest time a client may take to send a request's line and headers (from the
+    /// connection's start or the previous response); then it is disconnected. Default `10s`.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Most connections open at once on each listener; more are closed at once and counted.
+    /// Default 512.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for ServerSection {
@@ -119,12 +127,30 @@ impl Default for ServerSection {
         ServerSection {
             listen: default_listen(),
             webhook_listen: None,
+            header_read_timeout: default_header_read_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl ServerSection {
+    /// The bounds every listener applies.
+    pub fn limits(&self) -> crate::server::listener::ConnectionLimits {
+        crate::server::listener::ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
         }
     }
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9464))
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_connections() -> usize {
+    512
 }
 
 /// A validated configuration, ready to run.
@@ -303,6 +329,22 @@ impl RawConfig {
                 "checkpoint.commit_every_records",
                 "must be greater than zero",
                 "use e.g. `10000`",
+            ));
+        }
+        if self.server.header_read_timeout.is_zero() {
+            errors.push(ConfigError::new(
+                "server",
+                "server.header_read_timeout",
+                "must be greater than zero",
+                "use e.g. `\"10s\"`",
+            ));
+        }
+        if self.server.max_connections == 0 {
+            errors.push(ConfigError::new(
+                "server",
+                "server.max_connections",
+                "must be greater than zero",
+                "use e.g. `512`",
             ));
         }
         for (host, limit) in &self.rate_limits {
@@ -500,6 +542,24 @@ topic = "wiki"
 "#,
         );
         assert!(load(file.path()).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_zero_is_refused() {
+        let config = load(write(VALID).path()).unwrap().validate().unwrap();
+        assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.server.max_connections, 512);
+        let file = write(&format!(
+            "{VALID}\n[server]\nheader_read_timeout = \"0s\"\nmax_connections = 0\n"
+        ));
+        let Err(errors) = load(file.path()).unwrap().validate() else {
+            panic!("the config should be invalid");
+        };
+        let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["server.header_read_timeout", "server.max_connections"]
+        );
     }
 
     #[test]

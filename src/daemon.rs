@@ -134,10 +134,10 @@ pub async fn start(
         health.clone(),
     );
     // Bind before any source starts, so a taken address fails the start before data moves.
-    let listener = server::bind(config.server.listen)
+    let listen_socket = server::bind(config.server.listen)
         .await
         .map_err(|e| StartError::Listen(config.server.listen, e))?;
-    let metrics_address = listener
+    let metrics_address = listen_socket
         .local_addr()
         .map_err(|e| StartError::Listen(config.server.listen, e))?;
     let webhook_listener = match config.server.webhook_listen {
@@ -236,22 +236,29 @@ pub async fn start(
         health: health.clone(),
         producer: producer.clone(),
     });
+    let limits = config.server.limits();
+    let listener = |name: &'static str, socket| server::listener::Listener {
+        name,
+        socket,
+        limits,
+        metrics: metrics.listener(name),
+    };
     let mut servers = Vec::new();
     match webhook_listener {
         Some(webhook_listener) => {
-            servers.push(tokio::spawn(server::serve(
-                webhook_listener,
+            servers.push(tokio::spawn(server::listener::serve(
+                listener("webhook_listen", webhook_listener),
                 routes,
                 server_stop.clone(),
             )));
-            servers.push(tokio::spawn(server::serve(
-                listener,
+            servers.push(tokio::spawn(server::listener::serve(
+                listener("listen", listen_socket),
                 endpoints,
                 server_stop.clone(),
             )));
         }
-        None => servers.push(tokio::spawn(server::serve(
-            listener,
+        None => servers.push(tokio::spawn(server::listener::serve(
+            listener("listen", listen_socket),
             endpoints.merge(routes),
             server_stop.clone(),
         ))),

@@ -1,8 +1,9 @@
 //! Every metric family Tributary exports, registered once, with per-source handles.
 //!
 //! Names follow Prometheus conventions (prefix `tributary_`, `_total` for counters, base units
-//! `_seconds` and `_bytes`). Labels are bounded: the configured source name, a small fixed set
-//! of kinds and status classes — never a URL, a peer address or free text. Hot paths hold a
+//! `_seconds` and `_bytes`). Labels are bounded: the configured source name, the HTTP listener
+//! (`listen`, `webhook_listen`), a small fixed set of kinds and status classes — never a URL, a
+//! peer address or free text. Hot paths hold a
 //! [`SourceMetrics`] whose label lookups were done once, and add per batch.
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Metrics {
     invalid_event_ids: IntCounterVec,
     oversized_events: IntCounterVec,
     checkpoint_commit_failures: IntCounterVec,
+    http_connections: IntGaugeVec,
+    http_connections_rejected: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -241,6 +244,19 @@ impl Metrics {
                 "Seconds since the source's position was last committed.",
                 &["source"],
             ),
+            http_connections: gauge(
+                &r,
+                "tributary_http_connections",
+                "Connections open on the daemon's HTTP listener (at most `server.max_connections`).",
+                &["listener"],
+            ),
+            http_connections_rejected: counter(
+                &r,
+                "tributary_http_connections_rejected_total",
+                "Connections to the daemon's HTTP listener closed at once because \
+                 `server.max_connections` were open.",
+                &["listener"],
+            ),
             registry: r,
         })
     }
@@ -274,6 +290,16 @@ impl Metrics {
         }
     }
 
+    /// Handles for the HTTP listener `listener` (`listen` or `webhook_listen`, the config key of
+    /// its address); its series start at 0.
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        let l = &[listener];
+        ListenerMetrics {
+            connections: self.http_connections.with_label_values(l),
+            connections_rejected: self.http_connections_rejected.with_label_values(l),
+        }
+    }
+
     /// The scrape body in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -282,6 +308,15 @@ impl Metrics {
             .expect("encoding gathered metrics into a Vec cannot fail");
         String::from_utf8(out).expect("the text encoder writes UTF-8")
     }
+}
+
+/// Handles of one HTTP listener.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    /// `tributary_http_connections{listener}`.
+    pub connections: IntGauge,
+    /// `tributary_http_connections_rejected_total{listener}`.
+    pub connections_rejected: IntCounter,
 }
 
 /// Per-source handles for the hot path.

@@ -1,14 +1,16 @@
 //! The HTTP server: `/metrics` (Prometheus text format), `/healthz`, `/readyz`, and the routes
 //! of webhook sources.
 //!
-//! Built as a plain [`axum::Router`] so tests can drive it with `oneshot`; served with graceful
+//! Built as a plain [`axum::Router`] so tests can drive it with `oneshot`; served by
+//! [`listener::serve`] (HTTP/1.1, a header read timeout, a connection limit) with graceful
 //! shutdown bound to the daemon's token.
+
+pub mod listener;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::{health::Health, metrics::Metrics, sinks::kafka::KafkaProducer};
 
@@ -58,15 +60,4 @@ async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
 /// The address cannot be bound.
 pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(listen).await
-}
-
-/// Serves `routes` (see [`router`]; webhook routes merged in or on their own listener) until
-/// `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, routes: Router, shutdown: CancellationToken) {
-    let result = axum::serve(listener, routes)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "the HTTP server stopped");
-    }
 }
