@@ -171,10 +171,18 @@ pub struct Config {
 ///
 /// # Errors
 /// The file cannot be read, is not TOML, has an unknown key or a value of the wrong type; the
-/// error names the key path.
+/// error names the key path (the line and column of a TOML syntax error), never a value.
 pub fn load(path: &Path) -> Result<RawConfig, ConfigErrors> {
-    let file = config::File::from(path).format(config::FileFormat::Toml);
-    deserialize(file, &path.display().to_string())
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(
+            "config",
+            &origin,
+            format!("cannot read the file: {e}"),
+            "check the path and its permissions",
+        )])
+    })?;
+    deserialize(&text, &origin)
 }
 
 /// Parses TOML text (plus the `TRIBUTARY__…` environment) into a [`RawConfig`].
@@ -182,18 +190,12 @@ pub fn load(path: &Path) -> Result<RawConfig, ConfigErrors> {
 /// # Errors
 /// As [`load`].
 pub fn parse_toml(text: &str) -> Result<RawConfig, ConfigErrors> {
-    deserialize(
-        config::File::from_str(text, config::FileFormat::Toml),
-        "<inline>",
-    )
+    deserialize(text, "<inline>")
 }
 
-fn deserialize<S>(file: S, origin: &str) -> Result<RawConfig, ConfigErrors>
-where
-    S: config::Source + Send + Sync + 'static,
-{
+fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
     let built = config::Config::builder()
-        .add_source(file)
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
             config::Environment::with_prefix("TRIBUTARY")
                 .prefix_separator("__")
@@ -204,7 +206,7 @@ where
             ConfigErrors(vec![ConfigError::new(
                 "config",
                 origin,
-                e.to_string(),
+                describe(&e, text),
                 "fix the file (TOML) or the TRIBUTARY__… variables",
             )])
         })?;
@@ -214,10 +216,48 @@ where
         ConfigErrors(vec![ConfigError::new(
             scope,
             field,
-            e.inner().to_string(),
+            describe(e.inner(), text),
             "see the configuration reference in README.md",
         )])
     })
+}
+
+/// `error` without the config values it would quote, which may be secrets: a TOML syntax
+/// error gives its line and column but not the line's text, and a value of the wrong type is
+/// named by its kind (`a string`).
+fn describe(error: &config::ConfigError, text: &str) -> String {
+    if let config::ConfigError::FileParse { cause, .. } = error {
+        if let Some(error) = cause.downcast_ref::<toml::de::Error>() {
+            let before = &text[..error.span().map_or(0, |span| span.start).min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            let message = error.message();
+            return format!("TOML parse error at line {line}, column {column}: {message}");
+        }
+    }
+    without_string_values(&error.to_string())
+}
+
+/// `text` with each `string "…"` (a value quoted, Debug-escaped, by serde's and the `config`
+/// crate's messages) replaced by `a string`.
+fn without_string_values(text: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(QUOTED) {
+        out.push_str(&rest[..start]);
+        out.push_str("a string");
+        let value = &rest[start + QUOTED.len()..];
+        let mut escaped = false;
+        let end = value.char_indices().find(|&(_, c)| {
+            let closing = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            closing
+        });
+        rest = &value[end.map_or(value.len(), |(i, _)| i + 1)..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn scope_of(field: &str) -> String {
@@ -460,6 +500,23 @@ mod tests {
         let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         std::fs::write(file.path(), contents).unwrap();
         file
+    }
+
+    #[test]
+    fn errors_name_the_place_but_quote_no_value() {
+        let quoted = r#"invalid type: string "Bearer \"s3cr3t\"", expected a map for key `x`"#;
+        assert_eq!(
+            without_string_values(quoted),
+            "invalid type: a string, expected a map for key `x`"
+        );
+        let error = parse_toml("[kafka]\nbrokers = \"s3cr3t\nflush_timeout = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("TOML parse error at line 2, column 18"),
+            "{error}"
+        );
+        assert!(!error.contains("s3cr3t"), "{error}");
     }
 
     const VALID: &str = r#"
