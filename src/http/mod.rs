@@ -50,3 +50,36 @@ pub fn set_query_param(url: &mut url::Url, name: &str, value: &str) {
         .extend_pairs(kept)
         .append_pair(name, value);
 }
+
+/// Removes the user info (`user:password@`) from `url` and returns it, percent-decoded, to be
+/// sent as HTTP basic credentials (RFC 7617) instead, as reqwest does: handed to hyper in the
+/// URL, it would be ignored, and logged by the connection pool at debug.
+pub fn take_user_info(url: &mut url::Url) -> Option<(String, String)> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials = (decode(url.username()), decode(url.password().unwrap_or("")));
+    // Both fail only for URLs that cannot have user info, which have none to remove.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Some(credentials)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_info_is_taken_out_of_the_url_and_decoded() {
+        let mut url = url::Url::parse("http://us%20er:p%40ss@host:8080/s?q=1").unwrap();
+        assert_eq!(
+            super::take_user_info(&mut url),
+            Some(("us er".to_owned(), "p@ss".to_owned()))
+        );
+        assert_eq!(url.as_str(), "http://host:8080/s?q=1");
+        assert_eq!(super::take_user_info(&mut url), None);
+    }
+}

@@ -360,12 +360,19 @@ fn build_client(
     if let Some((name, value)) = settings.auth.query() {
         crate::http::set_query_param(&mut url, name, value.expose_secret());
     }
+    let user_info = crate::http::take_user_info(&mut url);
     let mut builder = es::ClientBuilder::for_url(url.as_str())
         .map_err(|e| format!("invalid URL: {e}"))?
         .reconnect(ReconnectOptions::reconnect(false).build())
         // No redirect is followed: eventsource-client would send every configured header
         // (credentials included) to wherever the server points.
         .redirect_limit(0);
+    // Set first, so that an `Authorization` from `headers` or `auth` takes its place.
+    if let Some((user, password)) = user_info {
+        builder = builder
+            .basic_auth(&user, &password)
+            .map_err(|_| "the URL's user info is not valid header text".to_owned())?;
+    }
     if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
         builder = builder.last_event_id(id.to_owned());
     }
