@@ -16,6 +16,7 @@ pub mod health;
 pub mod http;
 pub mod json;
 pub mod kafka_admin;
+pub mod logging;
 pub mod metrics;
 pub mod record;
 pub mod replay;

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tributary::{config, daemon, demo, shutdown};
+use tributary::{config, daemon, demo, logging, shutdown};
 
 /// Turns API feeds (Server-Sent Events today) into Kafka topics, resuming after any restart.
 #[derive(Parser)]
@@ -57,20 +57,11 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // A log line that cannot be written (stderr's reader is gone) is dropped: reporting the
-    // failure would write to stderr again, and a panic there would take the daemon down.
-    // Colours only on a terminal, never in a file or the journal.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .log_internal_errors(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let format = match format {
+        LogFormat::Text => logging::LogFormat::Text,
+        LogFormat::Json => logging::LogFormat::Json,
+    };
+    logging::init(format, default_level);
 }
 
 #[tokio::main]
