@@ -5,6 +5,7 @@
 pub mod api;
 pub mod kafka;
 pub mod process;
+pub mod secrets;
 pub mod ws;
 
 use std::{

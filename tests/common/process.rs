@@ -20,13 +20,21 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(config: &Path, metrics_port: u16) -> Self {
-        let child = Command::new(BINARY)
+        Self::spawn_with(config, metrics_port, |command| {
+            command.env("RUST_LOG", "warn");
+        })
+    }
+
+    /// Like [`Daemon::spawn`], with `setup` adding to the child's command (environment,
+    /// where stderr goes); stdout is discarded unless `setup` redirects it.
+    pub fn spawn_with(config: &Path, metrics_port: u16, setup: impl FnOnce(&mut Command)) -> Self {
+        let mut command = Command::new(BINARY);
+        command
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the tributary binary");
+            .stdout(Stdio::null());
+        setup(&mut command);
+        let child = command.spawn().expect("start the tributary binary");
         Daemon {
             child,
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
