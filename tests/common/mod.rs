@@ -9,7 +9,7 @@ pub mod secrets;
 pub mod ws;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::TcpListener,
     path::Path,
     time::{Duration, Instant},
@@ -129,6 +129,32 @@ impl Broker {
                 .freeze(stop)
                 .unwrap_or_else(|e| panic!("freeze Apache Kafka: {e}")),
         }
+    }
+
+    /// The leader (its `node.id`; -1 while it has none) of each partition of `topic`, from the
+    /// brokers' metadata. Apache Kafka nodes are numbered from 1, as [`KafkaCluster::kill`]
+    /// numbers them.
+    pub async fn partition_leaders(&self, topic: &str) -> BTreeMap<i32, i32> {
+        use rdkafka::consumer::{BaseConsumer, Consumer as _};
+        let brokers = self.brokers();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .expect("a metadata client");
+            let metadata = client
+                .fetch_metadata(Some(&topic), Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("metadata of `{topic}`: {e}"));
+            metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions())
+                .map(|p| (p.id(), p.leader()))
+                .collect()
+        })
+        .await
+        .unwrap()
     }
 
     /// Every record of `topic`, read back from the broker.
