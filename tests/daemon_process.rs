@@ -222,7 +222,7 @@ url = "ftp://example.org/stream"
 topic = "has space"
 "#,
     );
-    let output = Command::new(BINARY)
+    let output = Command::new(binary())
         .args(["check", "--config"])
         .arg(&bad)
         .output()
@@ -246,7 +246,7 @@ topic = "has space"
         dir.path(),
         "[kafka]\nbrokers = \"localhost:9092\"\nbrokerz = \"typo\"\n",
     );
-    let output = Command::new(BINARY)
+    let output = Command::new(binary())
         .args(["check", "--config"])
         .arg(&unknown)
         .output()
@@ -267,7 +267,7 @@ fn every_example_config_is_valid() {
         // Give every `${env:NAME}` the example references a value; `${file:…}` references
         // in examples are commented out.
         let text = std::fs::read_to_string(&path).unwrap();
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(binary());
         command.args(["check", "--config"]).arg(&path);
         for reference in text.split("${env:").skip(1) {
             let name = reference.split('}').next().unwrap();
@@ -301,7 +301,7 @@ topic = "wikimedia.recentchange"
 "#,
     );
     let check = |brokers: Option<&str>| {
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(binary());
         command.args(["check", "--config"]).arg(&config);
         command.env_remove("TRIBUTARY__KAFKA__BROKERS");
         if let Some(brokers) = brokers {
@@ -379,7 +379,7 @@ async fn sigterm_with_the_broker_down_exits_within_the_flush_timeout() {
 
 #[test]
 fn the_demo_reports_no_loss_and_no_duplicates() {
-    let output = Command::new(BINARY)
+    let output = Command::new(binary())
         .args(["demo", "--json", "--events", "3000"])
         .output()
         .unwrap();
@@ -441,7 +441,7 @@ async fn a_second_daemon_on_the_same_state_directory_exits_1_and_names_the_holde
     }
     let second_dir = tempfile::tempdir().unwrap();
     let second_config = write_config(second_dir.path(), &toml);
-    let second = Command::new(BINARY)
+    let second = Command::new(binary())
         .args(["run", "--config"])
         .arg(&second_config)
         .output()
@@ -491,7 +491,7 @@ async fn a_closed_log_pipe_neither_crashes_nor_wedges_the_shutdown() {
     .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let config = write_config(state.path(), &toml);
     // As `tributary run … 2>&1 | head -3` does: read three lines, then close the pipe.
-    let mut child = Command::new(BINARY)
+    let mut child = Command::new(binary())
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info")

@@ -430,7 +430,7 @@ async fn the_kafka_sasl_password_never_reaches_the_log() {
 
 /// Runs `tributary <command> --config <path>` at [`LEVEL`] with the [`FROM_ENV`] secrets.
 fn run_binary(command: &str, path: &Path) -> std::process::Output {
-    Command::new(BINARY)
+    Command::new(binary())
         .args([command, "--config"])
         .arg(path)
         .env("RUST_LOG", LEVEL)

@@ -11,6 +11,12 @@ use super::{http_get, sse_config, Broker};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_tributary");
 
+/// The binary the daemon tests run: `TRIBUTARY_BINARY` when set (CI sets the release build,
+/// whose memory the chaos suite holds to the configured budget), else the one cargo built.
+pub fn binary() -> String {
+    std::env::var("TRIBUTARY_BINARY").unwrap_or_else(|_| BINARY.to_owned())
+}
+
 /// A daemon child process and the address of its `/metrics`.
 pub struct Daemon {
     /// The child process.
@@ -28,7 +34,7 @@ impl Daemon {
     /// Like [`Daemon::spawn`], with `setup` adding to the child's command (environment,
     /// where stderr goes); stdout is discarded unless `setup` redirects it.
     pub fn spawn_with(config: &Path, metrics_port: u16, setup: impl FnOnce(&mut Command)) -> Self {
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(binary());
         command
             .args(["run", "--config"])
             .arg(config)
@@ -76,11 +82,22 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
         send_signal(&self.child, libc::SIGTERM);
-        tokio::task::spawn_blocking(move || self.child.wait().unwrap())
+        let mut daemon = self;
+        tokio::task::spawn_blocking(move || daemon.child.wait().unwrap())
             .await
             .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    /// A test that fails leaves no daemon behind (it would hold the test's pipes open).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

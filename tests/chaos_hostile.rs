@@ -1,0 +1,359 @@
+//! Chaos, part two: hostile feeds and producer faults, each among sources that keep flowing.
+//!
+//! One daemon (in this process, on Apache Kafka) runs a well-behaved SSE source next to feeds
+//! that misbehave: a line that never ends, a gzip bomb, a huge WebSocket message, an id that
+//! cannot be sent back, a `retry:` of decades, a cross-origin redirect, and slowloris clients
+//! on its webhook listener. Each ends as README's "Failure modes" says, and the good source
+//! delivers every record exactly once. A second test deletes a topic mid-run, feeds a record
+//! larger than `message.max.bytes`, and has `check` refuse a `transactional.id`: no position
+//! moves past a record Kafka does not hold.
+
+mod common;
+
+use std::{
+    io::Write as _,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{body::Body, response::Response, routing::get, Router};
+use common::{process::metric, ws::*, *};
+use futures::SinkExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tributary::{
+    checkpoint::{CheckpointStore, FileStore},
+    health::SourceState,
+    replay::{self, ReplayOptions, ReplayServer},
+};
+
+/// Serves `router` on 127.0.0.1 and returns its base URL.
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
+fn event_stream(body: Body) -> Response {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
+}
+
+/// The hostile HTTP feeds, one path each, and how often each was asked.
+struct HostileFeeds {
+    base: String,
+    retry_connections: Arc<AtomicUsize>,
+    stolen: Arc<AtomicUsize>,
+}
+
+async fn hostile_feeds() -> HostileFeeds {
+    let stolen = Arc::new(AtomicUsize::new(0));
+    let thief = {
+        let stolen = Arc::clone(&stolen);
+        serve(Router::new().fallback(move || {
+            stolen.fetch_add(1, Ordering::SeqCst);
+            async { "{}" }
+        }))
+        .await
+    };
+    let retry_connections = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&retry_connections);
+    // 16 MiB of zeros in one JSON string: about 16 KiB once gzipped.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder
+        .write_all(br#"{"data":[{"id":"x","blob":""#)
+        .unwrap();
+    for _ in 0..16 {
+        encoder.write_all(&vec![b'0'; 1 << 20]).unwrap();
+    }
+    encoder.write_all(br#""}]}"#).unwrap();
+    let bomb = bytes::Bytes::from(encoder.finish().unwrap());
+    let router = Router::new()
+        // One good event, then a `data:` line that never ends (64 KiB chunks, 64 MiB).
+        .route(
+            "/huge-line",
+            get(|| async {
+                let head = futures::stream::once(async {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                        b"id: 1\ndata: {\"n\":1}\n\ndata: ",
+                    ))
+                });
+                let chunk = bytes::Bytes::from(vec![b'x'; 64 << 10]);
+                let tail = futures::stream::iter((0..1024).map(move |_| Ok(chunk.clone())));
+                event_stream(Body::from_stream(futures::StreamExt::chain(head, tail)))
+            }),
+        )
+        // An id with a control character, then a good one; then the stream idles.
+        .route(
+            "/bad-id",
+            get(|| async {
+                let body = futures::StreamExt::chain(
+                    futures::stream::once(async {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                            b"id: a\x01b\ndata: {\"n\":1}\n\nid: 2\ndata: {\"n\":2}\n\n",
+                        ))
+                    }),
+                    futures::stream::pending(),
+                );
+                event_stream(Body::from_stream(body))
+            }),
+        )
+        // `retry:` of 31 years, one event, then the stream ends.
+        .route(
+            "/huge-retry",
+            get(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    event_stream(Body::from(format!(
+                        "retry: 999999999999\nid: r{n}\ndata: {{\"n\":{n}}}\n\n"
+                    )))
+                }
+            }),
+        )
+        // A redirect to another origin (the thief).
+        .route(
+            "/redirect",
+            get(move || {
+                let target = format!("{thief}/steal");
+                async move {
+                    Response::builder()
+                        .status(302)
+                        .header("location", target)
+                        .body(Body::empty())
+                        .unwrap()
+                }
+            }),
+        )
+        .route(
+            "/bomb",
+            get(move || {
+                let bomb = bomb.clone();
+                async move {
+                    Response::builder()
+                        .header("content-type", "application/json")
+                        .header("content-encoding", "gzip")
+                        .body(Body::from(bomb))
+                        .unwrap()
+                }
+            }),
+        );
+    HostileFeeds {
+        base: serve(router).await,
+        retry_connections,
+        stolen,
+    }
+}
+
+fn sse_source(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[sources.{name}]
+type = "sse"
+url = "{url}"
+topic = "{name}"
+reconnect = {{ initial_delay = "20ms", max_delay = "200ms" }}
+headers = {{ "X-Api-Key" = "hostile-secret" }}
+{extra}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_feeds_end_as_specified_while_the_good_source_delivers_everything() {
+    const GOOD_EVENTS: usize = 20_000;
+    let broker = Broker::kafka();
+    let sources = [
+        "good",
+        "huge_line",
+        "bad_id",
+        "huge_retry",
+        "redirect",
+        "bomb",
+        "huge_frame",
+    ];
+    for source in sources {
+        broker.create_topic(source).await;
+    }
+    let feeds = hostile_feeds().await;
+    let good = ReplayServer::start_wikimedia(
+        GOOD_EVENTS,
+        ReplayOptions {
+            events_per_second: Some(2_000),
+            ..ReplayOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ws = WsServer::start(|_, _, mut socket| async move {
+        read_texts(&mut socket, 1).await;
+        let _ = socket.send(Message::text(r#"{"seq":1}"#)).await;
+        // 1 MiB in one message, over the configured 64 KiB.
+        let huge = format!(r#"{{"seq":2,"blob":"{}"}}"#, "y".repeat(1 << 20));
+        let _ = socket.send(Message::text(huge)).await;
+        idle(socket).await;
+    })
+    .await;
+    let base = &feeds.base;
+    let webhook_port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let toml = [
+        daemon_config(&broker.brokers(), state.path(), "")
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:0\"\nwebhook_listen = \"127.0.0.1:{webhook_port}\"\nheader_read_timeout = \"1s\"\nmax_connections = 8"),
+            ),
+        sse_source("good", &good.url(), ""),
+        sse_source("huge_line", &format!("{base}/huge-line"), "max_event_bytes = 65536"),
+        sse_source("bad_id", &format!("{base}/bad-id"), ""),
+        sse_source("huge_retry", &format!("{base}/huge-retry"), ""),
+        sse_source("redirect", &format!("{base}/redirect"), ""),
+        format!(
+            r#"
+[sources.bomb]
+type = "rest"
+url = "{base}/bomb"
+topic = "bomb"
+records = "/data"
+interval = "1h"
+max_body_bytes = 1048576
+retry = {{ max_attempts = 2, initial_delay = "10ms", max_delay = "50ms" }}
+"#
+        ),
+        format!(
+            r#"
+[sources.huge_frame]
+type = "websocket"
+url = "{}"
+topic = "huge_frame"
+subscribe = ['{{"op":"subscribe"}}']
+max_message_bytes = 65536
+max_frame_bytes = 65536
+reconnect = {{ initial_delay = "20ms", max_delay = "200ms" }}
+"#,
+            ws.url
+        ),
+        r#"
+[sources.hook]
+type = "webhook"
+topic = "good"
+signature = { scheme = "github", secrets = ["hook-secret"] }
+"#
+        .to_owned(),
+    ]
+    .concat();
+    let daemon = start_daemon(&toml).await;
+    let metrics = daemon.metrics().clone();
+
+    // Slowloris: more half-open requests than the webhook listener takes.
+    let mut slow = Vec::new();
+    for _ in 0..12 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", webhook_port)).await {
+            let _ = stream
+                .write_all(b"POST /hook HTTP/1.1\r\nHost: x\r\n")
+                .await;
+            slow.push(stream);
+        }
+    }
+
+    let counted = |name: &str, source: &str| metric(&metrics.render(), name, source);
+    wait_until(
+        "the oversized line to be cut",
+        Duration::from_secs(60),
+        || counted("tributary_oversized_events_total", "huge_line") >= 1,
+    )
+    .await;
+    wait_until(
+        "the unsendable id to be counted",
+        Duration::from_secs(60),
+        || {
+            counted("tributary_invalid_event_ids_total", "bad_id") >= 1
+                && counted("tributary_records_produced_total", "bad_id") >= 2
+        },
+    )
+    .await;
+    wait_until(
+        "reconnects within reconnect.max_delay despite `retry:`",
+        Duration::from_secs(60),
+        || feeds.retry_connections.load(Ordering::SeqCst) >= 3,
+    )
+    .await;
+    wait_until(
+        "the gzip bomb to fail its poll",
+        Duration::from_secs(60),
+        || {
+            metrics
+                .render()
+                .lines()
+                .any(|l| l.starts_with("tributary_polls_total{outcome=\"failed\",source=\"bomb\"}"))
+        },
+    )
+    .await;
+    wait_until(
+        "the huge frame to end its connection",
+        Duration::from_secs(60),
+        || ws.accepted().len() >= 2,
+    )
+    .await;
+    wait_until(
+        "the redirect to stop its source",
+        Duration::from_secs(60),
+        || {
+            matches!(
+                daemon.health().get("redirect"),
+                Some(SourceState::Failed(_))
+            )
+        },
+    )
+    .await;
+    let Some(SourceState::Failed(reason)) = daemon.health().get("redirect") else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("/steal") && reason.contains("not followed"),
+        "{reason}"
+    );
+    assert_eq!(
+        feeds.stolen.load(Ordering::SeqCst),
+        0,
+        "nothing reached the other origin"
+    );
+    // Every slow client is disconnected by the header timeout; the listener then takes
+    // requests again.
+    for mut stream in slow {
+        let mut buffer = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buffer))
+            .await
+            .expect("a slow client is disconnected within 30 s");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "no answer to a half request"
+        );
+    }
+    for source in ["huge_line", "bad_id", "huge_retry", "bomb", "huge_frame"] {
+        assert!(
+            !matches!(daemon.health().get(source), Some(SourceState::Failed(_))),
+            "{source} is retried, not stopped"
+        );
+    }
+
+    wait_for_acknowledged(&daemon, "good", GOOD_EVENTS as u64).await;
+    daemon.shutdown().await;
+    let records: Vec<_> = broker
+        .read("good")
+        .await
+        .into_iter()
+        .filter(|r| r.header("tributary.source") == Some("good"))
+        .collect();
+    assert_exactly_once_in_order(&records, GOOD_EVENTS, "good");
+    let stored = FileStore::open(state.path()).unwrap().load("good").unwrap();
+    assert_eq!(
+        stored.map(|p| p.as_str().to_owned()),
+        Some(replay::wikimedia_event_id(GOOD_EVENTS - 1))
+    );
+}
