@@ -357,3 +357,139 @@ signature = { scheme = "github", secrets = ["hook-secret"] }
         Some(replay::wikimedia_event_id(GOOD_EVENTS - 1))
     );
 }
+
+/// Deletes `topic` through the Admin API.
+async fn delete_topic(broker: &Broker, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .create()
+        .unwrap();
+    let results = admin
+        .delete_topics(&[topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(
+        results.iter().all(Result::is_ok),
+        "delete {topic}: {results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_faults_never_move_a_position_past_a_record_kafka_lacks() {
+    const DOOMED_EVENTS: usize = 20_000;
+    const BIG_EVENTS: usize = 100;
+    let broker = Broker::kafka();
+    broker.create_topic("doomed").await;
+    broker.create_topic("big").await;
+    // A live feed whose topic is deleted while it runs.
+    let doomed = ReplayServer::start_wikimedia(
+        DOOMED_EVENTS,
+        ReplayOptions {
+            events_per_second: Some(1_000),
+            ..ReplayOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A feed with one event of 2 MiB, over the producer's `message.max.bytes` (1 MB).
+    let mut events = replay::wikimedia_feed(BIG_EVENTS);
+    events[50].data = format!(r#"{{"blob":"{}"}}"#, "z".repeat(2 << 20));
+    let big = ReplayServer::start(events, ReplayOptions::default())
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let toml = [
+        daemon_config(&broker.brokers(), state.path(), ""),
+        sse_source("doomed", &doomed.url(), ""),
+        sse_source("big", &big.url(), ""),
+    ]
+    .concat();
+    let daemon = start_daemon(&toml).await;
+    wait_for_metric(&daemon, "tributary_records_produced_total", "doomed", 1_000).await;
+    delete_topic(&broker, "doomed").await;
+
+    // The deleted topic stops its source, with the topic named, and its position stays within
+    // what Kafka acknowledged.
+    wait_until(
+        "the deleted topic to stop its source",
+        Duration::from_secs(120),
+        || matches!(daemon.health().get("doomed"), Some(SourceState::Failed(_))),
+    )
+    .await;
+    let Some(SourceState::Failed(reason)) = daemon.health().get("doomed") else {
+        unreachable!()
+    };
+    assert!(reason.contains("doomed"), "{reason}");
+    assert!(
+        metric(
+            &daemon.metrics().render(),
+            "tributary_pipeline_faults_total",
+            "doomed"
+        ) >= 1
+    );
+    // The record too large for Kafka is a stub in the dead-letter topic; the rest flow on.
+    wait_for_acknowledged(&daemon, "big", BIG_EVENTS as u64).await;
+    let acknowledged = metric(
+        &daemon.metrics().render(),
+        "tributary_records_produced_total",
+        "doomed",
+    );
+    daemon.shutdown().await;
+
+    let store = FileStore::open(state.path()).unwrap();
+    let stored = store
+        .load("doomed")
+        .unwrap()
+        .expect("a position was stored");
+    let index = replay::wikimedia_event_index(stored.as_str()).unwrap();
+    assert!(
+        (index as u64) < acknowledged,
+        "the position (event {index}) is within the {acknowledged} records Kafka acknowledged"
+    );
+    assert!(
+        doomed.stats().events_served.load(Ordering::Relaxed) > acknowledged,
+        "records were read after the deletion, and not acknowledged"
+    );
+    assert_eq!(
+        store.load("big").unwrap().map(|p| p.as_str().to_owned()),
+        Some(replay::wikimedia_event_id(BIG_EVENTS - 1))
+    );
+    let produced = broker.read("big").await;
+    assert_eq!(produced.len(), BIG_EVENTS - 1);
+    let dead = broker.read("big.dlq").await;
+    assert_eq!(dead.len(), 1, "one stub");
+    let stub = &dead[0];
+    assert_eq!(
+        stub.header("tributary.event_id"),
+        Some(replay::wikimedia_event_id(50).as_str())
+    );
+    assert_eq!(
+        stub.header("tributary.error_kind"),
+        Some("message_too_large")
+    );
+    assert_eq!(
+        stub.header("tributary.original_size"),
+        Some(((2 << 20) + 11).to_string().as_str())
+    );
+    assert!(stub.payload.len() <= 4096);
+
+    // A transactional producer is refused before it can run.
+    let config = state.path().join("transactional.toml");
+    std::fs::write(
+        &config,
+        toml.replace(
+            "flush_timeout = \"5s\"",
+            "flush_timeout = \"5s\"\nproducer = { \"transactional.id\" = \"x\" }",
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(common::process::binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("transactional.id"), "{stderr}");
+}
