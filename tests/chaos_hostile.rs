@@ -6,7 +6,8 @@
 //! on its webhook listener. Each ends as README's "Failure modes" says, and the good source
 //! delivers every record exactly once. A second test deletes a topic mid-run, feeds a record
 //! larger than `message.max.bytes`, and has `check` refuse a `transactional.id`: no position
-//! moves past a record Kafka does not hold.
+//! moves past a record Kafka does not hold. A third has a WebSocket peer stop reading: the
+//! daemon's sends time out and it reconnects.
 
 mod common;
 
@@ -492,4 +493,63 @@ async fn producer_faults_never_move_a_position_past_a_record_kafka_lacks() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("transactional.id"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_that_stops_reading_is_reconnected_after_send_timeout() {
+    // The first connection reads the subscribe message and then never reads again, so the
+    // daemon's 1 MiB heartbeats fill the socket buffers and a send blocks.
+    let ws = WsServer::start(|index, _, mut socket| async move {
+        read_texts(&mut socket, 1).await;
+        if index == 0 {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        idle(socket).await;
+    })
+    .await;
+    let broker = Broker::kafka();
+    broker.create_topic("stalled").await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = [
+        daemon_config(&broker.brokers(), state.path(), ""),
+        format!(
+            r#"
+[sources.stalled]
+type = "websocket"
+url = "{}"
+topic = "stalled"
+subscribe = ['{{"op":"subscribe"}}']
+heartbeat = {{ message = "{}", interval = "10ms" }}
+send_timeout = "500ms"
+ping_interval = "1h"
+read_timeout = "1h"
+reconnect = {{ initial_delay = "20ms", max_delay = "200ms" }}
+"#,
+            ws.url,
+            "h".repeat(1 << 20)
+        ),
+    ]
+    .concat();
+    let daemon = start_daemon(&toml).await;
+    // Neither pings nor the read timeout can end the first connection within the test: only
+    // the send timeout can.
+    wait_until(
+        "a second connection after the send timeout",
+        Duration::from_secs(30),
+        || ws.accepted().len() >= 2,
+    )
+    .await;
+    let accepted = ws.accepted();
+    assert!(
+        accepted[1].at.duration_since(accepted[0].at) >= Duration::from_millis(500),
+        "the first connection lasted at least send_timeout"
+    );
+    assert!(
+        metric(
+            &daemon.metrics().render(),
+            "tributary_reconnects_total",
+            "stalled"
+        ) >= 1
+    );
+    daemon.shutdown().await;
 }
