@@ -1,0 +1,160 @@
+//! Tests of `config.rs`: loading, validation and the errors it reports.
+
+use super::*;
+
+fn write(contents: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), contents).unwrap();
+    file
+}
+
+#[test]
+fn errors_name_the_place_but_quote_no_value() {
+    let quoted = r#"invalid type: string "Bearer \"s3cr3t\"", expected a map for key `x`"#;
+    assert_eq!(
+        without_string_values(quoted),
+        "invalid type: a string, expected a map for key `x`"
+    );
+    let error = parse_toml("[kafka]\nbrokers = \"s3cr3t\nflush_timeout = \"1s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("TOML parse error at line 2, column 18"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cr3t"), "{error}");
+}
+
+const VALID: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[kafka.producer]
+"compression.type" = "zstd"
+
+[sources.wiki]
+type = "sse"
+url = "https://stream.wikimedia.org/v2/stream/recentchange"
+topic = "wikimedia.recentchange"
+read_timeout = "30s"
+"#;
+
+#[test]
+fn a_valid_file_loads_with_dotted_producer_properties() {
+    let file = write(VALID);
+    let config = load(file.path()).unwrap().validate().unwrap();
+    assert_eq!(config.sources.len(), 1);
+    assert_eq!(
+        config.sources[0].0.dead_letter_topic,
+        "wikimedia.recentchange.dlq"
+    );
+    assert!(config.kafka.properties.contains_key("compression.type"));
+}
+
+#[test]
+fn unknown_keys_are_errors_with_their_path() {
+    let file = write(&VALID.replace("read_timeout", "read_timout"));
+    let errors = load(file.path()).unwrap_err();
+    let text = errors.to_string();
+    assert!(text.contains("sources.wiki"), "{text}");
+    assert!(text.contains("read_timout"), "{text}");
+    assert!(text.contains("source `wiki`"), "{text}");
+}
+
+#[test]
+fn producer_properties_that_break_delivery_are_refused_with_why() {
+    let file = write(
+        r#"
+[kafka]
+brokers = "localhost:9092"
+[kafka.producer]
+"transactional.id" = "x"
+"message.timeout.ms" = "30000"
+"enable.idempotence" = "false"
+[sources.wiki]
+type = "sse"
+url = "http://example.com/stream"
+topic = "wiki"
+"#,
+    );
+    let Err(errors) = load(file.path()).unwrap().validate() else {
+        panic!("the config should be invalid");
+    };
+    let text = errors.to_string();
+    let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "kafka.producer.enable.idempotence",
+            "kafka.producer.message.timeout.ms",
+            "kafka.producer.transactional.id",
+        ],
+        "{text}"
+    );
+    assert!(text.contains("idempotent, not transactional"), "{text}");
+    assert!(text.contains("must be `0` (no timeout)"), "{text}");
+    let file = write(
+        r#"
+[kafka]
+brokers = "localhost:9092"
+[kafka.producer]
+"message.timeout.ms" = "0"
+[sources.wiki]
+type = "sse"
+url = "http://example.com/stream"
+topic = "wiki"
+"#,
+    );
+    assert!(load(file.path()).unwrap().validate().is_ok());
+}
+
+#[test]
+fn server_limits_have_defaults_and_zero_is_refused() {
+    let config = load(write(VALID).path()).unwrap().validate().unwrap();
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.max_connections, 512);
+    let file = write(&format!(
+        "{VALID}\n[server]\nheader_read_timeout = \"0s\"\nmax_connections = 0\n"
+    ));
+    let Err(errors) = load(file.path()).unwrap().validate() else {
+        panic!("the config should be invalid");
+    };
+    let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec!["server.header_read_timeout", "server.max_connections"]
+    );
+}
+
+#[test]
+fn validation_collects_every_error() {
+    let file = write(
+        r#"
+[kafka]
+brokers = ""
+[kafka.producer]
+acks = "1"
+[sources.bad]
+type = "sse"
+url = "ftp://example.com"
+topic = "no spaces allowed"
+key = "whatever"
+max_event_bytes = 0
+"#,
+    );
+    let Err(errors) = load(file.path()).unwrap().validate() else {
+        panic!("the config should be invalid");
+    };
+    let errors = errors.0;
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "kafka.brokers",
+            "kafka.producer.acks",
+            "sources.bad.url",
+            "sources.bad.topic",
+            "sources.bad.key",
+            "sources.bad.max_event_bytes"
+        ]
+    );
+}
