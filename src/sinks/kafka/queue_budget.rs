@@ -95,7 +95,7 @@ mod tests {
     fn a_record_costs_more_than_its_bytes() {
         assert_eq!(
             record_cost(1000, 20, 100, 5),
-            1000 + 20 + 100 + 512 + 5 * 64
+            1000 + 20 + 100 + 1024 + 5 * 96
         );
     }
 
