@@ -468,7 +468,10 @@ async fn oauth2_tokens_are_cached_renewed_before_expiry_and_refreshed_once_on_a_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_a_1000_page_walk_resumes_at_the_first_unacknowledged_page() {
     const PAGES: usize = 1000;
+    // 5 ms per page: the walk lasts at least 5 s, so the kill below lands in its middle even
+    // when the daemon is a release build.
     let server = ApiServer::start(|request| async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
         json(200, cursor_page(cursor_of(&request), PAGES), &[])
     })
     .await;
