@@ -18,6 +18,7 @@ pub mod json;
 pub mod kafka_admin;
 pub mod logging;
 pub mod metrics;
+pub mod positions;
 pub mod record;
 pub mod replay;
 pub mod router;

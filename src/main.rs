@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tributary::{config, daemon, demo, logging, shutdown};
+use tributary::{config, daemon, demo, logging, positions, shutdown};
 
 /// Turns API feeds (Server-Sent Events today) into Kafka topics, resuming after any restart.
 #[derive(Parser)]
@@ -42,6 +42,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Read or change the stored positions of a config's sources (`set` and `reset` refuse
+    /// while a daemon runs on the same `checkpoint.dir`).
+    Positions {
+        /// The TOML config file.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: PositionsCommand,
+    },
     /// Run the pipeline on recorded Wikimedia events against an in-process Kafka broker.
     Demo {
         /// Print a machine-readable JSON report.
@@ -54,6 +63,19 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PositionsCommand {
+    /// Every configured source and its stored position (`-` when none).
+    List,
+    /// The stored position of SOURCE.
+    Get { source: String },
+    /// Store POSITION for SOURCE (an SSE event id, a WebSocket sequence, a polled source's
+    /// JSON position).
+    Set { source: String, position: String },
+    /// Forget the position of SOURCE: it starts again as a new source would.
+    Reset { source: String },
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -82,6 +104,35 @@ async fn main() -> ExitCode {
                 Err(errors) => {
                     eprintln!("{}: {errors}", config.display());
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Positions { config, action } => {
+            init_logging(cli.log_format, "warn");
+            let Some(config) = config else {
+                eprintln!("tributary positions: --config <FILE> is required");
+                return ExitCode::from(2);
+            };
+            let valid = match config::load(&config).and_then(|raw| raw.validate()) {
+                Ok(valid) => valid,
+                Err(errors) => {
+                    eprintln!("{}: {errors}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let action = match action {
+                PositionsCommand::List => positions::Action::List,
+                PositionsCommand::Get { source } => positions::Action::Get(source),
+                PositionsCommand::Set { source, position } => {
+                    positions::Action::Set(source, position)
+                }
+                PositionsCommand::Reset { source } => positions::Action::Reset(source),
+            };
+            match positions::run(&valid, action, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("tributary positions: {error}");
+                    ExitCode::FAILURE
                 }
             }
         }

@@ -131,6 +131,40 @@ impl FileStore {
         &self.path
     }
 
+    /// Every stored position, by source name.
+    pub fn positions(&self) -> BTreeMap<String, Position> {
+        self.positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Removes the position of `source` (crash-safely, as a commit writes); true when one was
+    /// stored. Meant for a store opened with [`FileStore::open_exclusive`], so that no daemon
+    /// writes it meanwhile.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn remove(&self, source: &str) -> Result<bool, CheckpointError> {
+        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = positions.clone();
+        if next.remove(source).is_none() {
+            return Ok(false);
+        }
+        self.write(&next)?;
+        *positions = next;
+        Ok(true)
+    }
+
+    fn write(&self, positions: &BTreeMap<String, Position>) -> Result<(), CheckpointError> {
+        let stored = StoredFile {
+            version: 1,
+            sources: positions.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&stored).expect("positions serialize to JSON");
+        self.write_atomically(&bytes)
+    }
+
     fn write_atomically(&self, contents: &[u8]) -> Result<(), CheckpointError> {
         let mut file = tempfile::Builder::new()
             .prefix(&format!(".{FILE_NAME}."))
@@ -162,13 +196,8 @@ impl CheckpointStore for FileStore {
         for (source, position) in updates {
             next.insert(source.clone(), position.clone());
         }
-        let stored = StoredFile {
-            version: 1,
-            sources: next,
-        };
-        let bytes = serde_json::to_vec_pretty(&stored).expect("positions serialize to JSON");
-        self.write_atomically(&bytes)?;
-        *positions = stored.sources;
+        self.write(&next)?;
+        *positions = next;
         Ok(())
     }
 }
