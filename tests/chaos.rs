@@ -394,16 +394,6 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_only_what_was_not
     );
 }
 
-/// Waits until the daemon has produced `count` records of `source` (this process's counter),
-/// and returns how long that took.
-async fn drain(daemon: &mut Daemon, source: &str, count: u64) -> Duration {
-    let started = Instant::now();
-    daemon
-        .wait_for_metric("tributary_records_produced_total", source, count)
-        .await;
-    started.elapsed()
-}
-
 /// Peak resident set (VmHWM) of process `pid`, MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -463,7 +453,9 @@ async fn a_broker_outage_frozen_then_killed_loses_nothing_within_the_memory_budg
         let back = Instant::now();
         let due = feeds.existing_now();
         for source in ["sse", "ws"] {
-            drain(&mut daemon, source, due).await;
+            daemon
+                .wait_for_metric("tributary_records_produced_total", source, due)
+                .await;
         }
         drains.push(format!(
             "{how}: drained in {:.1} s",
