@@ -24,6 +24,8 @@ use crate::{
     sources::{Source, SourceConfig, SourceInfo},
 };
 
+pub use crate::cluster::ClusterSection;
+
 /// The whole config file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +42,9 @@ pub struct RawConfig {
     /// calls it.
     #[serde(default)]
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// Replicas that share the sources (optional; needs `checkpoint.store = "kafka"`).
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     /// The sources, by name.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
@@ -69,9 +74,22 @@ fn default_flush_timeout() -> Duration {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSection {
+    /// Which store keeps the positions: `"file"` (default) or `"kafka"`.
+    #[serde(default)]
+    pub store: StoreKind,
     /// Directory of the file store (`checkpoints.json`). Default `./state`.
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
+    /// The Kafka store's compacted topic. Default `tributary.positions`.
+    #[serde(default = "default_positions_topic")]
+    pub topic: String,
+    /// Partitions of the Kafka store's topic when Tributary creates it. Default 1.
+    #[serde(default = "default_positions_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor of the Kafka store's topic when Tributary creates it. Default `-1`
+    /// (the brokers' `default.replication.factor`).
+    #[serde(default = "default_replication_factor")]
+    pub topic_replication_factor: i32,
     /// Longest time between commits of acknowledged positions. Default `1s`.
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
     pub commit_interval: Duration,
@@ -84,13 +102,37 @@ pub struct CheckpointSection {
 impl Default for CheckpointSection {
     fn default() -> Self {
         CheckpointSection {
+            store: StoreKind::default(),
             dir: default_state_dir(),
+            topic: default_positions_topic(),
+            topic_partitions: default_positions_partitions(),
+            topic_replication_factor: default_replication_factor(),
             commit_interval: default_commit_interval(),
             commit_every_records: default_commit_every_records(),
         }
     }
 }
 
+/// `checkpoint.store`: where positions are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// One JSON file in `checkpoint.dir` (single node).
+    #[default]
+    File,
+    /// A compacted Kafka topic, `checkpoint.topic` (needed by `[cluster]`).
+    Kafka,
+}
+
+fn default_positions_topic() -> String {
+    "tributary.positions".into()
+}
+fn default_positions_partitions() -> i32 {
+    1
+}
+pub(crate) fn default_replication_factor() -> i32 {
+    -1
+}
 fn default_state_dir() -> PathBuf {
     PathBuf::from("./state")
 }
@@ -163,8 +205,14 @@ pub struct Config {
     pub server: ServerSection,
     /// Request budgets per host.
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// The cluster settings, with `checkpoint.store = "kafka"`: the cluster of `[cluster]`,
+    /// or a cluster of one named `default`. `None` with the file store.
+    pub cluster: Option<ClusterSection>,
     /// The sources, in name order.
     pub sources: Vec<(SourceInfo, Box<dyn Source>)>,
+    /// The sources' settings, by name: a cluster replica builds a source again each time it
+    /// is assigned to it.
+    pub source_configs: BTreeMap<String, SourceConfig>,
 }
 
 /// Reads `path` and the `TRIBUTARY__…` environment into a [`RawConfig`].
@@ -355,6 +403,41 @@ impl RawConfig {
                 "use e.g. `\"30s\"`",
             ));
         }
+        check_topic(
+            &mut errors,
+            "checkpoint",
+            "checkpoint.topic",
+            &self.checkpoint.topic,
+        );
+        if self.checkpoint.topic_partitions < 1 {
+            errors.push(ConfigError::new(
+                "checkpoint",
+                "checkpoint.topic_partitions",
+                "must be at least 1",
+                "use e.g. `1`",
+            ));
+        }
+        if self.checkpoint.topic_replication_factor == 0
+            || self.checkpoint.topic_replication_factor < -1
+        {
+            errors.push(ConfigError::new(
+                "checkpoint",
+                "checkpoint.topic_replication_factor",
+                "must be at least 1, or -1 for the brokers' default",
+                "use e.g. `3`",
+            ));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(&mut errors);
+            if self.checkpoint.store != StoreKind::Kafka {
+                errors.push(ConfigError::new(
+                    "cluster",
+                    "checkpoint.store",
+                    "must be `\"kafka\"` with `[cluster]`: the replicas share their positions through Kafka",
+                    "set `checkpoint.store = \"kafka\"`",
+                ));
+            }
+        }
         if self.checkpoint.commit_interval.is_zero() {
             errors.push(ConfigError::new(
                 "checkpoint",
@@ -465,7 +548,12 @@ impl RawConfig {
             checkpoint: self.checkpoint.clone(),
             server: self.server.clone(),
             rate_limits: self.rate_limits.clone(),
+            cluster: match self.checkpoint.store {
+                StoreKind::File => None,
+                StoreKind::Kafka => Some(self.cluster.clone().unwrap_or_default()),
+            },
             sources,
+            source_configs: self.sources.clone(),
         })
     }
 }

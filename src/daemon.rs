@@ -8,22 +8,18 @@
 //! HTTP server stops last. Records still unacknowledged after the flush are not checkpointed,
 //! so they are read again after a restart (at-least-once).
 
-use std::{net::SocketAddr, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use futures::FutureExt;
-
-use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    channel,
-    checkpoint::{AckTracker, CheckpointStore, Committer, FileStore},
+    checkpoint::{CheckpointStore, Committer, FileStore, KafkaStore},
     config::Config,
-    health::{Health, SourceState},
+    health::Health,
     metrics::Metrics,
     server::{self, ServerState},
-    sinks::kafka::{run_pump, KafkaProducer, SourceSink},
-    sources::SourceContext,
+    sinks::kafka::KafkaProducer,
+    source_runner::SourceRunner,
     supervise::Supervisor,
 };
 
@@ -39,6 +35,9 @@ pub enum StartError {
     /// The checkpoint store cannot be opened.
     #[error(transparent)]
     Checkpoint(#[from] crate::error::CheckpointError),
+    /// The cluster's consumer group or control topic cannot be set up.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The HTTP server's address cannot be bound.
     #[error("server: cannot listen on `{0}`: {1}; choose a free address in `server.listen`")]
     Listen(SocketAddr, std::io::Error),
@@ -121,13 +120,24 @@ pub async fn start(
     let metrics = Metrics::new();
     let health = Health::default();
     let producer = KafkaProducer::new(&config.kafka)?;
-    let dir = config.checkpoint.dir.clone();
-    let store: Arc<dyn CheckpointStore> = Arc::new(
-        tokio::task::spawn_blocking(move || FileStore::open_exclusive(dir))
-            .await
-            .expect("opening the store does not panic")?,
-    );
-    let mut committer = Committer::new(
+    let store: Arc<dyn CheckpointStore> = match &config.cluster {
+        None => {
+            let dir = config.checkpoint.dir.clone();
+            let store = tokio::task::spawn_blocking(move || FileStore::open_exclusive(dir))
+                .await
+                .expect("opening the store does not panic")?;
+            Arc::new(Arc::new(store))
+        }
+        Some(cluster) => Arc::new(
+            KafkaStore::open(crate::cluster::store_config(
+                &config.kafka,
+                &config.checkpoint,
+                cluster,
+            ))
+            .await?,
+        ),
+    };
+    let committer = Committer::new(
         Arc::clone(&store),
         config.checkpoint.commit_interval,
         config.checkpoint.commit_every_records,
@@ -161,72 +171,45 @@ pub async fn start(
     let pumps = TaskTracker::new();
     let abandon_pumps = CancellationToken::new();
     let supervisor = Supervisor::new(health.clone(), shutdown.clone());
+    let runner = SourceRunner {
+        producer: producer.clone(),
+        store,
+        committer: committer.clone(),
+        metrics: Arc::clone(&metrics),
+        health: health.clone(),
+        hosts: Arc::new(crate::http::HostLimits::new(config.rate_limits)),
+        supervisor: supervisor.clone(),
+        abandon_pumps: abandon_pumps.clone(),
+        shutdown: shutdown.clone(),
+        sources: sources.clone(),
+        pumps: pumps.clone(),
+    };
     let mut routes = axum::Router::new();
-    let hosts = Arc::new(crate::http::HostLimits::new(config.rate_limits));
+    let mut assigned = Vec::new();
     for (info, source) in config.sources {
-        let name = Arc::clone(&info.name);
-        let resume = store.load(&name)?;
-        let source_metrics = metrics.source(&name);
-        let tracker = Arc::new(AckTracker::new(resume.clone()));
-        committer.track(&name, Arc::clone(&tracker), source_metrics.clone());
-        let (records_tx, records_rx) = channel::bounded(
-            info.channel_max_records,
-            info.channel_max_bytes,
-            source_metrics.clone(),
-        );
-        let (failures_tx, failures_rx) = mpsc::unbounded_channel();
-        let sink = Arc::new(SourceSink {
-            name: Arc::clone(&name),
-            topic: info.topic.clone(),
-            dead_letter_topic: info.dead_letter_topic.clone(),
-            url: info.redacted_url.clone(),
-            tracker,
-            metrics: source_metrics.clone(),
-            committer: committer.handle(),
-            failures: failures_tx,
-            commit_each_position: info.commit_each_position,
-            health: health.clone(),
-        });
-        pumps.spawn(supervisor.clone().pump(
-            Arc::clone(&name),
-            run_pump(
-                producer.clone(),
-                sink,
-                records_rx,
-                failures_rx,
-                abandon_pumps.clone(),
-            ),
-        ));
-        tracing::info!(source = %name, topic = %info.topic, url = %info.redacted_url, resume_from = resume.as_ref().map_or("", |p| p.as_str()), "starting source");
-        let context = SourceContext {
-            name: Arc::clone(&name),
-            records: records_tx,
-            shutdown: shutdown.clone(),
-            resume,
-            metrics: source_metrics,
-            health: health.clone(),
-            hosts: Arc::clone(&hosts),
-        };
         if let Some(source_routes) = source.http_routes() {
             routes = routes.merge(source_routes);
+        } else if config.cluster.is_some() {
+            // Cluster mode: the group assigns this source to one replica.
+            assigned.push(info);
+            continue;
         }
-        health.set(&name, SourceState::Starting);
-        let health = health.clone();
-        sources.spawn(async move {
-            // A panic in a source must not end it silently: catch it and report it.
-            match AssertUnwindSafe(source.run(context)).catch_unwind().await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => health.set(&name, SourceState::Failed(error.to_string())),
-                Err(_) => {
-                    tracing::error!(source = %name, "source task panicked; it is stopped");
-                    health.set(
-                        &name,
-                        SourceState::Failed("the source task panicked (a bug): see the log".into()),
-                    );
-                }
-            }
-        });
+        // Webhook sources run on every replica; every source runs on a single node.
+        runner.start(info, source).await?;
     }
+    let membership = match &config.cluster {
+        Some(cluster) => Some(
+            crate::cluster::join(
+                cluster,
+                &config.kafka,
+                assigned,
+                config.source_configs,
+                runner.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     sources.close();
     pumps.close();
 
@@ -315,6 +298,10 @@ pub async fn start(
         }
         committer_stop.cancel();
         let _ = committer_task.await;
+        // The positions are stored: the group may now give this replica's sources to others.
+        if let Some(membership) = membership {
+            membership.leave().await;
+        }
         server_stop.cancel();
         for server in servers {
             let _ = server.await;

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    checkpoint::{CheckpointStore, FileStore},
+    checkpoint::FileStore,
     config,
     daemon::{self, RunningDaemon},
     kafka_admin,

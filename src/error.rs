@@ -122,6 +122,35 @@ pub enum CheckpointError {
         /// The pid the holder wrote into the lock file (`unknown` when it cannot be read).
         holder: String,
     },
+    /// A store task ended without an answer (it panicked, or the runtime is shutting down).
+    #[error("checkpoint store: the store task failed: {0}")]
+    Task(String),
+    /// A Kafka store request failed.
+    #[error("checkpoint store topic `{topic}`: {operation} failed: {error}; check `kafka.brokers`, that the brokers answer, and the ACLs on the topic (README, \"Kafka store\")")]
+    Kafka {
+        /// The positions topic.
+        topic: String,
+        /// What was being done (create the topic, read it, write a position).
+        operation: &'static str,
+        /// librdkafka's error.
+        error: String,
+    },
+    /// The positions topic exists without log compaction, so retention would delete positions.
+    #[error("checkpoint store topic `{topic}` has `cleanup.policy={policy}`: retention would delete stored positions; set `cleanup.policy=compact` on it (`kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact`), or choose another `checkpoint.topic`")]
+    NotCompacted {
+        /// The positions topic.
+        topic: String,
+        /// Its `cleanup.policy`.
+        policy: String,
+    },
+    /// Replicas of the cluster are running, so their positions must not be changed by hand.
+    #[error("cluster group `{group}` has live members ({members}): a running replica owns these positions; stop every replica of the cluster, then run this again")]
+    InUse {
+        /// The consumer group of the cluster.
+        group: String,
+        /// The members' client ids.
+        members: String,
+    },
     /// The store's file exists but cannot be parsed.
     #[error("checkpoint store `{path}`: cannot parse: {error}; restore it from a backup or delete it to start every source from its configured start")]
     Corrupt {

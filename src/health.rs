@@ -100,6 +100,13 @@ impl Health {
         sources.insert(source.to_owned(), state);
     }
 
+    /// Forgets `source` (a cluster replica handed it to another replica): `/readyz` no
+    /// longer lists it.
+    pub fn remove(&self, source: &str) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.remove(source);
+    }
+
     /// The state of `source`, if it is known.
     pub fn get(&self, source: &str) -> Option<SourceState> {
         let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());

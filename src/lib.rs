@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod channel;
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -26,6 +27,7 @@ pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod sinks;
+pub mod source_runner;
 pub mod sources;
 pub mod supervise;
 pub mod tls;

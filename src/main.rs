@@ -42,8 +42,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Read or change the stored positions of a config's sources (`set` and `reset` refuse
-    /// while a daemon runs on the same `checkpoint.dir`).
+    /// Read or change the stored positions of a config's sources (`set`, `reset` and `copy`
+    /// refuse while a daemon runs on the store they write).
     Positions {
         /// The TOML config file.
         #[arg(long, short, global = true)]
@@ -76,6 +76,31 @@ enum PositionsCommand {
     Set { source: String, position: String },
     /// Forget the position of SOURCE: it starts again as a new source would.
     Reset { source: String },
+    /// Copy every stored position from one store to the other (`checkpoint.dir` and
+    /// `checkpoint.topic`): moves an install from the file store to the Kafka store.
+    Copy {
+        /// The store to read.
+        #[arg(long, value_enum)]
+        from: StoreArg,
+        /// The store to write.
+        #[arg(long, value_enum)]
+        to: StoreArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreArg {
+    File,
+    Kafka,
+}
+
+impl From<StoreArg> for config::StoreKind {
+    fn from(store: StoreArg) -> Self {
+        match store {
+            StoreArg::File => config::StoreKind::File,
+            StoreArg::Kafka => config::StoreKind::Kafka,
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -127,8 +152,12 @@ async fn main() -> ExitCode {
                     positions::Action::Set(source, position)
                 }
                 PositionsCommand::Reset { source } => positions::Action::Reset(source),
+                PositionsCommand::Copy { from, to } => positions::Action::Copy {
+                    from: from.into(),
+                    to: to.into(),
+                },
             };
-            match positions::run(&valid, action, &mut std::io::stdout()) {
+            match positions::run(&valid, action, &mut std::io::stdout()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("tributary positions: {error}");

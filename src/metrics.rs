@@ -261,6 +261,12 @@ impl Metrics {
         })
     }
 
+    /// The registry every family is on (for families registered elsewhere, e.g. the
+    /// cluster's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Label handles for one source, looked up once.
     pub fn source(self: &Arc<Self>, source: &str) -> SourceMetrics {
         let l = &[source];

@@ -22,7 +22,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tributary::{
-    checkpoint::{CheckpointStore, FileStore},
+    checkpoint::FileStore,
     kafka_admin::ConsumedRecord,
     replay::{self, ReplayOptions, ReplayServer},
 };

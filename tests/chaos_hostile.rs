@@ -26,7 +26,7 @@ use futures::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tributary::{
-    checkpoint::{CheckpointStore, FileStore},
+    checkpoint::FileStore,
     health::SourceState,
     replay::{self, ReplayOptions, ReplayServer},
 };

@@ -15,7 +15,7 @@ use std::{
 
 use common::{process::*, *};
 use tributary::{
-    checkpoint::{CheckpointStore, FileStore},
+    checkpoint::FileStore,
     replay::{self, ReplayOptions, ReplayServer},
 };
 

@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use sha2::Digest as _;
-use tributary::{
-    checkpoint::{CheckpointStore, FileStore},
-    health::SourceState,
-};
+use tributary::{checkpoint::FileStore, health::SourceState};
 
 /// An SSE body of `events` (id, data), each `id: N` and `data: …`.
 fn sse_body(events: &[(String, String)]) -> String {

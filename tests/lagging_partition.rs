@@ -16,7 +16,7 @@ use std::{
 
 use common::{process::*, *};
 use tributary::{
-    checkpoint::{CheckpointStore, FileStore},
+    checkpoint::FileStore,
     kafka_admin::{self, ConsumedRecord},
     replay::{FeedEvent, ReplayOptions, ReplayServer},
 };

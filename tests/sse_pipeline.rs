@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tributary::{
-    checkpoint::{CheckpointStore, FileStore},
+    checkpoint::FileStore,
     health::SourceState,
     replay::{self, FeedEvent, ReplayOptions, ReplayServer},
 };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use tributary::{
-    checkpoint::{CheckpointStore, FileStore},
+    checkpoint::FileStore,
     health::SourceState,
     replay::{self, ReplayOptions, ReplayServer},
 };

@@ -224,7 +224,6 @@ key = "/type""#,
     assert_eq!(dead[0].payload, b"{malformed");
     assert_eq!(dead[0].header("tributary.error_kind"), Some("invalid_json"));
     let stored = tributary::checkpoint::FileStore::open(state.path()).unwrap();
-    use tributary::checkpoint::CheckpointStore as _;
     assert_eq!(
         stored.load("ticks").unwrap().map(|p| p.0.to_string()),
         Some("600".to_owned())
@@ -471,7 +470,7 @@ filter = { pointer = "type", values = [] }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_restart_resumes_from_the_stored_sequence() {
     use common::process::{process_toml, write_config, Daemon};
-    use tributary::checkpoint::{CheckpointStore as _, FileStore};
+    use tributary::checkpoint::FileStore;
     const FRAMES: u64 = 20_000;
     // Every connection resumes after the `after` query parameter (`{position}`). The first
     // one stops at half the feed and holds, so the kill always lands mid-stream.

@@ -50,20 +50,30 @@ impl CommitterHandle {
 }
 
 struct Tracked {
-    name: String,
+    name: Arc<str>,
     tracker: Arc<AckTracker>,
     metrics: SourceMetrics,
     committed_version: u64,
     committed_at: Instant,
 }
 
-/// Batches position commits for every source of a daemon.
-pub struct Committer {
+/// What the committer task and the code that starts and stops sources share.
+struct Shared {
     store: Arc<dyn CheckpointStore>,
-    sources: Vec<Tracked>,
-    interval: Duration,
+    sources: std::sync::Mutex<Vec<Tracked>>,
+    /// Held for each commit round, so that a released source's final commit is never
+    /// followed by an older one of a round that started before it.
+    round: tokio::sync::Mutex<()>,
     handle: Arc<CommitterHandle>,
     health: Health,
+}
+
+/// Batches position commits for every source of a daemon. Cheap to clone: clones share the
+/// sources, so sources can be tracked and released while [`Committer::run`] runs.
+#[derive(Clone)]
+pub struct Committer {
+    shared: Arc<Shared>,
+    interval: Duration,
 }
 
 impl Committer {
@@ -77,28 +87,31 @@ impl Committer {
         health: Health,
     ) -> Self {
         Committer {
-            store,
-            sources: Vec::new(),
             interval,
-            health,
-            handle: Arc::new(CommitterHandle {
-                acks_since_commit: AtomicU64::new(0),
-                every_records: every_records.max(1),
-                wake: Notify::new(),
+            shared: Arc::new(Shared {
+                store,
+                sources: std::sync::Mutex::default(),
+                round: tokio::sync::Mutex::new(()),
+                health,
+                handle: Arc::new(CommitterHandle {
+                    acks_since_commit: AtomicU64::new(0),
+                    every_records: every_records.max(1),
+                    wake: Notify::new(),
+                }),
             }),
         }
     }
 
     /// The handle the delivery callback uses to report acknowledgements.
     pub fn handle(&self) -> Arc<CommitterHandle> {
-        Arc::clone(&self.handle)
+        Arc::clone(&self.shared.handle)
     }
 
     /// Adds a source whose tracker's position should be stored under `name`.
-    pub fn track(&mut self, name: &str, tracker: Arc<AckTracker>, metrics: SourceMetrics) {
+    pub fn track(&self, name: &str, tracker: Arc<AckTracker>, metrics: SourceMetrics) {
         let (_, version) = tracker.committed();
-        self.sources.push(Tracked {
-            name: name.to_owned(),
+        self.shared.sources().push(Tracked {
+            name: name.into(),
             tracker,
             metrics,
             committed_version: version,
@@ -106,12 +119,42 @@ impl Committer {
         });
     }
 
+    /// Commits the position of `name` one last time (if it moved) and stops tracking it:
+    /// the source was stopped and its records acknowledged (a handoff to another replica).
+    ///
+    /// # Errors
+    /// The store refused the final commit; the source is no longer tracked either way, and
+    /// its last stored position stays in force (its new owner reads again what came after).
+    pub async fn release(&self, name: &str) -> Result<(), crate::error::CheckpointError> {
+        let _round = self.shared.round.lock().await;
+        let released = {
+            let mut sources = self.shared.sources();
+            let index = sources.iter().position(|source| &*source.name == name);
+            index.map(|index| sources.remove(index))
+        };
+        let Some(source) = released else {
+            return Ok(());
+        };
+        let (position, version) = source.tracker.committed();
+        match position.filter(|_| version != source.committed_version) {
+            Some(position) => {
+                self.shared
+                    .store
+                    .commit(vec![(name.to_owned(), position)])
+                    .await?;
+                source.metrics.checkpoint_commits.inc();
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Runs until `stop` is cancelled, then commits once more and returns.
     ///
     /// Store errors are logged, counted (`tributary_checkpoint_commit_failures_total`), shown
     /// in `/readyz` once they last, and retried on the next round: the previous positions stay
     /// in force, so an error can only cause duplicates after a restart, never loss.
-    pub async fn run(mut self, stop: CancellationToken) {
+    pub async fn run(self, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_commit = Instant::now();
@@ -119,7 +162,7 @@ impl Committer {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
-                _ = self.handle.wake.notified() => {
+                _ = self.shared.handle.wake.notified() => {
                     // Wake-ups come at most every WAKE_SPACING: the positions that move in
                     // between go into one write, so a fast walk does not fsync every page.
                     let since = last_commit.elapsed();
@@ -137,49 +180,63 @@ impl Committer {
         self.commit_changed().await;
     }
 
-    async fn commit_changed(&mut self) {
-        self.handle.acks_since_commit.store(0, Ordering::Relaxed);
+    async fn commit_changed(&self) {
+        let _round = self.shared.round.lock().await;
+        self.shared
+            .handle
+            .acks_since_commit
+            .store(0, Ordering::Relaxed);
         let mut updates: Vec<(String, Position)> = Vec::new();
         let mut versions = Vec::new();
-        for (index, source) in self.sources.iter().enumerate() {
+        for source in self.shared.sources().iter() {
             let (position, version) = source.tracker.committed();
             if let Some(position) = position.filter(|_| version != source.committed_version) {
-                updates.push((source.name.clone(), position));
-                versions.push((index, version));
+                updates.push((source.name.to_string(), position));
+                versions.push((Arc::clone(&source.name), version));
             }
         }
         let now = Instant::now();
         if !updates.is_empty() {
-            let store = Arc::clone(&self.store);
-            let result = tokio::task::spawn_blocking(move || store.commit(&updates)).await;
-            let failure = match result {
-                Ok(Ok(())) => {
-                    for &(index, version) in &versions {
-                        let source = &mut self.sources[index];
-                        source.committed_version = version;
+            let result = self.shared.store.commit(updates).await;
+            let mut sources = self.shared.sources();
+            let mut moved = sources
+                .iter_mut()
+                .filter_map(|source| {
+                    let (_, version) = versions.iter().find(|(name, _)| *name == source.name)?;
+                    Some((source, *version))
+                })
+                .collect::<Vec<_>>();
+            match result {
+                Ok(()) => {
+                    for (source, version) in &mut moved {
+                        source.committed_version = *version;
                         source.committed_at = now;
                         source.metrics.checkpoint_commits.inc();
                     }
-                    self.health.checkpoint_commit(Ok(()));
-                    None
+                    self.shared.health.checkpoint_commit(Ok(()));
                 }
-                Ok(Err(error)) => Some(error.to_string()),
-                Err(error) => Some(format!("the commit task failed: {error}")),
-            };
-            if let Some(reason) = failure {
-                tracing::error!(error = %reason, "checkpoint commit failed; will retry");
-                for (index, _) in versions {
-                    self.sources[index].metrics.checkpoint_commit_failures.inc();
+                Err(error) => {
+                    let reason = error.to_string();
+                    tracing::error!(error = %reason, "checkpoint commit failed; will retry");
+                    for (source, _) in &moved {
+                        source.metrics.checkpoint_commit_failures.inc();
+                    }
+                    self.shared.health.checkpoint_commit(Err(reason));
                 }
-                self.health.checkpoint_commit(Err(reason));
             }
         }
-        for source in &self.sources {
+        for source in self.shared.sources().iter() {
             let age = now.duration_since(source.committed_at).as_secs();
             source
                 .metrics
                 .checkpoint_age_seconds
                 .set(i64::try_from(age).unwrap_or(i64::MAX));
         }
+    }
+}
+
+impl Shared {
+    fn sources(&self) -> std::sync::MutexGuard<'_, Vec<Tracked>> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -19,6 +19,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use futures::future::BoxFuture;
+
 use super::CheckpointStore;
 use crate::{error::CheckpointError, record::Position};
 
@@ -184,13 +186,23 @@ impl FileStore {
     }
 }
 
-impl CheckpointStore for FileStore {
-    fn load(&self, source: &str) -> Result<Option<Position>, CheckpointError> {
+impl FileStore {
+    /// The stored position of `source`, if any.
+    ///
+    /// # Errors
+    /// None today (the file is read when the store is opened); kept for symmetry with the
+    /// Kafka store.
+    pub fn load(&self, source: &str) -> Result<Option<Position>, CheckpointError> {
         let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         Ok(positions.get(source).cloned())
     }
 
-    fn commit(&self, updates: &[(String, Position)]) -> Result<(), CheckpointError> {
+    /// Stores the given positions atomically (blocking: writes and fsyncs the file): after a
+    /// crash either all of them or none of them are visible.
+    ///
+    /// # Errors
+    /// The file cannot be written; the previous positions stay in force.
+    pub fn commit(&self, updates: &[(String, Position)]) -> Result<(), CheckpointError> {
         let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = positions.clone();
         for (source, position) in updates {
@@ -199,6 +211,28 @@ impl CheckpointStore for FileStore {
         self.write(&next)?;
         *positions = next;
         Ok(())
+    }
+}
+
+/// The daemon's view: a shared file store whose writes run on the blocking pool.
+impl CheckpointStore for std::sync::Arc<FileStore> {
+    fn acquire<'a>(
+        &'a self,
+        source: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Position>, CheckpointError>> {
+        Box::pin(async move { self.load(source) })
+    }
+
+    fn commit(
+        &self,
+        positions: Vec<(String, Position)>,
+    ) -> BoxFuture<'_, Result<(), CheckpointError>> {
+        let store = std::sync::Arc::clone(self);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || FileStore::commit(&store, &positions))
+                .await
+                .unwrap_or_else(|error| Err(CheckpointError::Task(error.to_string())))
+        })
     }
 }
 

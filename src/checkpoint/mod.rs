@@ -1,38 +1,65 @@
-//! Stored positions: the [`AckTracker`] that decides what is safe to store, the
-//! [`CheckpointStore`] trait that stores it, and the committer task that batches commits.
+//! Stored positions: the [`Acknowledger`] boundary and its per-record [`AckTracker`] that
+//! decide what is safe to store, the [`CheckpointStore`] trait and its two stores, and the
+//! committer task that batches commits.
 //!
 //! A source never writes a checkpoint itself. The sink registers each record with the
-//! source's tracker, the producer's delivery callback acknowledges it, and the committer
+//! source's acknowledger, the producer's delivery callback acknowledges it, and the committer
 //! writes the tracker's committed position every `commit_interval` or every
-//! `commit_every_records` acknowledgements, whichever comes first. A future Kafka-topic store
-//! (and the exactly-once mode that commits positions inside the producer's transaction) is one
-//! more implementation of [`CheckpointStore`].
+//! `commit_every_records` acknowledgements, whichever comes first.
+//!
+//! Two stores implement [`CheckpointStore`]:
+//! - [`FileStore`], the embedded default: one JSON file in a state directory, guarded by a
+//!   lock file so that one daemon owns it.
+//! - [`KafkaStore`]: a compacted Kafka topic, shared by the replicas of a cluster
+//!   ([`crate::cluster`]); each source's writes carry an owner epoch that fences the writes of
+//!   a replica that lost the source.
+//!
+//! Exactly-once delivery is not here yet. It will come as a transactional sink that writes
+//! each position to the Kafka store inside the producer's transaction, and acknowledges per
+//! transaction through the same [`Acknowledger`] boundary that today's per-record acks use.
 
 mod ack_tracker;
+mod acknowledger;
 mod committer;
 mod file_store;
+mod kafka_store;
 
 pub use ack_tracker::{AckTracker, AckWindow};
+pub use acknowledger::{Acknowledger, RecordAcks};
 pub use committer::{Committer, CommitterHandle};
 pub use file_store::FileStore;
+pub use kafka_store::{KafkaStore, KafkaStoreConfig, StoredPosition};
+
+use futures::future::BoxFuture;
 
 use crate::{error::CheckpointError, record::Position};
 
-/// Where positions are stored between runs.
+/// Where positions are stored between runs (and, in a cluster, between replicas).
 ///
-/// Methods are blocking (file or network I/O); async code calls them through
-/// `tokio::task::spawn_blocking`.
+/// The futures do their blocking I/O (fsync, librdkafka calls) off the runtime's workers.
 pub trait CheckpointStore: Send + Sync + 'static {
-    /// The stored position of `source`, if any.
+    /// Takes ownership of `source`'s position and returns it (`None`: nothing is stored, the
+    /// source starts as configured). Called once before the source starts.
+    ///
+    /// The file store only reads: its lock file already makes this daemon the only owner.
+    /// The Kafka store reads its topic to the end, then writes a claim with the next owner
+    /// epoch, so that later writes from the previous owner are ignored.
     ///
     /// # Errors
-    /// The store cannot be read or parsed.
-    fn load(&self, source: &str) -> Result<Option<Position>, CheckpointError>;
+    /// The store cannot be read (or the claim cannot be written).
+    fn acquire<'a>(
+        &'a self,
+        source: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Position>, CheckpointError>>;
 
-    /// Stores the given positions atomically: after a crash either all of them or none of them
-    /// are visible.
+    /// Stores the given positions. Each position is stored whole or not at all; after a
+    /// failure some may be stored and others not. Either is safe, since each one covers only
+    /// records Kafka holds.
     ///
     /// # Errors
     /// The store cannot be written; the previous positions stay in force.
-    fn commit(&self, positions: &[(String, Position)]) -> Result<(), CheckpointError>;
+    fn commit(
+        &self,
+        positions: Vec<(String, Position)>,
+    ) -> BoxFuture<'_, Result<(), CheckpointError>>;
 }

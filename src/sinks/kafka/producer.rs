@@ -30,7 +30,7 @@ use super::{
     queue_budget::{QueueBudget, QueuedBytes},
 };
 use crate::{
-    checkpoint::{AckTracker, CommitterHandle},
+    checkpoint::Acknowledger,
     health::{Health, SourceState},
     metrics::SourceMetrics,
     record::{DeadLetter, DeliveryAck, DeliveryOutcome, OriginalRecord},
@@ -57,30 +57,20 @@ pub struct SourceSink {
     pub dead_letter_topic: String,
     /// The feed URL with secrets stripped (`tributary.url` header).
     pub url: String,
-    /// Acknowledgements of this source's records.
-    pub tracker: Arc<AckTracker>,
+    /// Decides which position Kafka's acknowledgements of this source's records make safe.
+    pub acks: Arc<dyn Acknowledger>,
     /// This source's metric handles.
     pub metrics: SourceMetrics,
-    /// Wakes the committer.
-    pub committer: Arc<CommitterHandle>,
     /// Failed deliveries, handed back to the pump for the dead-letter topic.
     pub failures: mpsc::UnboundedSender<FailedDelivery>,
-    /// Commit as soon as the position moves, not only on the committer's schedule (polled
-    /// sources, whose position moves once per page).
-    pub commit_each_position: bool,
     /// Source states, for `/readyz`: a pipeline fault marks this source failed.
     pub health: Health,
 }
 
 impl SourceSink {
-    /// Marks record `seq` acknowledged (and counts it for the committer); wakes the committer
-    /// at once when the position moved and this source commits each position.
+    /// Marks record `seq` acknowledged: Kafka holds it.
     pub(crate) fn acknowledge(&self, seq: u64) {
-        let moved = self.tracker.ack(seq);
-        self.committer.acked(1);
-        if moved && self.commit_each_position {
-            self.committer.commit_soon();
-        }
+        self.acks.acknowledge(seq);
     }
 
     /// Stops this source on a pipeline fault `error` from `topic`: logs it, counts it

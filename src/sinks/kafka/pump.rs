@@ -84,7 +84,7 @@ pub async fn run_pump(
                 }
                 for envelope in batch.drain(..) {
                     let Envelope { record, permit } = envelope;
-                    let seq = sink.tracker.register(record.position.clone());
+                    let seq = sink.acks.register(record.position.clone());
                     if record.marker {
                         sink.acknowledge(seq);
                         continue;
