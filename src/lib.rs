@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod dev_broker;
 pub mod error;
 pub mod health;
 pub mod http;

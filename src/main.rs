@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tributary::{config, daemon, demo, logging, positions, shutdown};
+use tributary::{config, daemon, demo, dev_broker, logging, positions, shutdown};
 
 /// Turns API feeds (Server-Sent Events today) into Kafka topics, resuming after any restart.
 #[derive(Parser)]
@@ -50,6 +50,20 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: PositionsCommand,
+    },
+    /// Run librdkafka's mock Kafka cluster on 127.0.0.1 until Ctrl-C, to try a config without
+    /// installing Kafka. Development only: memory only, no durability.
+    DevBroker {
+        /// Brokers in the mock cluster.
+        #[arg(long, default_value_t = 1)]
+        brokers: i32,
+        /// A topic to create, `NAME` or `NAME:PARTITIONS` (repeatable).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Create every topic this config needs (sources, dead-letter topics, and with the
+        /// Kafka store the positions and control topics).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Run the pipeline on recorded Wikimedia events against an in-process Kafka broker.
     Demo {
@@ -190,6 +204,50 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::DevBroker {
+            brokers,
+            topics,
+            config,
+        } => {
+            init_logging(cli.log_format, "warn");
+            let mut wanted = std::collections::BTreeMap::new();
+            if let Some(config) = config {
+                match config::load(&config).and_then(|raw| raw.validate()) {
+                    Ok(valid) => wanted.extend(dev_broker::topics_of(&valid)),
+                    Err(errors) => {
+                        eprintln!("{}: {errors}", config.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            for topic in &topics {
+                match dev_broker::parse_topic(topic) {
+                    Ok((name, partitions)) => {
+                        wanted.insert(name, partitions);
+                    }
+                    Err(error) => {
+                        eprintln!("{error}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let broker = match dev_broker::DevBroker::start(brokers, &wanted) {
+                Ok(broker) => broker,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            eprintln!("!! {}", dev_broker::WARNING);
+            for (topic, partitions) in &wanted {
+                eprintln!("created topic {topic} ({partitions} partitions)");
+            }
+            println!("bootstrap.servers={}", broker.bootstrap_servers());
+            let token = CancellationToken::new();
+            shutdown::cancel_on_signal(token.clone());
+            token.cancelled().await;
+            ExitCode::SUCCESS
         }
         Command::Demo {
             json,

@@ -16,24 +16,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{api::*, process::*, ws::*, *};
-use futures::SinkExt;
+use common::{feeds::*, process::*, *};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
-use tributary::{
-    checkpoint::FileStore,
-    kafka_admin::ConsumedRecord,
-    replay::{self, ReplayOptions, ReplayServer},
-};
+use tributary::{checkpoint::FileStore, replay};
 
 /// The three sources, their topics and their feeds.
 const SOURCES: [&str; 3] = ["sse", "ws", "rest"];
-/// Records per REST page.
-const PAGE_RECORDS: usize = 10;
-/// How long the REST API takes to answer a page: a walk runs at most 100 pages/s.
-const PAGE_LATENCY: Duration = Duration::from_millis(10);
 
+/// The feed kind of a chaos source (each is named after its kind).
+fn kind(source: &str) -> Kind {
+    match source {
+        "sse" => Kind::Sse,
+        "ws" => Kind::Ws,
+        _ => Kind::Rest,
+    }
+}
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -42,166 +39,6 @@ fn env_number(name: &str, default: u64) -> u64 {
                 .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
         })
         .unwrap_or(default)
-}
-
-/// Live feeds: SSE and WebSocket grow at `rate` records per second from their start; the REST
-/// collection exists at once but is walked at most 100 pages per second.
-struct Feeds {
-    /// When the live feeds started growing.
-    started: Instant,
-    rate: u32,
-    sse: ReplayServer,
-    sse_events: usize,
-    ws: WsServer,
-    ws_frames: u64,
-    rest: ApiServer,
-    rest_pages: usize,
-}
-
-impl Feeds {
-    /// Feeds that stay live for about `seconds` at `rate` records/s, and a REST collection of
-    /// `rest_pages` pages.
-    async fn start(seconds: u64, rate: u32, rest_pages: usize) -> Self {
-        let sse_events = (seconds * u64::from(rate)) as usize;
-        let sse = ReplayServer::start_wikimedia(
-            sse_events,
-            ReplayOptions {
-                events_per_second: Some(rate),
-                ..ReplayOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-        let ws_frames = seconds * u64::from(rate);
-        let started = tokio::time::Instant::now();
-        let ws = WsServer::start(move |_, uri, mut socket| async move {
-            read_texts(&mut socket, 1).await;
-            let mut next = after_param(&uri) + 1;
-            while next <= ws_frames {
-                // Frame `seq` exists `seq / rate` seconds after the start; send what exists.
-                let due = started + Duration::from_secs_f64(next as f64 / f64::from(rate));
-                tokio::time::sleep_until(due).await;
-                let existing = ((started.elapsed().as_secs_f64() * f64::from(rate)) as u64)
-                    .clamp(next, ws_frames);
-                for seq in next..=existing {
-                    if socket.feed(Message::text(frame(seq))).await.is_err() {
-                        return;
-                    }
-                }
-                if socket.flush().await.is_err() {
-                    return;
-                }
-                next = existing + 1;
-            }
-            idle(socket).await;
-        })
-        .await;
-        let rest = ApiServer::start(move |request| async move {
-            tokio::time::sleep(PAGE_LATENCY).await;
-            let cursor = request.param("cursor").map_or(0, |c| c.parse().unwrap());
-            json(200, page(cursor, rest_pages), &[])
-        })
-        .await;
-        Feeds {
-            started: Instant::now(),
-            rate,
-            sse,
-            sse_events,
-            ws,
-            ws_frames,
-            rest,
-            rest_pages,
-        }
-    }
-
-    /// How many records the live feeds (SSE, WebSocket) each hold now.
-    fn existing_now(&self) -> u64 {
-        ((self.started.elapsed().as_secs_f64() * f64::from(self.rate)) as u64).min(self.ws_frames)
-    }
-
-    /// The records each source must deliver.
-    fn expected(&self, source: &str) -> usize {
-        match source {
-            "sse" => self.sse_events,
-            "ws" => self.ws_frames as usize,
-            _ => self.rest_pages * PAGE_RECORDS,
-        }
-    }
-
-    /// The daemon's config: the three sources, state in `dir/state`, metrics on `port`;
-    /// `extra_kafka` and `extra_source` lines go into `[kafka]` and every source.
-    fn config(
-        &self,
-        broker: &Broker,
-        dir: &Path,
-        port: u16,
-        extra_kafka: &str,
-        extra_source: &str,
-    ) -> String {
-        format!(
-            r#"
-[kafka]
-brokers = "{brokers}"
-flush_timeout = "5s"
-{extra_kafka}
-
-[checkpoint]
-dir = "{state}"
-commit_interval = "50ms"
-
-[server]
-listen = "127.0.0.1:{port}"
-
-[sources.sse]
-type = "sse"
-url = "{sse}"
-topic = "chaos.sse"
-reconnect = {{ initial_delay = "20ms", max_delay = "200ms" }}
-{extra_source}
-
-[sources.ws]
-type = "websocket"
-url = "{ws}/?after={{position}}"
-topic = "chaos.ws"
-subscribe = ['{{"op":"subscribe"}}']
-sequence = "/seq"
-key = "/seq"
-reconnect = {{ initial_delay = "20ms", max_delay = "200ms" }}
-{extra_source}
-
-[sources.rest]
-type = "rest"
-url = "{rest}/items"
-topic = "chaos.rest"
-records = "/data"
-key = "/id"
-interval = "1h"
-pagination = {{ type = "cursor", cursor = "/next", param = "cursor" }}
-max_pages_per_poll = 1000000
-retry = {{ max_attempts = 8, initial_delay = "10ms", max_delay = "50ms" }}
-{extra_source}
-"#,
-            brokers = broker.brokers(),
-            state = dir.join("state").display(),
-            sse = self.sse.url(),
-            ws = self.ws.url,
-            rest = self.rest.base,
-        )
-    }
-}
-
-/// WebSocket frame `seq`.
-fn frame(seq: u64) -> String {
-    format!(r#"{{"type":"tick","seq":{seq},"price":"{}.5"}}"#, 100 + seq)
-}
-
-/// REST page `cursor` of `pages`: [`PAGE_RECORDS`] records, and the next cursor unless last.
-fn page(cursor: usize, pages: usize) -> String {
-    let data: Vec<_> = (0..PAGE_RECORDS)
-        .map(|j| json!({ "id": format!("p{cursor}-{j}"), "n": cursor * PAGE_RECORDS + j }))
-        .collect();
-    json!({ "data": data, "next": (cursor + 1 < pages).then(|| (cursor + 1).to_string()) })
-        .to_string()
 }
 
 /// Where each source's next unacknowledged record may start, from its stored position: the
@@ -224,33 +61,6 @@ fn resume_ranks(dir: &Path) -> HashMap<&'static str, u64> {
         }
     });
     HashMap::from([("sse", sse), ("ws", ws), ("rest", rest)])
-}
-
-/// A record's identity within its source (the payload checked against the feed) and its rank
-/// (see [`resume_ranks`]).
-fn identify(source: &str, record: &ConsumedRecord, recorded: &[&str]) -> (String, u64) {
-    let key = String::from_utf8(record.key.clone().expect("every record has a key")).unwrap();
-    assert_eq!(record.header("tributary.source"), Some(source));
-    match source {
-        "sse" => {
-            let i = replay::wikimedia_event_index(&key).expect("an SSE key is the event id");
-            assert_eq!(record.payload, recorded[i % recorded.len()].as_bytes());
-            assert_eq!(record.header("tributary.event_id"), Some(key.as_str()));
-            (key, i as u64)
-        }
-        "ws" => {
-            let seq: u64 = key.parse().expect("a WebSocket key is the sequence");
-            assert_eq!(record.payload, frame(seq).as_bytes());
-            (key, seq)
-        }
-        _ => {
-            let value: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
-            let n = value["n"].as_u64().unwrap() as usize;
-            let (page, j) = (n / PAGE_RECORDS, n % PAGE_RECORDS);
-            assert_eq!(key, format!("p{page}-{j}"));
-            (key, page as u64)
-        }
-    }
 }
 
 /// What one source's topic held.
@@ -276,7 +86,7 @@ async fn check_topic(
     let mut copies: HashMap<String, (usize, u64)> = HashMap::new();
     let mut last_in_partition: HashMap<i32, u64> = HashMap::new();
     for record in &records {
-        let (key, rank) = identify(source, record, &recorded);
+        let (key, rank) = identify(kind(source), source, record, &recorded);
         let entry = copies.entry(key.clone()).or_insert((0, rank));
         entry.0 += 1;
         if entry.0 == 1 && source != "rest" {
@@ -360,7 +170,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_only_what_was_not
         // Up and moving (a source whose feed is done has nothing more to move).
         let before = resume_ranks(dir.path());
         for source in ["sse", "ws"] {
-            if before[source] < feeds.expected(source) as u64 {
+            if before[source] < feeds.expected(kind(source)) as u64 {
                 daemon
                     .wait_for_metric("tributary_records_produced_total", source, 1)
                     .await;
@@ -379,11 +189,12 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_only_what_was_not
     assert!(last.terminate().await.success());
     let mut report = Vec::new();
     for source in SOURCES {
-        let delivery = check_topic(&broker, source, feeds.expected(source), &kills, false).await;
+        let delivery =
+            check_topic(&broker, source, feeds.expected(kind(source)), &kills, false).await;
         assert_eq!(delivery.lost, 0, "{source}: {delivery:?}");
         report.push(format!(
             "{source} {} records, {} duplicated",
-            feeds.expected(source),
+            feeds.expected(kind(source)),
             delivery.duplicated
         ));
     }
@@ -469,7 +280,7 @@ async fn a_broker_outage_frozen_then_killed_loses_nothing_within_the_memory_budg
     for source in SOURCES {
         // Without a kill every record is produced once; the idempotent producer's retries
         // after the outage are not duplicates. One extra copy is reported, not failed.
-        let delivery = check_topic(&broker, source, feeds.expected(source), &[], true).await;
+        let delivery = check_topic(&broker, source, feeds.expected(kind(source)), &[], true).await;
         assert_eq!(delivery.lost, 0, "{source}: {delivery:?}");
         report.push(format!("{source} {} duplicated", delivery.duplicated));
     }

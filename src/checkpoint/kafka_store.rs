@@ -49,6 +49,9 @@ use crate::{error::CheckpointError, record::Position};
 
 /// How long one request to the brokers (metadata, admin, a read to the end) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the brokers may take to describe the topic's configs (Apache Kafka answers in
+/// milliseconds; a broker that does not answer does not serve the request at all).
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a position write may wait for its acknowledgement (`message.timeout.ms`).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -274,27 +277,20 @@ impl Reader {
         let consumer: BaseConsumer = config
             .connection
             .clone()
+            // librdkafka wants a group id even for assigned partitions; no group is joined
+            // and no offset is committed (the reader always starts from the beginning).
+            .set(
+                "group.id",
+                format!("tributary.{}.positions-reader", config.cluster),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("allow.auto.create.topics", "false")
             .create()
             .map_err(|e| kafka_error(config, "create the position reader", e))?;
-        let metadata = consumer
-            .fetch_metadata(Some(&config.topic), REQUEST_TIMEOUT)
-            .map_err(|e| kafka_error(config, "read the topic's metadata", e))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|topic| topic.name() == config.topic)
-            .flat_map(|topic| topic.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(kafka_error(
-                config,
-                "read the topic's metadata",
-                "the topic has no partitions",
-            ));
-        }
+        let partitions =
+            crate::cluster::topic_partitions(&consumer, &config.topic, REQUEST_TIMEOUT)
+                .map_err(|e| kafka_error(config, "read the topic's metadata", e))?;
         let mut assignment = TopicPartitionList::new();
         for &partition in &partitions {
             assignment
@@ -395,36 +391,33 @@ fn apply(
 
 /// Creates the topic (compacted) when it is missing, and refuses one without compaction.
 async fn ensure_compacted_topic(config: &KafkaStoreConfig) -> Result<(), CheckpointError> {
+    crate::cluster::ensure_topic(
+        &config.connection,
+        NewTopic::new(
+            &config.topic,
+            config.partitions,
+            TopicReplication::Fixed(config.replication_factor),
+        )
+        .set("cleanup.policy", "compact"),
+    )
+    .await
+    .map_err(|e| kafka_error(config, "create the topic", e))?;
     let admin: AdminClient<DefaultClientContext> = config
         .connection
         .create()
         .map_err(|e| kafka_error(config, "create the admin client", e))?;
-    let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(
-                &config.topic,
-                config.partitions,
-                TopicReplication::Fixed(config.replication_factor),
-            )
-            .set("cleanup.policy", "compact")],
-            &options,
-        )
-        .await
-        .map_err(|e| kafka_error(config, "create the topic", e))?;
-    for result in created {
-        match result {
-            Ok(_) => {
-                tracing::info!(topic = %config.topic, "created the positions topic (compacted)")
-            }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(kafka_error(config, "create the topic", code)),
-        }
-    }
-    let described = admin
+    let options = AdminOptions::new().request_timeout(Some(DESCRIBE_TIMEOUT));
+    let described = match admin
         .describe_configs(&[ResourceSpecifier::Topic(&config.topic)], &options)
         .await
-        .map_err(|e| kafka_error(config, "describe the topic", e))?;
+    {
+        Ok(described) => described,
+        Err(error) if is_unsupported(&error) => {
+            tracing::warn!(topic = %config.topic, %error, "no broker describes topic configs (a development broker such as `tributary dev-broker`?); the topic's `cleanup.policy` is not checked");
+            return Ok(());
+        }
+        Err(error) => return Err(kafka_error(config, "describe the topic", error)),
+    };
     for result in described {
         let resource = result.map_err(|code| kafka_error(config, "describe the topic", code))?;
         let policy = resource
@@ -439,6 +432,21 @@ async fn ensure_compacted_topic(config: &KafkaStoreConfig) -> Result<(), Checkpo
         }
     }
     Ok(())
+}
+
+/// True when no broker serves a request: it says the request is not supported, or (as
+/// librdkafka's mock cluster does) it lets the request time out although the same brokers
+/// answered metadata and the topic's creation a moment before.
+fn is_unsupported(error: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnsupportedVersion
+                | RDKafkaErrorCode::UnsupportedFeature
+                | RDKafkaErrorCode::InvalidRequest
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    )
 }
 
 #[cfg(test)]

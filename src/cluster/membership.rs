@@ -12,11 +12,10 @@ use std::{
 };
 
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::{ClientContext, DefaultClientContext},
+    admin::{NewTopic, TopicReplication},
+    client::ClientContext,
     consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
     error::KafkaError,
-    types::RDKafkaErrorCode,
     TopicPartitionList,
 };
 use tokio::runtime::Handle;
@@ -233,53 +232,26 @@ async fn control_partitions(
     kafka: &KafkaSinkConfig,
 ) -> Result<i32, ClusterError> {
     let topic = cluster.control_topic();
-    let admin: AdminClient<DefaultClientContext> = connection(kafka)
-        .create()
-        .map_err(|e| kafka_error(&cluster.name, "create the admin client", e))?;
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(
-                &topic,
-                cluster.partitions,
-                TopicReplication::Fixed(cluster.replication_factor),
-            )],
-            &AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT)),
-        )
-        .await
-        .map_err(|e| kafka_error(&cluster.name, "create the control topic", e))?;
-    for result in created {
-        match result {
-            Ok(_) => {
-                tracing::info!(%topic, partitions = cluster.partitions, "created the cluster's control topic")
-            }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => {
-                return Err(kafka_error(&cluster.name, "create the control topic", code))
-            }
-        }
-    }
+    super::ensure_topic(
+        &connection(kafka),
+        NewTopic::new(
+            &topic,
+            cluster.partitions,
+            TopicReplication::Fixed(cluster.replication_factor),
+        ),
+    )
+    .await
+    .map_err(|e| kafka_error(&cluster.name, "create the control topic", e))?;
     let (name, metadata_topic) = (cluster.name.clone(), topic.clone());
     let kafka = kafka.clone();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = connection(&kafka)
             .create()
             .map_err(|e| kafka_error(&name, "read the control topic's metadata", e))?;
-        let metadata = consumer
-            .fetch_metadata(Some(&metadata_topic), REQUEST_TIMEOUT)
+        let partitions = super::topic_partitions(&consumer, &metadata_topic, REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(&name, "read the control topic's metadata", e))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == metadata_topic)
-            .map_or(0, |t| t.partitions().len());
-        match i32::try_from(partitions) {
-            Ok(count) if count > 0 => Ok(count),
-            _ => Err(kafka_error(
-                &name,
-                "read the control topic's metadata",
-                "the topic has no partitions",
-            )),
-        }
+        i32::try_from(partitions.len())
+            .map_err(|e| kafka_error(&name, "read the control topic's metadata", e))
     })
     .await
     .map_err(|e| kafka_error(&cluster.name, "read the control topic's metadata", e))?

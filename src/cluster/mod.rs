@@ -25,8 +25,11 @@ mod membership;
 mod metrics;
 
 use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic},
+    client::DefaultClientContext,
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer},
+    types::RDKafkaErrorCode,
 };
 use secrecy::ExposeSecret;
 
@@ -88,6 +91,105 @@ pub(crate) fn connection(kafka: &KafkaSinkConfig) -> ClientConfig {
     }
     config.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
     config
+}
+
+/// The partitions of `topic`, from the brokers' metadata. A topic created a moment ago may
+/// not be in every broker's metadata yet, so this asks again every 100 ms until `timeout`.
+///
+/// # Errors
+/// The brokers do not answer, or the topic still has no partitions at `timeout`.
+pub(crate) fn topic_partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<i32>, String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        let metadata = consumer
+            .fetch_metadata(
+                Some(topic),
+                remaining.max(std::time::Duration::from_millis(100)),
+            )
+            .map_err(|e| e.to_string())?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        let partitions: Vec<i32> = found
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if !partitions.is_empty() {
+            return Ok(partitions);
+        }
+        if std::time::Instant::now() >= deadline {
+            let why = found
+                .and_then(|t| t.error())
+                .map(|code| rdkafka::types::RDKafkaErrorCode::from(code).to_string())
+                .unwrap_or_else(|| "no partitions".into());
+            return Err(format!(
+                "the topic has no partitions in the metadata ({why})"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// True when the brokers' metadata lists `topic` with partitions (asked for at most
+/// `timeout`). Blocking.
+pub(crate) fn topic_exists(
+    connection: &ClientConfig,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> bool {
+    connection
+        .create::<BaseConsumer>()
+        .is_ok_and(|consumer| topic_partitions(&consumer, topic, timeout).is_ok())
+}
+
+/// Creates `topic` through the Admin API unless the brokers' metadata lists it already.
+/// A refused creation is fine when the topic exists after all (a broker without the Admin
+/// API, such as `dev-broker`'s mock cluster, or an ACL that allows using but not creating).
+///
+/// # Errors
+/// The topic is missing and cannot be created: librdkafka's reason.
+pub(crate) async fn ensure_topic(
+    connection: &ClientConfig,
+    topic: NewTopic<'_>,
+) -> Result<(), String> {
+    let name = topic.name.to_owned();
+    let exists = |timeout| {
+        let (connection, name) = (connection.clone(), name.clone());
+        async move {
+            tokio::task::spawn_blocking(move || topic_exists(&connection, &name, timeout))
+                .await
+                .unwrap_or(false)
+        }
+    };
+    if exists(std::time::Duration::from_secs(1)).await {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        connection.create().map_err(|e| e.to_string())?;
+    let created = admin
+        .create_topics(
+            &[topic],
+            &AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(30))),
+        )
+        .await;
+    let refused = match created {
+        Err(error) => Some(error.to_string()),
+        Ok(results) => results.into_iter().find_map(|result| match result {
+            Ok(_) => {
+                tracing::info!(topic = %name, "created topic");
+                None
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+            Err((_, code)) => Some(code.to_string()),
+        }),
+    };
+    match refused {
+        Some(refusal) if !exists(std::time::Duration::from_secs(10)).await => Err(refusal),
+        _ => Ok(()),
+    }
 }
 
 /// The Kafka store's settings for a replica of `cluster`.

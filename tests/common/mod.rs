@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod feeds;
 pub mod kafka;
 pub mod process;
 pub mod secrets;
