@@ -50,6 +50,7 @@ pub struct RunningDaemon {
     webhook_address: SocketAddr,
     metrics: Arc<Metrics>,
     health: Health,
+    liveness: crate::liveness::Liveness,
     finished: tokio::task::JoinHandle<ShutdownReport>,
 }
 
@@ -84,6 +85,11 @@ impl RunningDaemon {
     /// Source states.
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// Whether the pumps and the committer make progress (systemd's watchdog asks).
+    pub fn liveness(&self) -> &crate::liveness::Liveness {
+        &self.liveness
     }
 
     /// The root token: cancelling it starts the shutdown.
@@ -273,9 +279,11 @@ pub async fn start(
     let committer_stop = CancellationToken::new();
     let committer_task = tokio::spawn(supervisor.clone().committer(
         committer_stop.clone(),
+        config.checkpoint.commit_interval,
         committer.run(committer_stop.clone()),
     ));
 
+    let liveness = supervisor.liveness().clone();
     let root = shutdown.clone();
     let finished = tokio::spawn(async move {
         root.cancelled().await;
@@ -321,6 +329,7 @@ pub async fn start(
         webhook_address,
         metrics,
         health,
+        liveness,
         finished,
     })
 }

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tributary::{config, daemon, demo, dev_broker, logging, positions, shutdown};
+use tributary::{config, daemon, demo, dev_broker, logging, positions, shutdown, systemd};
 
 /// Turns API feeds (Server-Sent Events today) into Kafka topics, resuming after any restart.
 #[derive(Parser)]
@@ -193,6 +193,7 @@ async fn main() -> ExitCode {
             match daemon::start(valid, token).await {
                 Ok(running) => {
                     tracing::info!(address = %running.metrics_address(), "serving /metrics, /healthz, /readyz");
+                    systemd::start(&running);
                     if running.wait().await.fatal {
                         ExitCode::FAILURE
                     } else {

@@ -7,6 +7,9 @@
 //! to), [`Supervisor`] marks the daemon failed in [`Health`] (readiness goes false, with the
 //! reason) and cancels the root token: the daemon shuts down and exits 1, and the service
 //! manager restarts it from positions that only cover records Kafka holds.
+//!
+//! A pump or committer that hangs without dying is caught by systemd's watchdog instead:
+//! both run under [`Liveness`], and `WATCHDOG=1` is sent only while they make progress.
 
 use std::{
     future::Future,
@@ -20,7 +23,10 @@ use std::{
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
+use crate::{
+    health::Health,
+    liveness::{Liveness, Progress, COMMITTER_GRACE, PUMP_QUIET_LIMIT},
+};
 
 /// Watches essential tasks and stops the daemon when one of them dies.
 #[derive(Clone)]
@@ -28,6 +34,7 @@ pub struct Supervisor {
     health: Health,
     shutdown: CancellationToken,
     failed: Arc<AtomicBool>,
+    liveness: Liveness,
 }
 
 impl Supervisor {
@@ -37,7 +44,13 @@ impl Supervisor {
             health,
             shutdown,
             failed: Arc::new(AtomicBool::new(false)),
+            liveness: Liveness::default(),
         }
+    }
+
+    /// The liveness of the pumps and the committer this supervisor runs.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
     /// True once an essential task has died: the daemon must exit with a failure code.
@@ -48,6 +61,12 @@ impl Supervisor {
     /// Runs the pump of `source`. A pump may return on its own (a
     /// missing topic stops it, and its source says so); a panic stops the daemon.
     pub async fn pump(self, source: Arc<str>, task: impl Future<Output = ()>) {
+        let task = self.liveness.watch(
+            format!("the Kafka pump of source `{source}`"),
+            Progress::Returns,
+            PUMP_QUIET_LIMIT,
+            task,
+        );
         if AssertUnwindSafe(task).catch_unwind().await.is_err() {
             self.die(format!(
                 "the Kafka pump of source `{source}` panicked (a bug): see the log"
@@ -56,8 +75,21 @@ impl Supervisor {
     }
 
     /// Runs the committer until `stop` is cancelled. A panic, or an end before `stop` was
-    /// cancelled, stops the daemon: positions would no longer be stored.
-    pub async fn committer(self, stop: CancellationToken, task: impl Future<Output = ()>) {
+    /// cancelled, stops the daemon: positions would no longer be stored. The committer wakes
+    /// itself every `interval` (`checkpoint.commit_interval`); going [`COMMITTER_GRACE`]
+    /// longer than that without waking makes it wedged for the watchdog.
+    pub async fn committer(
+        self,
+        stop: CancellationToken,
+        interval: std::time::Duration,
+        task: impl Future<Output = ()>,
+    ) {
+        let task = self.liveness.watch(
+            "the checkpoint committer".into(),
+            Progress::Woken,
+            interval + COMMITTER_GRACE,
+            task,
+        );
         match AssertUnwindSafe(task).catch_unwind().await {
             Ok(()) if stop.is_cancelled() => {}
             Ok(()) => self.die("the checkpoint committer stopped unexpectedly (a bug)".into()),
@@ -116,11 +148,15 @@ mod tests {
             let shutdown = CancellationToken::new();
             let supervisor = Supervisor::new(health.clone(), shutdown.clone());
             let stop = CancellationToken::new();
-            tokio::spawn(supervisor.clone().committer(stop, async move {
-                if panics {
-                    panic!("injected");
-                }
-            }))
+            tokio::spawn(supervisor.clone().committer(
+                stop,
+                std::time::Duration::from_secs(1),
+                async move {
+                    if panics {
+                        panic!("injected");
+                    }
+                },
+            ))
             .await
             .expect("the supervisor catches the panic");
             assert!(shutdown.is_cancelled(), "panics: {panics}");
@@ -136,7 +172,10 @@ mod tests {
         let supervisor = Supervisor::new(health.clone(), shutdown.clone());
         let stop = CancellationToken::new();
         stop.cancel();
-        supervisor.clone().committer(stop, async {}).await;
+        supervisor
+            .clone()
+            .committer(stop, std::time::Duration::from_secs(1), async {})
+            .await;
         assert!(!shutdown.is_cancelled());
         assert!(!supervisor.failed());
         assert!(health.readiness(true).ready);
