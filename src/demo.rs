@@ -66,8 +66,10 @@ pub struct DemoReport {
     pub resumed_from: String,
     /// Records per second through the pipeline (events ÷ time both daemons ran).
     pub records_per_second: f64,
-    /// Where the metrics were served.
-    pub metrics_url: String,
+    /// Where the restarted daemon serves `/metrics`: only with `--keep-running`, when it is
+    /// still running as the report is printed (without it the daemon stops first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
 }
 
 /// Runs the demo.
@@ -178,11 +180,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         restarts,
         resumed_from,
         records_per_second: events as f64 / pipeline_time.as_secs_f64(),
-        metrics_url,
+        metrics_url: options.keep_running.then(|| metrics_url.clone()),
     };
     if options.keep_running {
         print_report(&report, options.json);
-        eprintln!("serving {} until Ctrl-C", report.metrics_url);
+        eprintln!("serving {metrics_url} until Ctrl-C");
         let _ = tokio::signal::ctrl_c().await;
     }
     second.shutdown().await;
@@ -262,10 +264,24 @@ pub fn print_report(report: &DemoReport, json: bool) {
         "  feed connections     {} (one dropped by the feed, one after the restart)",
         report.feed_connections
     );
-    println!("  restarted from       {}", report.resumed_from);
+    match replay::wikimedia_event_index(&report.resumed_from) {
+        Some(index) => println!(
+            "  resumed after        event {} of {}: the restarted daemon sent its stored position back to the feed (Last-Event-ID)",
+            index + 1,
+            report.events_served
+        ),
+        None => println!("  resumed after        the stored position below"),
+    }
+    println!(
+        "  stored position      {} (Wikimedia's own SSE event id, kept as sent: the topic and offset in it are Wikimedia's, not your Kafka's)",
+        report.resumed_from
+    );
     println!(
         "  throughput           {:.0} records/s (including both daemon starts)",
         report.records_per_second
     );
-    println!("  metrics              {}", report.metrics_url);
+    match &report.metrics_url {
+        Some(url) => println!("  metrics              {url} (until Ctrl-C)"),
+        None => println!("  metrics              the daemon has stopped; run `tributary demo --keep-running` to browse /metrics"),
+    }
 }

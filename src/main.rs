@@ -18,6 +18,11 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Log level or filter (`debug`, `warn,tributary=debug`: tracing's EnvFilter syntax);
+    /// takes precedence over `RUST_LOG`. Default: `info` for `run`, `warn` for `check` and
+    /// `positions`, `error` for `demo`.
+    #[arg(long, global = true, value_name = "FILTER", value_parser = logging::parse_level)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,20 +122,23 @@ impl From<StoreArg> for config::StoreKind {
     }
 }
 
-fn init_logging(format: LogFormat, default_level: &str) {
-    let format = match format {
-        LogFormat::Text => logging::LogFormat::Text,
-        LogFormat::Json => logging::LogFormat::Json,
-    };
-    logging::init(format, default_level);
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    let Cli {
+        log_format,
+        log_level,
+        command,
+    } = Cli::parse();
+    let init_logging = |default_level: &str| {
+        let format = match log_format {
+            LogFormat::Text => logging::LogFormat::Text,
+            LogFormat::Json => logging::LogFormat::Json,
+        };
+        logging::init(format, log_level.as_deref(), default_level);
+    };
+    match command {
         Command::Check { config } => {
-            init_logging(cli.log_format, "warn");
+            init_logging("warn");
             match config::load(&config).and_then(|raw| raw.validate()) {
                 Ok(valid) => {
                     println!(
@@ -147,7 +155,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Positions { config, action } => {
-            init_logging(cli.log_format, "warn");
+            init_logging("warn");
             let Some(config) = config else {
                 eprintln!("tributary positions: --config <FILE> is required");
                 return ExitCode::from(2);
@@ -180,7 +188,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            init_logging(cli.log_format, "info");
+            init_logging("info");
             let valid = match config::load(&config).and_then(|raw| raw.validate()) {
                 Ok(valid) => valid,
                 Err(errors) => {
@@ -256,7 +264,7 @@ async fn main() -> ExitCode {
             keep_running,
         } => {
             // The feed drop and the restart are part of the demo: log only errors.
-            init_logging(cli.log_format, "error");
+            init_logging("error");
             match demo::run(demo::DemoOptions {
                 events,
                 json,

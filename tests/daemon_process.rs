@@ -403,10 +403,10 @@ fn the_demo_reports_no_loss_and_no_duplicates() {
         report["feed_connections"].as_u64().unwrap() >= 3,
         "the first connection, one after the drop, one after the restart: {report}"
     );
-    assert!(report["metrics_url"]
-        .as_str()
-        .unwrap()
-        .starts_with("http://127.0.0.1:"));
+    assert!(
+        report.get("metrics_url").is_none(),
+        "no URL of a daemon that has stopped: {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
