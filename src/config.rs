@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::{
+    config_explain::{self, describe},
     error::{ConfigError, ConfigErrors},
     http::RateLimitConfig,
     secret,
@@ -77,8 +78,12 @@ pub struct CheckpointSection {
     /// Which store keeps the positions: `"file"` (default) or `"kafka"`.
     #[serde(default)]
     pub store: StoreKind,
-    /// Directory of the file store (`checkpoints.json`). Default `./state`.
-    #[serde(default = "default_state_dir")]
+    /// Directory of the file store (`checkpoints.json`). Default `./state`. A relative path is
+    /// resolved against the working directory when the config is validated.
+    #[serde(
+        default = "default_state_dir",
+        deserialize_with = "config_explain::directory"
+    )]
     pub dir: PathBuf,
     /// The Kafka store's compacted topic. Default `tributary.positions`.
     #[serde(default = "default_positions_topic")]
@@ -148,11 +153,14 @@ fn default_commit_every_records() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// Address of `/metrics`, `/healthz` and `/readyz`. Default `0.0.0.0:9464`.
-    #[serde(default = "default_listen")]
+    #[serde(
+        default = "default_listen",
+        deserialize_with = "config_explain::socket_address"
+    )]
     pub listen: SocketAddr,
     /// A separate address for the webhook sources' routes (e.g. the only port exposed to the
     /// internet). Default: none, webhooks are served on `listen`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "config_explain::optional_socket_address")]
     pub webhook_listen: Option<SocketAddr>,
     /// Longest time a client may take to send a request's line and headers (from the
     /// connection's start or the previous response); then it is disconnected. Default `10s`.
@@ -258,61 +266,14 @@ fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
                 "fix the file (TOML) or the TRIBUTARY__… variables",
             )])
         })?;
-    serde_path_to_error::deserialize(built).map_err(|e| {
-        let field = e.path().to_string();
-        let scope = scope_of(&field);
-        ConfigErrors(vec![ConfigError::new(
-            scope,
-            field,
+    serde_path_to_error::deserialize(built.clone()).map_err(|e| {
+        ConfigErrors(vec![config_explain::explain(
+            e.path().to_string(),
             describe(e.inner(), text),
-            "see the configuration reference in README.md",
+            &built,
+            &config_explain::tributary_env(),
         )])
     })
-}
-
-/// `error` without the config values it would quote, which may be secrets: a TOML syntax
-/// error gives its line and column but not the line's text, and a value of the wrong type is
-/// named by its kind (`a string`).
-fn describe(error: &config::ConfigError, text: &str) -> String {
-    if let config::ConfigError::FileParse { cause, .. } = error {
-        if let Some(error) = cause.downcast_ref::<toml::de::Error>() {
-            let before = &text[..error.span().map_or(0, |span| span.start).min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-            let message = error.message();
-            return format!("TOML parse error at line {line}, column {column}: {message}");
-        }
-    }
-    without_string_values(&error.to_string())
-}
-
-/// `text` with each `string "…"` (a value quoted, Debug-escaped, by serde's and the `config`
-/// crate's messages) replaced by `a string`.
-fn without_string_values(text: &str) -> String {
-    const QUOTED: &str = "string \"";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(QUOTED) {
-        out.push_str(&rest[..start]);
-        out.push_str("a string");
-        let value = &rest[start + QUOTED.len()..];
-        let mut escaped = false;
-        let end = value.char_indices().find(|&(_, c)| {
-            let closing = c == '"' && !escaped;
-            escaped = c == '\\' && !escaped;
-            closing
-        });
-        rest = &value[end.map_or(value.len(), |(i, _)| i + 1)..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn scope_of(field: &str) -> String {
-    match field.strip_prefix("sources.") {
-        Some(rest) => format!("source `{}`", rest.split('.').next().unwrap_or(rest)),
-        None => field.split('.').next().unwrap_or("config").to_owned(),
-    }
 }
 
 /// Reports whether `topic` is a legal Kafka topic name.
@@ -438,6 +399,16 @@ impl RawConfig {
                 ));
             }
         }
+        let mut checkpoint = self.checkpoint.clone();
+        match std::path::absolute(&self.checkpoint.dir) {
+            Ok(dir) => checkpoint.dir = dir,
+            Err(e) => errors.push(ConfigError::new(
+                "checkpoint",
+                "checkpoint.dir",
+                format!("cannot be made absolute: {e}"),
+                "give an absolute directory path, e.g. `\"/var/lib/tributary\"`",
+            )),
+        }
         if self.checkpoint.commit_interval.is_zero() {
             errors.push(ConfigError::new(
                 "checkpoint",
@@ -545,7 +516,7 @@ impl RawConfig {
                 properties,
                 flush_timeout: self.kafka.flush_timeout,
             },
-            checkpoint: self.checkpoint.clone(),
+            checkpoint,
             server: self.server.clone(),
             rate_limits: self.rate_limits.clone(),
             cluster: match self.checkpoint.store {

@@ -1,6 +1,7 @@
 //! Tests of `config.rs`: loading, validation and the errors it reports.
 
 use super::*;
+use crate::config_explain::without_string_values;
 
 fn write(contents: &str) -> tempfile::NamedTempFile {
     let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
@@ -156,5 +157,88 @@ max_event_bytes = 0
             "sources.bad.key",
             "sources.bad.max_event_bytes"
         ]
+    );
+}
+
+const REST: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+
+[sources.items]
+type = "rest"
+url = "http://127.0.0.1:1/items"
+topic = "items"
+records = "/items"
+"#;
+
+fn only_error(text: &str) -> ConfigError {
+    let mut errors = parse_toml(text)
+        .and_then(|raw| raw.validate().map(|_| ()))
+        .expect_err("the config is invalid")
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors.remove(0)
+}
+
+#[test]
+fn a_duration_given_as_a_number_names_the_field_and_suggests_a_string() {
+    let error = only_error(&format!("{REST}interval = 10\n"));
+    assert_eq!(error.field, "sources.items.interval");
+    assert_eq!(error.scope, "source `items`");
+    assert!(error.fix.contains(r#"`"10s"`"#), "{error}");
+    assert!(!error.problem.contains("for key"), "{error}");
+}
+
+#[test]
+fn a_typo_in_a_pagination_type_names_the_type_field() {
+    let error = only_error(&format!(
+        "{REST}pagination = {{ type = \"curser\", cursor = \"/next\", param = \"c\" }}\n"
+    ));
+    assert_eq!(error.field, "sources.items.pagination.type");
+    assert!(
+        error.problem.contains("unknown variant `curser`"),
+        "{error}"
+    );
+    assert!(
+        error.problem.contains("`cursor`"),
+        "the choices are listed: {error}"
+    );
+}
+
+#[test]
+fn a_host_name_in_listen_says_to_use_an_ip_address() {
+    let error = only_error(&VALID.replace(
+        "[sources.wiki]",
+        "[server]\nlisten = \"localhost:9464\"\n\n[sources.wiki]",
+    ));
+    assert_eq!(error.field, "server.listen");
+    assert!(
+        error.problem.contains("host name is not resolved"),
+        "{error}"
+    );
+    assert!(error.problem.contains("127.0.0.1:9464"), "{error}");
+}
+
+#[test]
+fn a_checkpoint_dir_that_is_not_a_string_is_refused() {
+    let error =
+        only_error(&VALID.replace("[sources.wiki]", "[checkpoint]\ndir = 5\n\n[sources.wiki]"));
+    assert_eq!(error.field, "checkpoint.dir");
+    assert!(error.problem.contains("integer `5`"), "{error}");
+}
+
+#[test]
+fn a_relative_checkpoint_dir_is_made_absolute() {
+    let config = parse_toml(&VALID.replace(
+        "[sources.wiki]",
+        "[checkpoint]\ndir = \"state/here\"\n\n[sources.wiki]",
+    ))
+    .unwrap()
+    .validate()
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.checkpoint.dir.is_absolute());
+    assert_eq!(
+        config.checkpoint.dir,
+        std::env::current_dir().unwrap().join("state/here")
     );
 }

@@ -10,6 +10,7 @@ pub mod channel;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
+mod config_explain;
 pub mod daemon;
 pub mod demo;
 pub mod dev_broker;

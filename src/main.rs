@@ -196,6 +196,8 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Resolved against the working directory when the config was validated.
+            tracing::info!(dir = %valid.checkpoint.dir.display(), "positions are stored in this checkpoint.dir");
             let token = CancellationToken::new();
             shutdown::cancel_on_signal(token.clone());
             match daemon::start(valid, token).await {

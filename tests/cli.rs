@@ -12,14 +12,20 @@ use std::{
 
 use common::{process::*, *};
 
-/// `run` with a config whose `server.listen` is taken: the start fails at once with an
-/// error log line (`cannot start`), before any broker is contacted. Returns stderr.
-fn run_failing_start(args: &[&str], rust_log: &str) -> String {
+/// `run` in `cwd` with a config (state in `state_dir`, as written in the file) whose
+/// `server.listen` is taken: the start fails at once with an error log line (`cannot start`),
+/// before any broker is contacted. Returns stderr.
+fn run_failing_start_in(
+    cwd: &std::path::Path,
+    state_dir: &str,
+    args: &[&str],
+    rust_log: &str,
+) -> String {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let toml = sse_config(
         "127.0.0.1:1",
-        &dir.path().join("state"),
+        std::path::Path::new(state_dir),
         "wiki",
         "http://127.0.0.1:1/feed",
         "wiki",
@@ -28,6 +34,7 @@ fn run_failing_start(args: &[&str], rust_log: &str) -> String {
     .replace("127.0.0.1:0", &taken.local_addr().unwrap().to_string());
     let config = write_config(dir.path(), &toml);
     let output = Command::new(binary())
+        .current_dir(cwd)
         .arg("run")
         .arg("--config")
         .arg(&config)
@@ -37,6 +44,52 @@ fn run_failing_start(args: &[&str], rust_log: &str) -> String {
         .unwrap();
     assert_eq!(output.status.code(), Some(1), "the start fails: {output:?}");
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn run_failing_start(args: &[&str], rust_log: &str) -> String {
+    let cwd = tempfile::tempdir().unwrap();
+    run_failing_start_in(cwd.path(), "state", args, rust_log)
+}
+
+#[test]
+fn a_relative_checkpoint_dir_is_logged_as_an_absolute_path() {
+    let cwd = tempfile::tempdir().unwrap();
+    let stderr = run_failing_start_in(cwd.path(), "relative/state", &[], "info");
+    let absolute = cwd.path().canonicalize().unwrap().join("relative/state");
+    assert!(
+        stderr.contains(&absolute.display().to_string()),
+        "the log names {}: {stderr}",
+        absolute.display()
+    );
+}
+
+#[test]
+fn a_typo_in_an_environment_variable_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &sse_config(
+            "127.0.0.1:9092",
+            &dir.path().join("state"),
+            "wiki",
+            "http://127.0.0.1:1/feed",
+            "wiki",
+            "",
+        ),
+    );
+    let output = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY__KAFKA__BROKRS", "127.0.0.1:9092")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("environment variable `TRIBUTARY__KAFKA__BROKRS`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not from the file"), "{stderr}");
 }
 
 #[test]
