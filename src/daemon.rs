@@ -289,7 +289,7 @@ pub async fn start(
         root.cancelled().await;
         // One deadline for draining the channels and flushing the producer together.
         let deadline = tokio::time::Instant::now() + producer.flush_timeout();
-        tracing::info!("shutting down: stopping sources");
+        tracing::info!(flush_timeout_seconds = producer.flush_timeout().as_secs_f64(), "shutting down: stopping sources; draining and flushing may take up to kafka.flush_timeout");
         sources.wait().await;
         tokio::select! {
             _ = pumps.wait() => {}
@@ -298,8 +298,12 @@ pub async fn start(
                 pumps.wait().await;
             }
         }
-        tracing::info!(in_flight = producer.in_flight(), "flushing the producer");
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tracing::info!(
+            in_flight = producer.in_flight(),
+            wait_at_most_seconds = remaining.as_secs_f64(),
+            "flushing the producer: waiting for Kafka's acknowledgements"
+        );
         let abandoned = producer.flush(remaining).await;
         if abandoned > 0 {
             tracing::warn!(abandoned, "records were not acknowledged before the flush timeout; they will be read again after restart");

@@ -5,8 +5,10 @@
 //! `producer.rs` owns the producer, its context (delivery reports) and broker health;
 //! `pump.rs` is the only code that hands records to the producer; `queue_budget.rs` holds the
 //! producer queue to its configured bytes, counting librdkafka's per-message overhead; `fault.rs` says whether a
-//! producer error is one record's (dead-letter it) or the pipeline's (stop, keep the position).
+//! producer error is one record's (dead-letter it) or the pipeline's (stop, keep the position);
+//! `client_log.rs` keeps librdkafka's log lines and client errors to a readable few.
 
+pub mod client_log;
 mod fault;
 mod producer;
 mod pump;

@@ -118,6 +118,8 @@ pub struct FailedDelivery {
 pub struct DeliveryContext {
     brokers_reachable: Arc<AtomicBool>,
     fatal: Arc<FatalError>,
+    /// Deduplicates and rate-limits librdkafka's log lines and client errors.
+    log_limiter: super::client_log::LogLimiter,
 }
 
 /// A fatal producer error (librdkafka's `ERR__FATAL`, e.g. the idempotent producer lost its
@@ -143,7 +145,34 @@ impl ClientContext for DeliveryContext {
             }
             _ => {}
         }
-        tracing::warn!(%error, reason, "kafka client error");
+        if let Some(held_back) = self.log_limiter.admit(reason, Instant::now()) {
+            tracing::warn!(%error, reason, held_back, "kafka client error");
+        }
+    }
+
+    /// librdkafka's log lines, as rdkafka's default does (target `librdkafka`), but each
+    /// distinct message at most once a minute and at most 20 lines a minute in all; a line
+    /// says how many were held back before it (`held_back`).
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        if matches!(level, Level::Debug) {
+            tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
+            return;
+        }
+        let Some(held_back) = self.log_limiter.admit(message, Instant::now()) else {
+            return;
+        };
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+                tracing::error!(target: "librdkafka", held_back, "librdkafka: {fac} {message}")
+            }
+            Level::Warning => {
+                tracing::warn!(target: "librdkafka", held_back, "librdkafka: {fac} {message}")
+            }
+            Level::Notice | Level::Info | Level::Debug => {
+                tracing::info!(target: "librdkafka", held_back, "librdkafka: {fac} {message}")
+            }
+        }
     }
 }
 
@@ -301,6 +330,7 @@ impl KafkaProducer {
         let inner = client.create_with_context(DeliveryContext {
             brokers_reachable: Arc::clone(&brokers_reachable),
             fatal: Arc::clone(&fatal),
+            log_limiter: Default::default(),
         })?;
         Ok(KafkaProducer {
             inner,
