@@ -6,9 +6,11 @@
 //! `BaseProducer::poll`). Unfiltered, that was 840 lines in 30 s, each printed twice.
 //!
 //! [`LogLimiter`] lets one line through per distinct message per [`WINDOW`] (a message is
-//! compared without librdkafka's varying suffix, `(after 0ms in state CONNECT, …)`, so the log
-//! line and the error event of one failure count once), and at most [`MAX_LINES_PER_WINDOW`]
-//! lines in all per window. The next line let through says how many were held back.
+//! compared without librdkafka's varying parts, the thread name and the `(after 0ms in state
+//! CONNECT, …)` suffix), and at most [`MAX_LINES_PER_WINDOW`] lines in all per window. The
+//! next line let through says how many were held back. Log lines and error events are told
+//! apart ([`Origin`]): a failure shows once as librdkafka's line and once as the error event,
+//! which names the error's kind (`Authentication`, `AllBrokersDown`).
 
 use std::{
     collections::HashMap,
@@ -23,10 +25,19 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// Most librdkafka lines logged per [`WINDOW`], all messages together.
 pub const MAX_LINES_PER_WINDOW: usize = 20;
 
+/// Where a line comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// librdkafka's log callback.
+    Log,
+    /// An error event (the context's `error` callback).
+    ErrorEvent,
+}
+
 #[derive(Default)]
 struct State {
     /// Each message's last logged time.
-    logged: HashMap<String, Instant>,
+    logged: HashMap<(Origin, String), Instant>,
     window_start: Option<Instant>,
     lines_in_window: usize,
     /// Lines held back since the last line let through.
@@ -40,10 +51,10 @@ pub struct LogLimiter {
 }
 
 impl LogLimiter {
-    /// Whether `message`, arriving at `now`, is logged: `Some(n)` with the number of lines held
-    /// back since the last one logged, or `None` to drop it.
-    pub fn admit(&self, message: &str, now: Instant) -> Option<u64> {
-        let key = normalized(message);
+    /// Whether `message` from `origin`, arriving at `now`, is logged: `Some(n)` with the
+    /// number of lines held back since the last one logged, or `None` to drop it.
+    pub fn admit(&self, origin: Origin, message: &str, now: Instant) -> Option<u64> {
+        let key = (origin, normalized(message).to_owned());
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let window_start = *state.window_start.get_or_insert(now);
         if now.duration_since(window_start) >= WINDOW {
@@ -55,13 +66,13 @@ impl LogLimiter {
         }
         let repeated = state
             .logged
-            .get(key)
+            .get(&key)
             .is_some_and(|logged| now.duration_since(*logged) < WINDOW);
         if repeated || state.lines_in_window >= MAX_LINES_PER_WINDOW {
             state.held_back += 1;
             return None;
         }
-        state.logged.insert(key.to_owned(), now);
+        state.logged.insert(key, now);
         state.lines_in_window += 1;
         Some(std::mem::take(&mut state.held_back))
     }
@@ -93,22 +104,20 @@ mod tests {
         let line = |ms: u64| {
             format!("[thrd:127.0.0.1:1/bootstrap]: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after {ms}ms in state CONNECT)")
         };
-        assert_eq!(limiter.admit(&line(0), start), Some(0));
+        assert_eq!(limiter.admit(Origin::Log, &line(0), start), Some(0));
         for i in 1..100 {
-            assert_eq!(
-                limiter.admit(&line(i), start + Duration::from_millis(i * 100)),
-                None
-            );
+            let at = start + Duration::from_millis(i * 100);
+            assert_eq!(limiter.admit(Origin::Log, &line(i), at), None);
         }
-        // The same failure as an error event, without the suffix: the same message.
+        // The error event of the same failure shows once, though rdkafka hands it over twice.
+        let event = "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)";
+        let at = start + Duration::from_secs(20);
+        assert_eq!(limiter.admit(Origin::ErrorEvent, event, at), Some(99));
+        assert_eq!(limiter.admit(Origin::ErrorEvent, event, at), None);
         assert_eq!(
-            limiter.admit(
-                "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused",
-                start + Duration::from_secs(20)
-            ),
-            None
+            limiter.admit(Origin::Log, &line(0), start + WINDOW),
+            Some(1)
         );
-        assert_eq!(limiter.admit(&line(0), start + WINDOW), Some(100));
     }
 
     #[test]
@@ -116,11 +125,15 @@ mod tests {
         let limiter = LogLimiter::default();
         let now = Instant::now();
         let admitted = (0..100)
-            .filter(|i| limiter.admit(&format!("broker {i} down"), now).is_some())
+            .filter(|i| {
+                limiter
+                    .admit(Origin::Log, &format!("broker {i} down"), now)
+                    .is_some()
+            })
             .count();
         assert_eq!(admitted, MAX_LINES_PER_WINDOW);
         assert_eq!(
-            limiter.admit("broker 0 down", now + WINDOW),
+            limiter.admit(Origin::Log, "broker 0 down", now + WINDOW),
             Some(80),
             "the next window logs again and says how many were held back"
         );

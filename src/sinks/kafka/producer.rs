@@ -26,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
 use super::{
+    client_log::Origin,
     fault::pipeline_fault_hint,
     queue_budget::{QueueBudget, QueuedBytes},
 };
@@ -145,7 +146,10 @@ impl ClientContext for DeliveryContext {
             }
             _ => {}
         }
-        if let Some(held_back) = self.log_limiter.admit(reason, Instant::now()) {
+        if let Some(held_back) = self
+            .log_limiter
+            .admit(Origin::ErrorEvent, reason, Instant::now())
+        {
             tracing::warn!(%error, reason, held_back, "kafka client error");
         }
     }
@@ -159,7 +163,7 @@ impl ClientContext for DeliveryContext {
             tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
             return;
         }
-        let Some(held_back) = self.log_limiter.admit(message, Instant::now()) else {
+        let Some(held_back) = self.log_limiter.admit(Origin::Log, message, Instant::now()) else {
             return;
         };
         match level {
