@@ -221,7 +221,7 @@ async fn main() -> ExitCode {
             topics,
             config,
         } => {
-            init_logging(cli.log_format, "warn");
+            init_logging("warn");
             let mut wanted = std::collections::BTreeMap::new();
             if let Some(config) = config {
                 match config::load(&config).and_then(|raw| raw.validate()) {
