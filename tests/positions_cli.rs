@@ -4,7 +4,7 @@ mod common;
 
 use std::{path::Path, process::Output};
 
-use common::process::{binary, write_config};
+use common::process::{binary, try_http_get, write_config, Daemon};
 use tributary::checkpoint::FileStore;
 
 fn positions(config: &Path, args: &[&str]) -> Output {
@@ -95,4 +95,91 @@ topic = "ticks"
         stdout(&positions(&config, &["list"])),
         "ticks\t-\nwiki\t-\n"
     );
+}
+
+/// The Kafka store, on Apache Kafka: an install moves from the file store with `copy`, the
+/// positions are read and changed through the CLI, and nothing changes while a replica is a
+/// member of the cluster's group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_on_the_kafka_store_are_copied_from_the_file_store_and_never_changed_under_a_replica(
+) {
+    let broker = common::Broker::kafka();
+    broker.create_topic("wiki").await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = common::free_port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+
+[checkpoint]
+store = "kafka"
+dir = "{state}"
+topic_replication_factor = 1
+
+[cluster]
+name = "cli"
+partitions = 2
+replication_factor = 1
+replica = "replica-1"
+
+[server]
+listen = "127.0.0.1:{port}"
+
+[sources.wiki]
+type = "sse"
+url = "http://127.0.0.1:1/stream"
+topic = "wiki"
+"#,
+            brokers = broker.brokers(),
+            state = state.display()
+        ),
+    );
+    let run = |args: &'static [&'static str]| {
+        let config = config.clone();
+        async move { common::blocking(move || positions(&config, args)) }
+    };
+    // An install on the file store, moved to Kafka.
+    FileStore::open(&state)
+        .unwrap()
+        .commit(&[("wiki".into(), tributary::record::Position("event-42".into()))])
+        .unwrap();
+    assert_eq!(stdout(&run(&["list"]).await), "wiki\t-\n");
+    assert_eq!(
+        stdout(&run(&["copy", "--from", "file", "--to", "kafka"]).await),
+        "wiki\tevent-42\ncopied 1 position(s)\n"
+    );
+    assert_eq!(stdout(&run(&["get", "wiki"]).await), "event-42\n");
+    assert_eq!(
+        stdout(&run(&["set", "wiki", "event-43"]).await),
+        "wiki\tevent-43\n"
+    );
+    assert_eq!(stdout(&run(&["list"]).await), "wiki\tevent-43\n");
+
+    // A running replica is a member of the group: set and reset refuse, naming it.
+    let mut daemon = Daemon::spawn(&config, port);
+    let members = format!("http://127.0.0.1:{port}/readyz");
+    common::wait_until_async("the replica runs the source", || async {
+        try_http_get(&members)
+            .await
+            .is_some_and(|(_, body)| body.contains("\"wiki\""))
+    })
+    .await;
+    let refused = stderr(&run(&["set", "wiki", "event-7"]).await);
+    assert!(refused.contains("tributary/replica-1/"), "{refused}");
+    assert!(refused.contains("live members"), "{refused}");
+    stderr(&run(&["reset", "wiki"]).await);
+    assert_eq!(stdout(&run(&["get", "wiki"]).await), "event-43\n");
+    assert!(daemon.child.try_wait().unwrap().is_none());
+    assert!(daemon.terminate().await.success());
+
+    // Once it has left the group, they work again.
+    assert_eq!(
+        stdout(&run(&["reset", "wiki"]).await),
+        "wiki\tposition forgotten\n"
+    );
+    assert!(stderr(&run(&["get", "wiki"]).await).contains("no position is stored"));
 }

@@ -438,8 +438,12 @@ async fn ensure_compacted_topic(config: &KafkaStoreConfig) -> Result<(), Checkpo
 /// librdkafka's mock cluster does) it lets the request time out although the same brokers
 /// answered metadata and the topic's creation a moment before.
 fn is_unsupported(error: &rdkafka::error::KafkaError) -> bool {
+    let code = match error {
+        rdkafka::error::KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
     matches!(
-        error.rdkafka_error_code(),
+        code,
         Some(
             RDKafkaErrorCode::UnsupportedVersion
                 | RDKafkaErrorCode::UnsupportedFeature

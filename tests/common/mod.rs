@@ -236,6 +236,19 @@ pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut
     }
 }
 
+/// Waits (at most 60 s) until the async `condition` holds.
+pub async fn wait_until_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after 60 s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `source` of `daemon` has had `count` records acknowledged (own topic + DLQ).
 pub async fn wait_for_acknowledged(daemon: &RunningDaemon, source: &str, count: u64) {
     let metrics = daemon.metrics().source(source);
