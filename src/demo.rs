@@ -227,7 +227,7 @@ async fn wait_for_produced(
     phase: &str,
     progress: bool,
 ) {
-    let metrics = Arc::clone(daemon.metrics()).source(SOURCE);
+    let metrics = Arc::clone(daemon.metrics()).source(SOURCE, crate::metrics::SourceKind::Sse);
     let started = Instant::now();
     loop {
         let produced = metrics.records_produced.get() as usize;

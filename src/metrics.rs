@@ -5,17 +5,104 @@
 //! (`listen`, `webhook_listen`), a small fixed set of kinds and status classes — never a URL, a
 //! peer address or free text. Hot paths hold a
 //! [`SourceMetrics`] whose label lookups were done once, and add per batch.
+//!
+//! A source exports the families that apply to its kind ([`SourceKind`]): an SSE source has no
+//! `tributary_polls_total`, a webhook source no checkpoint families. Families whose label values
+//! form a small fixed set (poll outcomes, HTTP status classes, webhook outcomes, Kafka error
+//! kinds) start every series at 0, so that `increase()` sees the first occurrence. Next to them
+//! the registry holds `tributary_build_info` and the process collector's `process_*` families
+//! (resident memory, CPU seconds, open file descriptors; Linux only).
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use prometheus::{
     Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::health::{Readiness, SourceState};
+
+/// What a source is, for the metric families it exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `type = "sse"`.
+    Sse,
+    /// `type = "websocket"`.
+    Websocket,
+    /// `type = "webhook"`.
+    Webhook,
+    /// `type = "rest"`.
+    Rest,
+    /// `type = "graphql"`.
+    Graphql,
+}
+
+impl SourceKind {
+    fn polled(self) -> bool {
+        matches!(self, SourceKind::Rest | SourceKind::Graphql)
+    }
+
+    fn speaks_http(self) -> bool {
+        matches!(
+            self,
+            SourceKind::Sse | SourceKind::Rest | SourceKind::Graphql
+        )
+    }
+
+    fn streams(self) -> bool {
+        matches!(self, SourceKind::Sse | SourceKind::Websocket)
+    }
+}
+
+/// `outcome` values of `tributary_polls_total`.
+pub const POLL_OUTCOMES: [&str; 5] = [
+    "complete",
+    "not_modified",
+    "page_limit",
+    "incomplete",
+    "failed",
+];
+
+/// `status_class` values of `tributary_http_requests_total`.
+pub const HTTP_STATUS_CLASSES: [&str; 6] = ["2xx", "3xx", "4xx", "5xx", "other", "error"];
+
+/// `outcome` values of `tributary_webhook_requests_total`.
+pub const WEBHOOK_OUTCOMES: [&str; 8] = [
+    "accepted",
+    "duplicate",
+    "rejected_signature",
+    "rejected_timestamp",
+    "too_large",
+    "bad_request",
+    "overloaded",
+    "delivery_timeout",
+];
+
+/// `kind` values of `tributary_kafka_errors_total` and `tributary_pipeline_faults_total`: the
+/// librdkafka error codes Tributary names, and `other`.
+pub const KAFKA_ERROR_KINDS: [&str; 8] = [
+    "message_too_large",
+    "unknown_topic",
+    "topic_authorization_failed",
+    "message_timed_out",
+    "all_brokers_down",
+    "invalid_record",
+    "queue_full",
+    "other",
+];
+
+/// The revision the binary was built from (`git rev-parse HEAD` at build time, or the
+/// `TRIBUTARY_REVISION` environment variable of the build), `unknown` without either.
+pub const REVISION: &str = env!("TRIBUTARY_REVISION");
+
 /// All metric families of one daemon, on their own [`Registry`].
 pub struct Metrics {
     registry: Registry,
+    sources: Mutex<HashMap<Arc<str>, SourceMetrics>>,
+    ready: IntGauge,
     records_received: IntCounterVec,
     records_produced: IntCounterVec,
     record_bytes: IntCounterVec,
@@ -65,9 +152,31 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
 }
 
 impl Metrics {
-    /// Registers every family on a fresh registry.
+    /// Registers every family on a fresh registry, with `tributary_build_info` and (on Linux)
+    /// the process collector.
     pub fn new() -> Arc<Self> {
         let r = Registry::new();
+        let build_info = gauge(
+            &r,
+            "tributary_build_info",
+            "Always 1; the labels say which build runs (the crate version and the git revision).",
+            &["version", "revision"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), REVISION])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("the process collector is registered once");
+        let ready = IntGauge::new(
+            "tributary_ready",
+            "1 while /readyz answers 200, else 0 (read at each scrape).",
+        )
+        .expect("static gauge definition");
+        r.register(Box::new(ready.clone()))
+            .expect("each metric is registered once");
         let kafka_delivery_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "tributary_kafka_delivery_seconds",
@@ -82,6 +191,8 @@ impl Metrics {
         r.register(Box::new(kafka_delivery_seconds.clone()))
             .expect("each metric is registered once");
         Arc::new(Metrics {
+            sources: Mutex::new(HashMap::new()),
+            ready,
             records_received: counter(
                 &r,
                 "tributary_records_received_total",
@@ -140,7 +251,7 @@ impl Metrics {
             polls: counter(
                 &r,
                 "tributary_polls_total",
-                "Polls of a REST or GraphQL source, by outcome (complete, not_modified, page_limit, failed).",
+                "Polls of a REST or GraphQL source, by outcome (complete, not_modified, page_limit, incomplete, failed).",
                 &["source", "outcome"],
             ),
             pages: counter(
@@ -203,7 +314,9 @@ impl Metrics {
             connected: gauge(
                 &r,
                 "tributary_connected",
-                "1 while the source holds an open feed connection, else 0.",
+                "1 while /readyz reports the source `connected` (SSE, WebSocket: a feed connection \
+                 is open; REST, GraphQL: the last poll succeeded; webhook: its route is served), \
+                 else 0 (read at each scrape).",
                 &["source"],
             ),
             channel_records: gauge(
@@ -267,32 +380,97 @@ impl Metrics {
         &self.registry
     }
 
-    /// Label handles for one source, looked up once.
-    pub fn source(self: &Arc<Self>, source: &str) -> SourceMetrics {
-        let l = &[source];
-        SourceMetrics {
-            name: Arc::from(source),
+    /// Registers source `name` of `kind` and returns its handles, label lookups done once.
+    ///
+    /// Only the families that apply to `kind` get a series; the handles of the others are
+    /// detached (counted nowhere, exported nowhere). Asking again for a registered name returns
+    /// the handles registered first.
+    pub fn source(self: &Arc<Self>, name: &str, kind: SourceKind) -> SourceMetrics {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = sources.get(name) {
+            return existing.clone();
+        }
+        let l = &[name];
+        let int = |family: &IntCounterVec, applies: bool| {
+            if applies {
+                family.with_label_values(l)
+            } else {
+                detached_counter()
+            }
+        };
+        let each = |family: &IntCounterVec, values: &[&str], applies: bool| {
+            if applies {
+                for value in values {
+                    family.with_label_values(&[name, value]);
+                }
+            }
+        };
+        let checkpointed = kind != SourceKind::Webhook;
+        each(&self.polls, &POLL_OUTCOMES, kind.polled());
+        each(
+            &self.http_requests,
+            &HTTP_STATUS_CLASSES,
+            kind.speaks_http(),
+        );
+        each(
+            &self.webhook_requests,
+            &WEBHOOK_OUTCOMES,
+            kind == SourceKind::Webhook,
+        );
+        each(&self.kafka_errors, &KAFKA_ERROR_KINDS, true);
+        each(&self.pipeline_faults, &KAFKA_ERROR_KINDS, true);
+        self.connected.with_label_values(l).set(0);
+        let handles = SourceMetrics {
+            name: Arc::from(name),
             metrics: Arc::clone(self),
             records_received: self.records_received.with_label_values(l),
             records_produced: self.records_produced.with_label_values(l),
             record_bytes: self.record_bytes.with_label_values(l),
-            reconnects: self.reconnects.with_label_values(l),
-            connected: self.connected.with_label_values(l),
+            reconnects: int(&self.reconnects, kind.streams()),
             channel_records: self.channel_records.with_label_values(l),
             channel_bytes: self.channel_bytes.with_label_values(l),
             kafka_delivery_seconds: self.kafka_delivery_seconds.with_label_values(l),
-            checkpoint_commits: self.checkpoint_commits.with_label_values(l),
-            checkpoint_age_seconds: self.checkpoint_age_seconds.with_label_values(l),
-            records_filtered: self.records_filtered.with_label_values(l),
-            sequence_gaps: self.sequence_gaps.with_label_values(l),
-            retries: self.retries.with_label_values(l),
-            rate_limit_wait_seconds: self.rate_limit_wait_seconds.with_label_values(l),
-            pages: self.pages.with_label_values(l),
-            not_modified: self.not_modified.with_label_values(l),
-            records_duplicate: self.records_duplicate.with_label_values(l),
-            invalid_event_ids: self.invalid_event_ids.with_label_values(l),
-            oversized_events: self.oversized_events.with_label_values(l),
-            checkpoint_commit_failures: self.checkpoint_commit_failures.with_label_values(l),
+            checkpoint_commits: int(&self.checkpoint_commits, checkpointed),
+            checkpoint_age_seconds: if checkpointed {
+                self.checkpoint_age_seconds.with_label_values(l)
+            } else {
+                IntGauge::new("detached", "exported nowhere").expect("static gauge definition")
+            },
+            records_filtered: int(&self.records_filtered, kind.streams()),
+            sequence_gaps: int(&self.sequence_gaps, kind == SourceKind::Websocket),
+            retries: int(&self.retries, kind.polled()),
+            rate_limit_wait_seconds: if kind.speaks_http() {
+                self.rate_limit_wait_seconds.with_label_values(l)
+            } else {
+                Counter::new("detached", "exported nowhere").expect("static counter definition")
+            },
+            pages: int(&self.pages, kind.polled()),
+            not_modified: int(&self.not_modified, kind == SourceKind::Rest),
+            records_duplicate: int(&self.records_duplicate, kind.polled()),
+            invalid_event_ids: int(&self.invalid_event_ids, kind == SourceKind::Sse),
+            oversized_events: int(&self.oversized_events, kind == SourceKind::Sse),
+            checkpoint_commit_failures: int(&self.checkpoint_commit_failures, checkpointed),
+        };
+        sources.insert(Arc::from(name), handles.clone());
+        handles
+    }
+
+    /// The handles of source `name`, if [`Metrics::source`] registered it.
+    pub fn registered(&self, name: &str) -> Option<SourceMetrics> {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.get(name).cloned()
+    }
+
+    /// Sets the gauges read from `/readyz`: `tributary_ready` and each registered source's
+    /// `tributary_connected`, so that the scrape and `/readyz` never disagree.
+    pub fn observe_readiness(&self, readiness: &Readiness) {
+        self.ready.set(i64::from(readiness.ready));
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        for name in sources.keys() {
+            let connected = matches!(readiness.sources.get(&**name), Some(SourceState::Connected));
+            self.connected
+                .with_label_values(&[&**name])
+                .set(i64::from(connected));
         }
     }
 
@@ -314,6 +492,11 @@ impl Metrics {
             .expect("encoding gathered metrics into a Vec cannot fail");
         String::from_utf8(out).expect("the text encoder writes UTF-8")
     }
+}
+
+/// A counter on no registry: the handle of a family that does not apply to a source's kind.
+fn detached_counter() -> IntCounter {
+    IntCounter::new("detached", "exported nowhere").expect("static counter definition")
 }
 
 /// Handles of one HTTP listener.
@@ -338,8 +521,6 @@ pub struct SourceMetrics {
     pub record_bytes: IntCounter,
     /// `tributary_reconnects_total{source}`.
     pub reconnects: IntCounter,
-    /// `tributary_connected{source}`.
-    pub connected: IntGauge,
     /// `tributary_channel_records{source}`.
     pub channel_records: IntGauge,
     /// `tributary_channel_bytes{source}`.
@@ -439,3 +620,7 @@ impl SourceMetrics {
             .inc();
     }
 }
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -91,7 +91,7 @@ impl SourceRunner {
     ) -> Result<RunningSource, CheckpointError> {
         let name = Arc::clone(&info.name);
         let resume = self.store.acquire(&name).await?;
-        let source_metrics = self.metrics.source(&name);
+        let source_metrics = self.metrics.source(&name, info.kind);
         let tracker = Arc::new(AckTracker::new(resume.clone()));
         self.committer
             .track(&name, Arc::clone(&tracker), source_metrics.clone());

@@ -144,7 +144,15 @@ async fn a_missing_topic_stops_the_source_and_its_position_stays() {
         scrape.contains(r#"tributary_pipeline_faults_total{kind="unknown_topic",source="typo"} 1"#),
         "{scrape}"
     );
-    assert_eq!(daemon.metrics().source("typo").records_produced.get(), 0);
+    assert_eq!(
+        daemon
+            .metrics()
+            .registered("typo")
+            .expect("a registered source")
+            .records_produced
+            .get(),
+        0
+    );
     daemon.shutdown().await;
     assert_eq!(
         FileStore::open(state.path()).unwrap().load("typo").unwrap(),

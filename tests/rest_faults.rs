@@ -604,7 +604,12 @@ async fn a_gzip_bomb_fails_the_poll_and_is_never_buffered_whole() {
     .await;
     let (status_code, body) =
         http_get(&format!("http://{}/readyz", daemon.metrics_address())).await;
-    let received = daemon.metrics().source("bomb").records_received.get();
+    let received = daemon
+        .metrics()
+        .registered("bomb")
+        .expect("a registered source")
+        .records_received
+        .get();
     daemon.shutdown().await;
     assert_eq!(status_code, 503, "{body}");
     assert!(

@@ -77,7 +77,12 @@ async fn feed_drops_resume_from_last_event_id(broker: Broker) {
     ))
     .await;
     wait_for_acknowledged(&daemon, "drops", EVENTS as u64).await;
-    let reconnects = daemon.metrics().source("drops").reconnects.get();
+    let reconnects = daemon
+        .metrics()
+        .registered("drops")
+        .expect("a registered source")
+        .reconnects
+        .get();
     daemon.shutdown().await;
 
     let sent: Vec<Option<String>> = feed.stats().last_event_ids.lock().unwrap().clone();
@@ -295,13 +300,29 @@ async fn the_broker_down_at_start_then_up_loses_nothing() {
     wait_until(
         "the source to read the feed",
         Duration::from_secs(30),
-        || daemon.metrics().source("outage").records_received.get() > 0,
+        || {
+            daemon
+                .metrics()
+                .registered("outage")
+                .expect("a registered source")
+                .records_received
+                .get()
+                > 0
+        },
     )
     .await;
     let (status, body) = http_get(&readyz).await;
     assert_eq!(status, 503, "not ready while the broker is down: {body}");
     assert!(body.contains(r#""kafka_reachable":false"#), "{body}");
-    assert_eq!(daemon.metrics().source("outage").records_produced.get(), 0);
+    assert_eq!(
+        daemon
+            .metrics()
+            .registered("outage")
+            .expect("a registered source")
+            .records_produced
+            .get(),
+        0
+    );
 
     broker.up().await;
     wait_for_acknowledged(&daemon, "outage", EVENTS as u64).await;
@@ -339,7 +360,15 @@ async fn http_204_stops_the_source_without_reconnecting() {
         matches!(daemon.health().get("gone"), Some(SourceState::Finished(_)))
     })
     .await;
-    assert_eq!(daemon.metrics().source("gone").reconnects.get(), 0);
+    assert_eq!(
+        daemon
+            .metrics()
+            .registered("gone")
+            .expect("a registered source")
+            .reconnects
+            .get(),
+        0
+    );
     daemon.shutdown().await;
 }
 
@@ -410,7 +439,10 @@ async fn failing_checkpoint_commits_are_counted_shown_in_readyz_and_retried() {
         "",
     ))
     .await;
-    let metrics = daemon.metrics().source("disk");
+    let metrics = daemon
+        .metrics()
+        .registered("disk")
+        .expect("a registered source");
     wait_for_acknowledged(&daemon, "disk", 50).await;
     wait_until("a first commit", Duration::from_secs(30), || {
         metrics.checkpoint_commits.get() > 0

@@ -58,7 +58,12 @@ key = "/meta/id""#
     wait_for_acknowledged(&daemon, "edits", 10).await;
     let scrape = daemon.metrics().render();
     let readiness = serde_json::to_string(&daemon.health().readiness(true)).unwrap();
-    let received = daemon.metrics().source("edits").records_received.get();
+    let received = daemon
+        .metrics()
+        .registered("edits")
+        .expect("a registered source")
+        .records_received
+        .get();
     daemon.shutdown().await;
 
     let request = &server.requests()[0];
@@ -117,7 +122,12 @@ async fn a_silent_connection_is_reconnected_after_the_read_timeout() {
     ))
     .await;
     wait_for_acknowledged(&daemon, "quiet", 4).await;
-    let reconnects = daemon.metrics().source("quiet").reconnects.get();
+    let reconnects = daemon
+        .metrics()
+        .registered("quiet")
+        .expect("a registered source")
+        .reconnects
+        .get();
     daemon.shutdown().await;
 
     let requests = server.requests();
@@ -210,7 +220,10 @@ async fn a_stalled_broker_stops_the_source_reading_and_loses_nothing() {
         ),
     );
     let daemon = start_daemon(&toml).await;
-    let metrics = daemon.metrics().source("stall");
+    let metrics = daemon
+        .metrics()
+        .registered("stall")
+        .expect("a registered source");
     wait_until("the channel to fill", Duration::from_secs(30), || {
         metrics.channel_records.get() as u64 >= CHANNEL
     })
@@ -367,7 +380,12 @@ async fn an_id_that_cannot_be_sent_back_is_never_the_position() {
     ))
     .await;
     wait_for_acknowledged(&daemon, "odd", 3).await;
-    let invalid = daemon.metrics().source("odd").invalid_event_ids.get();
+    let invalid = daemon
+        .metrics()
+        .registered("odd")
+        .expect("a registered source")
+        .invalid_event_ids
+        .get();
     daemon.shutdown().await;
     assert_eq!(invalid, 1);
     let requests = server.requests();
@@ -578,7 +596,10 @@ async fn a_line_past_max_event_bytes_ends_the_connection_before_it_is_buffered()
         || closed.load(SeqCst),
     )
     .await;
-    let metrics = daemon.metrics().source("capped");
+    let metrics = daemon
+        .metrics()
+        .registered("capped")
+        .expect("a registered source");
     let (oversized, reconnects) = (metrics.oversized_events.get(), metrics.reconnects.get());
     daemon.shutdown().await;
 

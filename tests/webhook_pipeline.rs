@@ -415,7 +415,10 @@ channel_max_records = 1
                 .0
         }));
         // Each request must take its place before the next one comes.
-        let metrics = daemon.metrics().source("busy");
+        let metrics = daemon
+            .metrics()
+            .registered("busy")
+            .expect("a registered source");
         wait_until(
             "the request to reach the pipeline",
             Duration::from_secs(30),
@@ -423,7 +426,10 @@ channel_max_records = 1
         )
         .await;
     }
-    let metrics = daemon.metrics().source("busy");
+    let metrics = daemon
+        .metrics()
+        .registered("busy")
+        .expect("a registered source");
     wait_until("the channel to fill", Duration::from_secs(30), || {
         metrics.channel_records.get() >= 1
     })

@@ -97,7 +97,10 @@ filter = {{ pointer = "/type", values = ["l2update", "ticker", "match", "snapsho
         .filter(|f| !f.contains(r#""type":"subscriptions""#))
         .collect();
     wait_for_acknowledged(&daemon, "coinbase", data_frames.len() as u64).await;
-    let metrics = daemon.metrics().source("coinbase");
+    let metrics = daemon
+        .metrics()
+        .registered("coinbase")
+        .expect("a registered source");
     let (filtered, received) = (
         metrics.records_filtered.get(),
         metrics.records_received.get(),
@@ -185,7 +188,10 @@ key = "/type""#,
     .await;
     // 599 good records and 1 dead-lettered one.
     wait_for_acknowledged(&daemon, "ticks", 600).await;
-    let metrics = daemon.metrics().source("ticks");
+    let metrics = daemon
+        .metrics()
+        .registered("ticks")
+        .expect("a registered source");
     let (gaps, reconnects) = (metrics.sequence_gaps.get(), metrics.reconnects.get());
     daemon.shutdown().await;
 
@@ -261,7 +267,12 @@ read_timeout = "60s""#,
     ))
     .await;
     wait_for_acknowledged(&daemon, "pings", 2).await;
-    let reconnects = daemon.metrics().source("pings").reconnects.get();
+    let reconnects = daemon
+        .metrics()
+        .registered("pings")
+        .expect("a registered source")
+        .reconnects
+        .get();
     daemon.shutdown().await;
     let accepted = server.accepted();
     assert_eq!(reconnects, 1);
@@ -423,7 +434,10 @@ resubscribe_on_gap = true"#,
     ))
     .await;
     wait_for_acknowledged(&daemon, "gaps", 5).await;
-    let metrics = daemon.metrics().source("gaps");
+    let metrics = daemon
+        .metrics()
+        .registered("gaps")
+        .expect("a registered source");
     let (gaps, reconnects) = (metrics.sequence_gaps.get(), metrics.reconnects.get());
     daemon.shutdown().await;
     assert_eq!(
@@ -611,7 +625,10 @@ async fn a_stalled_broker_stops_the_source_reading_its_socket() {
         &format!("flush_timeout = \"20s\"\n[kafka.producer]\n\"queue.buffering.max.messages\" = \"{PRODUCER_QUEUE}\""),
     );
     let daemon = start_daemon(&toml).await;
-    let metrics = daemon.metrics().source("stall");
+    let metrics = daemon
+        .metrics()
+        .registered("stall")
+        .expect("a registered source");
     wait_until("the channel to fill", Duration::from_secs(30), || {
         metrics.channel_records.get() as u64 >= CHANNEL
     })
@@ -711,7 +728,10 @@ max_frame_bytes = 1048576"#,
     ))
     .await;
     wait_for_acknowledged(&daemon, "capped", 1).await;
-    let metrics = daemon.metrics().source("capped");
+    let metrics = daemon
+        .metrics()
+        .registered("capped")
+        .expect("a registered source");
     let (received, reconnects) = (metrics.records_received.get(), metrics.reconnects.get());
     daemon.shutdown().await;
     assert_eq!(

@@ -35,6 +35,9 @@ pub fn router(state: ServerState) -> Router {
 }
 
 async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
+    state
+        .metrics
+        .observe_readiness(&state.health.readiness(state.producer.brokers_reachable()));
     (
         [(
             axum::http::header::CONTENT_TYPE,

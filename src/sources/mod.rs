@@ -25,7 +25,7 @@ use crate::{
     channel::RecordSender,
     error::{ConfigError, SourceError},
     health::{Health, SourceState},
-    metrics::SourceMetrics,
+    metrics::{SourceKind, SourceMetrics},
     record::Position,
 };
 
@@ -65,10 +65,13 @@ pub struct SourceInfo {
     /// Commit each position as soon as Kafka has acknowledged it (polled sources, whose
     /// positions move once per page), not only every `checkpoint.commit_interval`.
     pub commit_each_position: bool,
+    /// The source's kind (its `type`), which decides the metric families it exports.
+    pub kind: SourceKind,
 }
 
 impl SourceInfo {
-    /// The info of source `name`; the dead-letter topic defaults to `<topic>.dlq`.
+    /// The info of source `name`; the dead-letter topic defaults to `<topic>.dlq`. The kind is
+    /// set by [`SourceConfig::build`].
     pub fn new(
         name: &str,
         topic: &str,
@@ -86,6 +89,7 @@ impl SourceInfo {
             channel_max_records,
             channel_max_bytes,
             commit_each_position: false,
+            kind: SourceKind::Sse,
         }
     }
 }
@@ -96,7 +100,7 @@ impl SourceConfig {
     /// # Errors
     /// Every problem found, each naming the source and the field.
     pub fn build(&self, name: &str) -> Result<(SourceInfo, Box<dyn Source>), Vec<ConfigError>> {
-        match self {
+        let built = match self {
             SourceConfig::Sse(config) => config
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
@@ -112,6 +116,26 @@ impl SourceConfig {
             SourceConfig::Graphql(config) => config
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
+        };
+        built.map(|(info, source)| {
+            (
+                SourceInfo {
+                    kind: self.kind(),
+                    ..info
+                },
+                source,
+            )
+        })
+    }
+
+    /// The kind this `type` names.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceConfig::Sse(_) => SourceKind::Sse,
+            SourceConfig::Websocket(_) => SourceKind::Websocket,
+            SourceConfig::Webhook(_) => SourceKind::Webhook,
+            SourceConfig::Rest(_) => SourceKind::Rest,
+            SourceConfig::Graphql(_) => SourceKind::Graphql,
         }
     }
 }

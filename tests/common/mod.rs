@@ -251,7 +251,10 @@ where
 
 /// Waits until `source` of `daemon` has had `count` records acknowledged (own topic + DLQ).
 pub async fn wait_for_acknowledged(daemon: &RunningDaemon, source: &str, count: u64) {
-    let metrics = daemon.metrics().source(source);
+    let metrics = daemon
+        .metrics()
+        .registered(source)
+        .expect("a registered source");
     let rendered = daemon.metrics().clone();
     let dead_lettered = move || dead_lettered_total(&rendered.render(), source);
     wait_until(

@@ -92,7 +92,6 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
             _ = context.shutdown.cancelled() => ConnectionEnd::Shutdown,
             end = connection(&settings, &context, &limiter, &mut last_event_id, &mut server_retry, &mut delivered) => end,
         };
-        context.metrics.connected.set(0);
         let error = match end {
             ConnectionEnd::Shutdown => {
                 context.set_state(SourceState::Stopped);
@@ -210,7 +209,6 @@ async fn connection(
                     );
                 }
                 tracing::info!(source = %context.name, url = %settings.redacted_url, last_event_id = last_event_id.as_deref().unwrap_or(""), "connected");
-                context.metrics.connected.set(1);
                 context.set_state(SourceState::Connected);
                 *delivered = true;
             }

@@ -94,7 +94,6 @@ async fn run(settings: Arc<WebSocketSettings>, context: SourceContext) -> Result
             _ = context.shutdown.cancelled() => ConnectionEnd::Shutdown,
             end = connection(&settings, &context, &mut progress) => end,
         };
-        context.metrics.connected.set(0);
         let reason = match end {
             ConnectionEnd::Shutdown => {
                 context.set_state(SourceState::Stopped);
@@ -208,7 +207,6 @@ async fn connection(
         }
     }
     tracing::info!(source = %context.name, url = %settings.redacted_url, position = position.unwrap_or(""), "connected and subscribed");
-    context.metrics.connected.set(1);
     context.set_state(SourceState::Connected);
 
     let mut ping = tokio::time::interval_at(

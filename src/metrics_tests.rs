@@ -1,0 +1,132 @@
+//! Tests of the metric families each source kind exports, and of the gauges read from
+//! readiness.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// The `tributary_` families that have a series labelled `source="<source>"`.
+fn families_of(scrape: &str, source: &str) -> Vec<String> {
+    let label = format!("source=\"{source}\"");
+    let mut names: Vec<String> = scrape
+        .lines()
+        .filter(|line| !line.starts_with('#') && line.contains(&label))
+        .filter_map(|line| line.split('{').next())
+        .map(|name| name.trim_end_matches("_bucket").trim_end_matches("_sum"))
+        .map(|name| name.trim_end_matches("_count").to_owned())
+        .collect();
+    names.dedup();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn each_kind_exports_the_families_that_apply_to_it() {
+    let metrics = Metrics::new();
+    for (name, kind) in [
+        ("s", SourceKind::Sse),
+        ("w", SourceKind::Websocket),
+        ("h", SourceKind::Webhook),
+        ("r", SourceKind::Rest),
+        ("g", SourceKind::Graphql),
+    ] {
+        metrics.source(name, kind);
+    }
+    let scrape = metrics.render();
+    let has = |source: &str, family: &str| {
+        families_of(&scrape, source)
+            .iter()
+            .any(|name| name == family)
+    };
+    for source in ["s", "w", "h", "r", "g"] {
+        for family in [
+            "tributary_records_received_total",
+            "tributary_records_produced_total",
+            "tributary_connected",
+            "tributary_channel_records",
+            "tributary_kafka_delivery_seconds",
+            "tributary_kafka_errors_total",
+            "tributary_pipeline_faults_total",
+        ] {
+            assert!(has(source, family), "{source} lacks {family}");
+        }
+    }
+    let only = |family: &str, sources: &[&str]| {
+        for source in ["s", "w", "h", "r", "g"] {
+            assert_eq!(
+                has(source, family),
+                sources.contains(&source),
+                "{family} on {source}"
+            );
+        }
+    };
+    only("tributary_polls_total", &["r", "g"]);
+    only("tributary_pages_total", &["r", "g"]);
+    only("tributary_retries_total", &["r", "g"]);
+    only("tributary_records_duplicate_total", &["r", "g"]);
+    only("tributary_http_not_modified_total", &["r"]);
+    only("tributary_http_requests_total", &["s", "r", "g"]);
+    only("tributary_rate_limit_wait_seconds_total", &["s", "r", "g"]);
+    only("tributary_reconnects_total", &["s", "w"]);
+    only("tributary_records_filtered_total", &["s", "w"]);
+    only("tributary_sequence_gaps_total", &["w"]);
+    only("tributary_invalid_event_ids_total", &["s"]);
+    only("tributary_oversized_events_total", &["s"]);
+    only("tributary_webhook_requests_total", &["h"]);
+    only("tributary_checkpoint_age_seconds", &["s", "w", "r", "g"]);
+    only("tributary_checkpoint_commits_total", &["s", "w", "r", "g"]);
+    assert!(scrape.contains("tributary_polls_total{outcome=\"incomplete\",source=\"r\"} 0"));
+}
+
+#[test]
+fn connected_and_ready_follow_readiness() {
+    let metrics = Metrics::new();
+    metrics.source("polled", SourceKind::Rest);
+    metrics.source("stream", SourceKind::Sse);
+    let sources = BTreeMap::from([
+        ("polled".to_owned(), SourceState::Connected),
+        (
+            "stream".to_owned(),
+            SourceState::Reconnecting {
+                attempts: 3,
+                error: "refused".into(),
+            },
+        ),
+    ]);
+    metrics.observe_readiness(&Readiness {
+        ready: false,
+        kafka_reachable: true,
+        sources,
+        checkpoint_error: None,
+        internal_error: None,
+    });
+    let scrape = metrics.render();
+    assert!(
+        scrape.contains("tributary_connected{source=\"polled\"} 1"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("tributary_connected{source=\"stream\"} 0"),
+        "{scrape}"
+    );
+    assert!(scrape.contains("\ntributary_ready 0\n"), "{scrape}");
+}
+
+#[test]
+fn build_info_and_process_metrics_are_exported() {
+    let scrape = Metrics::new().render();
+    let build_info = format!(
+        "tributary_build_info{{revision=\"{REVISION}\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(scrape.contains(&build_info), "{scrape}");
+    assert!(!REVISION.is_empty());
+    for family in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
+        assert!(scrape.contains(&format!("# TYPE {family} ")), "{family}");
+    }
+}
