@@ -122,6 +122,7 @@ pub struct Metrics {
     webhook_requests: IntCounterVec,
     retries: IntCounterVec,
     rate_limit_wait_seconds: CounterVec,
+    rate_limit_waiting: IntGaugeVec,
     polls: IntCounterVec,
     pages: IntCounterVec,
     not_modified: IntCounterVec,
@@ -248,6 +249,13 @@ impl Metrics {
                     .expect("each metric is registered once");
                 family
             },
+            rate_limit_waiting: gauge(
+                &r,
+                "tributary_rate_limit_waiting",
+                "1 while the source's next request waits for the host's budget (token bucket, \
+                 spent X-RateLimit/RateLimit budget, Retry-After), else 0.",
+                &["source"],
+            ),
             polls: counter(
                 &r,
                 "tributary_polls_total",
@@ -444,6 +452,11 @@ impl Metrics {
             } else {
                 Counter::new("detached", "exported nowhere").expect("static counter definition")
             },
+            rate_limit_waiting: if kind.speaks_http() {
+                self.rate_limit_waiting.with_label_values(l)
+            } else {
+                IntGauge::new("detached", "exported nowhere").expect("static gauge definition")
+            },
             pages: int(&self.pages, kind.polled()),
             not_modified: int(&self.not_modified, kind == SourceKind::Rest),
             records_duplicate: int(&self.records_duplicate, kind.polled()),
@@ -539,6 +552,8 @@ pub struct SourceMetrics {
     pub retries: IntCounter,
     /// `tributary_rate_limit_wait_seconds_total{source}`.
     pub rate_limit_wait_seconds: Counter,
+    /// `tributary_rate_limit_waiting{source}`.
+    pub rate_limit_waiting: IntGauge,
     /// `tributary_pages_total{source}`.
     pub pages: IntCounter,
     /// `tributary_http_not_modified_total{source}`.
@@ -567,9 +582,27 @@ impl SourceMetrics {
         &self.name
     }
 
-    /// Adds time spent waiting for a host's budget.
-    pub fn rate_limit_wait(&self, waited: std::time::Duration) {
-        self.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
+    /// Awaits `wait` (a wait for a host's budget that returns how long it waited) with
+    /// `tributary_rate_limit_waiting` at 1 meanwhile (back to 0 also when the wait is dropped,
+    /// e.g. by shutdown), then adds the time waited to `tributary_rate_limit_wait_seconds_total`.
+    pub async fn wait_for_budget(
+        &self,
+        wait: impl std::future::Future<Output = std::time::Duration>,
+    ) -> std::time::Duration {
+        struct Waiting<'a>(&'a IntGauge);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        self.rate_limit_waiting.inc();
+        let waiting = Waiting(&self.rate_limit_waiting);
+        let waited = wait.await;
+        drop(waiting);
+        if !waited.is_zero() {
+            self.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
+        }
+        waited
     }
 
     /// Counts one finished poll by its `outcome` (a fixed word).

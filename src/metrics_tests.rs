@@ -68,6 +68,7 @@ fn each_kind_exports_the_families_that_apply_to_it() {
     only("tributary_http_not_modified_total", &["r"]);
     only("tributary_http_requests_total", &["s", "r", "g"]);
     only("tributary_rate_limit_wait_seconds_total", &["s", "r", "g"]);
+    only("tributary_rate_limit_waiting", &["s", "r", "g"]);
     only("tributary_reconnects_total", &["s", "w"]);
     only("tributary_records_filtered_total", &["s", "w"]);
     only("tributary_sequence_gaps_total", &["w"]);
@@ -129,4 +130,37 @@ fn build_info_and_process_metrics_are_exported() {
     ] {
         assert!(scrape.contains(&format!("# TYPE {family} ")), "{family}");
     }
+}
+
+#[tokio::test]
+async fn rate_limit_waiting_is_1_only_while_a_wait_lasts() {
+    let metrics = Metrics::new();
+    let source = metrics.source("polled", SourceKind::Rest);
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let waiter = source.clone();
+    let wait = tokio::spawn(async move {
+        waiter
+            .wait_for_budget(async {
+                let _ = released.await;
+                std::time::Duration::from_millis(1500)
+            })
+            .await
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while source.rate_limit_waiting.get() != 1 {
+        assert!(std::time::Instant::now() < deadline, "never waiting");
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    wait.await.unwrap();
+    assert_eq!(source.rate_limit_waiting.get(), 0);
+    assert!((source.rate_limit_wait_seconds.get() - 1.5).abs() < 1e-9);
+
+    // A wait cut short (shutdown drops it) leaves the gauge at 0 too.
+    let dropped = source.wait_for_budget(std::future::pending());
+    tokio::select! {
+        _ = dropped => unreachable!("a pending wait ended"),
+        _ = tokio::task::yield_now() => {}
+    }
+    assert_eq!(source.rate_limit_waiting.get(), 0);
 }

@@ -229,19 +229,16 @@ impl HttpPolicy {
                 .headers
                 .contains_key(http::header::IF_MODIFIED_SINCE);
         loop {
-            let waited = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
-                waited = async {
+                _ = self.metrics.wait_for_budget(async {
                     if conditional {
                         limiter.wait_pause().await
                     } else {
                         limiter.acquire().await
                     }
-                } => waited,
+                }) => {}
             };
-            if !waited.is_zero() {
-                self.metrics.rate_limit_wait(waited);
-            }
             attempts += 1;
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
@@ -250,13 +247,10 @@ impl HttpPolicy {
             let failure = match outcome {
                 Ok(response) => {
                     if conditional && response.status != StatusCode::NOT_MODIFIED {
-                        let waited = tokio::select! {
+                        tokio::select! {
                             _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
-                            waited = limiter.spend() => waited,
+                            _ = self.metrics.wait_for_budget(limiter.spend()) => {}
                         };
-                        if !waited.is_zero() {
-                            self.metrics.rate_limit_wait(waited);
-                        }
                     }
                     match self.judge(request, response, &limiter) {
                         Judged::Answer(response) => return Ok(response),

@@ -168,10 +168,7 @@ async fn connection(
             fix: fix.to_owned(),
         })
     };
-    let waited = limiter.acquire().await;
-    if !waited.is_zero() {
-        context.metrics.rate_limit_wait(waited);
-    }
+    context.metrics.wait_for_budget(limiter.acquire()).await;
     let auth = match settings.auth.header().await {
         Ok(auth) => auth,
         Err(error @ crate::http::TokenError::Refused(_)) => {
