@@ -177,7 +177,7 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
     }
     for path in [
         "deploy/prometheus/alerts.yml",
-        "deploy/kubernetes/prometheusrule.yaml",
+        "deploy/kubernetes/prometheus-operator/prometheusrule.yaml",
     ] {
         if !std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(path)
