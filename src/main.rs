@@ -8,11 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tributary::{config, daemon, demo, dev_broker, logging, positions, shutdown, systemd};
 
-/// Turns API feeds (Server-Sent Events today) into Kafka topics, resuming after any restart.
+/// Turns API feeds (Server-Sent Events, WebSocket, webhooks, polled REST and GraphQL) into Kafka topics, resuming after any restart.
 #[derive(Parser)]
 #[command(
     version,
-    about = "Turns API feeds (Server-Sent Events today) into Kafka topics, resuming after any restart"
+    about = "Turns API feeds (Server-Sent Events, WebSocket, webhooks, polled REST and GraphQL) into Kafka topics, resuming after any restart"
 )]
 struct Cli {
     /// Log format on stderr.

@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{api::*, process::*, *};
+use common::{api::*, metric_names::*, process::*, *};
 use tributary::replay::{self, ReplayOptions, ReplayServer};
 
 /// The scrape of a daemon that runs every source kind, once its SSE records are acknowledged
@@ -93,46 +93,6 @@ topic = "ticks"
     let scrape = daemon.scrape().await.expect("a scrape");
     assert!(daemon.terminate().await.success());
     scrape
-}
-
-/// The names of the samples in a scrape (histograms as `_bucket`, `_sum`, `_count`).
-pub fn sample_names(scrape: &str) -> BTreeSet<String> {
-    scrape
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .filter_map(|line| line.split(['{', ' ']).next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Every identifier in `text` that starts with one of `prefixes` (PromQL metric names), outside
-/// double-quoted strings (label values, YAML annotations).
-pub fn metric_names(text: &str, prefixes: &[&str]) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    while start < bytes.len() {
-        let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
-        if bytes[start] == b'"' {
-            let mut end = start + 1;
-            while end < bytes.len() && bytes[end] != b'"' {
-                end += if bytes[end] == b'\\' { 2 } else { 1 };
-            }
-            start = end + 1;
-        } else if is_ident(bytes[start]) && (start == 0 || !is_ident(bytes[start - 1])) {
-            let end = (start..bytes.len())
-                .find(|&i| !is_ident(bytes[i]))
-                .unwrap_or(bytes.len());
-            let word = &text[start..end];
-            if prefixes.iter().any(|p| word.starts_with(p)) {
-                names.insert(word.to_owned());
-            }
-            start = end;
-        } else {
-            start += 1;
-        }
-    }
-    names
 }
 
 /// The PromQL of every panel target and template variable of a Grafana dashboard.

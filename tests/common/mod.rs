@@ -5,6 +5,7 @@
 pub mod api;
 pub mod feeds;
 pub mod kafka;
+pub mod metric_names;
 pub mod process;
 pub mod secrets;
 pub mod ws;
