@@ -1,0 +1,171 @@
+//! The documents say what the binary does: every `type = "…"` in README.md, the example
+//! configs and the Kubernetes ConfigMap is a kind the binary accepts (source, pagination or
+//! auth type), every such kind is documented in README.md, and every metric the documents
+//! name is one the daemon registers, and the reverse.
+
+mod common;
+
+use std::{collections::BTreeSet, path::Path};
+
+use common::metric_names::*;
+use serde::de::DeserializeOwned;
+use tributary::{
+    http::AuthConfig,
+    metrics::{Metrics, SourceKind},
+    sources::{rest::pagination::PaginationConfig, SourceConfig},
+};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// README.md, deploy/kubernetes/README.md, the ConfigMap and every example config, by path.
+fn documents() -> Vec<(String, String)> {
+    let mut paths = vec![
+        "README.md".to_owned(),
+        "deploy/kubernetes/README.md".to_owned(),
+        "deploy/kubernetes/configmap.yaml".to_owned(),
+    ];
+    for entry in std::fs::read_dir(root().join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            paths.push(format!(
+                "config/{}",
+                path.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(root().join(&path)).unwrap();
+            (path, text)
+        })
+        .collect()
+}
+
+/// The `type` values an internally tagged enum accepts, as serde lists them when it meets an
+/// unknown one.
+fn variants<T: DeserializeOwned + std::fmt::Debug>() -> BTreeSet<String> {
+    let error = serde_json::from_value::<T>(serde_json::json!({ "type": "no-such-type" }))
+        .expect_err("an unknown type is refused")
+        .to_string();
+    let listed = error
+        .split("expected one of ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no variant list in `{error}`"));
+    listed
+        .split(", ")
+        .map(|v| v.trim_matches(|c: char| c == '`' || !c.is_ascii() || c.is_whitespace()))
+        .map(|v| v.split('`').next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_documented_type_is_one_the_binary_accepts_and_the_reverse() {
+    let sources = variants::<SourceConfig>();
+    let pagination = variants::<PaginationConfig>();
+    let auth = variants::<AuthConfig>();
+    assert!(sources.contains("sse") && sources.len() == 5, "{sources:?}");
+    assert!(pagination.contains("link_header"), "{pagination:?}");
+    assert!(auth.contains("bearer"), "{auth:?}");
+    let accepted: BTreeSet<&String> = sources.iter().chain(&pagination).chain(&auth).collect();
+
+    let mut unknown = Vec::new();
+    for (path, text) in documents() {
+        for found in text.split("type = \"").skip(1) {
+            let value = found.split('"').next().unwrap();
+            // Placeholders such as `type = "…"` are not types.
+            if !value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                continue;
+            }
+            if !accepted.contains(&value.to_owned()) {
+                unknown.push(format!("{path}: type = \"{value}\""));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "types the binary does not accept: {unknown:#?}"
+    );
+
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let undocumented: Vec<&&String> = accepted
+        .iter()
+        .filter(|v| !readme.contains(&format!("`{v}`")) && !readme.contains(&format!("\"{v}\"")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "types README.md does not mention: {undocumented:?}"
+    );
+}
+
+/// The metric families the daemon registers: a source of every kind, one dead letter (that
+/// family has no series before its first record), and the process collector.
+fn registered_families() -> BTreeSet<String> {
+    let metrics = Metrics::new();
+    for (name, kind) in [
+        ("s", SourceKind::Sse),
+        ("w", SourceKind::Websocket),
+        ("h", SourceKind::Webhook),
+        ("r", SourceKind::Rest),
+        ("g", SourceKind::Graphql),
+    ] {
+        metrics.source(name, kind);
+    }
+    metrics
+        .registered("s")
+        .unwrap()
+        .dead_lettered("invalid_json");
+    metrics.listener("listen");
+    metrics
+        .render()
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_metric_the_documents_name_is_registered_and_the_reverse() {
+    let families = registered_families();
+    assert!(families.contains("tributary_build_info"), "{families:?}");
+    assert!(
+        families.contains("process_resident_memory_bytes"),
+        "{families:?}"
+    );
+    let exists = |name: &str| {
+        families.contains(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|f| families.contains(f))
+            })
+    };
+    let mut unknown = Vec::new();
+    for (path, text) in documents() {
+        for name in named_in(&text, &["tributary_", "process_"]) {
+            if !exists(&name) {
+                unknown.push(format!("{path}: {name}"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "metrics the documents name but the daemon does not register: {unknown:#?}"
+    );
+
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let documented = named_in(&readme, &["tributary_", "process_"]);
+    let undocumented: Vec<&String> = families
+        .iter()
+        .filter(|family| !documented.contains(*family))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics the daemon registers but README.md does not name: {undocumented:?}"
+    );
+}
