@@ -125,7 +125,8 @@ impl Status {
             .readiness(true)
             .sources
             .keys()
-            .map(|source| self.metrics.source(source).records_produced.get())
+            .filter_map(|source| self.metrics.registered(source))
+            .map(|metrics| metrics.records_produced.get())
             .sum()
     }
 

@@ -121,6 +121,7 @@ fn registered_families() -> BTreeSet<String> {
         .unwrap()
         .dead_lettered("invalid_json");
     metrics.listener("listen");
+    tributary::cluster::ClusterMetrics::new(metrics.registry());
     metrics
         .render()
         .lines()

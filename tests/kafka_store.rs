@@ -63,13 +63,21 @@ async fn the_store_creates_a_compacted_topic_and_a_new_owner_fences_the_old_one(
         .unwrap();
     let resource = described.into_iter().next().unwrap().unwrap();
     assert_eq!(
-        resource.get("cleanup.policy").and_then(|e| e.value.as_deref()),
+        resource
+            .get("cleanup.policy")
+            .and_then(|e| e.value.as_deref()),
         Some("compact")
     );
 
     assert_eq!(first.acquire("wiki").await.unwrap(), None);
-    first.commit(vec![("wiki".into(), position("10"))]).await.unwrap();
-    first.commit(vec![("wiki".into(), position("11"))]).await.unwrap();
+    first
+        .commit(vec![("wiki".into(), position("10"))])
+        .await
+        .unwrap();
+    first
+        .commit(vec![("wiki".into(), position("11"))])
+        .await
+        .unwrap();
 
     // A second replica takes the source over: it reads the last position, and from its claim
     // on the old owner's writes are ignored.
@@ -77,14 +85,20 @@ async fn the_store_creates_a_compacted_topic_and_a_new_owner_fences_the_old_one(
         .await
         .unwrap();
     assert_eq!(second.acquire("wiki").await.unwrap(), Some(position("11")));
-    first.commit(vec![("wiki".into(), position("12"))]).await.unwrap();
+    first
+        .commit(vec![("wiki".into(), position("12"))])
+        .await
+        .unwrap();
     let reader = KafkaStore::open(store_config(&broker, "positions", "east", "reader"))
         .await
         .unwrap();
     assert_eq!(stored(&reader, "wiki").await.as_deref(), Some("11"));
     let entry = reader.positions().await.unwrap()["wiki"].clone();
     assert_eq!((entry.epoch, entry.replica.as_str()), (2, "b"));
-    second.commit(vec![("wiki".into(), position("13"))]).await.unwrap();
+    second
+        .commit(vec![("wiki".into(), position("13"))])
+        .await
+        .unwrap();
     assert_eq!(stored(&reader, "wiki").await.as_deref(), Some("13"));
 
     // Another cluster on the same topic sees none of it.
@@ -96,7 +110,10 @@ async fn the_store_creates_a_compacted_topic_and_a_new_owner_fences_the_old_one(
     // overwrite (positions set/reset) wins over the owner's epoch.
     reader.overwrite("wiki", None).await.unwrap();
     assert_eq!(stored(&reader, "wiki").await, None);
-    second.commit(vec![("wiki".into(), position("14"))]).await.unwrap();
+    second
+        .commit(vec![("wiki".into(), position("14"))])
+        .await
+        .unwrap();
     assert_eq!(stored(&reader, "wiki").await, None);
 }
 
@@ -113,5 +130,8 @@ async fn a_positions_topic_without_compaction_is_refused() {
         "{error}"
     );
     let text = error.to_string();
-    assert!(text.contains("`plain`") && text.contains("cleanup.policy=compact"), "{text}");
+    assert!(
+        text.contains("`plain`") && text.contains("cleanup.policy=compact"),
+        "{text}"
+    );
 }

@@ -145,7 +145,10 @@ topic = "wiki"
     // An install on the file store, moved to Kafka.
     FileStore::open(&state)
         .unwrap()
-        .commit(&[("wiki".into(), tributary::record::Position("event-42".into()))])
+        .commit(&[(
+            "wiki".into(),
+            tributary::record::Position("event-42".into()),
+        )])
         .unwrap();
     assert_eq!(stdout(&run(&["list"]).await), "wiki\t-\n");
     assert_eq!(
@@ -168,12 +171,39 @@ topic = "wiki"
             .is_some_and(|(_, body)| body.contains("\"wiki\""))
     })
     .await;
+    // A second replica finds the one source taken: it owns nothing and is ready.
+    let idle_port = common::free_port();
+    std::fs::create_dir_all(dir.path().join("idle")).unwrap();
+    let idle_config = write_config(
+        &dir.path().join("idle"),
+        &std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("replica-1", "replica-2")
+            // Another setting: the replicas see that they run different configs.
+            .replace("127.0.0.1:1/stream", "127.0.0.1:2/stream")
+            .replace(
+                &format!("127.0.0.1:{port}"),
+                &format!("127.0.0.1:{idle_port}"),
+            ),
+    );
+    let idle = Daemon::spawn(&idle_config, idle_port);
+    let idle_ready = format!("http://127.0.0.1:{idle_port}/readyz");
+    common::wait_until_async("the idle replica is ready", || async {
+        try_http_get(&idle_ready)
+            .await
+            .is_some_and(|(status, body)| status == 200 && body.contains("\"sources\":{}"))
+    })
+    .await;
+    let mut idle = idle;
+    idle.wait_for_metric_value("tributary_cluster_config_mismatch", 1)
+        .await;
     let refused = stderr(&run(&["set", "wiki", "event-7"]).await);
     assert!(refused.contains("tributary/replica-1/"), "{refused}");
     assert!(refused.contains("live members"), "{refused}");
     stderr(&run(&["reset", "wiki"]).await);
     assert_eq!(stdout(&run(&["get", "wiki"]).await), "event-43\n");
     assert!(daemon.child.try_wait().unwrap().is_none());
+    assert!(idle.terminate().await.success());
     assert!(daemon.terminate().await.success());
 
     // Once it has left the group, they work again.

@@ -95,8 +95,13 @@ impl Feeds {
         .await;
         let rest = ApiServer::start(move |request| async move {
             tokio::time::sleep(PAGE_LATENCY).await;
-            let cursor = request.param("cursor").map_or(0, |c| c.parse().unwrap());
-            json(200, page(cursor, rest_pages), &[])
+            // `since` (a watermark) asks for the records from that `n` on, as APIs with an
+            // inclusive `since` do: the walk starts at the page that holds it.
+            let since: usize = request.param("since").map_or(0, |s| s.parse().unwrap());
+            let cursor = request
+                .param("cursor")
+                .map_or(since / PAGE_RECORDS, |c| c.parse().unwrap());
+            json(200, page(cursor, rest_pages, since), &[])
         })
         .await;
         Feeds {
@@ -212,10 +217,13 @@ pub fn frame(seq: u64) -> String {
     format!(r#"{{"type":"tick","seq":{seq},"price":"{}.5"}}"#, 100 + seq)
 }
 
-/// REST page `cursor` of `pages`: [`PAGE_RECORDS`] records, and the next cursor unless last.
-pub fn page(cursor: usize, pages: usize) -> String {
+/// REST page `cursor` of `pages`: its [`PAGE_RECORDS`] records from `n = since` on, and the
+/// next cursor unless last.
+pub fn page(cursor: usize, pages: usize, since: usize) -> String {
     let data: Vec<_> = (0..PAGE_RECORDS)
-        .map(|j| json!({ "id": format!("p{cursor}-{j}"), "n": cursor * PAGE_RECORDS + j }))
+        .map(|j| (j, cursor * PAGE_RECORDS + j))
+        .filter(|(_, n)| *n >= since)
+        .map(|(j, n)| json!({ "id": format!("p{cursor}-{j}"), "n": n }))
         .collect();
     json!({ "data": data, "next": (cursor + 1 < pages).then(|| (cursor + 1).to_string()) })
         .to_string()

@@ -245,7 +245,10 @@ where
 {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !condition().await {
-        assert!(Instant::now() < deadline, "timed out after 60 s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after 60 s waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

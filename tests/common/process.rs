@@ -81,6 +81,30 @@ impl Daemon {
         }
     }
 
+    /// Waits until the unlabelled metric `name` reaches `value`.
+    pub async fn wait_for_metric_value(&mut self, name: &str, value: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(scrape) = self.scrape().await {
+                let current = scrape
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                    .and_then(|v| v.parse::<f64>().ok());
+                if current.is_some_and(|current| current >= value as f64) {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the daemon exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {name} to reach {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGTERM, then the exit status.
     pub async fn terminate(self) -> std::process::ExitStatus {
         send_signal(&self.child, libc::SIGTERM);
