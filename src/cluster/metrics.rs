@@ -51,6 +51,13 @@ impl ClusterMetrics {
             &["phase"],
         )
         .expect("static metric");
+        // Every series exists from the start, so that `increase()` sees the first event.
+        for event in ["assigned", "revoked", "lost"] {
+            rebalances.with_label_values(&[event]);
+        }
+        for phase in ["stop", "start"] {
+            handoff_seconds.with_label_values(&[phase]);
+        }
         registry
             .register(Box::new(rebalances.clone()))
             .expect("registered once");
