@@ -45,9 +45,9 @@ fn the_prometheus_rule_wraps_exactly_the_alert_rules() {
     );
 }
 
-/// The `tributary.toml` of the ConfigMap.
-fn configmap_config() -> String {
-    let configmap = read("deploy/kubernetes/configmap.yaml");
+/// The `tributary.toml` of the ConfigMap at `path`.
+fn configmap_config_at(path: &str) -> String {
+    let configmap = read(path);
     let block = from_line(&configmap, "  tributary.toml: |\n");
     block
         .lines()
@@ -57,22 +57,36 @@ fn configmap_config() -> String {
         .collect()
 }
 
+/// The `tributary.toml` of the single-replica ConfigMap.
+fn configmap_config() -> String {
+    configmap_config_at("deploy/kubernetes/configmap.yaml")
+}
+
 #[test]
 fn the_configmaps_config_passes_check() {
-    let config = configmap_config();
+    for path in [
+        "deploy/kubernetes/configmap.yaml",
+        "deploy/kubernetes/cluster/configmap.yaml",
+    ] {
+        check_passes(path, &configmap_config_at(path));
+    }
+}
+
+fn check_passes(path: &str, config: &str) {
     assert!(config.contains("[sources."), "{config}");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tributary.toml");
-    std::fs::write(&path, &config).unwrap();
+    std::fs::write(dir.path().join("tributary.toml"), config).unwrap();
     let mut command = Command::new(binary());
-    command.args(["check", "--config"]).arg(&path);
+    command
+        .args(["check", "--config"])
+        .arg(dir.path().join("tributary.toml"));
     for reference in config.split("${env:").skip(1) {
         command.env(reference.split('}').next().unwrap(), "placeholder");
     }
     let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "the ConfigMap's config is invalid:\n{}",
+        "{path}: the ConfigMap's config is invalid:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
