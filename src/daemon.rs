@@ -46,6 +46,7 @@ pub enum StartError {
 /// A started daemon.
 pub struct RunningDaemon {
     shutdown: CancellationToken,
+    reloader: Arc<crate::reload::Reloader>,
     metrics_address: SocketAddr,
     webhook_address: SocketAddr,
     metrics: Arc<Metrics>,
@@ -90,6 +91,11 @@ impl RunningDaemon {
     /// Whether the pumps and the committer make progress (systemd's watchdog asks).
     pub fn liveness(&self) -> &crate::liveness::Liveness {
         &self.liveness
+    }
+
+    /// Applies new configs to this daemon (SIGHUP, `--watch-config`); see [`crate::reload`].
+    pub fn reloader(&self) -> Arc<crate::reload::Reloader> {
+        Arc::clone(&self.reloader)
     }
 
     /// The root token: cancelling it starts the shutdown.
@@ -183,7 +189,7 @@ pub async fn start(
         committer: committer.clone(),
         metrics: Arc::clone(&metrics),
         health: health.clone(),
-        hosts: Arc::new(crate::http::HostLimits::new(config.rate_limits)),
+        hosts: Arc::new(crate::http::HostLimits::new(config.rate_limits.clone())),
         supervisor: supervisor.clone(),
         abandon_pumps: abandon_pumps.clone(),
         shutdown: shutdown.clone(),
@@ -192,24 +198,40 @@ pub async fn start(
     };
     let mut routes = axum::Router::new();
     let mut assigned = Vec::new();
-    for (info, source) in config.sources {
-        if let Some(source_routes) = source.http_routes() {
-            routes = routes.merge(source_routes);
-        } else if config.cluster.is_some() {
+    let mut running = std::collections::BTreeMap::new();
+    let mut config = config;
+    for (info, source) in std::mem::take(&mut config.sources) {
+        let webhook = match source.http_routes() {
+            Some(source_routes) => {
+                routes = routes.merge(source_routes);
+                true
+            }
+            None => false,
+        };
+        if !webhook && config.cluster.is_some() {
             // Cluster mode: the group assigns this source to one replica.
             assigned.push(info);
             continue;
         }
         // Webhook sources run on every replica; every source runs on a single node.
-        runner.start(info, source).await?;
+        let name = info.name.to_string();
+        let started = runner.start(info, source).await?;
+        if !webhook {
+            running.insert(name, started);
+        }
     }
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        &config,
+        runner.clone(),
+        running,
+    ));
     let membership = match &config.cluster {
         Some(cluster) => Some(
             crate::cluster::join(
                 cluster,
                 &config.kafka,
                 assigned,
-                config.source_configs,
+                config.source_configs.clone(),
                 runner.clone(),
             )
             .await?,
@@ -329,6 +351,7 @@ pub async fn start(
     });
     Ok(RunningDaemon {
         shutdown,
+        reloader,
         metrics_address,
         webhook_address,
         metrics,

@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod positions;
 pub mod record;
+pub mod reload;
 pub mod replay;
 pub mod router;
 pub mod secret;

@@ -37,9 +37,13 @@ enum LogFormat {
 enum Command {
     /// Run the daemon until SIGTERM or SIGINT.
     Run {
-        /// The TOML config file.
+        /// The TOML config file. SIGHUP reloads it (and the environment).
         #[arg(long, short)]
         config: PathBuf,
+        /// Also reload when the file changes (debounced; in Kubernetes, when the mounted
+        /// ConfigMap is updated).
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Validate a config file and print every error; exit code 2 when invalid.
     Check {
@@ -187,7 +191,10 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            watch_config,
+        } => {
             init_logging("info");
             let valid = match config::load(&config).and_then(|raw| raw.validate()) {
                 Ok(valid) => valid,
@@ -200,9 +207,17 @@ async fn main() -> ExitCode {
             tracing::info!(dir = %valid.checkpoint.dir.display(), "positions are stored in this checkpoint.dir");
             let token = CancellationToken::new();
             shutdown::cancel_on_signal(token.clone());
-            match daemon::start(valid, token).await {
+            match daemon::start(valid, token.clone()).await {
                 Ok(running) => {
                     tracing::info!(address = %running.metrics_address(), "serving /metrics, /healthz, /readyz");
+                    if let Err(error) = tributary::reload::spawn_triggers(
+                        running.reloader(),
+                        config.clone(),
+                        watch_config,
+                        token,
+                    ) {
+                        tracing::error!(%error, path = %config.display(), "--watch-config: cannot watch the config file; SIGHUP still reloads it");
+                    }
                     systemd::start(&running);
                     if running.wait().await.fatal {
                         ExitCode::FAILURE

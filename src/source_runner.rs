@@ -30,6 +30,8 @@ use crate::{
     supervise::Supervisor,
 };
 
+/// How long a source whose partition was lost may take to stop.
+pub const LOST_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a handoff looks whether Kafka has acknowledged the source's last records.
 const ACK_POLL: Duration = Duration::from_millis(5);
 
@@ -167,6 +169,19 @@ impl SourceRunner {
     /// Kafka has acknowledged them (at most until `deadline`), commits its final position and
     /// forgets the source (metrics keep their values; `/readyz` no longer lists it).
     pub async fn hand_off(&self, running: RunningSource, timeout: Duration) -> Handoff {
+        self.stop(running, timeout, true).await
+    }
+
+    /// Stops `running` after its partition was lost (this replica was out of the group and
+    /// another one owns the source now): it leaves `/readyz` at once, and the source and its
+    /// pump get at most [`LOST_STOP_TIMEOUT`] to end. No final commit: it would carry the old
+    /// owner epoch and be ignored anyway.
+    pub async fn drop_lost(&self, running: RunningSource) -> Handoff {
+        self.health.remove(running.name());
+        self.stop(running, LOST_STOP_TIMEOUT, false).await
+    }
+
+    async fn stop(&self, running: RunningSource, timeout: Duration, commit: bool) -> Handoff {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let RunningSource {
@@ -180,14 +195,19 @@ impl SourceRunner {
         let drained = async {
             let _ = task.await;
             let _ = pump.await;
-            while tracker.in_flight() > 0 {
+            while commit && tracker.in_flight() > 0 {
                 tokio::time::sleep(ACK_POLL).await;
             }
         };
         if tokio::time::timeout_at(deadline, drained).await.is_err() {
             tracing::warn!(source = %name, in_flight = tracker.in_flight(), "handoff deadline passed before Kafka acknowledged every record; the next owner reads them again");
         }
-        let commit_error = self.committer.release(&name).await.err();
+        let commit_error = if commit {
+            self.committer.release(&name).await.err()
+        } else {
+            self.committer.forget(&name);
+            None
+        };
         if let Some(error) = &commit_error {
             tracing::error!(source = %name, %error, "the handoff's final commit failed; the next owner starts from the previous position (duplicates, no loss)");
         }

@@ -471,7 +471,19 @@ async fn scenarios(broker: Broker) {
     let taken_over = frozen_at.elapsed();
     send_signal(&replicas[0].daemon.child, libc::SIGCONT);
     wait_for_lost(&replicas[0]).await;
-    let owners = wait_for_owners(&mut replicas, &sources, &BTreeSet::new(), &HashMap::new()).await;
+    // It joins again, and the group gives it sources back (clean handoffs).
+    let owners = loop {
+        let owners =
+            wait_for_owners(&mut replicas, &sources, &BTreeSet::new(), &HashMap::new()).await;
+        if per_replica(&owners).len() == 2 {
+            break owners;
+        }
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(90),
+            "the thawed replica got no source back: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     eprintln!(
         "cluster: {} frozen: {zombie_sources:?} taken over after {:.1} s; thawed, it stopped them (partitions lost); owners {:?}",
         replicas[0].name,
@@ -495,6 +507,11 @@ async fn scenarios(broker: Broker) {
         .filter(|(_, owner)| **owner == leaving.name)
         .map(|(source, _)| source.clone())
         .collect();
+    assert!(
+        !leaving_sources.is_empty(),
+        "{} owns no source",
+        leaving.name
+    );
     let before: HashMap<String, u64> = HashMap::new();
     let sigterm_at = Instant::now();
     assert!(leaving.daemon.terminate().await.success());

@@ -149,6 +149,12 @@ impl Committer {
         }
     }
 
+    /// Stops tracking `name` without a final commit (its partition was lost: another replica
+    /// owns it and has claimed it).
+    pub fn forget(&self, name: &str) {
+        self.shared.sources().retain(|source| &*source.name != name);
+    }
+
     /// Runs until `stop` is cancelled, then commits once more and returns.
     ///
     /// Store errors are logged, counted (`tributary_checkpoint_commit_failures_total`), shown

@@ -177,17 +177,7 @@ impl Owner {
     /// Hands off the sources of `partitions`: stops them, waits for Kafka's acknowledgements
     /// and commits their positions, all before the rebalance goes on.
     fn revoke(&self, partitions: &[i32], lost: bool) {
-        let event = if lost { "lost" } else { "revoked" };
-        self.metrics
-            .rebalances
-            .with_label_values(&[event])
-            .inc_by(partitions.len() as u64);
         let names = self.sources_of(partitions);
-        if lost {
-            tracing::warn!(?partitions, sources = ?names, "cluster: partitions lost (this replica was out of the group); stopping their sources, which another replica owns now");
-        } else {
-            tracing::info!(?partitions, sources = ?names, "cluster: partitions revoked; handing off their sources");
-        }
         let handing: Vec<RunningSource> = {
             let mut running = self.running();
             names
@@ -195,25 +185,50 @@ impl Owner {
                 .filter_map(|name| running.remove(name))
                 .collect()
         };
+        if lost {
+            // Another replica owns these now: out of `/readyz` before anything else.
+            for source in &handing {
+                self.runner.health.remove(source.name());
+            }
+            tracing::warn!(?partitions, sources = ?names, "cluster: partitions lost (this replica was out of the group); stopping their sources, which another replica owns now");
+        } else {
+            tracing::info!(?partitions, sources = ?names, "cluster: partitions revoked; handing off their sources");
+        }
+        let event = if lost { "lost" } else { "revoked" };
+        self.metrics
+            .rebalances
+            .with_label_values(&[event])
+            .inc_by(partitions.len() as u64);
         if handing.is_empty() {
             return;
         }
         let started = Instant::now();
-        let handoffs = handing
-            .into_iter()
-            .map(|source| self.runner.hand_off(source, self.handoff_timeout));
-        let results = self.runtime.block_on(futures::future::join_all(handoffs));
+        let results = if lost {
+            self.runtime.block_on(futures::future::join_all(
+                handing
+                    .into_iter()
+                    .map(|source| self.runner.drop_lost(source)),
+            ))
+        } else {
+            self.runtime.block_on(futures::future::join_all(
+                handing
+                    .into_iter()
+                    .map(|source| self.runner.hand_off(source, self.handoff_timeout)),
+            ))
+        };
         for result in &results {
             tracing::info!(
                 unacknowledged = result.unacknowledged,
                 took_ms = result.took.as_millis() as u64,
-                "cluster: source handed off"
+                "cluster: source stopped"
             );
         }
-        self.metrics
-            .handoff_seconds
-            .with_label_values(&["stop"])
-            .observe(started.elapsed().as_secs_f64());
+        if !lost {
+            self.metrics
+                .handoff_seconds
+                .with_label_values(&["stop"])
+                .observe(started.elapsed().as_secs_f64());
+        }
         self.metrics.sources_owned.set(self.running().len() as i64);
     }
 }
