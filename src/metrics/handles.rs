@@ -1,0 +1,154 @@
+//! The handles hot paths hold: per source and per HTTP listener, label lookups done once.
+
+use std::sync::Arc;
+
+use prometheus::{Counter, Histogram, IntCounter, IntGauge};
+
+use super::Metrics;
+
+/// A counter on no registry: the handle of a family that does not apply to a source's kind.
+pub(super) fn detached_counter() -> IntCounter {
+    IntCounter::new("detached", "exported nowhere").expect("static counter definition")
+}
+
+/// Handles of one HTTP listener.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    /// `tributary_http_connections{listener}`.
+    pub connections: IntGauge,
+    /// `tributary_http_connections_rejected_total{listener}`.
+    pub connections_rejected: IntCounter,
+}
+
+/// Per-source handles for the hot path.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    pub(super) name: Arc<str>,
+    pub(super) metrics: Arc<Metrics>,
+    /// `tributary_records_received_total{source}`.
+    pub records_received: IntCounter,
+    /// `tributary_records_produced_total{source}`.
+    pub records_produced: IntCounter,
+    /// `tributary_record_bytes_total{source}`.
+    pub record_bytes: IntCounter,
+    /// `tributary_reconnects_total{source}`.
+    pub reconnects: IntCounter,
+    /// `tributary_channel_records{source}`.
+    pub channel_records: IntGauge,
+    /// `tributary_channel_bytes{source}`.
+    pub channel_bytes: IntGauge,
+    /// `tributary_kafka_delivery_seconds{source}`.
+    pub kafka_delivery_seconds: Histogram,
+    /// `tributary_checkpoint_commits_total{source}`.
+    pub checkpoint_commits: IntCounter,
+    /// `tributary_checkpoint_age_seconds{source}`.
+    pub checkpoint_age_seconds: IntGauge,
+    /// `tributary_records_filtered_total{source}`.
+    pub records_filtered: IntCounter,
+    /// `tributary_sequence_gaps_total{source}`.
+    pub sequence_gaps: IntCounter,
+    /// `tributary_retries_total{source}`.
+    pub retries: IntCounter,
+    /// `tributary_rate_limit_wait_seconds_total{source}`.
+    pub rate_limit_wait_seconds: Counter,
+    /// `tributary_rate_limit_waiting{source}`.
+    pub rate_limit_waiting: IntGauge,
+    /// `tributary_pages_total{source}`.
+    pub pages: IntCounter,
+    /// `tributary_http_not_modified_total{source}`.
+    pub not_modified: IntCounter,
+    /// `tributary_records_duplicate_total{source}`.
+    pub records_duplicate: IntCounter,
+    /// `tributary_invalid_event_ids_total{source}`.
+    pub invalid_event_ids: IntCounter,
+    /// `tributary_oversized_events_total{source}`.
+    pub oversized_events: IntCounter,
+    /// `tributary_checkpoint_commit_failures_total{source}`.
+    pub checkpoint_commit_failures: IntCounter,
+}
+
+impl SourceMetrics {
+    /// Counts one record sent to the dead-letter topic for `kind` (a short, fixed word).
+    pub fn dead_lettered(&self, kind: &str) {
+        self.metrics
+            .records_dead_lettered
+            .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Awaits `wait` (a wait for a host's budget that returns how long it waited) with
+    /// `tributary_rate_limit_waiting` at 1 meanwhile (back to 0 also when the wait is dropped,
+    /// e.g. by shutdown), then adds the time waited to `tributary_rate_limit_wait_seconds_total`.
+    pub async fn wait_for_budget(
+        &self,
+        wait: impl std::future::Future<Output = std::time::Duration>,
+    ) -> std::time::Duration {
+        struct Waiting<'a>(&'a IntGauge);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        self.rate_limit_waiting.inc();
+        let waiting = Waiting(&self.rate_limit_waiting);
+        let waited = wait.await;
+        drop(waiting);
+        if !waited.is_zero() {
+            self.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
+        }
+        waited
+    }
+
+    /// Counts one finished poll by its `outcome` (a fixed word).
+    pub fn poll(&self, outcome: &str) {
+        self.metrics
+            .polls
+            .with_label_values(&[&self.name, outcome])
+            .inc();
+    }
+
+    /// Counts one webhook request by its `outcome` (a fixed word).
+    pub fn webhook_request(&self, outcome: &str) {
+        self.metrics
+            .webhook_requests
+            .with_label_values(&[&self.name, outcome])
+            .inc();
+    }
+
+    /// Counts one HTTP response (or transport error) by its status class.
+    pub fn http_request(&self, status: Option<u16>) {
+        let class = match status {
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
+            Some(_) => "other",
+            None => "error",
+        };
+        self.metrics
+            .http_requests
+            .with_label_values(&[&self.name, class])
+            .inc();
+    }
+
+    /// Counts one producer error of `kind` (a librdkafka error code name).
+    pub fn kafka_error(&self, kind: &str) {
+        self.metrics
+            .kafka_errors
+            .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+
+    /// Counts one pipeline fault of `kind` (a short, fixed word): the source stopped.
+    pub fn pipeline_fault(&self, kind: &str) {
+        self.metrics
+            .pipeline_faults
+            .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+}
