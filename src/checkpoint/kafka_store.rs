@@ -402,6 +402,40 @@ async fn ensure_compacted_topic(config: &KafkaStoreConfig) -> Result<(), Checkpo
     )
     .await
     .map_err(|e| kafka_error(config, "create the topic", e))?;
+    match compaction(config).await? {
+        Compaction::Compacted => Ok(()),
+        Compaction::Unknown(error) => {
+            tracing::warn!(topic = %config.topic, %error, "no broker describes topic configs (a development broker such as `tributary dev-broker`?); the topic's `cleanup.policy` is not checked");
+            Ok(())
+        }
+        Compaction::NotCompacted { policy } => Err(CheckpointError::NotCompacted {
+            topic: config.topic.clone(),
+            policy,
+        }),
+    }
+}
+
+/// What the brokers say about the `cleanup.policy` of an existing positions topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compaction {
+    /// The policy includes `compact`.
+    Compacted,
+    /// The policy (e.g. `delete`) does not include `compact`: retention would delete positions.
+    NotCompacted {
+        /// The topic's `cleanup.policy`.
+        policy: String,
+    },
+    /// No broker describes topic configs (a development broker): the policy is not known.
+    Unknown(String),
+}
+
+/// Asks the brokers (DescribeConfigs, at most 5 s) whether the existing topic
+/// `config.topic` is compacted. Used when the store opens and by `tributary check --connect`.
+///
+/// # Errors
+/// [`CheckpointError::Kafka`] when the brokers do not answer or refuse to describe the topic
+/// (ACLs, a missing topic).
+pub async fn compaction(config: &KafkaStoreConfig) -> Result<Compaction, CheckpointError> {
     let admin: AdminClient<DefaultClientContext> = config
         .connection
         .create()
@@ -412,10 +446,7 @@ async fn ensure_compacted_topic(config: &KafkaStoreConfig) -> Result<(), Checkpo
         .await
     {
         Ok(described) => described,
-        Err(error) if is_unsupported(&error) => {
-            tracing::warn!(topic = %config.topic, %error, "no broker describes topic configs (a development broker such as `tributary dev-broker`?); the topic's `cleanup.policy` is not checked");
-            return Ok(());
-        }
+        Err(error) if is_unsupported(&error) => return Ok(Compaction::Unknown(error.to_string())),
         Err(error) => return Err(kafka_error(config, "describe the topic", error)),
     };
     for result in described {
@@ -425,13 +456,10 @@ async fn ensure_compacted_topic(config: &KafkaStoreConfig) -> Result<(), Checkpo
             .and_then(|entry| entry.value.clone())
             .unwrap_or_default();
         if !policy.split(',').any(|part| part.trim() == "compact") {
-            return Err(CheckpointError::NotCompacted {
-                topic: config.topic.clone(),
-                policy,
-            });
+            return Ok(Compaction::NotCompacted { policy });
         }
     }
-    Ok(())
+    Ok(Compaction::Compacted)
 }
 
 /// True when no broker serves a request: it says the request is not supported, or (as
