@@ -10,6 +10,7 @@
 pub(crate) mod common;
 pub mod graphql;
 pub mod poll;
+mod probe;
 pub mod rest;
 pub mod sse;
 pub mod webhook;
@@ -46,6 +47,7 @@ pub enum SourceConfig {
 }
 
 pub use common::{PayloadFormat, ReconnectConfig};
+pub use probe::Probe;
 
 /// What every source kind has: its topic, dead-letter topic, channel bounds and URL.
 #[derive(Clone, Debug)]
@@ -195,6 +197,14 @@ pub trait Source: Send + 'static {
     /// before [`Source::run`].
     fn http_routes(&self) -> Option<axum::Router> {
         None
+    }
+
+    /// Sends one request to the feed, with the source's headers, authentication, TLS,
+    /// timeouts and redirect policy but without retries, and says how it answered; nothing is
+    /// read from the feed or produced. `tributary check --connect` calls it on a source that
+    /// does not run. The default: [`Probe::NotApplicable`].
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async { Probe::NotApplicable })
     }
 
     /// Reads the feed until shutdown, or until the feed ends for good.

@@ -10,6 +10,7 @@
 pub(crate) mod config;
 mod page;
 mod position;
+mod probe;
 
 use std::{
     sync::Arc,
@@ -33,7 +34,7 @@ use crate::{
     http::{Auth, HttpError, HttpPolicy, HttpRequest, RetryConfig, Timeouts},
     json::{is_null, lookup, text_of},
     record::{PageLineage, Position, Record},
-    sources::{Source, SourceContext},
+    sources::{Probe, Source, SourceContext},
 };
 
 /// What a page says about the next one.
@@ -191,6 +192,10 @@ impl PolledSource {
 }
 
 impl Source for PolledSource {
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(probe::first_page(&*self.endpoint, &self.settings))
+    }
+
     fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         let PolledSource {
             endpoint,

@@ -3,10 +3,12 @@
 //! `config.rs` is the `type = "sse"` table and its validation; `source.rs` is the connection
 //! loop: resume from the stored `Last-Event-ID`, honour the `retry:` field, reconnect with
 //! backoff and full jitter, stop on HTTP 204, and turn events into records; `capped.rs` ends a
-//! connection whose line or event passes `max_event_bytes`.
+//! connection whose line or event passes `max_event_bytes`; `probe.rs` opens one connection and
+//! closes it, for `tributary check --connect`.
 
 mod capped;
 mod config;
+mod probe;
 mod source;
 
 pub use config::{KeyFrom, SseConfig};

@@ -30,7 +30,7 @@ use crate::{
     health::SourceState,
     http::{classify_status, parse_retry_after, StatusClass},
     record::{DeadLetter, Position, Record},
-    sources::{PayloadFormat, Source, SourceContext},
+    sources::{PayloadFormat, Probe, Source, SourceContext},
 };
 
 /// A configured SSE source, ready to run.
@@ -59,6 +59,10 @@ impl SseSource {
 }
 
 impl Source for SseSource {
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(super::probe::connect_once(&self.settings))
+    }
+
     fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(run(self.settings, context))
     }
@@ -329,14 +333,14 @@ async fn connection(
     transient("the server closed the stream".to_owned())
 }
 
-fn is_event_stream(content_type: &str) -> bool {
+pub(super) fn is_event_stream(content_type: &str) -> bool {
     content_type
         .split(';')
         .next()
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-fn build_client(
+pub(super) fn build_client(
     settings: &SseSettings,
     last_event_id: Option<&str>,
     auth: Option<(http::HeaderName, http::HeaderValue)>,

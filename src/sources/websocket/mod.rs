@@ -2,10 +2,12 @@
 //!
 //! `config.rs` is the `type = "websocket"` table and its validation; `frames.rs` turns messages
 //! into records (JSON, array splitting, filter, key, sequence and gaps); `source.rs` is the
-//! connection loop (subscribe, liveness, reconnects, close codes).
+//! connection loop (subscribe, liveness, reconnects, close codes); `handshake.rs` opens a
+//! connection (and, for `tributary check --connect`, closes it again).
 
 mod config;
 mod frames;
+mod handshake;
 mod source;
 
 pub use config::{FilterConfig, HeartbeatConfig, WebSocketConfig, POSITION_PLACEHOLDER};

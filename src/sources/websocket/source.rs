@@ -23,18 +23,16 @@ use rand::SeedableRng;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{
     self,
-    client::IntoClientRequest,
     protocol::{frame::coding::CloseCode, CloseFrame},
     Message,
 };
 
-use super::{config::WebSocketSettings, frames::FrameDecoder};
+use super::{config::WebSocketSettings, frames::FrameDecoder, handshake::HandshakeError};
 use crate::{
     backoff::Backoff,
     error::SourceError,
     health::SourceState,
-    http::{classify_status, StatusClass},
-    sources::{Source, SourceContext},
+    sources::{Probe, Source, SourceContext},
 };
 
 /// A configured WebSocket source, ready to run.
@@ -51,6 +49,10 @@ impl WebSocketSource {
 }
 
 impl Source for WebSocketSource {
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(super::handshake::probe(&self.settings))
+    }
+
     fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(run(self.settings, context))
     }
@@ -148,56 +150,10 @@ async fn connection(
         })
     };
     let position = progress.position.as_deref();
-    let mut request = match settings.url_at(position).into_client_request() {
-        Ok(request) => request,
-        Err(error) => {
-            return permanent(
-                format!("invalid WebSocket request: {error}"),
-                "fix the source's `url`",
-            )
-        }
-    };
-    for (name, value) in &settings.headers {
-        use secrecy::ExposeSecret;
-        let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(value.expose_secret()),
-        ) else {
-            return permanent(
-                format!("invalid value for header `{name}`"),
-                "fix the source's `headers`",
-            );
-        };
-        request.headers_mut().insert(name, value);
-    }
-    // Size caps set here, not left to tungstenite's defaults (64 MiB messages). The handshake
-    // follows no redirect: tungstenite reports a 3xx as an HTTP error, which ends here.
-    let limits = tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(settings.max_message_bytes))
-        .max_frame_size(Some(settings.max_frame_bytes));
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(limits), false);
-    let mut socket = match tokio::time::timeout(settings.connect_timeout, connect).await {
-        Err(_) => {
-            return transient(format!(
-                "no connection within {:?} (connect_timeout)",
-                settings.connect_timeout
-            ))
-        }
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let status = response.status().as_u16();
-            return match classify_status(status) {
-                StatusClass::Transient => transient(format!("handshake answered HTTP {status}")),
-                _ => permanent(
-                    format!("handshake answered HTTP {status}"),
-                    "check the URL and the credentials in `headers`",
-                ),
-            };
-        }
-        Ok(Err(tungstenite::Error::Url(error))) => {
-            return permanent(format!("invalid URL: {error}"), "fix the source's `url`")
-        }
-        Ok(Err(error)) => return transient(format!("cannot connect: {error}")),
-        Ok(Ok((socket, _response))) => socket,
+    let mut socket = match super::handshake::connect(settings, position).await {
+        Ok(socket) => socket,
+        Err(HandshakeError::Transient(message)) => return transient(message),
+        Err(HandshakeError::Permanent(message, fix)) => return permanent(message, fix),
     };
     // Every send has a deadline: a peer that stops reading is a dead connection.
     let send_timeout = settings.send_timeout;

@@ -1,0 +1,106 @@
+//! The opening handshake (RFC 6455 §4): the request with the source's headers, the size caps,
+//! and `connect_timeout`. Used by each connection of the source and by
+//! `tributary check --connect`, which completes it and closes the connection.
+
+use secrecy::ExposeSecret;
+use tokio_tungstenite::{
+    tungstenite::{self, client::IntoClientRequest, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+use super::config::WebSocketSettings;
+use crate::{
+    http::{classify_status, StatusClass},
+    sources::Probe,
+};
+
+/// An open WebSocket connection.
+pub(super) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Why a handshake failed.
+pub(super) enum HandshakeError {
+    /// Worth another attempt (a timeout, a refused connection, a 5xx or 429).
+    Transient(String),
+    /// Retrying will not help (a bad URL or header, a 4xx, a redirect); with the fix.
+    Permanent(String, &'static str),
+}
+
+/// Connects to the source's URL (`{position}` replaced by `position`) with its headers, and
+/// completes the handshake within `connect_timeout`. No redirect is followed: tungstenite
+/// reports a 3xx as an HTTP error.
+///
+/// # Errors
+/// [`HandshakeError`], its message free of the URL (which may carry secrets).
+pub(super) async fn connect(
+    settings: &WebSocketSettings,
+    position: Option<&str>,
+) -> Result<Socket, HandshakeError> {
+    let mut request = settings
+        .url_at(position)
+        .into_client_request()
+        .map_err(|error| {
+            HandshakeError::Permanent(
+                format!("invalid WebSocket request: {error}"),
+                "fix the source's `url`",
+            )
+        })?;
+    for (name, value) in &settings.headers {
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value.expose_secret()),
+        ) else {
+            return Err(HandshakeError::Permanent(
+                format!("invalid value for header `{name}`"),
+                "fix the source's `headers`",
+            ));
+        };
+        request.headers_mut().insert(name, value);
+    }
+    // Size caps set here, not left to tungstenite's defaults (64 MiB messages).
+    let limits = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(settings.max_message_bytes))
+        .max_frame_size(Some(settings.max_frame_bytes));
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(limits), false);
+    match tokio::time::timeout(settings.connect_timeout, connect).await {
+        Err(_) => Err(HandshakeError::Transient(format!(
+            "no connection within {:?} (connect_timeout)",
+            settings.connect_timeout
+        ))),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let status = response.status().as_u16();
+            let message = format!("handshake answered HTTP {status}");
+            Err(match classify_status(status) {
+                StatusClass::Transient => HandshakeError::Transient(message),
+                _ => HandshakeError::Permanent(
+                    message,
+                    "check the URL and the credentials in `headers`",
+                ),
+            })
+        }
+        Ok(Err(tungstenite::Error::Url(error))) => Err(HandshakeError::Permanent(
+            format!("invalid URL: {error}"),
+            "fix the source's `url`",
+        )),
+        Ok(Err(error)) => Err(HandshakeError::Transient(format!(
+            "cannot connect: {error}"
+        ))),
+        Ok(Ok((socket, _response))) => Ok(socket),
+    }
+}
+
+/// Completes the handshake as a new source would (no position), then closes the connection
+/// (close code 1000) without subscribing or reading a message.
+pub(super) async fn probe(settings: &WebSocketSettings) -> Probe {
+    match connect(settings, None).await {
+        Ok(mut socket) => {
+            use futures::SinkExt;
+            // The close is a courtesy: the handshake already answered the question.
+            let _ = tokio::time::timeout(settings.send_timeout, socket.send(Message::Close(None)))
+                .await;
+            Probe::Ok("handshake completed (HTTP 101)".to_owned())
+        }
+        Err(HandshakeError::Transient(message) | HandshakeError::Permanent(message, _)) => {
+            Probe::Failed(message)
+        }
+    }
+}
