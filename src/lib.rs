@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod channel;
+pub mod check_connect;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;

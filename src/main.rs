@@ -1,12 +1,17 @@
-//! The `tributary` command: `run`, `check`, `demo`.
+//! The `tributary` command: `run`, `check`, `positions`, `dev-broker`, `demo`.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
+//! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration. `check --connect` adds
+//! 3 (the Kafka brokers do not answer, a topic is missing, or the positions topic is not
+//! compacted) and 4 (a source's URL does not answer as it should); when both happen, 3 wins:
+//! without Kafka no source can deliver anything.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tributary::{config, daemon, demo, dev_broker, logging, positions, shutdown, systemd};
+use tributary::{
+    check_connect, config, daemon, demo, dev_broker, logging, positions, shutdown, systemd,
+};
 
 /// Turns API feeds (Server-Sent Events, WebSocket, webhooks, polled REST and GraphQL) into Kafka topics, resuming after any restart.
 #[derive(Parser)]
@@ -46,10 +51,20 @@ enum Command {
         watch_config: bool,
     },
     /// Validate a config file and print every error; exit code 2 when invalid.
+    ///
+    /// With `--connect`, also check (one request each, nothing consumed or produced) that the
+    /// Kafka brokers answer, that each source's topic and dead-letter topic exist, that each
+    /// source's URL answers with its headers and auth, and with `checkpoint.store = "kafka"`
+    /// whether the positions topic exists and is compacted; print one line per check.
+    /// Exit codes: 0 all ok; 2 invalid config; 3 Kafka unreachable, a topic missing or the
+    /// positions topic not compacted; 4 a source URL failing (3 wins when both fail).
     Check {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also connect to Kafka and to each source's URL (see above).
+        #[arg(long)]
+        connect: bool,
     },
     /// Read or change the stored positions of a config's sources (`set`, `reset` and `copy`
     /// refuse while a daemon runs on the store they write).
@@ -141,7 +156,7 @@ async fn main() -> ExitCode {
         logging::init(format, log_level.as_deref(), default_level);
     };
     match command {
-        Command::Check { config } => {
+        Command::Check { config, connect } => {
             init_logging("warn");
             match config::load(&config).and_then(|raw| raw.validate()) {
                 Ok(valid) => {
@@ -150,7 +165,16 @@ async fn main() -> ExitCode {
                         config.display(),
                         valid.sources.len()
                     );
-                    ExitCode::SUCCESS
+                    if !connect {
+                        return ExitCode::SUCCESS;
+                    }
+                    let report = check_connect::run(&valid).await;
+                    print!("{report}");
+                    let failures = report.failures();
+                    if failures > 0 {
+                        eprintln!("{}: {failures} check(s) FAILED", config.display());
+                    }
+                    ExitCode::from(report.exit_code())
                 }
                 Err(errors) => {
                     eprintln!("{}: {errors}", config.display());

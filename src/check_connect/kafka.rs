@@ -1,0 +1,188 @@
+//! The Kafka half of `check --connect`: brokers, topics and the positions topic, asked through
+//! metadata and DescribeConfigs requests only (no topic is created, nothing is produced).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    metadata::Metadata,
+    types::RDKafkaErrorCode,
+};
+
+use super::{Class, Line, Status};
+use crate::{
+    checkpoint::{compaction, Compaction},
+    config::{Config, StoreKind},
+};
+
+/// How long one metadata request may take before the brokers count as unreachable.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the brokers said about each topic: the result and its detail.
+type Topics = BTreeMap<String, (Status, String)>;
+
+/// The Kafka checks' results.
+pub(super) struct KafkaChecks {
+    /// Whether the brokers answered.
+    pub(super) brokers: Line,
+    /// Every topic the sources use.
+    topics: Topics,
+    /// The positions topic, with `checkpoint.store = "kafka"`.
+    pub(super) positions: Option<Line>,
+}
+
+impl KafkaChecks {
+    /// The line for `topic`, as `what`.
+    pub(super) fn topic(&self, what: String, topic: &str) -> Line {
+        let (status, detail) = self.topics.get(topic).cloned().unwrap_or((
+            Status::Skipped,
+            "not checked: the brokers did not answer".to_owned(),
+        ));
+        Line {
+            what,
+            target: topic.to_owned(),
+            status,
+            detail,
+        }
+    }
+}
+
+/// Asks the brokers (with the producer's connection properties: TLS, SASL) for their
+/// metadata, then for each topic of `config`; with the Kafka store, describes the positions
+/// topic. Topic checks are skipped when the brokers do not answer.
+pub(super) async fn check(config: &Config) -> KafkaChecks {
+    let connection = crate::cluster::connection(&config.kafka);
+    let mut wanted: Vec<String> = config
+        .sources
+        .iter()
+        .flat_map(|(info, _)| [info.topic.clone(), info.dead_letter_topic.clone()])
+        .collect();
+    let positions_topic =
+        (config.checkpoint.store == StoreKind::Kafka).then(|| config.checkpoint.topic.clone());
+    wanted.extend(positions_topic.clone());
+    let asked = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = connection.create().map_err(|e| e.to_string())?;
+        let metadata = consumer
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        let topics: Topics = wanted
+            .into_iter()
+            .map(|topic| {
+                let found = topic_status(&consumer, &topic);
+                (topic, found)
+            })
+            .collect();
+        Ok::<_, String>((brokers_detail(&metadata), topics))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let target = config.kafka.brokers.clone();
+    let (brokers, topics) = match asked {
+        Ok((detail, topics)) => (
+            Line {
+                what: "kafka brokers".to_owned(),
+                target,
+                status: Status::Ok,
+                detail,
+            },
+            topics,
+        ),
+        Err(error) => (
+            Line {
+                what: "kafka brokers".to_owned(),
+                target,
+                status: Status::Failed(Class::Kafka),
+                detail: format!("no answer within {METADATA_TIMEOUT:?}: {error}"),
+            },
+            Topics::new(),
+        ),
+    };
+    let positions = match positions_topic {
+        Some(topic) => Some(positions_line(config, &topic, topics.get(&topic)).await),
+        None => None,
+    };
+    KafkaChecks {
+        brokers,
+        topics,
+        positions,
+    }
+}
+
+/// `N broker(s): id@host:port, …`.
+fn brokers_detail(metadata: &Metadata) -> String {
+    let list: Vec<String> = metadata
+        .brokers()
+        .iter()
+        .map(|b| format!("{}@{}:{}", b.id(), b.host(), b.port()))
+        .collect();
+    format!("{} broker(s) answered: {}", list.len(), list.join(", "))
+}
+
+/// Whether the metadata lists `topic` with partitions (one request, no retry).
+fn topic_status(consumer: &BaseConsumer, topic: &str) -> (Status, String) {
+    let missing = |why: String| {
+        (
+            Status::Failed(Class::Kafka),
+            format!("missing ({why}); create it (README, \"Topics and ACLs\")"),
+        )
+    };
+    let metadata = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+        Ok(metadata) => metadata,
+        Err(error) => return missing(error.to_string()),
+    };
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(found) if found.error().is_some() => {
+            let code = found.error().map(RDKafkaErrorCode::from);
+            missing(code.map(|c| c.to_string()).unwrap_or_default())
+        }
+        Some(found) if !found.partitions().is_empty() => (
+            Status::Ok,
+            format!("exists, {} partition(s)", found.partitions().len()),
+        ),
+        _ => missing("not in the brokers' metadata".to_owned()),
+    }
+}
+
+/// The positions topic: missing is fine (`run` creates it, compacted); an existing one must be
+/// compacted, as [`crate::checkpoint::KafkaStore::open`] demands.
+async fn positions_line(config: &Config, topic: &str, found: Option<&(Status, String)>) -> Line {
+    let line = |status, detail: String| Line {
+        what: "positions topic".to_owned(),
+        target: topic.to_owned(),
+        status,
+        detail,
+    };
+    let (exists, detail) = match found {
+        None => {
+            return line(
+                Status::Skipped,
+                "not checked: the brokers did not answer".to_owned(),
+            )
+        }
+        Some((Status::Ok, detail)) => (true, detail.clone()),
+        Some(_) => (false, String::new()),
+    };
+    if !exists {
+        return line(
+            Status::Ok,
+            "missing; `run` creates it with cleanup.policy=compact (ACL `Create`)".to_owned(),
+        );
+    }
+    let store = crate::cluster::store_config(
+        &config.kafka,
+        &config.checkpoint,
+        &config.cluster.clone().unwrap_or_default(),
+    );
+    match compaction(&store).await {
+        Ok(Compaction::Compacted) => line(Status::Ok, format!("{detail}, compacted")),
+        Ok(Compaction::NotCompacted { policy }) => line(
+            Status::Failed(Class::Kafka),
+            format!("{detail}, but cleanup.policy=`{policy}`: `run` refuses it; set cleanup.policy=compact"),
+        ),
+        Ok(Compaction::Unknown(_)) => line(
+            Status::Ok,
+            format!("{detail}; cleanup.policy not checked: no broker describes topic configs"),
+        ),
+        Err(error) => line(Status::Failed(Class::Kafka), error.to_string()),
+    }
+}
