@@ -6,7 +6,6 @@ use std::{collections::BTreeMap, time::Duration};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     metadata::Metadata,
-    types::RDKafkaErrorCode,
 };
 
 use super::{Class, Line, Status};
@@ -17,6 +16,9 @@ use crate::{
 
 /// How long one metadata request may take before the brokers count as unreachable.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a topic missing from the metadata is asked for again (it may have been created a
+/// moment ago).
+const TOPIC_GRACE: Duration = Duration::from_secs(2);
 
 /// What the brokers said about each topic: the result and its detail.
 type Topics = BTreeMap<String, (Status, String)>;
@@ -118,28 +120,18 @@ fn brokers_detail(metadata: &Metadata) -> String {
     format!("{} broker(s) answered: {}", list.len(), list.join(", "))
 }
 
-/// Whether the metadata lists `topic` with partitions (one request, no retry).
+/// Whether the metadata lists `topic` with partitions. A topic created a moment ago may not
+/// be in the metadata yet, so a missing topic is asked for again for up to [`TOPIC_GRACE`].
 fn topic_status(consumer: &BaseConsumer, topic: &str) -> (Status, String) {
-    let missing = |why: String| {
-        (
-            Status::Failed(Class::Kafka),
-            format!("missing ({why}); create it (README, \"Topics and ACLs\")"),
-        )
-    };
-    let metadata = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
-        Ok(metadata) => metadata,
-        Err(error) => return missing(error.to_string()),
-    };
-    match metadata.topics().iter().find(|t| t.name() == topic) {
-        Some(found) if found.error().is_some() => {
-            let code = found.error().map(RDKafkaErrorCode::from);
-            missing(code.map(|c| c.to_string()).unwrap_or_default())
-        }
-        Some(found) if !found.partitions().is_empty() => (
+    match crate::cluster::topic_partitions(consumer, topic, TOPIC_GRACE) {
+        Ok(partitions) => (
             Status::Ok,
-            format!("exists, {} partition(s)", found.partitions().len()),
+            format!("exists, {} partition(s)", partitions.len()),
         ),
-        _ => missing("not in the brokers' metadata".to_owned()),
+        Err(why) => (
+            Status::Failed(Class::Kafka),
+            format!("missing: {why}; create it (README, \"Topics and ACLs\")"),
+        ),
     }
 }
 
