@@ -38,7 +38,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tributary::replay::{self, ReplayOptions, ReplayServer};
+use tributary::demo::replay::{self, ReplayOptions, ReplayServer};
 
 /// Default number of events per run.
 const DEFAULT_EVENTS: usize = 200_000;

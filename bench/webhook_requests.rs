@@ -42,7 +42,10 @@ use common::{
     http_get, metric, metric_where, poll_until, properties_line, scrape, Broker, BrokerKind,
     Daemon, PARTITIONS, SOURCE,
 };
-use tributary::{kafka_admin, replay, sources::webhook::signature::GitHubScheme};
+use tributary::{
+    demo::{kafka_admin, replay},
+    sources::webhook::signature::GitHubScheme,
+};
 
 /// Default number of requests.
 const DEFAULT_REQUESTS: usize = 50_000;

@@ -18,7 +18,7 @@ use std::{
 
 use common::{feeds::*, process::*, *};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use tributary::{checkpoint::FileStore, replay};
+use tributary::{checkpoint::FileStore, demo::replay};
 
 /// The three sources, their topics and their feeds.
 const SOURCES: [&str; 3] = ["sse", "ws", "rest"];

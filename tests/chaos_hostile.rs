@@ -27,8 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tributary::{
     checkpoint::FileStore,
+    demo::replay::{self, ReplayOptions, ReplayServer},
     health::SourceState,
-    replay::{self, ReplayOptions, ReplayServer},
 };
 
 /// Serves `router` on 127.0.0.1 and returns its base URL.

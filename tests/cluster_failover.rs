@@ -23,7 +23,7 @@ use rdkafka::config::ClientConfig;
 use tributary::{
     checkpoint::{KafkaStore, KafkaStoreConfig},
     cluster::assignment::control_partition,
-    replay,
+    demo::replay,
 };
 
 /// Control partitions: one per source here, so that every source moves on its own.

@@ -16,7 +16,7 @@ use std::{
 use common::{process::*, *};
 use tributary::{
     checkpoint::FileStore,
-    replay::{self, ReplayOptions, ReplayServer},
+    demo::replay::{self, ReplayOptions, ReplayServer},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

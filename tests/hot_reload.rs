@@ -13,7 +13,7 @@ use std::{
 use common::{process::*, *};
 use tributary::{
     checkpoint::FileStore,
-    replay::{self, ReplayOptions, ReplayServer},
+    demo::replay::{self, ReplayOptions, ReplayServer},
 };
 
 /// A live feed: 200 events per second for a minute.

@@ -10,7 +10,7 @@ use std::{
 
 use common::{process::*, *};
 use tributary::{
-    replay::{self, ReplayOptions, ReplayServer},
+    demo::replay::{self, ReplayOptions, ReplayServer},
     sinks::kafka::client_log::{MAX_LINES_PER_WINDOW, WINDOW},
 };
 

@@ -17,8 +17,8 @@ use std::{
 use common::{process::*, *};
 use tributary::{
     checkpoint::FileStore,
-    kafka_admin::{self, ConsumedRecord},
-    replay::{FeedEvent, ReplayOptions, ReplayServer},
+    demo::kafka_admin::{self, ConsumedRecord},
+    demo::replay::{FeedEvent, ReplayOptions, ReplayServer},
 };
 
 const SOURCE: &str = "lagging";

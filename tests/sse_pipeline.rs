@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use tributary::{
     checkpoint::FileStore,
+    demo::replay::{self, FeedEvent, ReplayOptions, ReplayServer},
     health::SourceState,
-    replay::{self, FeedEvent, ReplayOptions, ReplayServer},
 };
 
 async fn every_event_arrives_once_in_feed_order(broker: Broker) {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::*;
 use tributary::{
     checkpoint::FileStore,
+    demo::replay::{self, ReplayOptions, ReplayServer},
     health::SourceState,
-    replay::{self, ReplayOptions, ReplayServer},
 };
 
 /// Writes `value` to a file in `dir` and returns its path (for `${file:…}` references).

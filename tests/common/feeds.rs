@@ -11,8 +11,8 @@ use futures::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tributary::{
-    kafka_admin::ConsumedRecord,
-    replay::{self, ReplayOptions, ReplayServer},
+    demo::kafka_admin::ConsumedRecord,
+    demo::replay::{self, ReplayOptions, ReplayServer},
 };
 
 use super::{api::*, ws::*, Broker};

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tributary::{
     config,
     daemon::{self, RunningDaemon},
-    kafka_admin::{self, ConsumedRecord},
-    replay,
+    demo::kafka_admin::{self, ConsumedRecord},
+    demo::replay,
 };
 
 /// Partitions per test topic (a mock partition keeps only 5 MiB, so spread the data).

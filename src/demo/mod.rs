@@ -24,10 +24,13 @@ use crate::{
     checkpoint::FileStore,
     config,
     daemon::{self, RunningDaemon},
-    kafka_admin,
-    replay::{self, ReplayOptions, ReplayServer},
     router::HEADER_EVENT_ID,
 };
+
+pub mod kafka_admin;
+pub mod replay;
+
+use replay::{ReplayOptions, ReplayServer};
 
 const TOPIC: &str = "wikimedia.recentchange";
 const SOURCE: &str = "wikimedia";

@@ -351,7 +351,7 @@ fn write_event(out: &mut BytesMut, event: &FeedEvent) {
 /// The 100 recorded Wikimedia recentchange events shipped in `data/wikimedia/` (MIT, see the
 /// licence files there), one JSON document each.
 pub fn recorded_wikimedia_events() -> Vec<&'static str> {
-    include_str!("../data/wikimedia/recentchange-99-events.polars-book.ndjson")
+    include_str!("../../data/wikimedia/recentchange-99-events.polars-book.ndjson")
         .lines()
         .filter(|line| !line.trim().is_empty())
         .collect()
