@@ -139,6 +139,7 @@ signature = {{ scheme = "none" }}
     let output = check_connect(&write_config(dir.path(), &toml)).await;
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    eprintln!("tributary check --connect:\n{stdout}");
     let brokers = line(&stdout, "kafka brokers");
     assert_eq!(result(brokers), "ok", "{brokers}");
     for name in ["api", "wiki", "ticks", "hooks"] {
