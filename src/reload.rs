@@ -144,6 +144,29 @@ struct State {
     running: BTreeMap<String, RunningSource>,
 }
 
+/// Registers `tributary_config_reloads_total{outcome}` on `registry`, every outcome at 0.
+///
+/// # Panics
+/// When called twice on one registry (a bug: one reloader per daemon).
+pub fn register_metrics(registry: &prometheus::Registry) -> IntCounterVec {
+    let reloads = IntCounterVec::new(
+        Opts::new(
+            "tributary_config_reloads_total",
+            "Config reloads (SIGHUP or --watch-config), by outcome: applied, unchanged, \
+             restart_required (nothing changed), invalid (nothing changed).",
+        ),
+        &["outcome"],
+    )
+    .expect("static metric");
+    for outcome in ["applied", "unchanged", "restart_required", "invalid"] {
+        reloads.with_label_values(&[outcome]);
+    }
+    registry
+        .register(Box::new(reloads.clone()))
+        .expect("registered once");
+    reloads
+}
+
 /// Applies new configs to a running daemon.
 pub struct Reloader {
     runner: SourceRunner,
@@ -161,23 +184,7 @@ impl Reloader {
         runner: SourceRunner,
         running: BTreeMap<String, RunningSource>,
     ) -> Self {
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "tributary_config_reloads_total",
-                "Config reloads (SIGHUP or --watch-config), by outcome: applied, unchanged, \
-                 restart_required (nothing changed), invalid (nothing changed).",
-            ),
-            &["outcome"],
-        )
-        .expect("static metric");
-        for outcome in ["applied", "unchanged", "restart_required", "invalid"] {
-            reloads.with_label_values(&[outcome]);
-        }
-        runner
-            .metrics
-            .registry()
-            .register(Box::new(reloads.clone()))
-            .expect("registered once");
+        let reloads = register_metrics(runner.metrics.registry());
         Reloader {
             cluster: config.cluster.is_some(),
             stop_timeout: config.kafka.flush_timeout,

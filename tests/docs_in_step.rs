@@ -122,6 +122,7 @@ fn registered_families() -> BTreeSet<String> {
         .dead_lettered("invalid_json");
     metrics.listener("listen");
     tributary::cluster::ClusterMetrics::new(metrics.registry());
+    tributary::reload::register_metrics(metrics.registry());
     metrics
         .render()
         .lines()
