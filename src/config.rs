@@ -276,16 +276,21 @@ fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
     })
 }
 
-/// Reports whether `topic` is a legal Kafka topic name.
-pub(crate) fn check_topic(errors: &mut Vec<ConfigError>, scope: &str, field: &str, topic: &str) {
-    let legal = !topic.is_empty()
+/// True when `topic` is a legal Kafka topic name: 1 to 249 characters from
+/// `a-z A-Z 0-9 . _ -`, neither `.` nor `..` (Kafka's `Topic.validate`).
+pub(crate) fn legal_topic(topic: &str) -> bool {
+    !topic.is_empty()
         && topic.len() <= 249
         && topic != "."
         && topic != ".."
         && topic
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !legal {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Reports whether `topic` is a legal Kafka topic name.
+pub(crate) fn check_topic(errors: &mut Vec<ConfigError>, scope: &str, field: &str, topic: &str) {
+    if !legal_topic(topic) {
         errors.push(ConfigError::new(
             scope,
             field,

@@ -242,3 +242,53 @@ fn a_relative_checkpoint_dir_is_made_absolute() {
         std::env::current_dir().unwrap().join("state/here")
     );
 }
+
+#[test]
+fn record_stage_settings_load_for_every_kind_and_typos_are_still_refused() {
+    let staged = VALID.replace(
+        "read_timeout = \"30s\"",
+        "read_timeout = \"30s\"\ntransform = 'select(.type == \"edit\") | {id, title}'\n\
+         timestamp = \"/meta/dt\"\ntimestamp_unit = \"rfc3339\"\n\
+         record_headers = { pipeline = \"wiki\" }",
+    );
+    let config = parse_toml(&staged).unwrap().validate().unwrap();
+    let stage = &config.sources[0].0.stage;
+    assert!(!stage.is_passthrough());
+    assert_eq!(
+        stage.headers(),
+        [("pipeline".to_owned(), "wiki".to_owned())]
+    );
+    let typo = parse_toml(&staged.replace("timestamp_unit", "timestamp_units")).unwrap_err();
+    assert!(typo.to_string().contains("timestamp_units"), "{typo}");
+    // A jq syntax error is a config error with its position.
+    let broken = staged.replace("{id, title}", "{id, title");
+    let errors = parse_toml(&broken)
+        .unwrap()
+        .validate()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(errors.contains("sources.wiki.transform"), "{errors}");
+    assert!(errors.contains("line 1, column"), "{errors}");
+    // A topic template needs a fixed dead-letter topic.
+    let routed = VALID.replace(
+        "topic = \"wikimedia.recentchange\"",
+        "topic = \"wiki.{/wiki}\"",
+    );
+    let errors = parse_toml(&routed)
+        .unwrap()
+        .validate()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        errors.contains("sources.wiki.dead_letter_topic"),
+        "{errors}"
+    );
+    let routed = routed.replace(
+        "topic = \"wiki.{/wiki}\"",
+        "topic = \"wiki.{/wiki}\"\ndead_letter_topic = \"wiki.dlq\"",
+    );
+    let config = parse_toml(&routed).unwrap().validate().unwrap();
+    assert!(config.sources[0].0.stage.routes_topic());
+}

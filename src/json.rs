@@ -20,6 +20,66 @@ pub fn lookup<'a>(raw: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
     Some(current)
 }
 
+/// A JSON pointer (RFC 6901) parsed once, at config time: its text and its decoded tokens, so
+/// that looking it up on each record neither splits nor unescapes it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pointer {
+    text: String,
+    tokens: Vec<String>,
+}
+
+impl Pointer {
+    /// Parses `text` (`""` for the whole document, else `/`-separated tokens with `~0` and
+    /// `~1` escapes, RFC 6901 §3–4).
+    ///
+    /// # Errors
+    /// The text is neither empty nor starts with `/`, or holds a `~` not followed by `0` or `1`
+    /// (the message says which).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(Pointer {
+                text: String::new(),
+                tokens: Vec::new(),
+            });
+        }
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!(
+                "`{text}` is not a JSON pointer: it must start with `/` (e.g. `/meta/id`)"
+            ));
+        };
+        let mut tokens = Vec::new();
+        for token in rest.split('/') {
+            let mut chars = token.chars();
+            while let Some(c) = chars.next() {
+                if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                    return Err(format!(
+                        "`{text}` is not a JSON pointer: `~` must be followed by `0` or `1`"
+                    ));
+                }
+            }
+            tokens.push(unescape(token).into_owned());
+        }
+        Ok(Pointer {
+            text: text.to_owned(),
+            tokens,
+        })
+    }
+
+    /// The pointer as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The value this pointer names in `raw`, as [`lookup`] finds it.
+    pub fn lookup<'a>(&self, raw: &'a RawValue) -> Option<&'a RawValue> {
+        let mut current = raw;
+        for token in &self.tokens {
+            current = child(current, token)?;
+        }
+        Some(current)
+    }
+}
+
 /// The member `token` of an object, or the element at index `token` of an array. The value
 /// is scanned once, without building a map and without allocating its keys.
 pub fn child<'a>(raw: &'a RawValue, token: &str) -> Option<&'a RawValue> {
@@ -233,5 +293,23 @@ mod tests {
             .collect();
         assert_eq!(names, ["ab", "ab", "x"]);
         assert!(matches!(members(doc).unwrap()[0].0, Cow::Borrowed("a")));
+    }
+
+    #[test]
+    fn parsed_pointers_find_what_lookup_finds() {
+        let doc = raw(r#"{"a":{"b~c":[1,{"d/e":"x"}]}}"#);
+        for text in ["", "/a", "/a/b~0c/1/d~1e", "/a/b~0c/0", "/z"] {
+            let pointer = Pointer::parse(text).unwrap();
+            assert_eq!(pointer.as_str(), text);
+            assert_eq!(
+                pointer.lookup(doc).map(RawValue::get),
+                lookup(doc, text).map(RawValue::get),
+                "{text}"
+            );
+        }
+        assert!(Pointer::parse("a/b")
+            .unwrap_err()
+            .contains("must start with `/`"));
+        assert!(Pointer::parse("/a~2").unwrap_err().contains("`~`"));
     }
 }

@@ -32,6 +32,7 @@ pub mod shutdown;
 pub mod sinks;
 pub mod source_runner;
 pub mod sources;
+pub mod stage;
 pub mod supervise;
 pub mod systemd;
 pub mod tls;

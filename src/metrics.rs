@@ -118,6 +118,7 @@ pub struct Metrics {
     channel_records: IntGaugeVec,
     channel_bytes: IntGaugeVec,
     kafka_delivery_seconds: HistogramVec,
+    event_lag_seconds: HistogramVec,
     kafka_errors: IntCounterVec,
     pipeline_faults: IntCounterVec,
     checkpoint_commits: IntCounterVec,
@@ -196,6 +197,21 @@ impl Metrics {
         .expect("static histogram definition");
         r.register(Box::new(kafka_delivery_seconds.clone()))
             .expect("each metric is registered once");
+        let event_lag_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tributary_event_lag_seconds",
+                "Seconds from a record's event time (its `timestamp` field) to when it was read \
+                 from the feed.",
+            )
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0,
+                86400.0,
+            ]),
+            &["source"],
+        )
+        .expect("static histogram definition");
+        r.register(Box::new(event_lag_seconds.clone()))
+            .expect("each metric is registered once");
         Arc::new(Metrics {
             sources: Mutex::new(HashMap::new()),
             ready,
@@ -220,7 +236,7 @@ impl Metrics {
             records_filtered: counter(
                 &r,
                 "tributary_records_filtered_total",
-                "Records read from the feed and left out by the source's filter.",
+                "Events read from the feed and left out by the source's filter or transform.",
                 &["source"],
             ),
             sequence_gaps: counter(
@@ -345,6 +361,7 @@ impl Metrics {
                 &["source"],
             ),
             kafka_delivery_seconds,
+            event_lag_seconds,
             kafka_errors: counter(
                 &r,
                 "tributary_kafka_errors_total",
@@ -443,13 +460,15 @@ impl Metrics {
             channel_records: self.channel_records.with_label_values(l),
             channel_bytes: self.channel_bytes.with_label_values(l),
             kafka_delivery_seconds: self.kafka_delivery_seconds.with_label_values(l),
+            event_lag_seconds: self.event_lag_seconds.with_label_values(l),
             checkpoint_commits: int(&self.checkpoint_commits, checkpointed),
             checkpoint_age_seconds: if checkpointed {
                 self.checkpoint_age_seconds.with_label_values(l)
             } else {
                 IntGauge::new("detached", "exported nowhere").expect("static gauge definition")
             },
-            records_filtered: int(&self.records_filtered, kind.streams()),
+            // Every kind: a `transform` may leave events out.
+            records_filtered: int(&self.records_filtered, true),
             sequence_gaps: int(&self.sequence_gaps, kind == SourceKind::Websocket),
             retries: int(&self.retries, kind.polled()),
             rate_limit_wait_seconds: if kind.speaks_http() {

@@ -70,7 +70,10 @@ fn each_kind_exports_the_families_that_apply_to_it() {
     only("tributary_rate_limit_wait_seconds_total", &["s", "r", "g"]);
     only("tributary_rate_limit_waiting", &["s", "r", "g"]);
     only("tributary_reconnects_total", &["s", "w"]);
-    only("tributary_records_filtered_total", &["s", "w"]);
+    only(
+        "tributary_records_filtered_total",
+        &["s", "w", "h", "r", "g"],
+    );
     only("tributary_sequence_gaps_total", &["w"]);
     only("tributary_invalid_event_ids_total", &["s"]);
     only("tributary_oversized_events_total", &["s"]);

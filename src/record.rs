@@ -70,6 +70,8 @@ pub enum DeliveryOutcome {
     Produced,
     /// Kafka acknowledged it on the dead-letter topic.
     DeadLettered,
+    /// The source's transform kept nothing of it: nothing was produced.
+    Filtered,
 }
 
 /// Where a polled record came from: the page's URL (secrets stripped) and its number in the
@@ -112,6 +114,13 @@ pub struct Record {
     /// A position marker: nothing is produced, and `position` is stored once every record
     /// before it has been acknowledged (a polled source's position after an empty page).
     pub marker: bool,
+    /// The topic the record stage routed this record to (a `topic` template filled from the
+    /// record); `None`: the source's topic.
+    pub topic: Option<Arc<str>>,
+    /// The record's event time, in milliseconds since the Unix epoch (the `timestamp` field):
+    /// the Kafka record timestamp and the `tributary.event_time` header. `None`: Kafka stamps
+    /// the time of sending.
+    pub event_time: Option<i64>,
 }
 
 impl Record {
@@ -128,13 +137,21 @@ impl Record {
             ack: None,
             page: None,
             marker: false,
+            topic: None,
+            event_time: None,
         }
     }
 
     /// A position marker (see [`Record::marker`]).
     pub fn marker(position: Position) -> Self {
+        Record::marker_at(Some(position))
+    }
+
+    /// A position marker that moves the position to `position` (`None`: leaves it), e.g. in
+    /// place of an event the record stage's transform kept nothing of.
+    pub fn marker_at(position: Option<Position>) -> Self {
         Record {
-            position: Some(position),
+            position,
             marker: true,
             ..Record::new(Bytes::new(), SystemTime::now())
         }

@@ -2,7 +2,8 @@
 //!
 //! Every produced record carries `tributary.source`, `tributary.url` (secrets stripped),
 //! `tributary.fetched_at` (RFC 3339 UTC, milliseconds) and, when known, `tributary.event_id`,
-//! `tributary.event_type` and (polled sources) `tributary.page`.
+//! `tributary.event_type`, (polled sources) `tributary.page`, and (sources with a `timestamp`)
+//! `tributary.event_time`, then the source's static `record_headers`.
 //! Dead-letter records add `tributary.error` (a sentence) and `tributary.error_kind` (a word).
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,6 +24,9 @@ pub const HEADER_FETCHED_AT: &str = "tributary.fetched_at";
 pub const HEADER_EVENT_ID: &str = "tributary.event_id";
 /// Header: the feed's event type (SSE `event:` field, `message` when absent).
 pub const HEADER_EVENT_TYPE: &str = "tributary.event_type";
+/// Header (sources with a `timestamp` field): the record's event time, RFC 3339 UTC,
+/// milliseconds; also the Kafka record timestamp.
+pub const HEADER_EVENT_TIME: &str = "tributary.event_time";
 /// Header (dead-letter records): why the record could not go to its topic.
 pub const HEADER_ERROR: &str = "tributary.error";
 /// Header (dead-letter records): a short, stable kind of error.
@@ -55,14 +59,16 @@ impl TimestampCache {
     }
 }
 
-/// Builds the lineage headers of `record` (plus the error headers of a dead-letter record).
+/// Builds the lineage headers of `record` (plus the error headers of a dead-letter record),
+/// then the source's static headers `extra` (name, value).
 pub fn lineage_headers(
     source: &str,
     url: &str,
     record: &Record,
     timestamps: &mut TimestampCache,
+    extra: &[(String, String)],
 ) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new_with_capacity(7)
+    let mut headers = OwnedHeaders::new_with_capacity(7 + extra.len())
         .insert(Header {
             key: HEADER_SOURCE,
             value: Some(source),
@@ -91,6 +97,20 @@ pub fn lineage_headers(
         headers = headers.insert(Header {
             key: HEADER_EVENT_TYPE,
             value: Some(event_type.as_ref()),
+        });
+    }
+    if let Some(millis) = record.event_time {
+        let time = UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
+        let text = humantime::format_rfc3339_millis(time).to_string();
+        headers = headers.insert(Header {
+            key: HEADER_EVENT_TIME,
+            value: Some(text.as_str()),
+        });
+    }
+    for (name, value) in extra {
+        headers = headers.insert(Header {
+            key: name.as_str(),
+            value: Some(value.as_str()),
         });
     }
     if let Some(dead_letter) = &record.dead_letter {

@@ -116,6 +116,7 @@ impl SourceRunner {
             metrics: source_metrics.clone(),
             failures: failures_tx,
             health: self.health.clone(),
+            stage: Arc::clone(&info.stage),
         });
         let pump = self.pumps.spawn(self.supervisor.clone().pump(
             Arc::clone(&name),

@@ -39,6 +39,9 @@ pub struct SourceMetrics {
     pub channel_bytes: IntGauge,
     /// `tributary_kafka_delivery_seconds{source}`.
     pub kafka_delivery_seconds: Histogram,
+    /// `tributary_event_lag_seconds{source}`: fetch time − event time, for sources with a
+    /// `timestamp` field.
+    pub event_lag_seconds: Histogram,
     /// `tributary_checkpoint_commits_total{source}`.
     pub checkpoint_commits: IntCounter,
     /// `tributary_checkpoint_age_seconds{source}`.

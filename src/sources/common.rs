@@ -146,10 +146,32 @@ impl Checks {
         resolved
     }
 
-    /// Checks the topic names.
+    /// Checks the topic names. A `topic` template (`github.{/type}`, see
+    /// [`crate::stage::Template`]) is checked by the record stage, and its fixed text here; it
+    /// needs a `dead_letter_topic` (there is no `<topic>.dlq` to default to).
     pub fn topics(&mut self, topic: &str, dead_letter_topic: Option<&str>) {
         let field = self.field("topic");
-        crate::config::check_topic(&mut self.errors, &self.scope, &field, topic);
+        if crate::stage::Template::is_template(topic) {
+            if let Ok(template) = crate::stage::Template::parse(topic) {
+                let fixed = template.literal_text();
+                if !fixed.is_empty() && !crate::config::legal_topic(&fixed) {
+                    self.error(
+                        "topic",
+                        format!("the fixed text of the template `{topic}` holds characters a Kafka topic name cannot"),
+                        "use characters from `a-z A-Z 0-9 . _ -` around the `{/pointer}` placeholders",
+                    );
+                }
+            }
+            if dead_letter_topic.is_none() {
+                self.error(
+                    "dead_letter_topic",
+                    "a topic template needs a fixed dead-letter topic",
+                    "set `dead_letter_topic`, e.g. `\"github.dlq\"`",
+                );
+            }
+        } else {
+            crate::config::check_topic(&mut self.errors, &self.scope, &field, topic);
+        }
         if let Some(topic) = dead_letter_topic {
             let field = self.field("dead_letter_topic");
             crate::config::check_topic(&mut self.errors, &self.scope, &field, topic);

@@ -28,6 +28,7 @@ use crate::{
     health::{Health, SourceState},
     metrics::{SourceKind, SourceMetrics},
     record::Position,
+    stage::{Stage, StageConfig},
 };
 
 /// The `[sources.<name>]` table: one variant per source kind, chosen by `type`.
@@ -69,6 +70,9 @@ pub struct SourceInfo {
     pub commit_each_position: bool,
     /// The source's kind (its `type`), which decides the metric families it exports.
     pub kind: SourceKind,
+    /// The record stage (transform, topic and key templates, event time, static headers),
+    /// compiled; set by [`SourceConfig::build`].
+    pub stage: Arc<Stage>,
 }
 
 impl SourceInfo {
@@ -92,6 +96,7 @@ impl SourceInfo {
             channel_max_bytes,
             commit_each_position: false,
             kind: SourceKind::Sse,
+            stage: Arc::default(),
         }
     }
 }
@@ -119,15 +124,36 @@ impl SourceConfig {
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
         };
-        built.map(|(info, source)| {
-            (
+        let (stage_config, topic, key) = self.stage_fields();
+        let stage = Stage::build(name, stage_config, topic, key);
+        match (built, stage) {
+            (Ok((info, source)), Ok(stage)) => Ok((
                 SourceInfo {
                     kind: self.kind(),
+                    stage: Arc::new(stage),
                     ..info
                 },
                 source,
-            )
-        })
+            )),
+            (built, stage) => Err(built
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(stage.err().unwrap_or_default())
+                .collect()),
+        }
+    }
+
+    /// The record stage's settings, the topic, and the key when it is a template the stage
+    /// fills (SSE and WebSocket keys; the other kinds read their key themselves).
+    fn stage_fields(&self) -> (&StageConfig, &str, Option<&str>) {
+        match self {
+            SourceConfig::Sse(c) => (&c.stage, &c.topic, Some(c.key.as_str())),
+            SourceConfig::Websocket(c) => (&c.stage, &c.topic, c.key.as_deref()),
+            SourceConfig::Webhook(c) => (&c.stage, &c.topic, None),
+            SourceConfig::Rest(c) => (&c.stage, &c.topic, None),
+            SourceConfig::Graphql(c) => (&c.stage, &c.topic, None),
+        }
     }
 
     /// The kind this `type` names.

@@ -66,6 +66,8 @@ pub struct SourceSink {
     pub failures: mpsc::UnboundedSender<FailedDelivery>,
     /// Source states, for `/readyz`: a pipeline fault marks this source failed.
     pub health: Health,
+    /// The record stage the pump runs each record through.
+    pub stage: Arc<crate::stage::Stage>,
 }
 
 impl SourceSink {
@@ -99,6 +101,8 @@ pub struct DeliveryTicket {
     pub(crate) dead_letter_kind: Option<&'static str>,
     /// Told the outcome, when the source asked.
     pub(crate) ack: Option<DeliveryAck>,
+    /// The topic a `topic` template routed the record to (`None`: the source's topic).
+    pub(crate) topic: Option<Arc<str>>,
     /// The record's share of the producer queue's memory budget, given back on drop.
     pub(crate) _queued: QueuedBytes,
 }

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     channel::{Envelope, RecordReceiver},
-    record::{DeadLetter, OriginalRecord, Record},
+    record::{DeadLetter, DeliveryOutcome, OriginalRecord, Record},
     router::{lineage_headers, TimestampCache},
 };
 
@@ -67,6 +67,7 @@ pub async fn run_pump(
     });
     let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
     let mut timestamps = TimestampCache::default();
+    let mut staged: Vec<Record> = Vec::with_capacity(4);
     loop {
         tokio::select! {
             biased;
@@ -84,25 +85,32 @@ pub async fn run_pump(
                 }
                 for envelope in batch.drain(..) {
                     let Envelope { record, permit } = envelope;
-                    let seq = sink.acks.register(record.position.clone());
-                    if record.marker {
-                        sink.acknowledge(seq);
-                        continue;
-                    }
-                    let sent = produce(&producer, &sink, record, seq, &mut timestamps, &stop).await;
-                    drop(permit);
-                    match sent {
-                        Sent::Queued => {}
-                        Sent::Abandoned => {
-                            if abandon.is_cancelled() {
-                                tracing::warn!(source = %sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
+                    // The record stage: one event becomes zero or more records, the last of
+                    // which carries the event's position (see `Stage::apply`).
+                    sink.stage.apply(record, &mut staged, &sink.metrics);
+                    for mut record in staged.drain(..) {
+                        let seq = sink.acks.register(record.position.clone());
+                        if record.marker {
+                            sink.acknowledge(seq);
+                            if let Some(ack) = record.ack.take() {
+                                let _ = ack.send(DeliveryOutcome::Filtered);
                             }
-                            return;
+                            continue;
                         }
-                        // Dropping the channel stops the source; what it held is read again
-                        // after the restart.
-                        Sent::Faulted => return,
+                        match produce(&producer, &sink, record, seq, &mut timestamps, &stop).await {
+                            Sent::Queued => {}
+                            Sent::Abandoned => {
+                                if abandon.is_cancelled() {
+                                    tracing::warn!(source = %sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
+                                }
+                                return;
+                            }
+                            // Dropping the channel stops the source; what it held is read again
+                            // after the restart.
+                            Sent::Faulted => return,
+                        }
                     }
+                    drop(permit);
                 }
             }
         }
@@ -135,7 +143,10 @@ async fn topics_exist(
     sink: &SourceSink,
     stop: &CancellationToken,
 ) -> bool {
-    for topic in [&sink.topic, &sink.dead_letter_topic] {
+    // A templated topic names no topic until a record fills it: only the dead-letter topic is
+    // known, and a record routed to a missing topic is dead-lettered (`unknown_topic`).
+    let fixed = (!sink.stage.routes_topic()).then_some(&sink.topic);
+    for topic in fixed.into_iter().chain([&sink.dead_letter_topic]) {
         let mut unknown_since = None;
         loop {
             match producer.topic_exists(topic, METADATA_TIMEOUT).await {
@@ -186,12 +197,18 @@ async fn produce(
     abandon: &CancellationToken,
 ) -> Sent {
     loop {
-        let topic = if record.dead_letter.is_some() {
-            &sink.dead_letter_topic
-        } else {
-            &sink.topic
+        let topic: &str = match (&record.dead_letter, &record.topic) {
+            (Some(_), _) => &sink.dead_letter_topic,
+            (None, Some(routed)) => routed,
+            (None, None) => &sink.topic,
         };
-        let headers = lineage_headers(&sink.name, &sink.url, &record, timestamps);
+        let headers = lineage_headers(
+            &sink.name,
+            &sink.url,
+            &record,
+            timestamps,
+            sink.stage.headers(),
+        );
         // The record's share of the producer queue, counted as librdkafka allocates it; given
         // back when its delivery report drops the ticket.
         let header_bytes = (0..headers.count())
@@ -217,6 +234,7 @@ async fn produce(
             payload_bytes: record.payload.len(),
             dead_letter_kind: record.dead_letter.as_ref().map(|d| d.kind),
             ack: record.ack.take(),
+            topic: record.topic.clone(),
             _queued: queued,
         });
         let mut base: BaseRecord<'_, [u8], [u8], Box<DeliveryTicket>> =
@@ -225,6 +243,9 @@ async fn produce(
                 .headers(headers);
         if let Some(key) = &record.key {
             base = base.key(key.as_ref());
+        }
+        if let (Some(millis), None) = (record.event_time, &record.dead_letter) {
+            base = base.timestamp(millis);
         }
         let mut pending = base;
         let refused = loop {
@@ -243,7 +264,7 @@ async fn produce(
         let (error, mut ticket) = refused;
         sink.metrics.kafka_error(error_kind(&error));
         record.ack = ticket.ack.take();
-        let topic = topic.clone();
+        let topic = topic.to_owned();
         if !dead_letter_after_refusal(sink, &mut record, &topic, &error) {
             return Sent::Faulted;
         }
@@ -266,6 +287,24 @@ fn dead_letter_after_refusal(
     topic: &str,
     error: &KafkaError,
 ) -> bool {
+    let unknown_topic = matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition)
+    );
+    // A topic a template chose from the record is the record's own doing, not the pipeline's:
+    // the record goes to the dead-letter topic with the reason, and the others flow on.
+    if unknown_topic && record.dead_letter.is_none() && record.topic.is_some() {
+        tracing::warn!(source = %sink.name, topic, "a record was routed to a topic that does not exist; sending it to the dead-letter topic");
+        record.topic = None;
+        record.dead_letter = Some(DeadLetter::new(
+            "unknown_topic",
+            format!(
+                "the topic template routed this record to topic `{topic}`, which does not exist; \
+                 create it (Tributary never creates topics): {error}"
+            ),
+        ));
+        return true;
+    }
     if FaultClass::of(error) == FaultClass::Pipeline {
         sink.pipeline_fault(topic, error);
         return false;
@@ -327,7 +366,10 @@ async fn dead_letter_failed_delivery(
         error,
     } = failed;
     let text = |bytes: Vec<u8>| Arc::from(String::from_utf8_lossy(&bytes).as_ref());
+    let routed = ticket.topic.take();
     let mut record = Record {
+        topic: routed,
+        event_time: None,
         key: key.map(Into::into),
         payload: payload.into(),
         event_id: event_id.map(text),
@@ -342,10 +384,10 @@ async fn dead_letter_failed_delivery(
     // The failed record no longer holds its share of the queue: its next attempt takes its own.
     let seq = ticket.seq;
     drop(ticket);
-    let topic = if record.dead_letter.is_some() {
-        sink.dead_letter_topic.clone()
-    } else {
-        sink.topic.clone()
+    let topic = match (&record.dead_letter, &record.topic) {
+        (Some(_), _) => sink.dead_letter_topic.clone(),
+        (None, Some(routed)) => routed.to_string(),
+        (None, None) => sink.topic.clone(),
     };
     if !dead_letter_after_refusal(sink, &mut record, &topic, &error) {
         return Sent::Faulted;

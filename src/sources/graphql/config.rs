@@ -29,6 +29,10 @@ use crate::{
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GraphqlConfig {
+    /// The record stage: `transform`, `transform_file`, `timestamp`, `timestamp_unit`,
+    /// `record_headers` (see [`crate::stage`]).
+    #[serde(flatten)]
+    pub stage: crate::stage::StageConfig,
     /// The endpoint (`http`/`https`).
     pub url: String,
     /// The query text; or give `query_file`.

@@ -27,6 +27,10 @@ use crate::{
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestConfig {
+    /// The record stage: `transform`, `transform_file`, `timestamp`, `timestamp_unit`,
+    /// `record_headers` (see [`crate::stage`]).
+    #[serde(flatten)]
+    pub stage: crate::stage::StageConfig,
     /// The endpoint (`http`/`https`); may hold `${env:…}` references.
     pub url: String,
     /// Query parameters added to every request; values may hold `${env:…}` references (such

@@ -41,6 +41,10 @@ fn default_max_event_bytes() -> usize {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SseConfig {
+    /// The record stage: `transform`, `transform_file`, `timestamp`, `timestamp_unit`,
+    /// `record_headers` (see [`crate::stage`]).
+    #[serde(flatten)]
+    pub stage: crate::stage::StageConfig,
     /// The event stream URL (`http` or `https`). May contain `${env:…}`/`${file:…}`.
     pub url: String,
     /// The Kafka topic records go to.
@@ -57,8 +61,8 @@ pub struct SseConfig {
     /// `json` (default) or `text`.
     #[serde(default)]
     pub format: PayloadFormat,
-    /// The record key: `"id"` (the SSE id, default), `"none"`, or a JSON pointer such as
-    /// `"/meta/id"` (needs `format = "json"`).
+    /// The record key: `"id"` (the SSE id, default), `"none"`, a JSON pointer such as
+    /// `"/meta/id"`, or a template such as `"{/wiki}:{/id}"` (both need `format = "json"`).
     #[serde(default = "default_key")]
     pub key: String,
     /// `Last-Event-ID` to send on the first connection when no position is stored yet.
@@ -129,6 +133,17 @@ impl SseConfig {
         let key = match self.key.as_str() {
             "id" => KeyFrom::EventId,
             "none" => KeyFrom::None,
+            // A template (`{/repo/id}-{/number}`): the record stage fills it.
+            template if crate::stage::Template::is_template(template) => {
+                if self.format != PayloadFormat::Json {
+                    checks.error(
+                        "key",
+                        "a key template needs JSON data",
+                        "set `format = \"json\"` or use `key = \"id\"`",
+                    );
+                }
+                KeyFrom::None
+            }
             pointer if pointer.starts_with('/') => {
                 if self.format != PayloadFormat::Json {
                     checks.error(

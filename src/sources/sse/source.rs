@@ -455,6 +455,8 @@ impl<'a> RecordEncoder<'a> {
             ack: None,
             page: None,
             marker: false,
+            topic: None,
+            event_time: None,
         }
     }
 }

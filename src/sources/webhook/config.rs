@@ -59,6 +59,10 @@ pub struct EventIdConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// The record stage: `transform`, `transform_file`, `timestamp`, `timestamp_unit`,
+    /// `record_headers` (see [`crate::stage`]).
+    #[serde(flatten)]
+    pub stage: crate::stage::StageConfig,
     /// The Kafka topic records go to.
     pub topic: String,
     /// The topic for records that cannot go to `topic`. Default: `<topic>.dlq`.

@@ -390,6 +390,8 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
         ack: Some(ack),
         page: None,
         marker: false,
+        topic: None,
+        event_time: None,
     };
     metrics.records_received.inc();
     let sent = match state.pipeline() {
@@ -417,7 +419,11 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
         let outcome = acknowledged.await.ok();
         let delivered = matches!(
             outcome,
-            Some(DeliveryOutcome::Produced | DeliveryOutcome::DeadLettered)
+            Some(
+                DeliveryOutcome::Produced
+                    | DeliveryOutcome::DeadLettered
+                    | DeliveryOutcome::Filtered
+            )
         );
         recorder.settle(&dedupe_keys, delivered);
         let _ = outcome_tx.send(delivered);

@@ -43,6 +43,10 @@ pub struct HeartbeatConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketConfig {
+    /// The record stage: `transform`, `transform_file`, `timestamp`, `timestamp_unit`,
+    /// `record_headers` (see [`crate::stage`]).
+    #[serde(flatten)]
+    pub stage: crate::stage::StageConfig,
     /// `ws://` or `wss://` URL. May contain `${env:…}`/`${file:…}`, and `{position}` (the
     /// stored position, empty when there is none).
     pub url: String,
@@ -68,7 +72,8 @@ pub struct WebSocketConfig {
     /// counted in `tributary_records_filtered_total`. Default: every message.
     #[serde(default)]
     pub filter: Option<FilterConfig>,
-    /// JSON pointer of the record key. Default: no key.
+    /// JSON pointer of the record key, or a template such as `"{/product_id}:{/side}"`. Default:
+    /// no key.
     #[serde(default)]
     pub key: Option<String>,
     /// JSON pointer of a sequence number: the source's position (stored once Kafka has the
@@ -183,6 +188,17 @@ impl WebSocketSettings {
 
 fn check_pointer(checks: &mut Checks, field: &str, pointer: Option<&str>, format: PayloadFormat) {
     let Some(pointer) = pointer else { return };
+    if field == "key" && crate::stage::Template::is_template(pointer) {
+        // A key template: the record stage fills it (and checks it).
+        if format != PayloadFormat::Json {
+            checks.error(
+                field,
+                "a key template needs JSON messages",
+                "set `format = \"json\"`",
+            );
+        }
+        return;
+    }
     if !pointer.starts_with('/') {
         checks.error(
             field,
@@ -328,7 +344,11 @@ impl WebSocketConfig {
                     pointer: f.pointer.clone(),
                     values: f.values.clone(),
                 }),
-                key: self.key.clone(),
+                // A key template is filled by the record stage.
+                key: self
+                    .key
+                    .clone()
+                    .filter(|key| !crate::stage::Template::is_template(key)),
                 sequence: self.sequence.clone(),
                 sequence_scope: self.sequence_scope.clone(),
             },

@@ -270,6 +270,8 @@ fn record(
         ack: None,
         page: None,
         marker: false,
+        topic: None,
+        event_time: None,
     }
 }
 

@@ -1,0 +1,349 @@
+//! The record stage: what turns one feed event into zero or more Kafka records, shared by every
+//! source kind. It runs in the source's pump, between the channel and the producer, in this
+//! order: transform (a jq program), then route: the topic (a fixed name or a template), the key
+//! (a template), the event time (Kafka timestamp) and the static headers.
+//!
+//! Everything is compiled once at config time ([`Stage::build`]); a source without a transform,
+//! templates or an event time passes its records through untouched ([`Stage::apply`] returns at
+//! once). A record the stage cannot shape goes to the dead-letter topic with the reason:
+//! `transform_error` (the original event), `invalid_topic`, `key_not_found` or
+//! `invalid_timestamp`.
+
+pub mod event_time;
+pub mod template;
+pub mod transform;
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::{
+    error::ConfigError,
+    json::Pointer,
+    metrics::SourceMetrics,
+    record::{DeadLetter, Record},
+};
+
+pub use event_time::{EventTime, TimestampUnit};
+pub use template::{Template, Unfilled};
+pub use transform::Transform;
+
+/// The stage's settings, part of every `[sources.<name>]` table whatever its `type`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct StageConfig {
+    /// A jq program run on each event; each value it yields becomes a record. Default: none
+    /// (the event is the record).
+    #[serde(default)]
+    pub transform: Option<String>,
+    /// A file holding the jq program, instead of `transform`.
+    #[serde(default)]
+    pub transform_file: Option<PathBuf>,
+    /// JSON pointer of the record's event time: the Kafka record timestamp (CreateTime) and the
+    /// `tributary.event_time` header. Default: none (Kafka stamps the time of sending).
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// How the `timestamp` field is written: `rfc3339` (default), `seconds` or `milliseconds`.
+    #[serde(default)]
+    pub timestamp_unit: TimestampUnit,
+    /// Fixed headers added to every record of the source (name → value).
+    #[serde(default)]
+    pub record_headers: BTreeMap<String, String>,
+}
+
+/// The compiled stage of one source.
+#[derive(Debug, Default)]
+pub struct Stage {
+    transform: Option<Transform>,
+    topic: Option<Template>,
+    key: Option<Template>,
+    event_time: Option<EventTime>,
+    headers: Vec<(String, String)>,
+}
+
+/// The `tributary.` prefix is the daemon's own; static headers may not use it.
+const RESERVED_HEADER_PREFIX: &str = "tributary.";
+
+impl Stage {
+    /// Validates and compiles the stage of source `name`: its `config`, its `topic` (a fixed
+    /// name or a template), and its `key` when that is a template (`None` when the source kind
+    /// reads its key itself).
+    ///
+    /// # Errors
+    /// Every problem found, each naming the source, the field and the fix: a jq syntax error
+    /// with its line and column, an unreadable `transform_file`, a malformed template or
+    /// pointer, a reserved or empty header name.
+    pub fn build(
+        name: &str,
+        config: &StageConfig,
+        topic: &str,
+        key: Option<&str>,
+    ) -> Result<Stage, Vec<ConfigError>> {
+        let mut checks = crate::sources::common::Checks::new(name);
+        let mut stage = Stage::default();
+        let program = match (&config.transform, &config.transform_file) {
+            (Some(_), Some(_)) => {
+                checks.error(
+                    "transform_file",
+                    "both `transform` and `transform_file` are set",
+                    "keep one of them",
+                );
+                None
+            }
+            (Some(code), None) => Some(("transform", code.clone())),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(code) => Some(("transform_file", code)),
+                Err(error) => {
+                    checks.error(
+                        "transform_file",
+                        format!("cannot read `{}`: {error}", path.display()),
+                        "name a readable file holding a jq program",
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if let Some((field, code)) = program {
+            match Transform::compile(&code) {
+                Ok(transform) => stage.transform = Some(transform),
+                Err(errors) => {
+                    for error in errors {
+                        checks.error(
+                            field,
+                            format!("the jq program does not compile: {error}"),
+                            "fix the program (jq syntax; try it with `jq` on a recorded event)",
+                        );
+                    }
+                }
+            }
+        }
+        if Template::is_template(topic) {
+            match Template::parse(topic) {
+                Ok(template) => stage.topic = Some(template),
+                Err(error) => checks.error("topic", error, "write e.g. `\"github.{/type}\"`"),
+            }
+        }
+        if let Some(key) = key.filter(|key| Template::is_template(key)) {
+            match Template::parse(key) {
+                Ok(template) => stage.key = Some(template),
+                Err(error) => checks.error("key", error, "write e.g. `\"{/repo/id}-{/number}\"`"),
+            }
+        }
+        if let Some(pointer) = &config.timestamp {
+            match Pointer::parse(pointer) {
+                Ok(pointer) => {
+                    stage.event_time = Some(EventTime {
+                        pointer,
+                        unit: config.timestamp_unit,
+                    })
+                }
+                Err(error) => checks.error("timestamp", error, "write e.g. `\"/meta/dt\"`"),
+            }
+        }
+        for (header, value) in &config.record_headers {
+            let field = format!("record_headers.{header}");
+            if header.is_empty() || header.starts_with(RESERVED_HEADER_PREFIX) {
+                checks.error(
+                    &field,
+                    "header names must be non-empty and must not start with `tributary.`",
+                    "choose another name (the `tributary.` headers are the daemon's own)",
+                );
+            } else {
+                stage.headers.push((header.clone(), value.clone()));
+            }
+        }
+        checks.finish().map(|()| stage)
+    }
+
+    /// True when the topic is a template: each record's topic comes from the record.
+    pub fn routes_topic(&self) -> bool {
+        self.topic.is_some()
+    }
+
+    /// The fixed headers added to every record (name, value).
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// True when records pass through unchanged (no transform, template or event time).
+    pub fn is_passthrough(&self) -> bool {
+        self.transform.is_none()
+            && self.topic.is_none()
+            && self.key.is_none()
+            && self.event_time.is_none()
+    }
+
+    /// Turns `record` into the records it becomes and appends them to `out`, in order.
+    ///
+    /// Markers and records already bound for the dead-letter topic pass unchanged. With a
+    /// transform, each value the program yields becomes a record carrying the event's key, id,
+    /// type and lineage; only the last carries the event's position and acknowledgement, so that
+    /// the position moves once Kafka holds all of them. When the program yields nothing, a
+    /// marker with the event's position takes its place (and is counted as filtered). A
+    /// runtime error sends the original event to the dead-letter topic (`transform_error`).
+    pub fn apply(&self, mut record: Record, out: &mut Vec<Record>, metrics: &SourceMetrics) {
+        if self.is_passthrough() || record.marker || record.dead_letter.is_some() {
+            out.push(record);
+            return;
+        }
+        let Some(transform) = &self.transform else {
+            self.route(&mut record, None, metrics);
+            out.push(record);
+            return;
+        };
+        let mut values = Vec::new();
+        if let Err(reason) = transform.run(&record.payload, &mut values) {
+            record.dead_letter = Some(DeadLetter::new("transform_error", reason));
+            out.push(record);
+            return;
+        }
+        let Some(last) = values.len().checked_sub(1) else {
+            metrics.records_filtered.inc();
+            let mut marker = Record::marker_at(record.position.take());
+            marker.ack = record.ack.take();
+            out.push(marker);
+            return;
+        };
+        let first = out.len();
+        for (index, value) in values.into_iter().enumerate() {
+            let mut shaped = Record {
+                key: record.key.clone(),
+                payload: Bytes::from(value),
+                event_id: record.event_id.clone(),
+                event_type: record.event_type.clone(),
+                position: None,
+                fetched_at: record.fetched_at,
+                dead_letter: None,
+                ack: None,
+                page: record.page.clone(),
+                marker: false,
+                topic: None,
+                event_time: None,
+            };
+            if index == last {
+                shaped.position = record.position.take();
+                shaped.ack = record.ack.take();
+            }
+            self.route(&mut shaped, Some(first + index), metrics);
+            out.push(shaped);
+        }
+    }
+
+    /// Sets the record's topic, key and event time from its (transformed) value, or its
+    /// dead-letter reason when one cannot be had. `transformed` is set for a transform's
+    /// output, whose JSON text is checked here.
+    fn route(&self, record: &mut Record, transformed: Option<usize>, metrics: &SourceMetrics) {
+        if self.topic.is_none() && self.key.is_none() && self.event_time.is_none() {
+            if transformed.is_some() {
+                if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&record.payload)
+                {
+                    record.dead_letter = Some(not_json(&error));
+                }
+            }
+            return;
+        }
+        let parsed = serde_json::from_slice::<&RawValue>(&record.payload);
+        let raw = match &parsed {
+            Ok(raw) => Some(*raw),
+            Err(error) if transformed.is_some() => {
+                record.dead_letter = Some(not_json(error));
+                return;
+            }
+            Err(_) => None,
+        };
+        let mut dead_letter = None;
+        let mut topic = None;
+        if let Some(template) = &self.topic {
+            match template.fill(raw) {
+                Ok(name) if crate::config::legal_topic(&name) => topic = Some(Arc::from(name)),
+                Ok(name) => {
+                    dead_letter = Some(DeadLetter::new(
+                        "invalid_topic",
+                        format!(
+                            "the topic template `{}` gives `{name}`, which is not a legal Kafka \
+                             topic name (1 to 249 characters from `a-z A-Z 0-9 . _ -`)",
+                            template.as_str()
+                        ),
+                    ))
+                }
+                Err(unfilled) => {
+                    dead_letter = Some(DeadLetter::new(
+                        "invalid_topic",
+                        format!(
+                            "the topic template `{}` cannot be filled: {}",
+                            template.as_str(),
+                            describe(&unfilled)
+                        ),
+                    ))
+                }
+            }
+        }
+        let mut key = None;
+        if let Some(template) = &self.key {
+            match template.fill(raw) {
+                Ok(text) => key = Some(Bytes::from(text)),
+                Err(unfilled) if dead_letter.is_none() => {
+                    dead_letter = Some(DeadLetter::new(
+                        "key_not_found",
+                        format!(
+                            "the key template `{}` cannot be filled: {}",
+                            template.as_str(),
+                            describe(&unfilled)
+                        ),
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+        let mut event_time = None;
+        if let Some(time) = &self.event_time {
+            match time.millis(raw) {
+                Ok(millis) => event_time = Some(millis),
+                Err(reason) if dead_letter.is_none() => {
+                    dead_letter = Some(DeadLetter::new("invalid_timestamp", reason))
+                }
+                Err(_) => {}
+            }
+        }
+        drop(parsed);
+        if let Some(dead_letter) = dead_letter {
+            record.dead_letter = Some(dead_letter);
+            return;
+        }
+        record.topic = topic;
+        if key.is_some() {
+            record.key = key;
+        }
+        if let Some(millis) = event_time {
+            let fetched = record
+                .fetched_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as i64);
+            // A feed whose clock runs ahead shows as no lag rather than a negative one.
+            let lag = (fetched - millis).max(0) as f64 / 1000.0;
+            metrics.event_lag_seconds.observe(lag);
+            record.event_time = Some(millis);
+        }
+    }
+}
+
+/// The dead-letter reason of a transform output that is not JSON.
+fn not_json(error: &serde_json::Error) -> DeadLetter {
+    DeadLetter::new(
+        "transform_error",
+        format!("the transform yielded a value that is not JSON (NaN, infinity or a non-string object key?): {error}"),
+    )
+}
+
+/// Why a template could not be filled, as a sentence.
+fn describe(unfilled: &Unfilled) -> String {
+    match unfilled {
+        Unfilled::Missing(pointer) => format!("the record has no value at `{pointer}`"),
+        Unfilled::NotJson => "the record is not JSON".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

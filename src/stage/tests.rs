@@ -1,0 +1,187 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+use crate::{
+    checkpoint::AckWindow,
+    metrics::{Metrics, SourceKind},
+    record::Position,
+};
+
+fn stage(config: StageConfig, topic: &str, key: Option<&str>) -> Stage {
+    Stage::build("s", &config, topic, key).unwrap()
+}
+
+fn transform(code: &str) -> StageConfig {
+    StageConfig {
+        transform: Some(code.to_owned()),
+        ..StageConfig::default()
+    }
+}
+
+fn event(payload: &str, position: &str) -> Record {
+    let mut record = Record::new(
+        Bytes::copy_from_slice(payload.as_bytes()),
+        UNIX_EPOCH + Duration::from_secs(1_700_000_010),
+    );
+    record.position = Some(Position(position.into()));
+    record.key = Some(Bytes::from_static(b"k"));
+    record
+}
+
+fn metrics() -> SourceMetrics {
+    Metrics::new().source("s", SourceKind::Sse)
+}
+
+fn text(record: &Record) -> &str {
+    std::str::from_utf8(&record.payload).unwrap()
+}
+
+#[test]
+fn without_settings_records_pass_through_untouched() {
+    let stage = stage(StageConfig::default(), "t", Some("id"));
+    assert!(stage.is_passthrough());
+    let mut out = Vec::new();
+    stage.apply(event("not even json", "1"), &mut out, &metrics());
+    assert_eq!(out.len(), 1);
+    assert_eq!(text(&out[0]), "not even json");
+    assert!(out[0].dead_letter.is_none() && out[0].topic.is_none());
+}
+
+#[test]
+fn a_split_event_moves_its_position_only_with_its_last_record() {
+    let stage = stage(transform(".items[] | {n: .}"), "t", None);
+    let mut out = Vec::new();
+    let metrics = metrics();
+    stage.apply(event(r#"{"items":[1,2,3]}"#, "p1"), &mut out, &metrics);
+    stage.apply(event(r#"{"items":[4]}"#, "p2"), &mut out, &metrics);
+    let payloads: Vec<&str> = out.iter().map(text).collect();
+    assert_eq!(
+        payloads,
+        [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#, r#"{"n":4}"#]
+    );
+    let positions: Vec<Option<&str>> = out
+        .iter()
+        .map(|r| r.position.as_ref().map(Position::as_str))
+        .collect();
+    assert_eq!(positions, [None, None, Some("p1"), Some("p2")]);
+    assert!(out.iter().all(|r| r.key.as_deref() == Some(&b"k"[..])));
+    // Acknowledged out of order, the position moves only once the whole event is held.
+    let mut window = AckWindow::new(None);
+    let seqs: Vec<u64> = out
+        .iter()
+        .map(|r| window.register(r.position.clone()))
+        .collect();
+    assert!(!window.ack(seqs[2]));
+    assert!(!window.ack(seqs[1]));
+    assert_eq!(window.committed().0, None);
+    assert!(window.ack(seqs[0]));
+    assert_eq!(window.committed().0.map(Position::as_str), Some("p1"));
+}
+
+#[test]
+fn an_event_the_transform_drops_becomes_a_marker_with_its_position() {
+    let stage = stage(transform(r#"select(.kind == "edit")"#), "t", None);
+    let mut out = Vec::new();
+    let metrics = metrics();
+    stage.apply(event(r#"{"kind":"log"}"#, "p9"), &mut out, &metrics);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].marker);
+    assert_eq!(out[0].position.as_ref().map(Position::as_str), Some("p9"));
+    assert_eq!(metrics.records_filtered.get(), 1);
+}
+
+#[test]
+fn a_runtime_error_dead_letters_the_original_event() {
+    let stage = stage(transform(".size | tonumber"), "t", None);
+    let mut out = Vec::new();
+    let original = r#"{"size":"abc"}"#;
+    stage.apply(event(original, "p1"), &mut out, &metrics());
+    assert_eq!(out.len(), 1);
+    assert_eq!(text(&out[0]), original);
+    assert_eq!(out[0].position.as_ref().map(Position::as_str), Some("p1"));
+    let dead_letter = out[0].dead_letter.as_ref().unwrap();
+    assert_eq!(dead_letter.kind, "transform_error");
+    assert!(
+        dead_letter.reason.starts_with("the transform failed"),
+        "{}",
+        dead_letter.reason
+    );
+}
+
+#[test]
+fn templates_route_key_and_dead_letter_with_a_reason() {
+    let config = StageConfig {
+        timestamp: Some("/at".into()),
+        timestamp_unit: TimestampUnit::Seconds,
+        ..StageConfig::default()
+    };
+    let stage = stage(config, "github.{/type}", Some("{/repo}-{/n}"));
+    let metrics = metrics();
+    let mut out = Vec::new();
+    for payload in [
+        r#"{"type":"IssuesEvent","repo":"r","n":1,"at":1700000000}"#,
+        r#"{"repo":"r","n":1,"at":1700000000}"#,
+        r#"{"type":"has space","repo":"r","n":1,"at":1700000000}"#,
+        r#"{"type":"PushEvent","repo":"r","at":1700000000}"#,
+        r#"{"type":"PushEvent","repo":"r","n":2,"at":"soon"}"#,
+    ] {
+        stage.apply(event(payload, "p"), &mut out, &metrics);
+    }
+    assert_eq!(out[0].topic.as_deref(), Some("github.IssuesEvent"));
+    assert_eq!(out[0].key.as_deref(), Some(&b"r-1"[..]));
+    assert_eq!(out[0].event_time, Some(1_700_000_000_000));
+    assert!(out[0].dead_letter.is_none());
+    let kinds: Vec<(&str, &str)> = out[1..]
+        .iter()
+        .map(|r| {
+            let d = r.dead_letter.as_ref().unwrap();
+            (d.kind, d.reason.as_str())
+        })
+        .collect();
+    assert_eq!(kinds[0].0, "invalid_topic");
+    assert!(kinds[0].1.contains("no value at `/type`"), "{}", kinds[0].1);
+    assert_eq!(kinds[1].0, "invalid_topic");
+    assert!(kinds[1].1.contains("`github.has space`"), "{}", kinds[1].1);
+    assert_eq!(kinds[2].0, "key_not_found");
+    assert!(kinds[2].1.contains("`/n`"), "{}", kinds[2].1);
+    assert_eq!(kinds[3].0, "invalid_timestamp");
+    // The lag (fetched 10 s after the event time) was observed once.
+    assert_eq!(metrics.event_lag_seconds.get_sample_count(), 1);
+    assert_eq!(metrics.event_lag_seconds.get_sample_sum(), 10.0);
+}
+
+#[test]
+fn config_errors_name_the_field_and_the_position() {
+    let config = StageConfig {
+        transform: Some("{a: .b,\n c: (.d | }".into()),
+        timestamp: Some("meta/dt".into()),
+        record_headers: [("tributary.x".to_owned(), "y".to_owned())].into(),
+        ..StageConfig::default()
+    };
+    let errors = Stage::build("wiki", &config, "t.{/a", Some("{/x}")).unwrap_err();
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let joined = text.join("\n");
+    for needle in [
+        "sources.wiki.transform",
+        "line 2, column",
+        "sources.wiki.timestamp",
+        "sources.wiki.topic",
+        "sources.wiki.record_headers.tributary.x",
+    ] {
+        assert!(joined.contains(needle), "{needle} missing from:\n{joined}");
+    }
+}
+
+#[test]
+fn records_already_dead_lettered_or_markers_are_left_alone() {
+    let stage = stage(transform(".x"), "t", None);
+    let mut out = Vec::new();
+    let mut bad = event("{", "p1");
+    bad.dead_letter = Some(DeadLetter::new("invalid_json", "no".into()));
+    stage.apply(bad, &mut out, &metrics());
+    stage.apply(Record::marker(Position("p2".into())), &mut out, &metrics());
+    assert_eq!(out[0].dead_letter.as_ref().unwrap().kind, "invalid_json");
+    assert_eq!(text(&out[0]), "{");
+    assert!(out[1].marker);
+    let _ = SystemTime::now();
+}
