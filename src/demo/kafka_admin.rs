@@ -42,6 +42,9 @@ pub struct ConsumedRecord {
     pub payload: Vec<u8>,
     /// Its headers, in order.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Its timestamp in milliseconds since the Unix epoch (CreateTime or LogAppendTime, as
+    /// the topic keeps), if any.
+    pub timestamp: Option<i64>,
 }
 
 impl ConsumedRecord {
@@ -158,6 +161,7 @@ pub fn read_topic(
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().unwrap_or_default().to_vec(),
             headers,
+            timestamp: message.timestamp().to_millis(),
         });
     }
     Ok(records)
