@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events N] [--rss-multiple K]
+//!                                       [--transform PROGRAM]
 //! ```
 //!
 //! Phases, all against one broker on 127.0.0.1 (Apache Kafka or tansu as child
@@ -49,6 +50,7 @@ const FEED_TIMEOUT: Duration = Duration::from_secs(300);
 
 const USAGE: &str = "\
 usage: cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events N] [--rss-multiple K]
+                                           [--transform PROGRAM]
 
   --broker kafka   (default) Apache Kafka, one KRaft node (tests/kafka/kafka.sh; Java 17
                    and Maven), log on disk
@@ -56,12 +58,16 @@ usage: cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events
   --broker tansu   a tansu broker child process with in-memory storage, from
                    $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
   --events N       events per run (default 200000)
-  --rss-multiple K the second daemon run reads K*N events (default 4)";
+  --rss-multiple K the second daemon run reads K*N events (default 4)
+  --transform P    the daemon's source runs the jq program P on each event (the record stage);
+                   P must keep every event (e.g. `select(.type == \"edit\") | {…}`), as the run
+                   waits for N records; MB/s then counts the events' bytes, not the records'";
 
 struct Args {
     broker: BrokerKind,
     events: usize,
     rss_multiple: usize,
+    transform: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -69,12 +75,14 @@ fn parse_args() -> Result<Args, String> {
         broker: BrokerKind::Kafka,
         events: DEFAULT_EVENTS,
         rss_multiple: DEFAULT_RSS_MULTIPLE,
+        transform: None,
     };
     common::parse_flags(|name, value| {
         match name {
             "--broker" => args.broker = common::broker_kind(&value("`kafka`, `mock` or `tansu`")?)?,
             "--events" => args.events = common::count(name, &value("a number")?, 1)?,
             "--rss-multiple" => args.rss_multiple = common::count(name, &value("a number")?, 2)?,
+            "--transform" => args.transform = Some(value("a jq program")?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -99,6 +107,9 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
         "  records  {n} per run; payload = recorded Wikimedia JSON, avg {average_payload:.0} B; \
          key = event id; 5 lineage headers; topics of {PARTITIONS} partitions"
     );
+    if let Some(program) = &args.transform {
+        println!("  stage    transform = '{program}'");
+    }
     println!("  producer {}", properties_line());
     println!("  machine  {cores} cores");
     println!();
@@ -114,14 +125,15 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
     print_row("broker warm-up (raw, not compared)", &warm_up);
     let raw = raw_run(&broker, n, "n").await?;
     print_row("raw producer ceiling, N (rdkafka loop)", &raw);
-    let short = daemon_run(&broker, n, "n", work).await?;
+    let transform = args.transform.as_deref();
+    let short = daemon_run(&broker, n, "n", work, transform).await?;
     print_row("daemon, N events", &short.figures);
     let raw_long = raw_run(&broker, long_n, "kn").await?;
     print_row(
         &format!("raw producer ceiling, {}N", args.rss_multiple),
         &raw_long,
     );
-    let long = daemon_run(&broker, long_n, "kn", work).await?;
+    let long = daemon_run(&broker, long_n, "kn", work, transform).await?;
     print_row(
         &format!("daemon, {}N events", args.rss_multiple),
         &long.figures,
@@ -155,21 +167,26 @@ async fn raw_run(broker: &Broker, n: usize, tag: &str) -> anyhow::Result<Figures
     .await
 }
 
-/// Runs the `tributary` binary on a generated feed of `n` events until all are acknowledged.
+/// Runs the `tributary` binary on a generated feed of `n` events until all are acknowledged,
+/// with the jq program `transform` in its source when given.
 async fn daemon_run(
     broker: &Broker,
     n: usize,
     label: &str,
     work: &Path,
+    transform: Option<&str>,
 ) -> anyhow::Result<common::DaemonRun> {
     let topic = format!("bench.sse.{}.{label}", std::process::id());
     let dead_letter_topic = format!("{topic}.dlq");
     broker.create_topics(&[&topic, &dead_letter_topic]).await?;
     let feed = ReplayServer::start_wikimedia(n, ReplayOptions::default()).await?;
-    let source = format!(
+    let mut source = format!(
         "type = \"sse\"\nurl = \"{url}\"\ntopic = \"{topic}\"\n",
         url = feed.url()
     );
+    if let Some(program) = transform {
+        source.push_str(&format!("transform = '''{program}'''\n"));
+    }
     let bytes = common::cycled_bytes(&replay::recorded_wikimedia_events(), n);
     let dir = work.join(format!("daemon-{label}"));
     let run = common::daemon_run(&broker.brokers(), &dir, &source, n, bytes).await?;

@@ -28,7 +28,7 @@ use crate::{
     health::{Health, SourceState},
     metrics::{SourceKind, SourceMetrics},
     record::Position,
-    stage::{Stage, StageConfig},
+    stage::{SourceRules, Stage, StageConfig, Template},
 };
 
 /// The `[sources.<name>]` table: one variant per source kind, chosen by `type`.
@@ -124,8 +124,8 @@ impl SourceConfig {
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
         };
-        let (stage_config, topic, key) = self.stage_fields();
-        let stage = Stage::build(name, stage_config, topic, key);
+        let (stage_config, topic, rules) = self.stage_fields();
+        let stage = Stage::build(name, stage_config, topic, rules);
         match (built, stage) {
             (Ok((info, source)), Ok(stage)) => Ok((
                 SourceInfo {
@@ -144,15 +144,31 @@ impl SourceConfig {
         }
     }
 
-    /// The record stage's settings, the topic, and the key when it is a template the stage
-    /// fills (SSE and WebSocket keys; the other kinds read their key themselves).
-    fn stage_fields(&self) -> (&StageConfig, &str, Option<&str>) {
+    /// The record stage's settings, the topic, and what this kind leaves to the stage: an SSE
+    /// source's JSON check and key pointer or template, a WebSocket source's key template (its
+    /// decoder parses messages itself, for filters and sequences); the other kinds read their
+    /// key themselves (it is also their event id and deduplication key).
+    fn stage_fields(&self) -> (&StageConfig, &str, SourceRules<'_>) {
         match self {
-            SourceConfig::Sse(c) => (&c.stage, &c.topic, Some(c.key.as_str())),
-            SourceConfig::Websocket(c) => (&c.stage, &c.topic, c.key.as_deref()),
-            SourceConfig::Webhook(c) => (&c.stage, &c.topic, None),
-            SourceConfig::Rest(c) => (&c.stage, &c.topic, None),
-            SourceConfig::Graphql(c) => (&c.stage, &c.topic, None),
+            SourceConfig::Sse(c) => (
+                &c.stage,
+                &c.topic,
+                SourceRules {
+                    json: c.format == PayloadFormat::Json,
+                    key: Some(c.key.as_str()).filter(|key| !matches!(*key, "id" | "none")),
+                },
+            ),
+            SourceConfig::Websocket(c) => (
+                &c.stage,
+                &c.topic,
+                SourceRules {
+                    json: false,
+                    key: c.key.as_deref().filter(|key| Template::is_template(key)),
+                },
+            ),
+            SourceConfig::Webhook(c) => (&c.stage, &c.topic, SourceRules::default()),
+            SourceConfig::Rest(c) => (&c.stage, &c.topic, SourceRules::default()),
+            SourceConfig::Graphql(c) => (&c.stage, &c.topic, SourceRules::default()),
         }
     }
 

@@ -6,8 +6,11 @@
 //! Everything is compiled once at config time ([`Stage::build`]); a source without a transform,
 //! templates or an event time passes its records through untouched ([`Stage::apply`] returns at
 //! once). A record the stage cannot shape goes to the dead-letter topic with the reason:
-//! `transform_error` (the original event), `invalid_topic`, `key_not_found` or
-//! `invalid_timestamp`.
+//! `invalid_json` (an event of a JSON source that is not JSON), `transform_error` (the original
+//! event), `invalid_topic`, `key_not_found` or `invalid_timestamp`.
+//!
+//! Source kinds leave to the stage what they would otherwise each do ([`SourceRules`]): an SSE
+//! source's JSON check and its key pointer are done here.
 
 pub mod event_time;
 pub mod template;
@@ -55,11 +58,34 @@ pub struct StageConfig {
 /// The compiled stage of one source.
 #[derive(Debug, Default)]
 pub struct Stage {
+    /// Events must be JSON (`format = "json"`); others go to the dead-letter topic
+    /// (`invalid_json`).
+    json: bool,
     transform: Option<Transform>,
     topic: Option<Template>,
-    key: Option<Template>,
+    key: Option<KeyRule>,
     event_time: Option<EventTime>,
     headers: Vec<(String, String)>,
+}
+
+/// Where the record key comes from, when the stage sets it.
+#[derive(Debug)]
+enum KeyRule {
+    /// The value at a JSON pointer (a string as is, anything else, `null` too, as JSON text).
+    Pointer(Pointer),
+    /// A template (`{/a}-{/b}`).
+    Template(Template),
+}
+
+/// What the stage is asked to do besides the [`StageConfig`] every source kind shares: the
+/// checks a source kind leaves to it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourceRules<'a> {
+    /// Events must be JSON (the source's `format = "json"`).
+    pub json: bool,
+    /// The source's `key` setting when the stage reads it: a JSON pointer (`/meta/id`) or a
+    /// template (`{/a}-{/b}`); `None` when the source kind reads its key itself.
+    pub key: Option<&'a str>,
 }
 
 /// The `tributary.` prefix is the daemon's own; static headers may not use it.
@@ -67,8 +93,7 @@ const RESERVED_HEADER_PREFIX: &str = "tributary.";
 
 impl Stage {
     /// Validates and compiles the stage of source `name`: its `config`, its `topic` (a fixed
-    /// name or a template), and its `key` when that is a template (`None` when the source kind
-    /// reads its key itself).
+    /// name or a template), and the `rules` its source kind leaves to the stage.
     ///
     /// # Errors
     /// Every problem found, each naming the source, the field and the fix: a jq syntax error
@@ -78,10 +103,13 @@ impl Stage {
         name: &str,
         config: &StageConfig,
         topic: &str,
-        key: Option<&str>,
+        rules: SourceRules<'_>,
     ) -> Result<Stage, Vec<ConfigError>> {
         let mut checks = crate::sources::common::Checks::new(name);
-        let mut stage = Stage::default();
+        let mut stage = Stage {
+            json: rules.json,
+            ..Stage::default()
+        };
         let program = match (&config.transform, &config.transform_file) {
             (Some(_), Some(_)) => {
                 checks.error(
@@ -125,11 +153,16 @@ impl Stage {
                 Err(error) => checks.error("topic", error, "write e.g. `\"github.{/type}\"`"),
             }
         }
-        if let Some(key) = key.filter(|key| Template::is_template(key)) {
-            match Template::parse(key) {
-                Ok(template) => stage.key = Some(template),
+        match rules.key {
+            Some(key) if Template::is_template(key) => match Template::parse(key) {
+                Ok(template) => stage.key = Some(KeyRule::Template(template)),
                 Err(error) => checks.error("key", error, "write e.g. `\"{/repo/id}-{/number}\"`"),
-            }
+            },
+            Some(key) => match Pointer::parse(key) {
+                Ok(pointer) => stage.key = Some(KeyRule::Pointer(pointer)),
+                Err(error) => checks.error("key", error, "write e.g. `\"/meta/id\"`"),
+            },
+            None => {}
         }
         if let Some(pointer) = &config.timestamp {
             match Pointer::parse(pointer) {
@@ -167,9 +200,11 @@ impl Stage {
         &self.headers
     }
 
-    /// True when records pass through unchanged (no transform, template or event time).
+    /// True when records pass through unchanged (no JSON check, transform, key, template or
+    /// event time).
     pub fn is_passthrough(&self) -> bool {
-        self.transform.is_none()
+        !self.json
+            && self.transform.is_none()
             && self.topic.is_none()
             && self.key.is_none()
             && self.event_time.is_none()
@@ -189,13 +224,19 @@ impl Stage {
             return;
         }
         let Some(transform) = &self.transform else {
-            self.route(&mut record, None, metrics);
+            self.route(&mut record, Input::Event, metrics);
             out.push(record);
             return;
         };
         let mut values = Vec::new();
-        if let Err(reason) = transform.run(&record.payload, &mut values) {
-            record.dead_letter = Some(DeadLetter::new("transform_error", reason));
+        if let Err(error) = transform.run(&record.payload, &mut values) {
+            record.dead_letter = Some(match error {
+                transform::Failure::NotJson(reason) if self.json => DeadLetter::new(
+                    "invalid_json",
+                    format!("event data is not valid JSON: {reason}"),
+                ),
+                other => DeadLetter::new("transform_error", other.to_string()),
+            });
             out.push(record);
             return;
         }
@@ -206,7 +247,6 @@ impl Stage {
             out.push(marker);
             return;
         };
-        let first = out.len();
         for (index, value) in values.into_iter().enumerate() {
             let mut shaped = Record {
                 key: record.key.clone(),
@@ -226,20 +266,21 @@ impl Stage {
                 shaped.position = record.position.take();
                 shaped.ack = record.ack.take();
             }
-            self.route(&mut shaped, Some(first + index), metrics);
+            self.route(&mut shaped, Input::Transformed, metrics);
             out.push(shaped);
         }
     }
 
     /// Sets the record's topic, key and event time from its (transformed) value, or its
-    /// dead-letter reason when one cannot be had. `transformed` is set for a transform's
-    /// output, whose JSON text is checked here.
-    fn route(&self, record: &mut Record, transformed: Option<usize>, metrics: &SourceMetrics) {
+    /// dead-letter reason when one cannot be had. A value that must be JSON (a transform's
+    /// output, or an event of a JSON source) and is not is dead-lettered.
+    fn route(&self, record: &mut Record, input: Input, metrics: &SourceMetrics) {
+        let must_be_json = self.json || input == Input::Transformed;
         if self.topic.is_none() && self.key.is_none() && self.event_time.is_none() {
-            if transformed.is_some() {
+            if must_be_json {
                 if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&record.payload)
                 {
-                    record.dead_letter = Some(not_json(&error));
+                    record.dead_letter = Some(input.not_json(&error));
                 }
             }
             return;
@@ -247,8 +288,8 @@ impl Stage {
         let parsed = serde_json::from_slice::<&RawValue>(&record.payload);
         let raw = match &parsed {
             Ok(raw) => Some(*raw),
-            Err(error) if transformed.is_some() => {
-                record.dead_letter = Some(not_json(error));
+            Err(error) if must_be_json => {
+                record.dead_letter = Some(input.not_json(error));
                 return;
             }
             Err(_) => None,
@@ -281,21 +322,32 @@ impl Stage {
             }
         }
         let mut key = None;
-        if let Some(template) = &self.key {
-            match template.fill(raw) {
-                Ok(text) => key = Some(Bytes::from(text)),
-                Err(unfilled) if dead_letter.is_none() => {
-                    dead_letter = Some(DeadLetter::new(
-                        "key_not_found",
+        let filled = match &self.key {
+            None => None,
+            Some(KeyRule::Template(template)) => Some(template.fill(raw).map_err(|unfilled| {
+                format!(
+                    "the key template `{}` cannot be filled: {}",
+                    template.as_str(),
+                    describe(&unfilled)
+                )
+            })),
+            Some(KeyRule::Pointer(pointer)) => Some(
+                raw.and_then(|raw| pointer.lookup(raw))
+                    .map(|value| crate::json::text_of(value).into_owned())
+                    .ok_or_else(|| {
                         format!(
-                            "the key template `{}` cannot be filled: {}",
-                            template.as_str(),
-                            describe(&unfilled)
-                        ),
-                    ))
-                }
-                Err(_) => {}
+                            "the key pointer `{}` matches nothing in the event data",
+                            pointer.as_str()
+                        )
+                    }),
+            ),
+        };
+        match filled {
+            Some(Ok(text)) => key = Some(Bytes::from(text)),
+            Some(Err(reason)) if dead_letter.is_none() => {
+                dead_letter = Some(DeadLetter::new("key_not_found", reason))
             }
+            _ => {}
         }
         let mut event_time = None;
         if let Some(time) = &self.event_time {
@@ -329,12 +381,32 @@ impl Stage {
     }
 }
 
-/// The dead-letter reason of a transform output that is not JSON.
-fn not_json(error: &serde_json::Error) -> DeadLetter {
-    DeadLetter::new(
-        "transform_error",
-        format!("the transform yielded a value that is not JSON (NaN, infinity or a non-string object key?): {error}"),
-    )
+/// What [`Stage::route`] is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Input {
+    /// The event as the source read it.
+    Event,
+    /// A value the transform yielded.
+    Transformed,
+}
+
+impl Input {
+    /// The dead-letter reason of a value that should be JSON and is not.
+    fn not_json(self, error: &serde_json::Error) -> DeadLetter {
+        match self {
+            Input::Event => DeadLetter::new(
+                "invalid_json",
+                format!("event data is not valid JSON: {error}"),
+            ),
+            Input::Transformed => DeadLetter::new(
+                "transform_error",
+                format!(
+                    "the transform yielded a value that is not JSON (NaN, infinity or a \
+                     non-string object key?): {error}"
+                ),
+            ),
+        }
+    }
 }
 
 /// Why a template could not be filled, as a sentence.

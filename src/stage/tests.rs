@@ -8,7 +8,7 @@ use crate::{
 };
 
 fn stage(config: StageConfig, topic: &str, key: Option<&str>) -> Stage {
-    Stage::build("s", &config, topic, key).unwrap()
+    Stage::build("s", &config, topic, SourceRules { json: false, key }).unwrap()
 }
 
 fn transform(code: &str) -> StageConfig {
@@ -38,7 +38,7 @@ fn text(record: &Record) -> &str {
 
 #[test]
 fn without_settings_records_pass_through_untouched() {
-    let stage = stage(StageConfig::default(), "t", Some("id"));
+    let stage = stage(StageConfig::default(), "t", None);
     assert!(stage.is_passthrough());
     let mut out = Vec::new();
     stage.apply(event("not even json", "1"), &mut out, &metrics());
@@ -158,7 +158,11 @@ fn config_errors_name_the_field_and_the_position() {
         record_headers: [("tributary.x".to_owned(), "y".to_owned())].into(),
         ..StageConfig::default()
     };
-    let errors = Stage::build("wiki", &config, "t.{/a", Some("{/x}")).unwrap_err();
+    let rules = SourceRules {
+        json: true,
+        key: Some("{/x}"),
+    };
+    let errors = Stage::build("wiki", &config, "t.{/a", rules).unwrap_err();
     let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let joined = text.join("\n");
     for needle in [
@@ -184,4 +188,47 @@ fn records_already_dead_lettered_or_markers_are_left_alone() {
     assert_eq!(text(&out[0]), "{");
     assert!(out[1].marker);
     let _ = SystemTime::now();
+}
+
+#[test]
+fn a_json_source_dead_letters_events_that_are_not_json_and_reads_its_key_pointer() {
+    let rules = SourceRules {
+        json: true,
+        key: Some("/meta/id"),
+    };
+    let stage = Stage::build("s", &StageConfig::default(), "t", rules).unwrap();
+    assert!(!stage.is_passthrough());
+    let mut out = Vec::new();
+    for payload in [
+        r#"{"meta":{"id":"abc"}}"#,
+        r#"{"meta":{"id":7}}"#,
+        r#"{"meta":{"id":null}}"#,
+        r#"{"meta":{}}"#,
+        "{not json",
+    ] {
+        stage.apply(event(payload, "p"), &mut out, &metrics());
+    }
+    let keys: Vec<Option<&[u8]>> = out[..3].iter().map(|r| r.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [Some(&b"abc"[..]), Some(&b"7"[..]), Some(&b"null"[..])]
+    );
+    let missing = out[3].dead_letter.as_ref().unwrap();
+    assert_eq!(missing.kind, "key_not_found");
+    assert!(
+        missing.reason.contains("`/meta/id` matches nothing"),
+        "{}",
+        missing.reason
+    );
+    assert_eq!(out[4].dead_letter.as_ref().unwrap().kind, "invalid_json");
+    assert_eq!(text(&out[4]), "{not json");
+    // With a transform, an event that is not JSON is `invalid_json` too.
+    let rules = SourceRules {
+        json: true,
+        key: None,
+    };
+    let stage = Stage::build("s", &transform("."), "t", rules).unwrap();
+    let mut out = Vec::new();
+    stage.apply(event("{not json", "p"), &mut out, &metrics());
+    assert_eq!(out[0].dead_letter.as_ref().unwrap().kind, "invalid_json");
 }

@@ -23,6 +23,24 @@ impl std::fmt::Debug for Transform {
     }
 }
 
+/// Why a transform yielded nothing for an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The event is not JSON (the parser's message).
+    NotJson(String),
+    /// The program raised an error (jaq's message).
+    Failed(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NotJson(reason) => write!(f, "the event is not JSON: {reason}"),
+            Failure::Failed(reason) => write!(f, "the transform failed: {reason}"),
+        }
+    }
+}
+
 /// Where a syntax error is in a program's text: line and column, both from 1.
 fn position(code: &str, at: &str) -> (usize, usize) {
     // `at` is a slice of `code` (the rest of the program where the error is), so its address
@@ -107,12 +125,11 @@ impl Transform {
     /// JSON text, to `out`.
     ///
     /// # Errors
-    /// A sentence: the event is not JSON, the program raised an error (jaq's message), or a
-    /// value it yielded is not JSON (NaN, a non-string object key). `out` is then left as it
-    /// was.
-    pub fn run(&self, event: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), String> {
+    /// [`Failure`]: the event is not JSON, or the program raised an error (jaq's message).
+    /// `out` is then left as it was.
+    pub fn run(&self, event: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), Failure> {
         let input = jaq_json::read::parse_single(event)
-            .map_err(|error| format!("the event is not JSON: {error}"))?;
+            .map_err(|error| Failure::NotJson(error.to_string()))?;
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let before = out.len();
         for value in self.filter.id.run((ctx, input)) {
@@ -120,13 +137,15 @@ impl Transform {
                 Ok(value) => value,
                 Err(error) => {
                     out.truncate(before);
-                    return Err(format!("the transform failed: {error}"));
+                    return Err(Failure::Failed(error.to_string()));
                 }
             };
             let mut text = Vec::with_capacity(256);
             if let Err(error) = jaq_json::write::write(&mut text, &Default::default(), 0, &value) {
                 out.truncate(before);
-                return Err(format!("the transform's output cannot be written: {error}"));
+                return Err(Failure::Failed(format!(
+                    "its output cannot be written: {error}"
+                )));
             }
             out.push(text);
         }
@@ -142,7 +161,8 @@ mod tests {
         let mut out = Vec::new();
         Transform::compile(code)
             .map_err(|errors| errors.join("; "))?
-            .run(event.as_bytes(), &mut out)?;
+            .run(event.as_bytes(), &mut out)
+            .map_err(|failure| failure.to_string())?;
         Ok(out
             .into_iter()
             .map(|text| String::from_utf8(text).unwrap())

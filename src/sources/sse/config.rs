@@ -12,16 +12,14 @@ use crate::{
     sources::{common::Checks, PayloadFormat, ReconnectConfig, SourceInfo},
 };
 
-/// Where the record key comes from.
+/// Where the source takes the record key from. A JSON pointer or template `key` is read by the
+/// record stage ([`crate::stage`]), which also checks that event data is JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyFrom {
     /// The SSE event id (`id:` field).
     EventId,
-    /// No key (records spread over partitions by the producer's partitioner).
+    /// No key from the source: none at all, or one the record stage sets.
     None,
-    /// A JSON pointer (RFC 6901) into the event data; a string value is used as is, any other
-    /// value as its JSON text.
-    Pointer(String),
 }
 
 fn default_read_timeout() -> Duration {
@@ -104,7 +102,6 @@ pub struct SseSettings {
     pub(crate) redactor: secret::UrlRedactor,
     pub(crate) headers: Vec<(String, SecretString)>,
     pub(crate) event_types: Vec<String>,
-    pub(crate) format: PayloadFormat,
     pub(crate) key: KeyFrom,
     pub(crate) start_from: Option<String>,
     pub(crate) read_timeout: Duration,
@@ -152,7 +149,8 @@ impl SseConfig {
                         "set `format = \"json\"` or use `key = \"id\"`",
                     );
                 }
-                KeyFrom::Pointer(pointer.to_owned())
+                // The record stage reads it.
+                KeyFrom::None
             }
             other => {
                 checks.error(
@@ -209,7 +207,6 @@ impl SseConfig {
             redactor,
             headers,
             event_types: self.event_types.clone(),
-            format: self.format,
             key,
             start_from: self.start_from.clone(),
             read_timeout: self.read_timeout,
