@@ -259,7 +259,13 @@ fn record_stage_settings_load_for_every_kind_and_typos_are_still_refused() {
         [("pipeline".to_owned(), "wiki".to_owned())]
     );
     let typo = parse_toml(&staged.replace("timestamp_unit", "timestamp_units")).unwrap_err();
-    assert!(typo.to_string().contains("timestamp_units"), "{typo}");
+    // The stage's keys are the kind's own: a typo names its path and the known keys.
+    let typo = typo.to_string();
+    assert!(typo.contains("sources.wiki.timestamp_units"), "{typo}");
+    assert!(
+        typo.contains("expected one of") && typo.contains("`transform`"),
+        "{typo}"
+    );
     // A jq syntax error is a config error with its position.
     let broken = staged.replace("{id, title}", "{id, title");
     let errors = parse_toml(&broken)

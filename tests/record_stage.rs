@@ -14,7 +14,7 @@ use tributary::{
     record::{Position, Record},
     replay::{self, ReplayOptions, ReplayServer},
     sources::SourceConfig,
-    stage::{SourceRules, Stage, StageConfig},
+    stage::{SourceRules, Stage},
 };
 
 /// The stage of the only source of example config `file`, built as the daemon builds it.
@@ -23,13 +23,14 @@ fn example_stage(file: &str) -> Stage {
     let text = std::fs::read_to_string(&path).unwrap();
     let raw = config::parse_toml(&text).unwrap();
     let (name, source) = raw.sources.iter().next().expect("one source");
-    let (stage, topic, key): (&StageConfig, &str, Option<&str>) = match source {
-        SourceConfig::Sse(c) => (&c.stage, &c.topic, None),
-        SourceConfig::Websocket(c) => (&c.stage, &c.topic, c.key.as_deref()),
-        SourceConfig::Rest(c) => (&c.stage, &c.topic, None),
+    let (topic, key): (&str, Option<&str>) = match source {
+        SourceConfig::Sse(c) => (&c.topic, None),
+        SourceConfig::Websocket(c) => (&c.topic, c.key.as_deref()),
+        SourceConfig::Rest(c) => (&c.topic, None),
         other => panic!("unexpected source kind {:?}", other.kind()),
     };
-    Stage::build(name, stage, topic, SourceRules { json: true, key }).unwrap()
+    let stage = source.stage_config();
+    Stage::build(name, &stage, topic, SourceRules { json: true, key }).unwrap()
 }
 
 /// Runs `events` through `stage`; returns what it yields.

@@ -31,6 +31,20 @@ use crate::{
     stage::{SourceRules, Stage, StageConfig, Template},
 };
 
+/// The record stage's keys of a source kind's config `$c`, which every kind declares (they are
+/// not a flattened table, so that an unknown key is still reported with the list of known ones).
+macro_rules! stage_config {
+    ($c:expr) => {
+        StageConfig {
+            transform: $c.transform.clone(),
+            transform_file: $c.transform_file.clone(),
+            timestamp: $c.timestamp.clone(),
+            timestamp_unit: $c.timestamp_unit,
+            record_headers: $c.record_headers.clone(),
+        }
+    };
+}
+
 /// The `[sources.<name>]` table: one variant per source kind, chosen by `type`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -125,7 +139,7 @@ impl SourceConfig {
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
         };
         let (stage_config, topic, rules) = self.stage_fields();
-        let stage = Stage::build(name, stage_config, topic, rules);
+        let stage = Stage::build(name, &stage_config, topic, rules);
         match (built, stage) {
             (Ok((info, source)), Ok(stage)) => Ok((
                 SourceInfo {
@@ -148,28 +162,36 @@ impl SourceConfig {
     /// source's JSON check and key pointer or template, a WebSocket source's key template (its
     /// decoder parses messages itself, for filters and sequences); the other kinds read their
     /// key themselves (it is also their event id and deduplication key).
-    fn stage_fields(&self) -> (&StageConfig, &str, SourceRules<'_>) {
+    fn stage_fields(&self) -> (StageConfig, &str, SourceRules<'_>) {
         match self {
             SourceConfig::Sse(c) => (
-                &c.stage,
+                stage_config!(c),
                 &c.topic,
                 SourceRules {
                     json: c.format == PayloadFormat::Json,
-                    key: Some(c.key.as_str()).filter(|key| !matches!(*key, "id" | "none")),
+                    // A pointer or a template (anything else is the SSE config's error).
+                    key: Some(c.key.as_str())
+                        .filter(|key| key.starts_with('/') || Template::is_template(key)),
                 },
             ),
             SourceConfig::Websocket(c) => (
-                &c.stage,
+                stage_config!(c),
                 &c.topic,
                 SourceRules {
                     json: false,
                     key: c.key.as_deref().filter(|key| Template::is_template(key)),
                 },
             ),
-            SourceConfig::Webhook(c) => (&c.stage, &c.topic, SourceRules::default()),
-            SourceConfig::Rest(c) => (&c.stage, &c.topic, SourceRules::default()),
-            SourceConfig::Graphql(c) => (&c.stage, &c.topic, SourceRules::default()),
+            SourceConfig::Webhook(c) => (stage_config!(c), &c.topic, SourceRules::default()),
+            SourceConfig::Rest(c) => (stage_config!(c), &c.topic, SourceRules::default()),
+            SourceConfig::Graphql(c) => (stage_config!(c), &c.topic, SourceRules::default()),
         }
+    }
+
+    /// The record stage's settings of this source (`transform`, `transform_file`, `timestamp`,
+    /// `timestamp_unit`, `record_headers`), which every kind has.
+    pub fn stage_config(&self) -> StageConfig {
+        self.stage_fields().0
     }
 
     /// The kind this `type` names.

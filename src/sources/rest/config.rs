@@ -27,10 +27,21 @@ use crate::{
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestConfig {
-    /// The record stage: `transform`, `transform_file`, `timestamp`, `timestamp_unit`,
-    /// `record_headers` (see [`crate::stage`]).
-    #[serde(flatten)]
-    pub stage: crate::stage::StageConfig,
+    /// A jq program run on each event (the record stage, see [`crate::stage`]). Default: none.
+    #[serde(default)]
+    pub transform: Option<String>,
+    /// A file holding the jq program, instead of `transform`.
+    #[serde(default)]
+    pub transform_file: Option<std::path::PathBuf>,
+    /// JSON pointer of the record's event time (the Kafka timestamp). Default: none.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// How the `timestamp` field is written. Default `rfc3339`.
+    #[serde(default)]
+    pub timestamp_unit: crate::stage::TimestampUnit,
+    /// Fixed headers added to every record. Default: none.
+    #[serde(default)]
+    pub record_headers: BTreeMap<String, String>,
     /// The endpoint (`http`/`https`); may hold `${env:…}` references.
     pub url: String,
     /// Query parameters added to every request; values may hold `${env:…}` references (such

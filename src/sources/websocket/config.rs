@@ -43,10 +43,21 @@ pub struct HeartbeatConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketConfig {
-    /// The record stage: `transform`, `transform_file`, `timestamp`, `timestamp_unit`,
-    /// `record_headers` (see [`crate::stage`]).
-    #[serde(flatten)]
-    pub stage: crate::stage::StageConfig,
+    /// A jq program run on each event (the record stage, see [`crate::stage`]). Default: none.
+    #[serde(default)]
+    pub transform: Option<String>,
+    /// A file holding the jq program, instead of `transform`.
+    #[serde(default)]
+    pub transform_file: Option<std::path::PathBuf>,
+    /// JSON pointer of the record's event time (the Kafka timestamp). Default: none.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// How the `timestamp` field is written. Default `rfc3339`.
+    #[serde(default)]
+    pub timestamp_unit: crate::stage::TimestampUnit,
+    /// Fixed headers added to every record. Default: none.
+    #[serde(default)]
+    pub record_headers: BTreeMap<String, String>,
     /// `ws://` or `wss://` URL. May contain `${env:…}`/`${file:…}`, and `{position}` (the
     /// stored position, empty when there is none).
     pub url: String,
