@@ -800,3 +800,99 @@ async fn the_handshake_follows_no_redirect_so_credentials_stay_put() {
         "the handshake went to another origin"
     );
 }
+
+/// The record stage on a WebSocket source: the Coinbase example's program and templates on the
+/// recorded frames, through Apache Kafka: only the `match` messages, with numeric price and size,
+/// one topic per product, keyed by product, stamped with their trade time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coinbase_example_routes_recorded_matches_per_product() {
+    let (subscribe, frames) = coinbase_recording();
+    let matches: Vec<serde_json::Value> = frames
+        .iter()
+        .map(|f| serde_json::from_str::<serde_json::Value>(f).unwrap())
+        .filter(|f| f["type"] == "match")
+        .collect();
+    let mut products: Vec<String> = matches
+        .iter()
+        .map(|m| m["product_id"].as_str().unwrap().to_owned())
+        .collect();
+    products.sort();
+    products.dedup();
+    assert!(products.len() > 1, "matches of several products");
+    let served = frames.clone();
+    let expected_subscribe = subscribe.len();
+    let server = WsServer::start(move |_, _, mut socket| {
+        let served = served.clone();
+        async move {
+            read_texts(&mut socket, expected_subscribe).await;
+            for frame in served {
+                if socket.send(Message::text(frame)).await.is_err() {
+                    return;
+                }
+            }
+            idle(socket).await;
+        }
+    })
+    .await;
+    let broker = Broker::kafka();
+    let topics: Vec<String> = products
+        .iter()
+        .map(|p| format!("coinbase.match.{p}"))
+        .chain(["coinbase.match.dlq".to_owned()])
+        .collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    broker.create_topics(&names, 1).await;
+    let example = include_str!("../config/transform-coinbase.toml");
+    let program = example.split("'''").nth(1).expect("the example's program");
+    let state = tempfile::tempdir().unwrap();
+    let subscribe_toml: Vec<String> = subscribe.iter().map(|m| format!("'{m}'")).collect();
+    let toml = ws_config(
+        &broker.brokers(),
+        state.path(),
+        "cb",
+        &server.url,
+        &format!(
+            "subscribe = [{}]\ndead_letter_topic = \"coinbase.match.dlq\"\nkey = \"{{/product_id}}\"\n\
+             transform = '''{program}'''\ntimestamp = \"/time\"",
+            subscribe_toml.join(", ")
+        ),
+    )
+    .replace("topic = \"cb\"", "topic = \"coinbase.match.{/product_id}\"");
+    let daemon = start_daemon(&toml).await;
+    wait_for_acknowledged(&daemon, "cb", matches.len() as u64).await;
+    let metrics = daemon.metrics().registered("cb").unwrap();
+    wait_until("every frame transformed", Duration::from_secs(60), || {
+        metrics.records_filtered.get() == (frames.len() - matches.len()) as u64
+    })
+    .await;
+    daemon.shutdown().await;
+
+    assert!(broker.read("coinbase.match.dlq").await.is_empty());
+    let mut read = 0;
+    for product in &products {
+        let records = broker.read(&format!("coinbase.match.{product}")).await;
+        let expected: Vec<&serde_json::Value> = matches
+            .iter()
+            .filter(|m| m["product_id"] == product.as_str())
+            .collect();
+        assert_eq!(records.len(), expected.len(), "{product}");
+        for (record, original) in records.iter().zip(expected) {
+            let shaped: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+            assert_eq!(record.key.as_deref(), Some(product.as_bytes()));
+            let price: f64 = original["price"].as_str().unwrap().parse().unwrap();
+            assert_eq!(shaped["price"].as_f64(), Some(price));
+            assert!(shaped["size"].is_number());
+            assert_eq!(shaped["trade_id"], original["trade_id"], "feed order");
+            let time = chrono::DateTime::parse_from_rfc3339(original["time"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis();
+            assert_eq!(
+                record.timestamp,
+                Some(time),
+                "the trade time is the Kafka timestamp"
+            );
+        }
+        read += records.len();
+    }
+    assert_eq!(read, matches.len());
+}
