@@ -39,6 +39,9 @@ pub struct DeadLetter {
     pub reason: String,
     /// Set when the payload is a stub of a record too large for Kafka: what the original was.
     pub original: Option<OriginalRecord>,
+    /// More headers that say what went wrong (name, value), e.g. the failing instance path
+    /// and keyword of a `schema_violation`.
+    pub details: Vec<(&'static str, String)>,
 }
 
 impl DeadLetter {
@@ -48,6 +51,7 @@ impl DeadLetter {
             kind,
             reason,
             original: None,
+            details: Vec::new(),
         }
     }
 }

@@ -34,6 +34,14 @@ pub const HEADER_ERROR_KIND: &str = "tributary.error_kind";
 /// Header (dead-letter stubs of records too large for Kafka): the original value's size in
 /// bytes.
 pub const HEADER_ORIGINAL_SIZE: &str = "tributary.original_size";
+/// Header (`schema_violation` dead-letter records): the JSON pointer of the first value of the
+/// record that fails the schema (`""`: the whole record).
+pub const HEADER_SCHEMA_INSTANCE_PATH: &str = "tributary.schema_instance_path";
+/// Header (`schema_violation` dead-letter records): the schema keyword that value fails
+/// (`required`, `type`, `additionalProperties`, …).
+pub const HEADER_SCHEMA_KEYWORD: &str = "tributary.schema_keyword";
+/// The headers a dead-letter reason may add ([`crate::record::DeadLetter::details`]).
+pub const DETAIL_HEADERS: [&str; 2] = [HEADER_SCHEMA_INSTANCE_PATH, HEADER_SCHEMA_KEYWORD];
 /// Header (dead-letter stubs): the SHA-256 of the original value, lowercase hex.
 pub const HEADER_ORIGINAL_SHA256: &str = "tributary.original_sha256";
 
@@ -123,6 +131,12 @@ pub fn lineage_headers(
                 key: HEADER_ERROR_KIND,
                 value: Some(dead_letter.kind),
             });
+        for (name, value) in &dead_letter.details {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_str()),
+            });
+        }
         if let Some(original) = &dead_letter.original {
             headers = headers
                 .insert(Header {

@@ -200,6 +200,8 @@ async fn transforms_route_and_stamp_recorded_events_through_kafka() {
                 "wiki.dlq",
                 "errors",
                 "errors.dlq",
+                "checked",
+                "checked.dlq",
             ],
             1,
         )
@@ -214,6 +216,14 @@ async fn transforms_route_and_stamp_recorded_events_through_kafka() {
     ))
     .unwrap();
     let program = example.split("'''").nth(1).expect("the example's program");
+    // Namespaces 0, 2 and 4 only: the other events' records fail the schema.
+    let schema = state.path().join("namespaces.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "required": ["namespace"],
+            "properties": {"namespace": {"enum": [0, 2, 4]}}}"#,
+    )
+    .unwrap();
     let url = feed.url();
     let source = |name: &str, topic: &str, extra: &str| {
         format!(
@@ -235,7 +245,7 @@ commit_interval = "50ms"
 
 [server]
 listen = "127.0.0.1:0"
-{edits}{split}{routed}{errors}"#,
+{edits}{split}{routed}{errors}{checked}"#,
         brokers = broker.brokers(),
         state = state.path().display(),
         edits = source(
@@ -253,6 +263,14 @@ listen = "127.0.0.1:0"
             "dead_letter_topic = \"wiki.dlq\"\n\
              transform = 'select(.namespace != 4) | {title, namespace}'"
         ),
+        checked = source(
+            "checked",
+            "checked",
+            &format!(
+                "transform = '{{title, namespace}}'\nschema = \"{}\"",
+                schema.display()
+            )
+        ),
         errors = source(
             "errors",
             "errors",
@@ -265,6 +283,7 @@ listen = "127.0.0.1:0"
     wait_for_acknowledged(&daemon, "split", 2 * events as u64).await;
     wait_for_acknowledged(&daemon, "routed", (events - count_ns(4)) as u64).await;
     wait_for_acknowledged(&daemon, "errors", events as u64).await;
+    wait_for_acknowledged(&daemon, "checked", events as u64).await;
     let scrape = daemon.metrics().render();
     // Every position is stored, filtered events included (the marker of the last ones).
     let last_id = replay::wikimedia_event_id(events - 1);
@@ -272,9 +291,11 @@ listen = "127.0.0.1:0"
         let (state, last_id) = (state.path().to_owned(), last_id.clone());
         async move {
             let store = FileStore::open(&state).unwrap();
-            ["edits", "split", "routed", "errors"].iter().all(|name| {
-                store.load(name).unwrap().map(|p| p.0.to_string()) == Some(last_id.clone())
-            })
+            ["edits", "split", "routed", "errors", "checked"]
+                .iter()
+                .all(|name| {
+                    store.load(name).unwrap().map(|p| p.0.to_string()) == Some(last_id.clone())
+                })
         }
     })
     .await;
@@ -333,6 +354,25 @@ listen = "127.0.0.1:0"
         "tributary_records_filtered_total{{source=\"routed\"}} {}",
         count_ns(4)
     )));
+
+    // A schema violation: the record dead-lettered with the failing path and keyword.
+    let valid = count_ns(0) + count_ns(2) + count_ns(4);
+    assert_eq!(broker.read("checked").await.len(), valid);
+    let violations = broker.read("checked.dlq").await;
+    assert_eq!(violations.len(), events - valid);
+    for record in &violations {
+        assert_eq!(
+            record.header("tributary.error_kind"),
+            Some("schema_violation")
+        );
+        assert_eq!(
+            record.header("tributary.schema_instance_path"),
+            Some("/namespace")
+        );
+        assert_eq!(record.header("tributary.schema_keyword"), Some("enum"));
+        let shaped: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+        assert!(![0, 2, 4].contains(&shaped["namespace"].as_i64().unwrap()));
+    }
 
     // A runtime error: the original event dead-lettered with jaq's message.
     assert_eq!(broker.read("errors").await.len(), count_ns(0));

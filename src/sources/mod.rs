@@ -41,6 +41,7 @@ macro_rules! stage_config {
             timestamp: $c.timestamp.clone(),
             timestamp_unit: $c.timestamp_unit,
             record_headers: $c.record_headers.clone(),
+            schema: $c.schema.clone(),
         }
     };
 }
@@ -189,7 +190,7 @@ impl SourceConfig {
     }
 
     /// The record stage's settings of this source (`transform`, `transform_file`, `timestamp`,
-    /// `timestamp_unit`, `record_headers`), which every kind has.
+    /// `timestamp_unit`, `record_headers`, `schema`), which every kind has.
     pub fn stage_config(&self) -> StageConfig {
         self.stage_fields().0
     }

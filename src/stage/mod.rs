@@ -1,18 +1,19 @@
 //! The record stage: what turns one feed event into zero or more Kafka records, shared by every
 //! source kind. It runs in the source's pump, between the channel and the producer, in this
-//! order: transform (a jq program), then route: the topic (a fixed name or a template), the key
-//! (a template), the event time (Kafka timestamp) and the static headers.
+//! order: transform (a jq program), validate (a JSON Schema), then route: the topic (a fixed name
+//! or a template), the key (a template), the event time (Kafka timestamp) and the static headers.
 //!
 //! Everything is compiled once at config time ([`Stage::build`]); a source without a transform,
 //! templates or an event time passes its records through untouched ([`Stage::apply`] returns at
 //! once). A record the stage cannot shape goes to the dead-letter topic with the reason:
 //! `invalid_json` (an event of a JSON source that is not JSON), `transform_error` (the original
-//! event), `invalid_topic`, `key_not_found` or `invalid_timestamp`.
+//! event), `schema_violation`, `invalid_topic`, `key_not_found` or `invalid_timestamp`.
 //!
 //! Source kinds leave to the stage what they would otherwise each do ([`SourceRules`]): an SSE
 //! source's JSON check and its key pointer are done here.
 
 pub mod event_time;
+pub mod schema;
 pub mod template;
 pub mod transform;
 
@@ -30,6 +31,7 @@ use crate::{
 };
 
 pub use event_time::{EventTime, TimestampUnit};
+pub use schema::Schema;
 pub use template::{Template, Unfilled};
 pub use transform::Transform;
 
@@ -53,6 +55,10 @@ pub struct StageConfig {
     /// Fixed headers added to every record of the source (name → value).
     #[serde(default)]
     pub record_headers: BTreeMap<String, String>,
+    /// A JSON Schema (2020-12) file every record (after the transform) must match; a record
+    /// that does not goes to the dead-letter topic (`schema_violation`). Default: none.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
 }
 
 /// The compiled stage of one source.
@@ -62,6 +68,7 @@ pub struct Stage {
     /// (`invalid_json`).
     json: bool,
     transform: Option<Transform>,
+    schema: Option<Schema>,
     topic: Option<Template>,
     key: Option<KeyRule>,
     event_time: Option<EventTime>,
@@ -147,6 +154,16 @@ impl Stage {
                 }
             }
         }
+        if let Some(path) = &config.schema {
+            match Schema::load(path) {
+                Ok(schema) => stage.schema = Some(schema),
+                Err(error) => checks.error(
+                    "schema",
+                    error,
+                    "name a JSON Schema file (draft 2020-12), e.g. `\"schemas/recentchange.json\"`",
+                ),
+            }
+        }
         if Template::is_template(topic) {
             match Template::parse(topic) {
                 Ok(template) => stage.topic = Some(template),
@@ -205,6 +222,7 @@ impl Stage {
     pub fn is_passthrough(&self) -> bool {
         !self.json
             && self.transform.is_none()
+            && self.schema.is_none()
             && self.topic.is_none()
             && self.key.is_none()
             && self.event_time.is_none()
@@ -275,6 +293,12 @@ impl Stage {
     /// dead-letter reason when one cannot be had. A value that must be JSON (a transform's
     /// output, or an event of a JSON source) and is not is dead-lettered.
     fn route(&self, record: &mut Record, input: Input, metrics: &SourceMetrics) {
+        if let Some(schema) = &self.schema {
+            if let Err(dead_letter) = schema.check(&record.payload) {
+                record.dead_letter = Some(dead_letter);
+                return;
+            }
+        }
         let must_be_json = self.json || input == Input::Transformed;
         if self.topic.is_none() && self.key.is_none() && self.event_time.is_none() {
             if must_be_json {

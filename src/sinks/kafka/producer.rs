@@ -215,6 +215,10 @@ impl ProducerContext for DeliveryContext {
                     original: text(crate::router::HEADER_ORIGINAL_SIZE)
                         .zip(text(crate::router::HEADER_ORIGINAL_SHA256))
                         .map(|(size, sha256)| OriginalRecord { size, sha256 }),
+                    details: crate::router::DETAIL_HEADERS
+                        .iter()
+                        .filter_map(|name| text(name).map(|value| (*name, value)))
+                        .collect(),
                 });
                 let failed = FailedDelivery {
                     key: message.key().map(<[u8]>::to_vec),

@@ -44,6 +44,9 @@ pub struct GraphqlConfig {
     /// Fixed headers added to every record. Default: none.
     #[serde(default)]
     pub record_headers: BTreeMap<String, String>,
+    /// A JSON Schema file every record must match. Default: none.
+    #[serde(default)]
+    pub schema: Option<std::path::PathBuf>,
     /// The endpoint (`http`/`https`).
     pub url: String,
     /// The query text; or give `query_file`.

@@ -42,6 +42,9 @@ pub struct RestConfig {
     /// Fixed headers added to every record. Default: none.
     #[serde(default)]
     pub record_headers: BTreeMap<String, String>,
+    /// A JSON Schema file every record must match. Default: none.
+    #[serde(default)]
+    pub schema: Option<std::path::PathBuf>,
     /// The endpoint (`http`/`https`); may hold `${env:…}` references.
     pub url: String,
     /// Query parameters added to every request; values may hold `${env:…}` references (such

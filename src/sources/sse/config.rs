@@ -54,6 +54,9 @@ pub struct SseConfig {
     /// Fixed headers added to every record. Default: none.
     #[serde(default)]
     pub record_headers: BTreeMap<String, String>,
+    /// A JSON Schema file every record must match. Default: none.
+    #[serde(default)]
+    pub schema: Option<std::path::PathBuf>,
     /// The event stream URL (`http` or `https`). May contain `${env:…}`/`${file:…}`.
     pub url: String,
     /// The Kafka topic records go to.

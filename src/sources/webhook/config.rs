@@ -74,6 +74,9 @@ pub struct WebhookConfig {
     /// Fixed headers added to every record. Default: none.
     #[serde(default)]
     pub record_headers: std::collections::BTreeMap<String, String>,
+    /// A JSON Schema file every record must match. Default: none.
+    #[serde(default)]
+    pub schema: Option<std::path::PathBuf>,
     /// The Kafka topic records go to.
     pub topic: String,
     /// The topic for records that cannot go to `topic`. Default: `<topic>.dlq`.

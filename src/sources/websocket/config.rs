@@ -58,6 +58,9 @@ pub struct WebSocketConfig {
     /// Fixed headers added to every record. Default: none.
     #[serde(default)]
     pub record_headers: BTreeMap<String, String>,
+    /// A JSON Schema file every record must match. Default: none.
+    #[serde(default)]
+    pub schema: Option<std::path::PathBuf>,
     /// `ws://` or `wss://` URL. May contain `${env:…}`/`${file:…}`, and `{position}` (the
     /// stored position, empty when there is none).
     pub url: String,
