@@ -28,7 +28,7 @@ use crate::health::{Readiness, SourceState};
 mod handles;
 
 use handles::detached_counter;
-pub use handles::{ListenerMetrics, SourceMetrics};
+pub use handles::{ListenerMetrics, SourceMetrics, SCHEMA_DRIFT_KINDS};
 
 /// What a source is, for the metric families it exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +112,7 @@ pub struct Metrics {
     records_produced: IntCounterVec,
     record_bytes: IntCounterVec,
     records_dead_lettered: IntCounterVec,
+    schema_drift: IntCounterVec,
     http_requests: IntCounterVec,
     reconnects: IntCounterVec,
     connected: IntGaugeVec,
@@ -328,6 +329,12 @@ impl Metrics {
                 "Records sent to the dead-letter topic, by reason.",
                 &["source", "kind"],
             ),
+            schema_drift: counter(
+                &r,
+                "tributary_schema_drift_total",
+                "Records carrying a field their source's schema does not name, by kind of drift.",
+                &["source", "kind"],
+            ),
             http_requests: counter(
                 &r,
                 "tributary_http_requests_total",
@@ -448,6 +455,7 @@ impl Metrics {
             kind == SourceKind::Webhook,
         );
         each(&self.kafka_errors, &KAFKA_ERROR_KINDS, true);
+        each(&self.schema_drift, &SCHEMA_DRIFT_KINDS, true);
         each(&self.pipeline_faults, &KAFKA_ERROR_KINDS, true);
         self.connected.with_label_values(l).set(0);
         let handles = SourceMetrics {

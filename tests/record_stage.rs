@@ -3,13 +3,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use bytes::Bytes;
 use common::*;
 use tributary::{
     checkpoint::FileStore,
     config,
+    health::SourceState,
     metrics::{Metrics, SourceKind},
     record::{Position, Record},
     replay::{self, ReplayOptions, ReplayServer},
@@ -40,7 +41,7 @@ fn shape(stage: &Stage, events: impl IntoIterator<Item = String>) -> Vec<Record>
     for (i, event) in events.into_iter().enumerate() {
         let mut record = Record::new(Bytes::from(event), std::time::SystemTime::now());
         record.position = Some(Position(i.to_string().into()));
-        stage.apply(record, &mut out, &metrics);
+        stage.apply(record, &mut out, &metrics).unwrap();
     }
     out
 }
@@ -202,6 +203,10 @@ async fn transforms_route_and_stamp_recorded_events_through_kafka() {
                 "errors.dlq",
                 "checked",
                 "checked.dlq",
+                "drifting",
+                "drifting.dlq",
+                "strict",
+                "strict.dlq",
             ],
             1,
         )
@@ -222,6 +227,13 @@ async fn transforms_route_and_stamp_recorded_events_through_kafka() {
         &schema,
         r#"{"type": "object", "required": ["namespace"],
             "properties": {"namespace": {"enum": [0, 2, 4]}}}"#,
+    )
+    .unwrap();
+    // A schema that names `title` only and lets other fields through: `namespace` drifts.
+    let titles = state.path().join("titles.json");
+    std::fs::write(
+        &titles,
+        r#"{"type": "object", "properties": {"title": {"type": "string"}}}"#,
     )
     .unwrap();
     let url = feed.url();
@@ -245,7 +257,7 @@ commit_interval = "50ms"
 
 [server]
 listen = "127.0.0.1:0"
-{edits}{split}{routed}{errors}{checked}"#,
+{edits}{split}{routed}{errors}{checked}{drifting}{strict}"#,
         brokers = broker.brokers(),
         state = state.path().display(),
         edits = source(
@@ -262,6 +274,22 @@ listen = "127.0.0.1:0"
             "wiki.ns{/namespace}",
             "dead_letter_topic = \"wiki.dlq\"\n\
              transform = 'select(.namespace != 4) | {title, namespace}'"
+        ),
+        drifting = source(
+            "drifting",
+            "drifting",
+            &format!(
+                "transform = '{{title, namespace}}'\nschema = \"{}\"\non_drift = \"dead_letter\"",
+                titles.display()
+            )
+        ),
+        strict = source(
+            "strict",
+            "strict",
+            &format!(
+                "transform = '{{title, namespace}}'\nschema = \"{}\"\non_drift = \"fail\"",
+                titles.display()
+            )
         ),
         checked = source(
             "checked",
@@ -284,6 +312,20 @@ listen = "127.0.0.1:0"
     wait_for_acknowledged(&daemon, "routed", (events - count_ns(4)) as u64).await;
     wait_for_acknowledged(&daemon, "errors", events as u64).await;
     wait_for_acknowledged(&daemon, "checked", events as u64).await;
+    wait_for_acknowledged(&daemon, "drifting", events as u64).await;
+    wait_until(
+        "the strict source to stop on drift",
+        Duration::from_secs(30),
+        || matches!(daemon.health().get("strict"), Some(SourceState::Failed(_))),
+    )
+    .await;
+    let Some(SourceState::Failed(why)) = daemon.health().get("strict") else {
+        unreachable!()
+    };
+    assert!(
+        why.contains("schema drift") && why.contains("`/namespace`"),
+        "{why}"
+    );
     let scrape = daemon.metrics().render();
     // Every position is stored, filtered events included (the marker of the last ones).
     let last_id = replay::wikimedia_event_id(events - 1);
@@ -373,6 +415,31 @@ listen = "127.0.0.1:0"
         let shaped: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
         assert!(![0, 2, 4].contains(&shaped["namespace"].as_i64().unwrap()));
     }
+
+    // Drift: counted, and dead-lettered with its path under `on_drift = "dead_letter"`; under
+    // `fail` the source stopped at its first record, so nothing went out and no position moved.
+    assert!(scrape.contains(&format!(
+        "tributary_schema_drift_total{{kind=\"unknown_field\",source=\"drifting\"}} {events}"
+    )));
+    let drifted = broker.read("drifting.dlq").await;
+    assert_eq!(drifted.len(), events);
+    assert!(broker.read("drifting").await.is_empty());
+    for record in &drifted {
+        assert_eq!(record.header("tributary.error_kind"), Some("schema_drift"));
+        assert_eq!(
+            record.header("tributary.schema_instance_path"),
+            Some("/namespace")
+        );
+    }
+    assert!(broker.read("strict").await.is_empty());
+    assert!(broker.read("strict.dlq").await.is_empty());
+    assert_eq!(
+        FileStore::open(state.path())
+            .unwrap()
+            .load("strict")
+            .unwrap(),
+        None
+    );
 
     // A runtime error: the original event dead-lettered with jaq's message.
     assert_eq!(broker.read("errors").await.len(), count_ns(0));

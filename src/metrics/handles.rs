@@ -70,7 +70,19 @@ pub struct SourceMetrics {
     pub checkpoint_commit_failures: IntCounter,
 }
 
+/// The `kind` values of `tributary_schema_drift_total`: `unknown_field`, a field the schema
+/// does not name.
+pub const SCHEMA_DRIFT_KINDS: [&str; 1] = ["unknown_field"];
+
 impl SourceMetrics {
+    /// Counts one record that drifted from its schema in `kind` (one of
+    /// [`SCHEMA_DRIFT_KINDS`]).
+    pub fn schema_drift(&self, kind: &str) {
+        self.metrics
+            .schema_drift
+            .with_label_values(&[&self.name, kind])
+            .inc();
+    }
     /// Counts one record sent to the dead-letter topic for `kind` (a short, fixed word).
     pub fn dead_lettered(&self, kind: &str) {
         self.metrics

@@ -42,6 +42,7 @@ macro_rules! stage_config {
             timestamp_unit: $c.timestamp_unit,
             record_headers: $c.record_headers.clone(),
             schema: $c.schema.clone(),
+            on_drift: $c.on_drift,
         }
     };
 }
@@ -190,7 +191,7 @@ impl SourceConfig {
     }
 
     /// The record stage's settings of this source (`transform`, `transform_file`, `timestamp`,
-    /// `timestamp_unit`, `record_headers`, `schema`), which every kind has.
+    /// `timestamp_unit`, `record_headers`, `schema`, `on_drift`), which every kind has.
     pub fn stage_config(&self) -> StageConfig {
         self.stage_fields().0
     }

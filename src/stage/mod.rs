@@ -31,7 +31,7 @@ use crate::{
 };
 
 pub use event_time::{EventTime, TimestampUnit};
-pub use schema::Schema;
+pub use schema::{OnDrift, Schema};
 pub use template::{Template, Unfilled};
 pub use transform::Transform;
 
@@ -59,6 +59,10 @@ pub struct StageConfig {
     /// that does not goes to the dead-letter topic (`schema_violation`). Default: none.
     #[serde(default)]
     pub schema: Option<PathBuf>,
+    /// What a record carrying a field the schema does not name does: `count` (default),
+    /// `dead_letter` or `fail`.
+    #[serde(default)]
+    pub on_drift: OnDrift,
 }
 
 /// The compiled stage of one source.
@@ -69,6 +73,7 @@ pub struct Stage {
     json: bool,
     transform: Option<Transform>,
     schema: Option<Schema>,
+    on_drift: OnDrift,
     topic: Option<Template>,
     key: Option<KeyRule>,
     event_time: Option<EventTime>,
@@ -115,6 +120,7 @@ impl Stage {
         let mut checks = crate::sources::common::Checks::new(name);
         let mut stage = Stage {
             json: rules.json,
+            on_drift: config.on_drift,
             ..Stage::default()
         };
         let program = match (&config.transform, &config.transform_file) {
@@ -236,15 +242,24 @@ impl Stage {
     /// the position moves once Kafka holds all of them. When the program yields nothing, a
     /// marker with the event's position takes its place (and is counted as filtered). A
     /// runtime error sends the original event to the dead-letter topic (`transform_error`).
-    pub fn apply(&self, mut record: Record, out: &mut Vec<Record>, metrics: &SourceMetrics) {
+    ///
+    /// # Errors
+    /// [`Stop`] when a record drifts from the schema under `on_drift = "fail"`: nothing of the
+    /// event is appended, and the source must stop.
+    pub fn apply(
+        &self,
+        mut record: Record,
+        out: &mut Vec<Record>,
+        metrics: &SourceMetrics,
+    ) -> Result<(), Stop> {
         if self.is_passthrough() || record.marker || record.dead_letter.is_some() {
             out.push(record);
-            return;
+            return Ok(());
         }
         let Some(transform) = &self.transform else {
-            self.route(&mut record, Input::Event, metrics);
+            self.route(&mut record, Input::Event, metrics)?;
             out.push(record);
-            return;
+            return Ok(());
         };
         let mut values = Vec::new();
         if let Err(error) = transform.run(&record.payload, &mut values) {
@@ -256,15 +271,16 @@ impl Stage {
                 other => DeadLetter::new("transform_error", other.to_string()),
             });
             out.push(record);
-            return;
+            return Ok(());
         }
         let Some(last) = values.len().checked_sub(1) else {
             metrics.records_filtered.inc();
             let mut marker = Record::marker_at(record.position.take());
             marker.ack = record.ack.take();
             out.push(marker);
-            return;
+            return Ok(());
         };
+        let first = out.len();
         for (index, value) in values.into_iter().enumerate() {
             let mut shaped = Record {
                 key: record.key.clone(),
@@ -284,19 +300,56 @@ impl Stage {
                 shaped.position = record.position.take();
                 shaped.ack = record.ack.take();
             }
-            self.route(&mut shaped, Input::Transformed, metrics);
+            if let Err(stop) = self.route(&mut shaped, Input::Transformed, metrics) {
+                out.truncate(first);
+                return Err(stop);
+            }
             out.push(shaped);
         }
+        Ok(())
     }
 
     /// Sets the record's topic, key and event time from its (transformed) value, or its
     /// dead-letter reason when one cannot be had. A value that must be JSON (a transform's
     /// output, or an event of a JSON source) and is not is dead-lettered.
-    fn route(&self, record: &mut Record, input: Input, metrics: &SourceMetrics) {
+    ///
+    /// # Errors
+    /// [`Stop`]: the record drifts from the schema under `on_drift = "fail"`.
+    fn route(
+        &self,
+        record: &mut Record,
+        input: Input,
+        metrics: &SourceMetrics,
+    ) -> Result<(), Stop> {
         if let Some(schema) = &self.schema {
-            if let Err(dead_letter) = schema.check(&record.payload) {
-                record.dead_letter = Some(dead_letter);
-                return;
+            match schema.check(&record.payload) {
+                Err(dead_letter) => {
+                    record.dead_letter = Some(dead_letter);
+                    return Ok(());
+                }
+                Ok(value) => {
+                    if let Some(drift) = schema.drift(metrics.name(), &value) {
+                        metrics.schema_drift("unknown_field");
+                        let paths = drift.paths.join("`, `");
+                        let reason = format!(
+                            "the record carries fields the schema `{}` does not name: `{paths}`",
+                            schema.file()
+                        );
+                        match self.on_drift {
+                            OnDrift::Count => {}
+                            OnDrift::DeadLetter => {
+                                let mut dead_letter = DeadLetter::new("schema_drift", reason);
+                                dead_letter.details = vec![(
+                                    crate::router::HEADER_SCHEMA_INSTANCE_PATH,
+                                    drift.paths[0].clone(),
+                                )];
+                                record.dead_letter = Some(dead_letter);
+                                return Ok(());
+                            }
+                            OnDrift::Fail => return Err(Stop(reason)),
+                        }
+                    }
+                }
             }
         }
         let must_be_json = self.json || input == Input::Transformed;
@@ -307,14 +360,14 @@ impl Stage {
                     record.dead_letter = Some(input.not_json(&error));
                 }
             }
-            return;
+            return Ok(());
         }
         let parsed = serde_json::from_slice::<&RawValue>(&record.payload);
         let raw = match &parsed {
             Ok(raw) => Some(*raw),
             Err(error) if must_be_json => {
                 record.dead_letter = Some(input.not_json(error));
-                return;
+                return Ok(());
             }
             Err(_) => None,
         };
@@ -386,7 +439,7 @@ impl Stage {
         drop(parsed);
         if let Some(dead_letter) = dead_letter {
             record.dead_letter = Some(dead_letter);
-            return;
+            return Ok(());
         }
         record.topic = topic;
         if key.is_some() {
@@ -402,8 +455,13 @@ impl Stage {
             metrics.event_lag_seconds.observe(lag);
             record.event_time = Some(millis);
         }
+        Ok(())
     }
 }
+
+/// Why the stage stops its source: a sentence for `/readyz` and the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stop(pub String);
 
 /// What [`Stage::route`] is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

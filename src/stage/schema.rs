@@ -1,18 +1,54 @@
 //! JSON Schema validation of records (JSON Schema 2020-12, by the `jsonschema` crate): a record
 //! that fails goes to the dead-letter topic (`schema_violation`) with the first failing instance
 //! path and keyword in its headers.
+//!
+//! **Drift**: a valid record may still carry a field the schema does not name, where the schema
+//! lets extra properties through; that is how a provider's change shows first. Drift is found
+//! by walking the record with the schema's `properties` (objects) and `items` (arrays); a level
+//! whose schema has `patternProperties` or a schema for `additionalProperties` speaks about its
+//! extra fields itself and is not reported, and `$ref` and combinators (`allOf`, `anyOf`,
+//! `oneOf`) are not followed.
 
-use std::path::Path;
+use std::{collections::HashSet, path::Path, sync::Mutex};
+
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::{
     record::DeadLetter,
     router::{HEADER_SCHEMA_INSTANCE_PATH, HEADER_SCHEMA_KEYWORD},
 };
 
+/// What a record that drifts from its schema does (`on_drift`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDrift {
+    /// Count it (`tributary_schema_drift_total`), log each new path once, produce it (default).
+    #[default]
+    Count,
+    /// Count it and send it to the dead-letter topic (`schema_drift`).
+    DeadLetter,
+    /// Count it and stop the source, with the path in `/readyz`; the position stays before it.
+    Fail,
+}
+
+/// Distinct drift paths logged per source at most; later new paths are counted, not logged.
+const MAX_LOGGED_PATHS: usize = 1024;
+
 /// A compiled schema and the file it came from.
 pub struct Schema {
     file: String,
+    root: Value,
     validator: jsonschema::Validator,
+    /// The drift paths already logged (array indices as `*`), bounded by [`MAX_LOGGED_PATHS`].
+    logged: Mutex<HashSet<String>>,
+}
+
+/// A record's drift: the paths of the fields its schema does not name (array indices as `*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drift {
+    /// The paths, in the record's order.
+    pub paths: Vec<String>,
 }
 
 impl std::fmt::Debug for Schema {
@@ -37,15 +73,45 @@ impl Schema {
             .with_draft(jsonschema::Draft::Draft202012)
             .build(&value)
             .map_err(|error| format!("`{file}` is not a valid JSON Schema: {error}"))?;
-        Ok(Schema { file, validator })
+        Ok(Schema {
+            file,
+            root: value,
+            validator,
+            logged: Mutex::default(),
+        })
     }
 
-    /// Checks `record` (JSON text).
+    /// The schema file, as configured.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The fields of `record` (already valid) that the schema does not name; `None` when there
+    /// are none. Each path not seen before is logged once (for `source`).
+    pub fn drift(&self, source: &str, record: &Value) -> Option<Drift> {
+        let mut paths = Vec::new();
+        walk(&self.root, record, &mut String::new(), &mut paths);
+        // Array elements repeat their paths: each once, in the record's order.
+        let mut distinct = HashSet::new();
+        paths.retain(|path| distinct.insert(path.clone()));
+        if paths.is_empty() {
+            return None;
+        }
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        for path in &paths {
+            if logged.len() < MAX_LOGGED_PATHS && logged.insert(path.clone()) {
+                tracing::warn!(source, schema = %self.file, path = %path, "a record carries a field the schema does not name (schema drift)");
+            }
+        }
+        Some(Drift { paths })
+    }
+
+    /// Checks `record` (JSON text) and returns its value.
     ///
     /// # Errors
     /// The dead-letter reason (`schema_violation`) of the first failure: the text is not JSON,
     /// or a value fails a keyword (its instance path and keyword as headers).
-    pub fn check(&self, record: &[u8]) -> Result<(), DeadLetter> {
+    pub fn check(&self, record: &[u8]) -> Result<Value, DeadLetter> {
         let value: serde_json::Value = serde_json::from_slice(record).map_err(|error| {
             DeadLetter::new(
                 "schema_violation",
@@ -53,7 +119,7 @@ impl Schema {
             )
         })?;
         let Some(error) = self.validator.iter_errors(&value).next() else {
-            return Ok(());
+            return Ok(value);
         };
         let instance_path = error.instance_path().as_str().to_owned();
         let keyword = error
@@ -79,6 +145,48 @@ impl Schema {
     }
 }
 
+/// Collects into `found` the paths under `path` of the fields of `instance` that `schema` does
+/// not name (see the module's documentation for what counts).
+fn walk(schema: &Value, instance: &Value, path: &mut String, found: &mut Vec<String>) {
+    let Some(schema) = schema.as_object() else {
+        return;
+    };
+    match instance {
+        Value::Object(members) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let speaks_of_extras = schema.contains_key("patternProperties")
+                || schema
+                    .get("additionalProperties")
+                    .is_some_and(Value::is_object)
+                || schema
+                    .get("unevaluatedProperties")
+                    .is_some_and(Value::is_object);
+            for (name, value) in members {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                match properties.and_then(|properties| properties.get(name)) {
+                    Some(sub) => walk(sub, value, path, found),
+                    None if properties.is_some() && !speaks_of_extras => found.push(path.clone()),
+                    None => {}
+                }
+                path.truncate(len);
+            }
+        }
+        Value::Array(elements) => {
+            if let Some(items) = schema.get("items") {
+                let len = path.len();
+                path.push_str("/*");
+                for element in elements {
+                    walk(items, element, path, found);
+                }
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +204,16 @@ mod tests {
         .unwrap();
         let schema = Schema::load(&path).unwrap();
         assert!(schema.check(br#"{"id":1,"meta":{"dt":"x"}}"#).is_ok());
+        // Valid, but with fields the schema does not name.
+        let drifted = schema
+            .check(br#"{"id":1,"extra":2,"meta":{"dt":"x","new":{"a":1}}}"#)
+            .unwrap();
+        assert_eq!(
+            schema.drift("s", &drifted).unwrap().paths,
+            ["/extra", "/meta/new"]
+        );
+        let plain = schema.check(br#"{"id":1}"#).unwrap();
+        assert_eq!(schema.drift("s", &plain), None);
         let wrong = schema.check(br#"{"id":1,"meta":{"dt":5}}"#).unwrap_err();
         assert_eq!(wrong.kind, "schema_violation");
         assert_eq!(
@@ -116,4 +234,24 @@ mod tests {
             .unwrap_err()
             .contains("cannot read"));
     }
+}
+
+#[test]
+fn drift_follows_items_and_leaves_levels_that_speak_of_extras() {
+    let schema: Value = serde_json::json!({
+        "properties": {
+            "list": {"items": {"properties": {"a": {}}}},
+            "free": {"properties": {"x": {}}, "additionalProperties": {"type": "string"}},
+            "any": {}
+        }
+    });
+    let record = serde_json::json!({
+        "list": [{"a": 1, "b": 2}, {"b": 3}],
+        "free": {"y": "z"},
+        "any": {"q": 1}
+    });
+    let mut found = Vec::new();
+    walk(&schema, &record, &mut String::new(), &mut found);
+    // Once per element (`Schema::drift` keeps one of each).
+    assert_eq!(found, ["/list/*/b", "/list/*/b"]);
 }

@@ -28,6 +28,10 @@ fn event(payload: &str, position: &str) -> Record {
     record
 }
 
+fn apply(stage: &Stage, record: Record, out: &mut Vec<Record>, metrics: &SourceMetrics) {
+    stage.apply(record, out, metrics).unwrap();
+}
+
 fn metrics() -> SourceMetrics {
     Metrics::new().source("s", SourceKind::Sse)
 }
@@ -41,7 +45,7 @@ fn without_settings_records_pass_through_untouched() {
     let stage = stage(StageConfig::default(), "t", None);
     assert!(stage.is_passthrough());
     let mut out = Vec::new();
-    stage.apply(event("not even json", "1"), &mut out, &metrics());
+    apply(&stage, event("not even json", "1"), &mut out, &metrics());
     assert_eq!(out.len(), 1);
     assert_eq!(text(&out[0]), "not even json");
     assert!(out[0].dead_letter.is_none() && out[0].topic.is_none());
@@ -52,8 +56,13 @@ fn a_split_event_moves_its_position_only_with_its_last_record() {
     let stage = stage(transform(".items[] | {n: .}"), "t", None);
     let mut out = Vec::new();
     let metrics = metrics();
-    stage.apply(event(r#"{"items":[1,2,3]}"#, "p1"), &mut out, &metrics);
-    stage.apply(event(r#"{"items":[4]}"#, "p2"), &mut out, &metrics);
+    apply(
+        &stage,
+        event(r#"{"items":[1,2,3]}"#, "p1"),
+        &mut out,
+        &metrics,
+    );
+    apply(&stage, event(r#"{"items":[4]}"#, "p2"), &mut out, &metrics);
     let payloads: Vec<&str> = out.iter().map(text).collect();
     assert_eq!(
         payloads,
@@ -83,7 +92,7 @@ fn an_event_the_transform_drops_becomes_a_marker_with_its_position() {
     let stage = stage(transform(r#"select(.kind == "edit")"#), "t", None);
     let mut out = Vec::new();
     let metrics = metrics();
-    stage.apply(event(r#"{"kind":"log"}"#, "p9"), &mut out, &metrics);
+    apply(&stage, event(r#"{"kind":"log"}"#, "p9"), &mut out, &metrics);
     assert_eq!(out.len(), 1);
     assert!(out[0].marker);
     assert_eq!(out[0].position.as_ref().map(Position::as_str), Some("p9"));
@@ -95,7 +104,7 @@ fn a_runtime_error_dead_letters_the_original_event() {
     let stage = stage(transform(".size | tonumber"), "t", None);
     let mut out = Vec::new();
     let original = r#"{"size":"abc"}"#;
-    stage.apply(event(original, "p1"), &mut out, &metrics());
+    apply(&stage, event(original, "p1"), &mut out, &metrics());
     assert_eq!(out.len(), 1);
     assert_eq!(text(&out[0]), original);
     assert_eq!(out[0].position.as_ref().map(Position::as_str), Some("p1"));
@@ -125,7 +134,7 @@ fn templates_route_key_and_dead_letter_with_a_reason() {
         r#"{"type":"PushEvent","repo":"r","at":1700000000}"#,
         r#"{"type":"PushEvent","repo":"r","n":2,"at":"soon"}"#,
     ] {
-        stage.apply(event(payload, "p"), &mut out, &metrics);
+        apply(&stage, event(payload, "p"), &mut out, &metrics);
     }
     assert_eq!(out[0].topic.as_deref(), Some("github.IssuesEvent"));
     assert_eq!(out[0].key.as_deref(), Some(&b"r-1"[..]));
@@ -182,8 +191,13 @@ fn records_already_dead_lettered_or_markers_are_left_alone() {
     let mut out = Vec::new();
     let mut bad = event("{", "p1");
     bad.dead_letter = Some(DeadLetter::new("invalid_json", "no".into()));
-    stage.apply(bad, &mut out, &metrics());
-    stage.apply(Record::marker(Position("p2".into())), &mut out, &metrics());
+    apply(&stage, bad, &mut out, &metrics());
+    apply(
+        &stage,
+        Record::marker(Position("p2".into())),
+        &mut out,
+        &metrics(),
+    );
     assert_eq!(out[0].dead_letter.as_ref().unwrap().kind, "invalid_json");
     assert_eq!(text(&out[0]), "{");
     assert!(out[1].marker);
@@ -206,7 +220,7 @@ fn a_json_source_dead_letters_events_that_are_not_json_and_reads_its_key_pointer
         r#"{"meta":{}}"#,
         "{not json",
     ] {
-        stage.apply(event(payload, "p"), &mut out, &metrics());
+        apply(&stage, event(payload, "p"), &mut out, &metrics());
     }
     let keys: Vec<Option<&[u8]>> = out[..3].iter().map(|r| r.key.as_deref()).collect();
     assert_eq!(
@@ -229,6 +243,6 @@ fn a_json_source_dead_letters_events_that_are_not_json_and_reads_its_key_pointer
     };
     let stage = Stage::build("s", &transform("."), "t", rules).unwrap();
     let mut out = Vec::new();
-    stage.apply(event("{not json", "p"), &mut out, &metrics());
+    apply(&stage, event("{not json", "p"), &mut out, &metrics());
     assert_eq!(out[0].dead_letter.as_ref().unwrap().kind, "invalid_json");
 }

@@ -87,7 +87,13 @@ pub async fn run_pump(
                     let Envelope { record, permit } = envelope;
                     // The record stage: one event becomes zero or more records, the last of
                     // which carries the event's position (see `Stage::apply`).
-                    sink.stage.apply(record, &mut staged, &sink.metrics);
+                    if let Err(stop) = sink.stage.apply(record, &mut staged, &sink.metrics) {
+                        // `on_drift = "fail"`: the source stops; the event is not acknowledged,
+                        // so the position stays before it.
+                        tracing::error!(source = %sink.name, reason = %stop.0, "schema drift: the source stops (on_drift = \"fail\")");
+                        sink.health.set(&sink.name, crate::health::SourceState::Failed(format!("schema drift: {}", stop.0)));
+                        return;
+                    }
                     for mut record in staged.drain(..) {
                         let seq = sink.acks.register(record.position.clone());
                         if record.marker {

@@ -47,6 +47,9 @@ pub struct GraphqlConfig {
     /// A JSON Schema file every record must match. Default: none.
     #[serde(default)]
     pub schema: Option<std::path::PathBuf>,
+    /// What a record with a field the schema does not name does. Default `count`.
+    #[serde(default)]
+    pub on_drift: crate::stage::OnDrift,
     /// The endpoint (`http`/`https`).
     pub url: String,
     /// The query text; or give `query_file`.

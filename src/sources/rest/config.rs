@@ -45,6 +45,9 @@ pub struct RestConfig {
     /// A JSON Schema file every record must match. Default: none.
     #[serde(default)]
     pub schema: Option<std::path::PathBuf>,
+    /// What a record with a field the schema does not name does. Default `count`.
+    #[serde(default)]
+    pub on_drift: crate::stage::OnDrift,
     /// The endpoint (`http`/`https`); may hold `${env:…}` references.
     pub url: String,
     /// Query parameters added to every request; values may hold `${env:…}` references (such

@@ -57,6 +57,9 @@ pub struct SseConfig {
     /// A JSON Schema file every record must match. Default: none.
     #[serde(default)]
     pub schema: Option<std::path::PathBuf>,
+    /// What a record with a field the schema does not name does. Default `count`.
+    #[serde(default)]
+    pub on_drift: crate::stage::OnDrift,
     /// The event stream URL (`http` or `https`). May contain `${env:…}`/`${file:…}`.
     pub url: String,
     /// The Kafka topic records go to.

@@ -77,6 +77,9 @@ pub struct WebhookConfig {
     /// A JSON Schema file every record must match. Default: none.
     #[serde(default)]
     pub schema: Option<std::path::PathBuf>,
+    /// What a record with a field the schema does not name does. Default `count`.
+    #[serde(default)]
+    pub on_drift: crate::stage::OnDrift,
     /// The Kafka topic records go to.
     pub topic: String,
     /// The topic for records that cannot go to `topic`. Default: `<topic>.dlq`.

@@ -61,6 +61,9 @@ pub struct WebSocketConfig {
     /// A JSON Schema file every record must match. Default: none.
     #[serde(default)]
     pub schema: Option<std::path::PathBuf>,
+    /// What a record with a field the schema does not name does. Default `count`.
+    #[serde(default)]
+    pub on_drift: crate::stage::OnDrift,
     /// `ws://` or `wss://` URL. May contain `${env:…}`/`${file:…}`, and `{position}` (the
     /// stored position, empty when there is none).
     pub url: String,
