@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events N] [--rss-multiple K]
-//!                                       [--transform PROGRAM]
+//!                                       [--transform PROGRAM] [--schema FILE]
 //! ```
 //!
 //! Phases, all against one broker on 127.0.0.1 (Apache Kafka or tansu as child
@@ -50,7 +50,7 @@ const FEED_TIMEOUT: Duration = Duration::from_secs(300);
 
 const USAGE: &str = "\
 usage: cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events N] [--rss-multiple K]
-                                           [--transform PROGRAM]
+                                           [--transform PROGRAM] [--schema FILE]
 
   --broker kafka   (default) Apache Kafka, one KRaft node (tests/kafka/kafka.sh; Java 17
                    and Maven), log on disk
@@ -61,13 +61,15 @@ usage: cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events
   --rss-multiple K the second daemon run reads K*N events (default 4)
   --transform P    the daemon's source runs the jq program P on each event (the record stage);
                    P must keep every event (e.g. `select(.type == \"edit\") | {…}`), as the run
-                   waits for N records; MB/s then counts the events' bytes, not the records'";
+                   waits for N records; MB/s then counts the events' bytes, not the records'
+  --schema FILE    the daemon's source checks each record against this JSON Schema file";
 
 struct Args {
     broker: BrokerKind,
     events: usize,
     rss_multiple: usize,
     transform: Option<String>,
+    schema: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         events: DEFAULT_EVENTS,
         rss_multiple: DEFAULT_RSS_MULTIPLE,
         transform: None,
+        schema: None,
     };
     common::parse_flags(|name, value| {
         match name {
@@ -83,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
             "--events" => args.events = common::count(name, &value("a number")?, 1)?,
             "--rss-multiple" => args.rss_multiple = common::count(name, &value("a number")?, 2)?,
             "--transform" => args.transform = Some(value("a jq program")?),
+            "--schema" => args.schema = Some(value("a JSON Schema file")?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -110,6 +114,9 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
     if let Some(program) = &args.transform {
         println!("  stage    transform = '{program}'");
     }
+    if let Some(schema) = &args.schema {
+        println!("  stage    schema = {schema}");
+    }
     println!("  producer {}", properties_line());
     println!("  machine  {cores} cores");
     println!();
@@ -125,15 +132,18 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
     print_row("broker warm-up (raw, not compared)", &warm_up);
     let raw = raw_run(&broker, n, "n").await?;
     print_row("raw producer ceiling, N (rdkafka loop)", &raw);
-    let transform = args.transform.as_deref();
-    let short = daemon_run(&broker, n, "n", work, transform).await?;
+    let stage = Stage {
+        transform: args.transform.as_deref(),
+        schema: args.schema.as_deref(),
+    };
+    let short = daemon_run(&broker, n, "n", work, &stage).await?;
     print_row("daemon, N events", &short.figures);
     let raw_long = raw_run(&broker, long_n, "kn").await?;
     print_row(
         &format!("raw producer ceiling, {}N", args.rss_multiple),
         &raw_long,
     );
-    let long = daemon_run(&broker, long_n, "kn", work, transform).await?;
+    let long = daemon_run(&broker, long_n, "kn", work, &stage).await?;
     print_row(
         &format!("daemon, {}N events", args.rss_multiple),
         &long.figures,
@@ -167,14 +177,22 @@ async fn raw_run(broker: &Broker, n: usize, tag: &str) -> anyhow::Result<Figures
     .await
 }
 
+/// The record stage settings of the daemon's source.
+struct Stage<'a> {
+    /// A jq program.
+    transform: Option<&'a str>,
+    /// A JSON Schema file.
+    schema: Option<&'a str>,
+}
+
 /// Runs the `tributary` binary on a generated feed of `n` events until all are acknowledged,
-/// with the jq program `transform` in its source when given.
+/// with the record `stage` settings in its source.
 async fn daemon_run(
     broker: &Broker,
     n: usize,
     label: &str,
     work: &Path,
-    transform: Option<&str>,
+    stage: &Stage<'_>,
 ) -> anyhow::Result<common::DaemonRun> {
     let topic = format!("bench.sse.{}.{label}", std::process::id());
     let dead_letter_topic = format!("{topic}.dlq");
@@ -184,8 +202,12 @@ async fn daemon_run(
         "type = \"sse\"\nurl = \"{url}\"\ntopic = \"{topic}\"\n",
         url = feed.url()
     );
-    if let Some(program) = transform {
+    if let Some(program) = stage.transform {
         source.push_str(&format!("transform = '''{program}'''\n"));
+    }
+    if let Some(schema) = stage.schema {
+        let path = std::fs::canonicalize(schema)?;
+        source.push_str(&format!("schema = \"{}\"\n", path.display()));
     }
     let bytes = common::cycled_bytes(&replay::recorded_wikimedia_events(), n);
     let dir = work.join(format!("daemon-{label}"));
