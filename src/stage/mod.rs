@@ -9,8 +9,9 @@
 //! `invalid_json` (an event of a JSON source that is not JSON), `transform_error` (the original
 //! event), `schema_violation`, `invalid_topic`, `key_not_found` or `invalid_timestamp`.
 //!
-//! Source kinds leave to the stage what they would otherwise each do ([`SourceRules`]): an SSE
-//! source's JSON check and its key pointer are done here.
+//! A source kind may leave more to the stage ([`SourceRules`]): its JSON check and a key
+//! pointer. SSE and WebSocket sources leave their key templates to it, and keep their JSON
+//! checks and key pointers in their own tasks, where they run in parallel with the pump.
 
 pub mod event_time;
 pub mod schema;
@@ -223,8 +224,8 @@ impl Stage {
         &self.headers
     }
 
-    /// True when records pass through unchanged (no JSON check, transform, key, template or
-    /// event time).
+    /// True when records pass through unchanged (no JSON check, transform, schema, key,
+    /// template or event time).
     pub fn is_passthrough(&self) -> bool {
         !self.json
             && self.transform.is_none()
