@@ -10,10 +10,10 @@ use common::*;
 use tributary::{
     checkpoint::FileStore,
     config,
+    demo::replay::{self, ReplayOptions, ReplayServer},
     health::SourceState,
     metrics::{Metrics, SourceKind},
     record::{Position, Record},
-    replay::{self, ReplayOptions, ReplayServer},
     sources::SourceConfig,
     stage::{SourceRules, Stage},
 };
@@ -445,7 +445,7 @@ listen = "127.0.0.1:0"
     assert_eq!(broker.read("errors").await.len(), count_ns(0));
     let failed = broker.read("errors.dlq").await;
     assert_eq!(failed.len(), not_articles);
-    let by_id: BTreeMap<usize, &tributary::kafka_admin::ConsumedRecord> = failed
+    let by_id: BTreeMap<usize, &tributary::demo::kafka_admin::ConsumedRecord> = failed
         .iter()
         .map(|r| {
             let id = r.header("tributary.event_id").unwrap();
