@@ -275,6 +275,18 @@ async fn wait_for_owners(
     }
 }
 
+/// Reads the topics, waits until every stored position has passed what they held (so that
+/// whatever a handoff reads again is in), and reads them again.
+async fn settle(broker: &Broker, store: &KafkaStore, sources: &[Source]) -> Topics {
+    let moment = Topics::read(broker, sources).await;
+    let reached: HashMap<String, u64> = sources
+        .iter()
+        .map(|s| (s.name.clone(), moment.max_rank(&s.name)))
+        .collect();
+    wait_past(store, sources, &reached).await;
+    Topics::read(broker, sources).await
+}
+
 /// Waits until `replica` reports control partitions lost.
 async fn wait_for_lost(replica: &Replica) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -493,13 +505,7 @@ async fn scenarios(broker: Broker, seconds: u64, rate: u32) {
         taken_over.as_secs_f64(),
         per_replica(&owners)
     );
-    let moment = Topics::read(&broker, &sources).await;
-    let reached: HashMap<String, u64> = sources
-        .iter()
-        .map(|s| (s.name.clone(), moment.max_rank(&s.name)))
-        .collect();
-    wait_past(&store, &sources, &reached).await;
-    let after_zombie = Topics::read(&broker, &sources).await;
+    let after_zombie = settle(&broker, &store, &sources).await;
     let zombie_duplicates = after_zombie.total_duplicated() - kill_duplicates;
     let kill_duplicates = after_zombie.total_duplicated();
 
@@ -524,13 +530,7 @@ async fn scenarios(broker: Broker, seconds: u64, rate: u32) {
         per_replica(&owners),
         sigterm_at.elapsed().as_secs_f64()
     );
-    let moment = Topics::read(&broker, &sources).await;
-    let reached: HashMap<String, u64> = sources
-        .iter()
-        .map(|s| (s.name.clone(), moment.max_rank(&s.name)))
-        .collect();
-    wait_past(&store, &sources, &reached).await;
-    let after_scale_down = Topics::read(&broker, &sources).await;
+    let after_scale_down = settle(&broker, &store, &sources).await;
     assert_eq!(
         after_scale_down.total_duplicated(),
         kill_duplicates,
@@ -572,13 +572,7 @@ async fn scenarios(broker: Broker, seconds: u64, rate: u32) {
         joined_at.elapsed().as_secs_f64(),
         per_replica(&owners)
     );
-    let moment = Topics::read(&broker, &sources).await;
-    let reached: HashMap<String, u64> = sources
-        .iter()
-        .map(|s| (s.name.clone(), moment.max_rank(&s.name)))
-        .collect();
-    wait_past(&store, &sources, &reached).await;
-    let after_scale_up = Topics::read(&broker, &sources).await;
+    let after_scale_up = settle(&broker, &store, &sources).await;
     assert_eq!(
         after_scale_up.total_duplicated(),
         kill_duplicates,
