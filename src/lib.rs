@@ -26,6 +26,7 @@ pub mod positions;
 pub mod record;
 pub mod reload;
 pub mod router;
+pub mod schema_infer;
 pub mod secret;
 pub mod server;
 pub mod shutdown;

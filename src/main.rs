@@ -1,4 +1,4 @@
-//! The `tributary` command: `run`, `check`, `positions`, `dev-broker`, `demo`.
+//! The `tributary` command: `run`, `check`, `positions`, `schema infer`, `dev-broker`, `demo`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration. `check --connect` adds
 //! 3 (the Kafka brokers do not answer, a topic is missing, or the positions topic is not
@@ -10,7 +10,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tributary::{
-    check_connect, config, daemon, demo, dev_broker, logging, positions, shutdown, systemd,
+    check_connect, config, daemon, demo, dev_broker, logging, positions, schema_infer, shutdown,
+    systemd,
 };
 
 /// Turns API feeds (Server-Sent Events, WebSocket, webhooks, polled REST and GraphQL) into Kafka topics, resuming after any restart.
@@ -75,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         action: PositionsCommand,
     },
+    /// Work with the JSON Schemas of the record stage (`schema = "…"`).
+    Schema {
+        #[command(subcommand)]
+        action: SchemaCommand,
+    },
     /// Run librdkafka's mock Kafka cluster on 127.0.0.1 until Ctrl-C, to try a config without
     /// installing Kafka. Development only: memory only, no durability.
     DevBroker {
@@ -123,6 +129,35 @@ enum PositionsCommand {
         /// The store to write.
         #[arg(long, value_enum)]
         to: StoreArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Write a starting JSON Schema (draft 2020-12) for SOURCE's records, inferred from
+    /// `--sample` records of its live feed (nothing is produced, no position is stored) or of a
+    /// recorded file; each event goes through the source's `transform` first. Review the
+    /// schema before use: what the samples always showed is required.
+    Infer {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source whose records to read.
+        #[arg(long)]
+        source: String,
+        /// Events to read.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        sample: u32,
+        /// Read recorded events from this file (one JSON event per line) instead of the feed.
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Write the schema to this file instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Seconds to wait for the live feed's records; the schema is then inferred from those
+        /// read so far.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
 }
 
@@ -211,6 +246,39 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("tributary positions: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Schema {
+            action:
+                SchemaCommand::Infer {
+                    config,
+                    source,
+                    sample,
+                    input,
+                    output,
+                    timeout,
+                },
+        } => {
+            init_logging("warn");
+            let valid = match config::load(&config).and_then(|raw| raw.validate()) {
+                Ok(valid) => valid,
+                Err(errors) => {
+                    eprintln!("{}: {errors}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let request = schema_infer::Request {
+                source,
+                sample: sample as usize,
+                input,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            match schema_infer::infer(valid, &request).await {
+                Ok(inferred) => schema_infer::write(&inferred, &request, output.as_deref()),
+                Err(error) => {
+                    eprintln!("tributary schema infer: {error}");
                     ExitCode::FAILURE
                 }
             }

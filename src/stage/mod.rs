@@ -14,6 +14,7 @@
 //! checks and key pointers in their own tasks, where they run in parallel with the pump.
 
 pub mod event_time;
+pub mod infer;
 pub mod schema;
 pub mod template;
 pub mod transform;
@@ -233,6 +234,26 @@ impl Stage {
             && self.topic.is_none()
             && self.key.is_none()
             && self.event_time.is_none()
+    }
+
+    /// The values `payload` becomes: what the transform yields, or the payload itself without a
+    /// transform. `tributary schema infer` reads records through it.
+    ///
+    /// # Errors
+    /// A sentence: the payload (or a value the program yields) is not JSON, or the program
+    /// failed (jaq's message).
+    pub fn shape(&self, payload: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+        let parse = |text: &[u8]| {
+            serde_json::from_slice(text).map_err(|error| format!("not JSON: {error}"))
+        };
+        let Some(transform) = &self.transform else {
+            return parse(payload).map(|value| vec![value]);
+        };
+        let mut values = Vec::new();
+        transform
+            .run(payload, &mut values)
+            .map_err(|failure| failure.to_string())?;
+        values.iter().map(|value| parse(value)).collect()
     }
 
     /// Turns `record` into the records it becomes and appends them to `out`, in order.
