@@ -70,6 +70,11 @@ impl Pointer {
         &self.text
     }
 
+    /// The decoded reference tokens, in order (none for the whole document).
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
     /// The value this pointer names in `raw`, as [`lookup`] finds it.
     pub fn lookup<'a>(&self, raw: &'a RawValue) -> Option<&'a RawValue> {
         let mut current = raw;

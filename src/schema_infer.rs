@@ -140,6 +140,7 @@ pub async fn infer(mut config: Config, request: &Request) -> Result<Inferred, In
             metrics,
             health: Health::default(),
             hosts: Arc::new(crate::http::HostLimits::new(config.rate_limits.clone())),
+            stage: Arc::clone(&info.stage),
         };
         let mut task = tokio::spawn(source.run(context));
         let deadline = tokio::time::sleep(request.timeout);

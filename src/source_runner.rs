@@ -138,6 +138,7 @@ impl SourceRunner {
             metrics: source_metrics,
             health: self.health.clone(),
             hosts: Arc::clone(&self.hosts),
+            stage: Arc::clone(&info.stage),
         };
         self.health.set(&name, SourceState::Starting);
         let health = self.health.clone();

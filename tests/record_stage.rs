@@ -15,7 +15,7 @@ use tributary::{
     metrics::{Metrics, SourceKind},
     record::{Position, Record},
     sources::SourceConfig,
-    stage::{SourceRules, Stage},
+    stage::{Admission, SourceRules, Stage},
 };
 
 /// The stage of the only source of example config `file`, built as the daemon builds it.
@@ -31,7 +31,17 @@ fn example_stage(file: &str) -> Stage {
         other => panic!("unexpected source kind {:?}", other.kind()),
     };
     let stage = source.stage_config();
-    Stage::build(name, &stage, topic, SourceRules { json: true, key }).unwrap()
+    Stage::build(
+        name,
+        &stage,
+        topic,
+        SourceRules {
+            json: true,
+            key,
+            admission: Admission::Pump,
+        },
+    )
+    .unwrap()
 }
 
 /// Runs `events` through `stage`; returns what it yields.

@@ -28,7 +28,7 @@ use crate::{
     health::{Health, SourceState},
     metrics::{SourceKind, SourceMetrics},
     record::Position,
-    stage::{SourceRules, Stage, StageConfig, Template},
+    stage::{Admission, SourceRules, Stage, StageConfig, Template},
 };
 
 /// The record stage's keys of a source kind's config `$c`, which every kind declares (they are
@@ -165,23 +165,29 @@ impl SourceConfig {
     /// their event id and deduplication key).
     fn stage_fields(&self) -> (StageConfig, &str, SourceRules<'_>) {
         match self {
-            // The SSE source checks its JSON and reads a key pointer itself, in its own task,
-            // in parallel with the pump (done in the pump, they cost a fifth of the
-            // throughput); the stage fills a key template.
+            // The SSE source admits its events (the JSON check, a pointer key) in its own task,
+            // in parallel with the pump: done in the pump, they cost a fifth of the throughput.
             SourceConfig::Sse(c) => (
                 stage_config!(c),
                 &c.topic,
                 SourceRules {
-                    json: false,
-                    key: Some(c.key.as_str()).filter(|key| Template::is_template(key)),
+                    json: c.format == PayloadFormat::Json,
+                    // `id` and `none` are the source's own; anything else but a pointer or a
+                    // template is reported by the SSE config check.
+                    key: Some(c.key.as_str())
+                        .filter(|key| key.starts_with('/') || Template::is_template(key)),
+                    admission: Admission::Source,
                 },
             ),
+            // The WebSocket source parses each message anyway (splitting, sequence numbers) and
+            // reads a pointer key there; the stage fills a key template.
             SourceConfig::Websocket(c) => (
                 stage_config!(c),
                 &c.topic,
                 SourceRules {
                     json: false,
                     key: c.key.as_deref().filter(|key| Template::is_template(key)),
+                    admission: Admission::Source,
                 },
             ),
             SourceConfig::Webhook(c) => (stage_config!(c), &c.topic, SourceRules::default()),
@@ -224,6 +230,9 @@ pub struct SourceContext {
     pub health: Health,
     /// The request budgets of every host, shared by all polled sources.
     pub hosts: Arc<crate::http::HostLimits>,
+    /// The source's record stage: a source kind that admits its events itself
+    /// ([`crate::stage::Admission::Source`]) calls [`Stage::admit`] on each.
+    pub stage: Arc<Stage>,
 }
 
 impl SourceContext {

@@ -9,12 +9,18 @@
 //! `invalid_json` (an event of a JSON source that is not JSON), `transform_error` (the original
 //! event), `schema_violation`, `invalid_topic`, `key_not_found` or `invalid_timestamp`.
 //!
-//! A source kind may leave more to the stage ([`SourceRules`]): its JSON check and a key
-//! pointer. SSE and WebSocket sources leave their key templates to it, and keep their JSON
-//! checks and key pointers in their own tasks, where they run in parallel with the pump.
+//! Before all that, the stage **admits** each event ([`Stage::admit`]): the JSON check of a
+//! `format = "json"` source and its JSON-pointer key. By default the pump admits events too; a
+//! source kind may admit them in its own task instead ([`Admission::Source`]), in parallel with
+//! the pump: the SSE source does, since in the pump they cost a fifth of its throughput.
+//! Source kinds whose key is also their event id and deduplication key (REST, GraphQL,
+//! webhooks) read it with the same compiled [`Key`] in the source, before the stage. The
+//! WebSocket source parses each message anyway (array splitting, sequence numbers) and reads its
+//! pointers with the same compiled [`Pointer`] type.
 
 pub mod event_time;
 pub mod infer;
+pub mod key;
 pub mod schema;
 pub mod template;
 pub mod transform;
@@ -33,6 +39,7 @@ use crate::{
 };
 
 pub use event_time::{EventTime, TimestampUnit};
+pub use key::Key;
 pub use schema::{OnDrift, Schema};
 pub use template::{Template, Unfilled};
 pub use transform::Transform;
@@ -73,22 +80,26 @@ pub struct Stage {
     /// Events must be JSON (`format = "json"`); others go to the dead-letter topic
     /// (`invalid_json`).
     json: bool,
+    /// Where events are admitted (the JSON check and a pointer key).
+    admission: Admission,
     transform: Option<Transform>,
     schema: Option<Schema>,
     on_drift: OnDrift,
     topic: Option<Template>,
-    key: Option<KeyRule>,
+    key: Option<Key>,
     event_time: Option<EventTime>,
     headers: Vec<(String, String)>,
 }
 
-/// Where the record key comes from, when the stage sets it.
-#[derive(Debug)]
-enum KeyRule {
-    /// The value at a JSON pointer (a string as is, anything else, `null` too, as JSON text).
-    Pointer(Pointer),
-    /// A template (`{/a}-{/b}`).
-    Template(Template),
+/// Where a source's events are admitted ([`Stage::admit`]: the JSON check and a JSON-pointer
+/// key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Admission {
+    /// In the Kafka pump, by [`Stage::apply`] (the default: a new source kind gets it all).
+    #[default]
+    Pump,
+    /// In the source's own task, which calls [`Stage::admit`] on each record it sends.
+    Source,
 }
 
 /// What the stage is asked to do besides the [`StageConfig`] every source kind shares: the
@@ -97,9 +108,12 @@ enum KeyRule {
 pub struct SourceRules<'a> {
     /// Events must be JSON (the source's `format = "json"`).
     pub json: bool,
-    /// The source's `key` setting when the stage reads it: a JSON pointer (`/meta/id`) or a
-    /// template (`{/a}-{/b}`); `None` when the source kind reads its key itself.
+    /// The source's `key` setting when the stage reads it: a JSON pointer (`/meta/id`, read
+    /// from the event as it came) or a template (`{/a}-{/b}`, filled after the transform);
+    /// `None` when the source kind reads its key itself.
     pub key: Option<&'a str>,
+    /// Where the events are admitted.
+    pub admission: Admission,
 }
 
 /// The `tributary.` prefix is the daemon's own; static headers may not use it.
@@ -122,6 +136,7 @@ impl Stage {
         let mut checks = crate::sources::common::Checks::new(name);
         let mut stage = Stage {
             json: rules.json,
+            admission: rules.admission,
             on_drift: config.on_drift,
             ..Stage::default()
         };
@@ -178,16 +193,15 @@ impl Stage {
                 Err(error) => checks.error("topic", error, "write e.g. `\"github.{/type}\"`"),
             }
         }
-        match rules.key {
-            Some(key) if Template::is_template(key) => match Template::parse(key) {
-                Ok(template) => stage.key = Some(KeyRule::Template(template)),
-                Err(error) => checks.error("key", error, "write e.g. `\"{/repo/id}-{/number}\"`"),
-            },
-            Some(key) => match Pointer::parse(key) {
-                Ok(pointer) => stage.key = Some(KeyRule::Pointer(pointer)),
-                Err(error) => checks.error("key", error, "write e.g. `\"/meta/id\"`"),
-            },
-            None => {}
+        if let Some(key) = rules.key {
+            match Key::parse(key) {
+                Ok(key) => stage.key = Some(key),
+                Err(error) => checks.error(
+                    "key",
+                    error,
+                    "write a JSON pointer such as `\"/meta/id\"` or a template such as `\"{/repo/id}-{/number}\"`",
+                ),
+            }
         }
         if let Some(pointer) = &config.timestamp {
             match Pointer::parse(pointer) {
@@ -225,15 +239,47 @@ impl Stage {
         &self.headers
     }
 
-    /// True when records pass through unchanged (no JSON check, transform, schema, key,
-    /// template or event time).
+    /// True when records pass through the pump unchanged (nothing to admit there, no
+    /// transform, schema, template or event time).
     pub fn is_passthrough(&self) -> bool {
-        !self.json
+        !(self.admission == Admission::Pump && self.admits())
             && self.transform.is_none()
             && self.schema.is_none()
             && self.topic.is_none()
-            && self.key.is_none()
+            && !self.key.as_ref().is_some_and(Key::is_template)
             && self.event_time.is_none()
+    }
+
+    /// True when admitting an event does something: a JSON check or a pointer key.
+    fn admits(&self) -> bool {
+        self.json || matches!(self.key, Some(Key::Pointer(_)))
+    }
+
+    /// Admits `record` as the source read it: a `format = "json"` source's event must be JSON
+    /// (else `invalid_json`), and a JSON-pointer key is read from it (a missing or `null` value
+    /// gives `key_not_found`). Markers and records already bound for the dead-letter topic are
+    /// left alone. [`Stage::apply`] calls it unless the source kind admits its events itself
+    /// ([`Admission::Source`]).
+    pub fn admit(&self, record: &mut Record) {
+        if record.marker || record.dead_letter.is_some() || !self.admits() {
+            return;
+        }
+        let raw = match serde_json::from_slice::<&RawValue>(&record.payload) {
+            Ok(raw) => raw,
+            Err(error) => {
+                record.dead_letter = Some(Input::Event.not_json(&error));
+                return;
+            }
+        };
+        if let Some(key @ Key::Pointer(_)) = &self.key {
+            match key.of(Some(raw)) {
+                Ok(text) => record.key = Some(Bytes::copy_from_slice(text.as_bytes())),
+                Err(unfilled) => {
+                    record.dead_letter =
+                        Some(DeadLetter::new("key_not_found", key.describe(&unfilled)))
+                }
+            }
+        }
     }
 
     /// The values `payload` becomes: what the transform yields, or the payload itself without a
@@ -277,6 +323,13 @@ impl Stage {
         if self.is_passthrough() || record.marker || record.dead_letter.is_some() {
             out.push(record);
             return Ok(());
+        }
+        if self.admission == Admission::Pump {
+            self.admit(&mut record);
+            if record.dead_letter.is_some() {
+                out.push(record);
+                return Ok(());
+            }
         }
         let Some(transform) = &self.transform else {
             self.route(&mut record, Input::Event, metrics)?;
@@ -331,9 +384,9 @@ impl Stage {
         Ok(())
     }
 
-    /// Sets the record's topic, key and event time from its (transformed) value, or its
-    /// dead-letter reason when one cannot be had. A value that must be JSON (a transform's
-    /// output, or an event of a JSON source) and is not is dead-lettered.
+    /// Sets the record's topic, key (a template) and event time from its (transformed) value,
+    /// or its dead-letter reason when one cannot be had. A transform's output that is not JSON
+    /// is dead-lettered (an event of a JSON source was checked when it was admitted).
     ///
     /// # Errors
     /// [`Stop`]: the record drifts from the schema under `on_drift = "fail"`.
@@ -374,8 +427,9 @@ impl Stage {
                 }
             }
         }
-        let must_be_json = self.json || input == Input::Transformed;
-        if self.topic.is_none() && self.key.is_none() && self.event_time.is_none() {
+        let must_be_json = input == Input::Transformed;
+        let key = self.key.as_ref().filter(|key| key.is_template());
+        if self.topic.is_none() && key.is_none() && self.event_time.is_none() {
             if must_be_json {
                 if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&record.payload)
                 {
@@ -420,29 +474,14 @@ impl Stage {
                 }
             }
         }
+        let filled = key.map(|rule| {
+            rule.of(raw)
+                .map(|text| Bytes::copy_from_slice(text.as_bytes()))
+                .map_err(|unfilled| rule.describe(&unfilled))
+        });
         let mut key = None;
-        let filled = match &self.key {
-            None => None,
-            Some(KeyRule::Template(template)) => Some(template.fill(raw).map_err(|unfilled| {
-                format!(
-                    "the key template `{}` cannot be filled: {}",
-                    template.as_str(),
-                    describe(&unfilled)
-                )
-            })),
-            Some(KeyRule::Pointer(pointer)) => Some(
-                raw.and_then(|raw| pointer.lookup(raw))
-                    .map(|value| crate::json::text_of(value).into_owned())
-                    .ok_or_else(|| {
-                        format!(
-                            "the key pointer `{}` matches nothing in the event data",
-                            pointer.as_str()
-                        )
-                    }),
-            ),
-        };
         match filled {
-            Some(Ok(text)) => key = Some(Bytes::from(text)),
+            Some(Ok(text)) => key = Some(text),
             Some(Err(reason)) if dead_letter.is_none() => {
                 dead_letter = Some(DeadLetter::new("key_not_found", reason))
             }

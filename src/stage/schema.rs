@@ -4,10 +4,12 @@
 //!
 //! **Drift**: a valid record may still carry a field the schema does not name, where the schema
 //! lets extra properties through; that is how a provider's change shows first. Drift is found
-//! by walking the record with the schema's `properties` (objects) and `items` (arrays); a level
-//! whose schema has `patternProperties` or a schema for `additionalProperties` speaks about its
-//! extra fields itself and is not reported, and `$ref` and combinators (`allOf`, `anyOf`,
-//! `oneOf`) are not followed.
+//! by walking the record with the schema's `properties` (objects) and `items` (arrays),
+//! following local `$ref`s (`#/$defs/…`) and the members of `allOf`, `anyOf` and `oneOf`: a
+//! field is named when any schema that applies at its level names it. A level whose schema has
+//! `patternProperties` or a schema for `additionalProperties` speaks about its extra fields
+//! itself and is not reported, nor is a level behind a reference to another document (not
+//! fetched) or a reference cycle.
 
 use std::{collections::HashSet, path::Path, sync::Mutex};
 
@@ -90,7 +92,13 @@ impl Schema {
     /// are none. Each path not seen before is logged once (for `source`).
     pub fn drift(&self, source: &str, record: &Value) -> Option<Drift> {
         let mut paths = Vec::new();
-        walk(&self.root, record, &mut String::new(), &mut paths);
+        walk(
+            &self.root,
+            &[&self.root],
+            record,
+            &mut String::new(),
+            &mut paths,
+        );
         // Array elements repeat their paths: each once, in the record's order.
         let mut distinct = HashSet::new();
         paths.retain(|path| distinct.insert(path.clone()));
@@ -145,40 +153,94 @@ impl Schema {
     }
 }
 
-/// Collects into `found` the paths under `path` of the fields of `instance` that `schema` does
-/// not name (see the module's documentation for what counts).
-fn walk(schema: &Value, instance: &Value, path: &mut String, found: &mut Vec<String>) {
-    let Some(schema) = schema.as_object() else {
-        return;
+/// How deep `$ref`s and combinators are followed from one level (a cycle of references stops
+/// there).
+const MAX_SCHEMA_DEPTH: usize = 16;
+
+/// The schemas that apply at one level: `schema` itself, plus what its local `$ref`s and its
+/// `allOf`, `anyOf` and `oneOf` members point to, recursively. A field is named at this level
+/// when any of them names it. Returns `false` when a reference cannot be followed (another
+/// document): nothing can be said about the extra fields of this level.
+fn gather<'a>(root: &'a Value, schema: &'a Value, depth: usize, out: &mut Vec<&'a Value>) -> bool {
+    let Some(object) = schema.as_object() else {
+        return true;
     };
+    if depth > MAX_SCHEMA_DEPTH {
+        return false;
+    }
+    out.push(schema);
+    let mut known = true;
+    if let Some(reference) = object.get("$ref").and_then(Value::as_str) {
+        match reference
+            .strip_prefix('#')
+            .and_then(|pointer| root.pointer(pointer))
+        {
+            Some(target) => known &= gather(root, target, depth + 1, out),
+            None => known = false,
+        }
+    }
+    if object.contains_key("$dynamicRef") {
+        known = false;
+    }
+    for combinator in ["allOf", "anyOf", "oneOf"] {
+        for member in object
+            .get(combinator)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            known &= gather(root, member, depth + 1, out);
+        }
+    }
+    known
+}
+
+/// Collects into `found` the paths under `path` of the fields of `instance` that the schemas
+/// at this level (`schemas`, within the document `root`) do not name (see the module's
+/// documentation for what counts).
+fn walk(
+    root: &Value,
+    schemas: &[&Value],
+    instance: &Value,
+    path: &mut String,
+    found: &mut Vec<String>,
+) {
+    let mut level = Vec::new();
+    let mut known = true;
+    for schema in schemas {
+        known &= gather(root, schema, 0, &mut level);
+    }
+    let level = &level;
+    let keyword = |name: &'static str| level.iter().filter_map(move |schema| schema.get(name));
     match instance {
         Value::Object(members) => {
-            let properties = schema.get("properties").and_then(Value::as_object);
-            let speaks_of_extras = schema.contains_key("patternProperties")
-                || schema
-                    .get("additionalProperties")
-                    .is_some_and(Value::is_object)
-                || schema
-                    .get("unevaluatedProperties")
-                    .is_some_and(Value::is_object);
+            let has_properties = keyword("properties").any(Value::is_object);
+            let speaks_of_extras = !known
+                || keyword("patternProperties").next().is_some()
+                || keyword("additionalProperties").any(Value::is_object)
+                || keyword("unevaluatedProperties").any(Value::is_object);
             for (name, value) in members {
                 let len = path.len();
                 path.push('/');
                 path.push_str(&name.replace('~', "~0").replace('/', "~1"));
-                match properties.and_then(|properties| properties.get(name)) {
-                    Some(sub) => walk(sub, value, path, found),
-                    None if properties.is_some() && !speaks_of_extras => found.push(path.clone()),
-                    None => {}
+                let subs: Vec<&Value> = keyword("properties")
+                    .filter_map(|properties| properties.get(name))
+                    .collect();
+                if !subs.is_empty() {
+                    walk(root, &subs, value, path, found);
+                } else if has_properties && !speaks_of_extras {
+                    found.push(path.clone());
                 }
                 path.truncate(len);
             }
         }
         Value::Array(elements) => {
-            if let Some(items) = schema.get("items") {
+            let items: Vec<&Value> = keyword("items").collect();
+            if !items.is_empty() {
                 let len = path.len();
                 path.push_str("/*");
                 for element in elements {
-                    walk(items, element, path, found);
+                    walk(root, &items, element, path, found);
                 }
                 path.truncate(len);
             }
@@ -251,7 +313,41 @@ fn drift_follows_items_and_leaves_levels_that_speak_of_extras() {
         "any": {"q": 1}
     });
     let mut found = Vec::new();
-    walk(&schema, &record, &mut String::new(), &mut found);
+    walk(&schema, &[&schema], &record, &mut String::new(), &mut found);
     // Once per element (`Schema::drift` keeps one of each).
     assert_eq!(found, ["/list/*/b", "/list/*/b"]);
+}
+
+#[test]
+fn drift_follows_local_refs_and_combinators() {
+    let schema: Value = serde_json::json!({
+        "$defs": {
+            "meta": {"properties": {"dt": {}, "id": {}}},
+            "edit": {"properties": {"length": {"properties": {"new": {}}}}},
+            "loop": {"$ref": "#/$defs/loop"}
+        },
+        "allOf": [{"properties": {"type": {}}}],
+        "properties": {
+            "meta": {"$ref": "#/$defs/meta"},
+            "body": {"anyOf": [{"$ref": "#/$defs/edit"}, {"properties": {"log": {}}}]},
+            "cycle": {"$ref": "#/$defs/loop"},
+            "remote": {"$ref": "https://example.org/other.json"}
+        }
+    });
+    let record = serde_json::json!({
+        "type": "edit",
+        "meta": {"dt": "x", "id": 1, "stream": "s"},
+        "body": {"length": {"new": 1, "old": 0}, "log": 1, "extra": 2},
+        "cycle": {"anything": 1},
+        "remote": {"unknown": 1},
+        "top": 1
+    });
+    let mut found = Vec::new();
+    walk(&schema, &[&schema], &record, &mut String::new(), &mut found);
+    // `type` is named by an `allOf` member, `meta/dt` through a `$ref`, `body/log` by one
+    // `anyOf` branch; a level behind a reference cycle or another document is left alone.
+    assert_eq!(
+        found,
+        ["/body/extra", "/body/length/old", "/meta/stream", "/top"]
+    );
 }

@@ -8,7 +8,17 @@ use crate::{
 };
 
 fn stage(config: StageConfig, topic: &str, key: Option<&str>) -> Stage {
-    Stage::build("s", &config, topic, SourceRules { json: false, key }).unwrap()
+    Stage::build(
+        "s",
+        &config,
+        topic,
+        SourceRules {
+            json: false,
+            key,
+            admission: Admission::Pump,
+        },
+    )
+    .unwrap()
 }
 
 fn transform(code: &str) -> StageConfig {
@@ -170,6 +180,7 @@ fn config_errors_name_the_field_and_the_position() {
     let rules = SourceRules {
         json: true,
         key: Some("{/x}"),
+        admission: Admission::Pump,
     };
     let errors = Stage::build("wiki", &config, "t.{/a", rules).unwrap_err();
     let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -209,6 +220,7 @@ fn a_json_source_dead_letters_events_that_are_not_json_and_reads_its_key_pointer
     let rules = SourceRules {
         json: true,
         key: Some("/meta/id"),
+        admission: Admission::Pump,
     };
     let stage = Stage::build("s", &StageConfig::default(), "t", rules).unwrap();
     assert!(!stage.is_passthrough());
@@ -222,27 +234,51 @@ fn a_json_source_dead_letters_events_that_are_not_json_and_reads_its_key_pointer
     ] {
         apply(&stage, event(payload, "p"), &mut out, &metrics());
     }
-    let keys: Vec<Option<&[u8]>> = out[..3].iter().map(|r| r.key.as_deref()).collect();
-    assert_eq!(
-        keys,
-        [Some(&b"abc"[..]), Some(&b"7"[..]), Some(&b"null"[..])]
-    );
-    let missing = out[3].dead_letter.as_ref().unwrap();
-    assert_eq!(missing.kind, "key_not_found");
-    assert!(
-        missing.reason.contains("`/meta/id` matches nothing"),
-        "{}",
-        missing.reason
-    );
+    let keys: Vec<Option<&[u8]>> = out[..2].iter().map(|r| r.key.as_deref()).collect();
+    assert_eq!(keys, [Some(&b"abc"[..]), Some(&b"7"[..])]);
+    // A `null` key is no key: the record is not produced under the key `null`.
+    for missing in &out[2..4] {
+        let missing = missing.dead_letter.as_ref().unwrap();
+        assert_eq!(missing.kind, "key_not_found");
+        assert!(
+            missing.reason.contains("`/meta/id` matches nothing"),
+            "{}",
+            missing.reason
+        );
+    }
     assert_eq!(out[4].dead_letter.as_ref().unwrap().kind, "invalid_json");
     assert_eq!(text(&out[4]), "{not json");
     // With a transform, an event that is not JSON is `invalid_json` too.
     let rules = SourceRules {
         json: true,
         key: None,
+        admission: Admission::Pump,
     };
     let stage = Stage::build("s", &transform("."), "t", rules).unwrap();
     let mut out = Vec::new();
     apply(&stage, event("{not json", "p"), &mut out, &metrics());
     assert_eq!(out[0].dead_letter.as_ref().unwrap().kind, "invalid_json");
+}
+
+#[test]
+fn a_source_that_admits_its_own_events_leaves_the_pump_a_passthrough() {
+    let rules = SourceRules {
+        json: true,
+        key: Some("/id"),
+        admission: Admission::Source,
+    };
+    let stage = Stage::build("s", &StageConfig::default(), "t", rules).unwrap();
+    assert!(stage.is_passthrough());
+    // The pump does not admit: the record passes as it is.
+    let mut out = Vec::new();
+    apply(&stage, event("{not json", "p"), &mut out, &metrics());
+    assert!(out[0].dead_letter.is_none());
+    // The source admits it in its own task.
+    let mut record = event("{not json", "p");
+    stage.admit(&mut record);
+    assert_eq!(record.dead_letter.unwrap().kind, "invalid_json");
+    let mut record = event(r#"{"id":"k1"}"#, "p");
+    stage.admit(&mut record);
+    assert_eq!(record.key.as_deref(), Some(&b"k1"[..]));
+    assert!(record.dead_letter.is_none());
 }

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use crate::{
     error::ConfigError,
     http::{AuthConfig, HttpRequest, RetryConfig},
-    json::{is_null, lookup, text_of},
+    json::{child, is_null, text_of, Pointer},
     sources::{
         common::{default_channel_max_bytes, default_channel_max_records, Checks},
         poll::{
@@ -160,9 +160,9 @@ impl GraphqlConfig {
                 None
             }
         };
-        if let Some(page_info) = &self.page_info {
-            poll::config::pointer(&mut checks, "page_info", page_info, false);
-        }
+        let page_info = self.page_info.as_deref().and_then(|page_info| {
+            poll::config::pointer(&mut checks, "page_info", page_info, false)
+        });
         checks.channel(self.channel_max_records, self.channel_max_bytes);
         let settings = poll::config::settings(
             &mut checks,
@@ -203,7 +203,7 @@ impl GraphqlConfig {
             headers,
             query,
             variables: self.variables.clone(),
-            page_info: self.page_info.clone(),
+            page_info,
             cursor_variable: self.cursor_variable.clone(),
             watermark_variable: self.watermark.as_ref().map(|w| w.param.clone()),
         };
@@ -219,7 +219,7 @@ struct GraphqlEndpoint {
     headers: http::HeaderMap,
     query: String,
     variables: serde_json::Map<String, serde_json::Value>,
-    page_info: Option<String>,
+    page_info: Option<Pointer>,
     cursor_variable: String,
     watermark_variable: Option<String>,
 }
@@ -249,20 +249,23 @@ impl Endpoint for GraphqlEndpoint {
 
     /// Relay cursor connections: `hasNextPage` true and a non-empty `endCursor`.
     fn next(&self, _state: &PageState, page: &PageView<'_>) -> Next {
-        let Some(pointer) = self.page_info.as_deref() else {
+        let Some(pointer) = &self.page_info else {
             return Next::Last;
         };
         let Some(info) = page
             .body
-            .and_then(|body| lookup(body, pointer))
+            .and_then(|body| pointer.lookup(body))
             .filter(|i| !is_null(i))
         else {
-            return Next::Unknown(format!("the answer has no pageInfo at `{pointer}`"));
+            return Next::Unknown(format!(
+                "the answer has no pageInfo at `{}`",
+                pointer.as_str()
+            ));
         };
-        if lookup(info, "/hasNextPage").is_none_or(|flag| flag.get() != "true") {
+        if child(info, "hasNextPage").is_none_or(|flag| flag.get() != "true") {
             return Next::Last;
         }
-        match lookup(info, "/endCursor")
+        match child(info, "endCursor")
             .filter(|c| !is_null(c))
             .map(text_of)
         {
@@ -275,7 +278,7 @@ impl Endpoint for GraphqlEndpoint {
 
     /// A non-empty `errors` array (GraphQL over HTTP: errors may come with HTTP 200).
     fn errors<'a>(&self, body: &'a RawValue) -> Option<&'a RawValue> {
-        lookup(body, "/errors")
+        child(body, "errors")
             .filter(|errors| crate::json::elements(errors).is_some_and(|list| !list.is_empty()))
     }
 }

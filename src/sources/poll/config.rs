@@ -7,8 +7,10 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{ErrorsPolicy, PollSettings, WatermarkConfig};
 use crate::{
     http::{AuthConfig, RetryConfig, Timeouts},
+    json::Pointer,
     secret::UrlRedactor,
     sources::common::Checks,
+    stage::Key,
 };
 
 /// Default `interval`: 60 s.
@@ -63,12 +65,21 @@ pub(crate) fn settings(
     mut secret_query: Vec<String>,
     secret_texts: &[&str],
 ) -> Option<PollSettings> {
-    pointer(checks, "records", fields.records, true);
-    if let Some(key) = fields.key {
-        pointer(checks, "key", key, false);
-    }
+    let records = pointer(checks, "records", fields.records, true);
+    let key = fields.key.and_then(|key| match Key::parse(key) {
+        Ok(key) => Some(key),
+        Err(error) => {
+            checks.error(
+                "key",
+                error,
+                "write a JSON pointer to each record's id such as `\"/id\"`, or a template such as `\"{/repo}-{/number}\"`",
+            );
+            None
+        }
+    });
+    let mut watermark_field = None;
     if let Some(watermark) = fields.watermark {
-        pointer(checks, "watermark.field", &watermark.field, false);
+        watermark_field = pointer(checks, "watermark.field", &watermark.field, false);
         if watermark.param.is_empty() {
             checks.error(
                 "watermark.param",
@@ -123,9 +134,10 @@ pub(crate) fn settings(
         interval: fields.interval,
         jitter: fields.jitter,
         max_pages_per_poll: fields.max_pages_per_poll,
-        records: fields.records.to_owned(),
-        key: fields.key.map(str::to_owned),
+        records: records?,
+        key,
         watermark: fields.watermark.cloned(),
+        watermark_field,
         conditional: fields.conditional,
         errors: fields.errors,
         auth: auth?,
@@ -139,20 +151,25 @@ pub(crate) fn settings(
     })
 }
 
-/// Checks a JSON pointer (RFC 6901): empty (the whole value) only where `empty_ok`, else it
-/// starts with `/`.
-pub(crate) fn pointer(checks: &mut Checks, field: &str, pointer: &str, empty_ok: bool) {
-    let fine = if pointer.is_empty() {
-        empty_ok
-    } else {
-        pointer.starts_with('/')
-    };
-    if !fine {
-        checks.error(
-            field,
-            format!("`{pointer}` is not a JSON pointer"),
-            "write a pointer such as `\"/data/items\"` (RFC 6901)",
-        );
+/// Checks and compiles a JSON pointer (RFC 6901): empty (the whole value) only where
+/// `empty_ok`, else it starts with `/`. `None` after an error.
+pub(crate) fn pointer(
+    checks: &mut Checks,
+    field: &str,
+    pointer: &str,
+    empty_ok: bool,
+) -> Option<Pointer> {
+    const FIX: &str = "write a pointer such as `\"/data/items\"` (RFC 6901)";
+    if pointer.is_empty() && !empty_ok {
+        checks.error(field, "is empty", FIX);
+        return None;
+    }
+    match Pointer::parse(pointer) {
+        Ok(pointer) => Some(pointer),
+        Err(error) => {
+            checks.error(field, error, FIX);
+            None
+        }
     }
 }
 

@@ -32,9 +32,10 @@ use crate::{
     error::SourceError,
     health::SourceState,
     http::{Auth, HttpError, HttpPolicy, HttpRequest, RetryConfig, Timeouts},
-    json::{is_null, lookup, text_of},
+    json::{is_null, Pointer},
     record::{PageLineage, Position, Record},
     sources::{Probe, Source, SourceContext},
+    stage::Key,
 };
 
 /// What a page says about the next one.
@@ -111,11 +112,14 @@ pub struct PollSettings {
     /// A walk stops after this many pages and goes on at the next poll.
     pub max_pages_per_poll: u64,
     /// JSON pointer to the records array (`""`: the body is the array).
-    pub records: String,
-    /// JSON pointer to each record's key (and id).
-    pub key: Option<String>,
+    pub records: Pointer,
+    /// Each record's key (and event id, the watermark's boundary id): a JSON pointer or a
+    /// template, read from the record as the API sent it.
+    pub key: Option<Key>,
     /// The incremental watermark, if any.
     pub watermark: Option<WatermarkConfig>,
+    /// The watermark's `field`, compiled.
+    pub watermark_field: Option<Pointer>,
     /// Send `If-None-Match`/`If-Modified-Since` on the first page.
     pub conditional: bool,
     /// GraphQL `errors` policy.
@@ -351,14 +355,14 @@ async fn poll(
         )
         .map_err(PollError::Failed)?;
         for element in &found {
+            // A missing or `null` key leaves the record without a key and an event id.
             let key = settings
                 .key
-                .as_deref()
-                .and_then(|pointer| lookup(element, pointer))
-                .filter(|found| !is_null(found))
-                .map(text_of);
-            if let Some(watermark) = &settings.watermark {
-                let value = lookup(element, &watermark.field)
+                .as_ref()
+                .and_then(|key| key.of(Some(element)).ok());
+            if let Some(field) = &settings.watermark_field {
+                let value = field
+                    .lookup(element)
                     .filter(|found| !is_null(found))
                     .map(RawValue::get);
                 if let Some(value) = value {

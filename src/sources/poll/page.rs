@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::{Endpoint, ErrorsPolicy, Next, PageState, PollSettings, Validators};
 use crate::{
-    json::{elements, is_null, lookup, members},
+    json::{elements, is_null, members},
     record::{DeadLetter, PageLineage, Record},
 };
 
@@ -71,7 +71,7 @@ pub(super) fn read_page<'a>(
             "the answer carried GraphQL errors (the partial data was produced)".into(),
         ));
     }
-    let records = match lookup(raw, &settings.records) {
+    let records = match settings.records.lookup(raw) {
         Some(found) if is_null(found) => Vec::new(),
         // A single resource (`GET /repos/{owner}/{repo}`) is one record; `{}` is an empty list
         // (as some APIs write it).
@@ -188,7 +188,8 @@ fn not_an_array(
         "records_not_found",
         format!(
             "page {} has no array of records at `{}`",
-            lineage.page, settings.records
+            lineage.page,
+            settings.records.as_str()
         ),
     )
 }

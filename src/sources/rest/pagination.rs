@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use url::Url;
 
 use crate::{
-    json::{is_null, lookup, text_of},
+    json::{is_null, text_of, Pointer},
     sources::poll::{Next, PageState, PageView},
 };
 
@@ -123,8 +123,14 @@ fn default_id() -> String {
 }
 
 impl PaginationConfig {
-    /// The strategy.
+    /// The strategy, its pointers compiled.
+    ///
+    /// # Panics
+    /// A pointer that [`PaginationConfig::pointers`] did not pass as valid: the REST config
+    /// check runs first.
     pub fn build(&self) -> Box<dyn Paginator> {
+        let compiled =
+            |text: String| Pointer::parse(&text).expect("checked by the REST config check");
         match self.clone() {
             PaginationConfig::None => Box::new(NoPages),
             PaginationConfig::PageNumber {
@@ -140,7 +146,7 @@ impl PaginationConfig {
                 size_param,
                 size: size.filter(|_| stop_on_short_page),
                 sent_size: size,
-                total_pages,
+                total_pages: total_pages.map(compiled),
             }),
             PaginationConfig::Offset {
                 offset_param,
@@ -153,17 +159,22 @@ impl PaginationConfig {
                 limit,
                 stop_on_short_page,
             }),
-            PaginationConfig::Cursor { cursor, param } => Box::new(BodyCursor { cursor, param }),
-            PaginationConfig::NextUrl { next_url } => Box::new(NextUrl { pointer: next_url }),
+            PaginationConfig::Cursor { cursor, param } => Box::new(BodyCursor {
+                cursor: compiled(cursor),
+                param,
+            }),
+            PaginationConfig::NextUrl { next_url } => Box::new(NextUrl {
+                pointer: compiled(next_url),
+            }),
             PaginationConfig::LinkHeader => Box::new(LinkHeader),
             PaginationConfig::LastRecordId {
                 has_more,
                 param,
                 id,
             } => Box::new(LastRecordId {
-                has_more,
+                has_more: compiled(has_more),
                 param,
-                id,
+                id: compiled(id),
             }),
         }
     }
@@ -188,8 +199,8 @@ impl PaginationConfig {
 pub use crate::http::set_query_param as set_param;
 
 /// A non-empty text value at `pointer` (strings unescaped); absent, `null` or `""` is `None`.
-fn text_at(body: Option<&RawValue>, pointer: &str) -> Option<String> {
-    let found = lookup(body?, pointer)?;
+fn text_at(body: Option<&RawValue>, pointer: &Pointer) -> Option<String> {
+    let found = pointer.lookup(body?)?;
     if is_null(found) {
         return None;
     }
@@ -219,7 +230,7 @@ struct PageNumber {
     size: Option<u64>,
     /// The size asked for.
     sent_size: Option<u64>,
-    total_pages: Option<String>,
+    total_pages: Option<Pointer>,
 }
 
 impl PageNumber {
@@ -255,7 +266,7 @@ impl Paginator for PageNumber {
         }
         let total = self
             .total_pages
-            .as_deref()
+            .as_ref()
             .and_then(|pointer| text_at(page.body, pointer))
             .and_then(|total| total.parse::<u64>().ok());
         // Page numbers count from `start`; the last page is `start + total - 1`. The total is
@@ -305,7 +316,7 @@ impl Paginator for Offset {
 }
 
 struct BodyCursor {
-    cursor: String,
+    cursor: Pointer,
     param: String,
 }
 
@@ -334,7 +345,7 @@ fn apply_url(state: &PageState, url: &mut Url) {
 }
 
 struct NextUrl {
-    pointer: String,
+    pointer: Pointer,
 }
 
 impl Paginator for NextUrl {
@@ -390,9 +401,9 @@ impl Paginator for LinkHeader {
 }
 
 struct LastRecordId {
-    has_more: String,
+    has_more: Pointer,
     param: String,
-    id: String,
+    id: Pointer,
 }
 
 impl Paginator for LastRecordId {
@@ -406,7 +417,10 @@ impl Paginator for LastRecordId {
         let Some(body) = page.body else {
             return unreadable();
         };
-        let more = lookup(body, &self.has_more).is_some_and(|flag| flag.get() == "true");
+        let more = self
+            .has_more
+            .lookup(body)
+            .is_some_and(|flag| flag.get() == "true");
         if !more {
             return Next::Last;
         }
@@ -415,7 +429,10 @@ impl Paginator for LastRecordId {
         };
         match text_at(Some(last), &self.id) {
             Some(id) => Next::Page(PageState::After(id)),
-            None => Next::Unknown(format!("the last record has no id at `{}`", self.id)),
+            None => Next::Unknown(format!(
+                "the last record has no id at `{}`",
+                self.id.as_str()
+            )),
         }
     }
 }

@@ -19,7 +19,7 @@ fn fetched(url: &str, body: &str) -> Fetched {
 
 fn next_of(strategy: &dyn Paginator, state: &PageState, page: &Fetched, records: &str) -> Next {
     let body = &*page.body;
-    let records: Vec<&RawValue> = lookup(body, records)
+    let records: Vec<&RawValue> = crate::json::lookup(body, records)
         .and_then(crate::json::elements)
         .unwrap_or_default();
     strategy.next(

@@ -12,17 +12,14 @@ use crate::{
     sources::{common::Checks, PayloadFormat, ReconnectConfig, SourceInfo},
 };
 
-/// Where the source takes the record key from. A template `key` is filled by the record stage
-/// ([`crate::stage`]).
+/// Where the source takes the record key from. A JSON-pointer or template `key` is read by the
+/// record stage ([`crate::stage::Key`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyFrom {
     /// The SSE event id (`id:` field).
     EventId,
-    /// No key from the source: none at all, or a template the record stage fills.
+    /// No key from the source: none at all, or a pointer or template the record stage reads.
     None,
-    /// A JSON pointer (RFC 6901) into the event data; a string value is used as is, any other
-    /// value as its JSON text.
-    Pointer(String),
 }
 
 fn default_read_timeout() -> Duration {
@@ -122,7 +119,6 @@ pub struct SseSettings {
     pub(crate) redactor: secret::UrlRedactor,
     pub(crate) headers: Vec<(String, SecretString)>,
     pub(crate) event_types: Vec<String>,
-    pub(crate) format: PayloadFormat,
     pub(crate) key: KeyFrom,
     pub(crate) start_from: Option<String>,
     pub(crate) read_timeout: Duration,
@@ -170,7 +166,7 @@ impl SseConfig {
                         "set `format = \"json\"` or use `key = \"id\"`",
                     );
                 }
-                KeyFrom::Pointer(pointer.to_owned())
+                KeyFrom::None
             }
             other => {
                 checks.error(
@@ -227,7 +223,6 @@ impl SseConfig {
             redactor,
             headers,
             event_types: self.event_types.clone(),
-            format: self.format,
             key,
             start_from: self.start_from.clone(),
             read_timeout: self.read_timeout,

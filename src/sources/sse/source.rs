@@ -29,8 +29,9 @@ use crate::{
     error::SourceError,
     health::SourceState,
     http::{classify_status, parse_retry_after, StatusClass},
-    record::{DeadLetter, Position, Record},
-    sources::{PayloadFormat, Probe, Source, SourceContext},
+    record::{Position, Record},
+    sources::{Probe, Source, SourceContext},
+    stage::Stage,
 };
 
 /// A configured SSE source, ready to run.
@@ -188,7 +189,7 @@ async fn connection(
         Err(message) => return permanent(message, "fix the source's `url` or `headers`"),
     };
     let mut stream = client.stream();
-    let mut encoder = RecordEncoder::new(settings);
+    let mut encoder = RecordEncoder::new(settings, &context.stage);
     while let Some(item) = stream.next().await {
         match item {
             Ok(SSE::Connected(details)) => {
@@ -394,15 +395,17 @@ pub(super) fn build_client(
 /// Turns event data into records: key, JSON validation, dead-lettering.
 struct RecordEncoder<'a> {
     settings: &'a SseSettings,
+    stage: &'a Stage,
     /// The last event type seen, shared by the records that have it (feeds rarely change
     /// type, so this saves an allocation per record).
     event_type: Arc<str>,
 }
 
 impl<'a> RecordEncoder<'a> {
-    fn new(settings: &'a SseSettings) -> Self {
+    fn new(settings: &'a SseSettings, stage: &'a Stage) -> Self {
         RecordEncoder {
             settings,
+            stage,
             event_type: Arc::from("message"),
         }
     }
@@ -418,46 +421,28 @@ impl<'a> RecordEncoder<'a> {
             self.event_type = Arc::from(event_type);
         }
         let event_id: Option<Arc<str>> = record_id.filter(|id| !id.is_empty()).cloned();
-        let mut dead_letter = None;
-        let mut key = match (&self.settings.key, &event_id) {
+        let key = match (&self.settings.key, &event_id) {
             (KeyFrom::EventId, Some(id)) => Some(Bytes::from_owner(SharedText(Arc::clone(id)))),
             _ => None,
         };
-        if self.settings.format == PayloadFormat::Json {
-            match &self.settings.key {
-                KeyFrom::Pointer(pointer) => match key_from_pointer(&data, pointer) {
-                    Ok(Some(value)) => key = Some(value),
-                    Ok(None) => {
-                        dead_letter = Some(DeadLetter::new(
-                            "key_not_found",
-                            format!(
-                                "the key pointer `{pointer}` matches nothing in the event data"
-                            ),
-                        ))
-                    }
-                    Err(error) => dead_letter = Some(invalid_json(&error)),
-                },
-                _ => {
-                    if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(&data) {
-                        dead_letter = Some(invalid_json(&error));
-                    }
-                }
-            }
-        }
-        Record {
+        let mut record = Record {
             key,
             payload: Bytes::from(data),
             event_id,
             event_type: Some(Arc::clone(&self.event_type)),
             position: position.map(|id| Position(Arc::clone(id))),
             fetched_at: SystemTime::now(),
-            dead_letter,
+            dead_letter: None,
             ack: None,
             page: None,
             marker: false,
             topic: None,
             event_time: None,
-        }
+        };
+        // The JSON check and a pointer key, here in the connection's task rather than in the
+        // pump (the SSE source admits its own events).
+        self.stage.admit(&mut record);
+        record
     }
 }
 
@@ -470,40 +455,9 @@ impl AsRef<[u8]> for SharedText {
     }
 }
 
-fn invalid_json(error: &serde_json::Error) -> DeadLetter {
-    DeadLetter::new(
-        "invalid_json",
-        format!("event data is not valid JSON: {error}"),
-    )
-}
-
-/// The key at `pointer` (RFC 6901) in `data`: a string as is, anything else as JSON text.
-fn key_from_pointer(data: &str, pointer: &str) -> Result<Option<Bytes>, serde_json::Error> {
-    let value: serde_json::Value = serde_json::from_str(data)?;
-    Ok(value.pointer(pointer).map(|found| match found {
-        serde_json::Value::String(text) => Bytes::copy_from_slice(text.as_bytes()),
-        other => Bytes::from(other.to_string()),
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_pointer_reads_strings_and_other_values() {
-        let data = r#"{"meta":{"id":"abc","n":7}}"#;
-        assert_eq!(
-            key_from_pointer(data, "/meta/id").unwrap().as_deref(),
-            Some(&b"abc"[..])
-        );
-        assert_eq!(
-            key_from_pointer(data, "/meta/n").unwrap().as_deref(),
-            Some(&b"7"[..])
-        );
-        assert_eq!(key_from_pointer(data, "/nope").unwrap(), None);
-        assert!(key_from_pointer("{", "/a").is_err());
-    }
 
     #[test]
     fn event_stream_content_types() {

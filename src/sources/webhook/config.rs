@@ -15,6 +15,7 @@ use super::{
 use crate::{
     error::ConfigError,
     sources::{common::Checks, PayloadFormat, SourceInfo},
+    stage::Key,
 };
 
 /// `signature = { scheme = "…", secrets = […] }`.
@@ -50,7 +51,7 @@ pub struct EventIdConfig {
     /// A request header holding the provider's event or delivery id.
     #[serde(default)]
     pub header: Option<String>,
-    /// A JSON pointer into the body.
+    /// A JSON pointer into the body (`/id`), or a template joining several (`{/type}:{/id}`).
     #[serde(default)]
     pub pointer: Option<String>,
 }
@@ -166,8 +167,8 @@ pub enum EventIdFrom {
     Scheme,
     /// A request header.
     Header(http::HeaderName),
-    /// A JSON pointer into the body.
-    Pointer(String),
+    /// A JSON pointer or a template over the body.
+    Pointer(Key),
 }
 
 /// The validated settings the receiver runs with.
@@ -233,9 +234,17 @@ impl WebhookConfig {
             Some(EventIdConfig {
                 header: None,
                 pointer: Some(pointer),
-            }) if pointer.starts_with('/') && self.format == PayloadFormat::Json => {
-                EventIdFrom::Pointer(pointer.clone())
-            }
+            }) if self.format == PayloadFormat::Json => match Key::parse(pointer) {
+                Ok(key) => EventIdFrom::Pointer(key),
+                Err(error) => {
+                    checks.error(
+                        "event_id.pointer",
+                        error,
+                        "write a JSON pointer such as `\"/id\"` or a template such as `\"{/type}:{/id}\"`",
+                    );
+                    EventIdFrom::Scheme
+                }
+            },
             Some(_) => {
                 checks.error(
                     "event_id",

@@ -12,6 +12,7 @@
 //! not produced again.
 
 use std::{
+    borrow::Cow,
     collections::HashSet,
     sync::{Arc, Mutex, RwLock},
     time::SystemTime,
@@ -26,6 +27,7 @@ use axum::{
     Router,
 };
 use futures::future::BoxFuture;
+use serde_json::value::RawValue;
 
 use super::config::{EventIdFrom, WebhookSettings};
 use crate::{
@@ -317,9 +319,7 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
     // the body is JSON is enough.
     let needs_value = matches!(settings.event_id, EventIdFrom::Pointer(_));
     let checked = match settings.format {
-        PayloadFormat::Json if needs_value => {
-            serde_json::from_slice::<serde_json::Value>(&body).map(Some)
-        }
+        PayloadFormat::Json if needs_value => serde_json::from_slice::<&RawValue>(&body).map(Some),
         PayloadFormat::Json => serde_json::from_slice::<serde::de::IgnoredAny>(&body).map(|_| None),
         PayloadFormat::Text => Ok(None),
     };
@@ -340,14 +340,8 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        EventIdFrom::Pointer(pointer) => json
-            .as_ref()
-            .and_then(|value| value.pointer(pointer))
-            .and_then(|found| match found {
-                serde_json::Value::String(text) => Some(text.clone()),
-                serde_json::Value::Number(number) => Some(number.to_string()),
-                _ => None,
-            }),
+        // A missing or `null` value: no event id (the body hash may still deduplicate).
+        EventIdFrom::Pointer(key) => key.of(json).ok().map(Cow::into_owned),
     };
     if event_id
         .as_ref()

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     error::ConfigError,
+    json::Pointer,
     secret,
     sources::{common::Checks, PayloadFormat, ReconnectConfig, SourceInfo},
 };
@@ -203,8 +204,15 @@ impl WebSocketSettings {
     }
 }
 
-fn check_pointer(checks: &mut Checks, field: &str, pointer: Option<&str>, format: PayloadFormat) {
-    let Some(pointer) = pointer else { return };
+/// Checks and compiles the pointer of `field` (none when unset, or for a key template, which
+/// the record stage compiles).
+fn check_pointer(
+    checks: &mut Checks,
+    field: &str,
+    pointer: Option<&str>,
+    format: PayloadFormat,
+) -> Option<Pointer> {
+    let pointer = pointer?;
     if field == "key" && crate::stage::Template::is_template(pointer) {
         // A key template: the record stage fills it (and checks it).
         if format != PayloadFormat::Json {
@@ -214,20 +222,25 @@ fn check_pointer(checks: &mut Checks, field: &str, pointer: Option<&str>, format
                 "set `format = \"json\"`",
             );
         }
-        return;
+        return None;
     }
-    if !pointer.starts_with('/') {
-        checks.error(
-            field,
-            format!("`{pointer}` is not a JSON pointer"),
-            "write a JSON pointer (RFC 6901) starting with `/`, e.g. `\"/type\"`",
-        );
-    } else if format != PayloadFormat::Json {
+    if format != PayloadFormat::Json {
         checks.error(
             field,
             "a JSON pointer needs JSON messages",
             "set `format = \"json\"`",
         );
+    }
+    match Pointer::parse(pointer) {
+        Ok(pointer) => Some(pointer),
+        Err(error) => {
+            checks.error(
+                field,
+                error,
+                "write a JSON pointer (RFC 6901) starting with `/`, e.g. `\"/type\"`",
+            );
+            None
+        }
     }
 }
 
@@ -254,27 +267,32 @@ impl WebSocketConfig {
             .enumerate()
             .filter_map(|(i, message)| checks.secret(&format!("subscribe[{i}]"), message))
             .collect();
-        check_pointer(&mut checks, "key", self.key.as_deref(), self.format);
-        check_pointer(
+        let key = check_pointer(&mut checks, "key", self.key.as_deref(), self.format);
+        let sequence = check_pointer(
             &mut checks,
             "sequence",
             self.sequence.as_deref(),
             self.format,
         );
-        check_pointer(
+        let sequence_scope = check_pointer(
             &mut checks,
             "sequence_scope",
             self.sequence_scope.as_deref(),
             self.format,
         );
-        if let Some(filter) = &self.filter {
-            check_pointer(
+        let mut filter = None;
+        if let Some(config) = &self.filter {
+            filter = check_pointer(
                 &mut checks,
                 "filter.pointer",
-                Some(&filter.pointer),
+                Some(&config.pointer),
                 self.format,
-            );
-            if filter.values.is_empty() {
+            )
+            .map(|pointer| FrameFilter {
+                pointer,
+                values: config.values.clone(),
+            });
+            if config.values.is_empty() {
                 checks.error(
                     "filter.values",
                     "is empty, so every message would be left out",
@@ -357,17 +375,11 @@ impl WebSocketConfig {
             rules: FrameRules {
                 format: self.format,
                 split_arrays: self.split_arrays,
-                filter: self.filter.as_ref().map(|f| FrameFilter {
-                    pointer: f.pointer.clone(),
-                    values: f.values.clone(),
-                }),
+                filter,
                 // A key template is filled by the record stage.
-                key: self
-                    .key
-                    .clone()
-                    .filter(|key| !crate::stage::Template::is_template(key)),
-                sequence: self.sequence.clone(),
-                sequence_scope: self.sequence_scope.clone(),
+                key,
+                sequence,
+                sequence_scope,
             },
             resubscribe_on_gap: self.resubscribe_on_gap,
             ping_interval: self.ping_interval,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::{
-    json::{child, members, text_of, unescape, MemberList},
+    json::{child, members, text_of, MemberList, Pointer},
     record::{DeadLetter, Position, Record},
     sources::PayloadFormat,
 };
@@ -16,7 +16,7 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameFilter {
     /// A JSON pointer (RFC 6901).
-    pub pointer: String,
+    pub pointer: Pointer,
     /// Accepted values, compared with the value's text (a string as is, anything else as JSON).
     pub values: Vec<String>,
 }
@@ -31,12 +31,12 @@ pub struct FrameRules {
     /// Which messages become records.
     pub filter: Option<FrameFilter>,
     /// JSON pointer of the record key.
-    pub key: Option<String>,
+    pub key: Option<Pointer>,
     /// JSON pointer of the sequence number (an unsigned integer, or a string of digits).
-    pub sequence: Option<String>,
+    pub sequence: Option<Pointer>,
     /// JSON pointer of the stream a sequence belongs to (e.g. `/product_id` when each product
     /// has its own sequence); gaps are tracked per stream.
-    pub sequence_scope: Option<String>,
+    pub sequence_scope: Option<Pointer>,
 }
 
 /// A jump in a sequence: the feed skipped `first..=last`.
@@ -228,12 +228,11 @@ impl<'a> Doc<'a> {
         Doc { raw, top: None }
     }
 
-    fn pointer(&mut self, pointer: &str) -> Option<&'a RawValue> {
-        if pointer.is_empty() {
+    fn pointer(&mut self, pointer: &Pointer) -> Option<&'a RawValue> {
+        let mut tokens = pointer.tokens().iter();
+        let Some(first) = tokens.next() else {
             return Some(self.raw);
-        }
-        let mut tokens = pointer.strip_prefix('/')?.split('/').map(unescape);
-        let first = tokens.next()?;
+        };
         let raw = self.raw;
         let mut current = if raw.get().starts_with('{') {
             let top = self.top.get_or_insert_with(|| members(raw));
@@ -241,13 +240,13 @@ impl<'a> Doc<'a> {
             top.as_ref()?
                 .iter()
                 .rev()
-                .find(|(key, _)| *key == first)
+                .find(|(key, _)| key == first)
                 .map(|(_, value)| *value)?
         } else {
-            child(raw, &first)?
+            child(raw, first)?
         };
         for token in tokens {
-            current = child(current, &token)?;
+            current = child(current, token)?;
         }
         Some(current)
     }
@@ -289,6 +288,10 @@ fn sequence_number(raw: &RawValue) -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn p(text: &str) -> Pointer {
+        Pointer::parse(text).unwrap()
+    }
+
     fn rules() -> FrameRules {
         FrameRules {
             format: PayloadFormat::Json,
@@ -329,10 +332,10 @@ mod tests {
         let mut decoder = FrameDecoder::new(FrameRules {
             split_arrays: true,
             filter: Some(FrameFilter {
-                pointer: "/type".into(),
+                pointer: p("/type"),
                 values: vec!["ticker".into(), "match".into()],
             }),
-            key: Some("/product_id".into()),
+            key: Some(p("/product_id")),
             ..rules()
         });
         let decoded = decode(
@@ -355,8 +358,8 @@ mod tests {
     #[test]
     fn pointers_cross_objects_and_arrays_and_decode_escapes() {
         let mut decoder = FrameDecoder::new(FrameRules {
-            key: Some("/data/items/1/a~1b".into()),
-            sequence: Some("/meta/seq".into()),
+            key: Some(p("/data/items/1/a~1b")),
+            sequence: Some(p("/meta/seq")),
             ..rules()
         });
         let decoded = decode(
@@ -374,7 +377,7 @@ mod tests {
     fn filter_values_compare_numbers_by_their_text() {
         let mut decoder = FrameDecoder::new(FrameRules {
             filter: Some(FrameFilter {
-                pointer: "/channel".into(),
+                pointer: p("/channel"),
                 values: vec!["7".into()],
             }),
             ..rules()
@@ -387,8 +390,8 @@ mod tests {
     #[test]
     fn sequences_set_the_position_and_jumps_are_gaps_per_scope() {
         let mut decoder = FrameDecoder::new(FrameRules {
-            sequence: Some("/sequence".into()),
-            sequence_scope: Some("/product_id".into()),
+            sequence: Some(p("/sequence")),
+            sequence_scope: Some(p("/product_id")),
             ..rules()
         });
         let mut gaps = Vec::new();
@@ -424,7 +427,7 @@ mod tests {
     #[test]
     fn repeated_or_older_sequences_are_not_gaps() {
         let mut decoder = FrameDecoder::new(FrameRules {
-            sequence: Some("/seq".into()),
+            sequence: Some(p("/seq")),
             ..rules()
         });
         for seq in ["1", "2", "2", "1", "\"3\""] {
