@@ -250,6 +250,12 @@ impl Stage {
             && self.event_time.is_none()
     }
 
+    /// True when the stage parses and rewrites events (a transform) or checks them against a
+    /// schema: tens of microseconds per record, worth running off the async runtime.
+    pub fn is_costly(&self) -> bool {
+        self.transform.is_some() || self.schema.is_some()
+    }
+
     /// True when admitting an event does something: a JSON check or a pointer key.
     fn admits(&self) -> bool {
         self.json || matches!(self.key, Some(Key::Pointer(_)))
@@ -421,7 +427,7 @@ impl Stage {
                                 record.dead_letter = Some(dead_letter);
                                 return Ok(());
                             }
-                            OnDrift::Fail => return Err(Stop(reason)),
+                            OnDrift::Fail => return Err(Stop(format!("schema drift: {reason}"))),
                         }
                     }
                 }

@@ -13,6 +13,7 @@ mod fault;
 mod producer;
 mod pump;
 pub mod queue_budget;
+mod shape;
 
 pub use fault::FaultClass;
 

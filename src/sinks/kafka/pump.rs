@@ -33,6 +33,7 @@ use crate::{
     channel::{Envelope, RecordReceiver},
     record::{DeadLetter, DeliveryOutcome, OriginalRecord, Record},
     router::{lineage_headers, TimestampCache},
+    stage::Stop,
 };
 
 /// Records pulled from the channel per batch.
@@ -83,38 +84,34 @@ pub async fn run_pump(
                 if received == 0 {
                     break;
                 }
+                // The record stage: one event becomes zero or more records, the last of which
+                // carries the event's position (see `Stage::apply`). A transform or a schema
+                // runs off the runtime, over every core (`shape.rs`); the rest inline.
+                if sink.stage.is_costly() {
+                    let (events, permits): (Vec<Record>, Vec<_>) = batch
+                        .drain(..)
+                        .map(|Envelope { record, permit }| (record, permit))
+                        .unzip();
+                    let shaped = super::shape::in_parallel(&sink.stage, &sink.metrics, events).await;
+                    for (shaped, permit) in shaped.into_iter().zip(permits) {
+                        match shaped {
+                            Ok(records) => staged = records,
+                            Err(reason) => return stage_stops(&sink, reason),
+                        }
+                        if !forward(&producer, &sink, &mut staged, &mut timestamps, &stop, &abandon).await {
+                            return;
+                        }
+                        drop(permit);
+                    }
+                    continue;
+                }
                 for envelope in batch.drain(..) {
                     let Envelope { record, permit } = envelope;
-                    // The record stage: one event becomes zero or more records, the last of
-                    // which carries the event's position (see `Stage::apply`).
-                    if let Err(stop) = sink.stage.apply(record, &mut staged, &sink.metrics) {
-                        // `on_drift = "fail"`: the source stops; the event is not acknowledged,
-                        // so the position stays before it.
-                        tracing::error!(source = %sink.name, reason = %stop.0, "schema drift: the source stops (on_drift = \"fail\")");
-                        sink.health.set(&sink.name, crate::health::SourceState::Failed(format!("schema drift: {}", stop.0)));
-                        return;
+                    if let Err(reason) = sink.stage.apply(record, &mut staged, &sink.metrics) {
+                        return stage_stops(&sink, reason);
                     }
-                    for mut record in staged.drain(..) {
-                        let seq = sink.acks.register(record.position.clone());
-                        if record.marker {
-                            sink.acknowledge(seq);
-                            if let Some(ack) = record.ack.take() {
-                                let _ = ack.send(DeliveryOutcome::Filtered);
-                            }
-                            continue;
-                        }
-                        match produce(&producer, &sink, record, seq, &mut timestamps, &stop).await {
-                            Sent::Queued => {}
-                            Sent::Abandoned => {
-                                if abandon.is_cancelled() {
-                                    tracing::warn!(source = %sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
-                                }
-                                return;
-                            }
-                            // Dropping the channel stops the source; what it held is read again
-                            // after the restart.
-                            Sent::Faulted => return,
-                        }
+                    if !forward(&producer, &sink, &mut staged, &mut timestamps, &stop, &abandon).await {
+                        return;
                     }
                     drop(permit);
                 }
@@ -129,6 +126,50 @@ pub async fn run_pump(
             return;
         }
     }
+}
+
+/// The stage stopped the source (`on_drift = "fail"`, or the stage itself failed): the event
+/// is not acknowledged, so the position stays before it.
+fn stage_stops(sink: &SourceSink, reason: Stop) {
+    tracing::error!(source = %sink.name, reason = %reason.0, "the record stage stops the source");
+    sink.health
+        .set(&sink.name, crate::health::SourceState::Failed(reason.0));
+}
+
+/// Registers the records one event became (`staged`, emptied) with the acknowledgement
+/// tracker, in order, and sends them; a marker is acknowledged at once. False when the pump
+/// must return: the shutdown deadline passed with the producer queue full, or a pipeline
+/// fault stopped the source (dropping the channel stops it; what it held is read again after
+/// the restart).
+async fn forward(
+    producer: &KafkaProducer,
+    sink: &Arc<SourceSink>,
+    staged: &mut Vec<Record>,
+    timestamps: &mut TimestampCache,
+    stop: &CancellationToken,
+    abandon: &CancellationToken,
+) -> bool {
+    for mut record in staged.drain(..) {
+        let seq = sink.acks.register(record.position.clone());
+        if record.marker {
+            sink.acknowledge(seq);
+            if let Some(ack) = record.ack.take() {
+                let _ = ack.send(DeliveryOutcome::Filtered);
+            }
+            continue;
+        }
+        match produce(producer, sink, record, seq, timestamps, stop).await {
+            Sent::Queued => {}
+            Sent::Abandoned => {
+                if abandon.is_cancelled() {
+                    tracing::warn!(source = %sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
+                }
+                return false;
+            }
+            Sent::Faulted => return false,
+        }
+    }
+    true
 }
 
 /// How long one metadata request of [`topics_exist`] waits for the brokers.
