@@ -176,6 +176,17 @@ impl From<StoreArg> for config::StoreKind {
     }
 }
 
+/// Reads and validates the config file at `path`; on errors, prints every one and gives exit
+/// code 2.
+fn load_valid(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load(path)
+        .and_then(|raw| raw.validate())
+        .map_err(|errors| {
+            eprintln!("{}: {errors}", path.display());
+            ExitCode::from(2)
+        })
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let Cli {
@@ -223,12 +234,9 @@ async fn main() -> ExitCode {
                 eprintln!("tributary positions: --config <FILE> is required");
                 return ExitCode::from(2);
             };
-            let valid = match config::load(&config).and_then(|raw| raw.validate()) {
+            let valid = match load_valid(&config) {
                 Ok(valid) => valid,
-                Err(errors) => {
-                    eprintln!("{}: {errors}", config.display());
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let action = match action {
                 PositionsCommand::List => positions::Action::List,
@@ -262,12 +270,9 @@ async fn main() -> ExitCode {
                 },
         } => {
             init_logging("warn");
-            let valid = match config::load(&config).and_then(|raw| raw.validate()) {
+            let valid = match load_valid(&config) {
                 Ok(valid) => valid,
-                Err(errors) => {
-                    eprintln!("{}: {errors}", config.display());
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let request = schema_infer::Request {
                 source,
@@ -288,12 +293,9 @@ async fn main() -> ExitCode {
             watch_config,
         } => {
             init_logging("info");
-            let valid = match config::load(&config).and_then(|raw| raw.validate()) {
+            let valid = match load_valid(&config) {
                 Ok(valid) => valid,
-                Err(errors) => {
-                    eprintln!("{}: {errors}", config.display());
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             // Resolved against the working directory when the config was validated.
             tracing::info!(dir = %valid.checkpoint.dir.display(), "positions are stored in this checkpoint.dir");
@@ -331,12 +333,9 @@ async fn main() -> ExitCode {
             init_logging("warn");
             let mut wanted = std::collections::BTreeMap::new();
             if let Some(config) = config {
-                match config::load(&config).and_then(|raw| raw.validate()) {
+                match load_valid(&config) {
                     Ok(valid) => wanted.extend(dev_broker::topics_of(&valid)),
-                    Err(errors) => {
-                        eprintln!("{}: {errors}", config.display());
-                        return ExitCode::from(2);
-                    }
+                    Err(code) => return code,
                 }
             }
             for topic in &topics {

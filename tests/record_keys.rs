@@ -42,18 +42,9 @@ async fn every_source_kind_takes_a_key_template() {
     )])
     .await;
     let state = tempfile::tempdir().unwrap();
-    let toml = format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-flush_timeout = "20s"
-
-[checkpoint]
-dir = "{state}"
-commit_interval = "50ms"
-
-[server]
-listen = "127.0.0.1:0"
+    // The SSE source and its settings, then the other sources.
+    let others = format!(
+        r#"key = "/meta/id"
 
 [sources.issues]
 type = "rest"
@@ -67,17 +58,17 @@ type = "webhook"
 topic = "hooks"
 signature = {{ scheme = "none" }}
 event_id = {{ pointer = "{{/type}}:{{/id}}" }}
-
-[sources.events]
-type = "sse"
-url = "{feed}/events"
-topic = "events"
-key = "/meta/id"
 "#,
-        brokers = broker.brokers(),
-        state = state.path().display(),
         api = api.base,
-        feed = feed.base_url,
+    );
+    let feed_url = format!("{}/events", feed.base_url);
+    let toml = sse_config(
+        &broker.brokers(),
+        state.path(),
+        "events",
+        &feed_url,
+        "events",
+        &others,
     );
     let daemon = start_daemon(&toml).await;
     let webhook = format!("http://{}/webhooks/hooks", daemon.webhook_address());

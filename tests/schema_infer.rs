@@ -17,11 +17,12 @@ const RECORDED: &str = concat!(
     "/data/wikimedia/recentchange-99-events.polars-book.ndjson"
 );
 
-/// Runs `tributary schema infer` in the project directory with `args`; returns the output.
-async fn infer(args: &[&str]) -> Output {
+/// Runs `tributary schema infer --config CONFIG --source SOURCE ARGS…` in the project
+/// directory; returns the output.
+async fn infer(config: &str, source: &str, args: &[&str]) -> Output {
     tokio::process::Command::new(binary())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["schema", "infer"])
+        .args(["schema", "infer", "--config", config, "--source", source])
         .args(args)
         .output()
         .await
@@ -68,18 +69,18 @@ async fn infers_a_schema_every_recorded_wikimedia_event_matches() {
     let dir = tempfile::tempdir().unwrap();
     let config = wiki_config(dir.path(), "http://127.0.0.1:1/feed", "");
     let out = dir.path().join("recentchange.json");
-    let output = infer(&[
-        "-c",
+    let output = infer(
         &config,
-        "--source",
         "wiki",
-        "--input",
-        RECORDED,
-        "--sample",
-        "1000",
-        "-o",
-        out.to_str().unwrap(),
-    ])
+        &[
+            "--input",
+            RECORDED,
+            "--sample",
+            "1000",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -122,16 +123,11 @@ async fn infers_a_schema_every_recorded_wikimedia_event_matches() {
     let mut text = std::fs::read_to_string(RECORDED).unwrap();
     text.push_str(&format!("\n{odd}\n"));
     std::fs::write(&input, text).unwrap();
-    let output = infer(&[
-        "-c",
+    let output = infer(
         &config,
-        "--source",
         "wiki",
-        "--input",
-        input.to_str().unwrap(),
-        "--sample",
-        "101",
-    ])
+        &["--input", input.to_str().unwrap(), "--sample", "101"],
+    )
     .await;
     assert!(output.status.success());
     let schema: Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -151,14 +147,11 @@ async fn infers_what_the_transform_yields() {
     .unwrap()
     .replace("./state", &dir.path().join("state").display().to_string());
     let config = write_config(dir.path(), &example);
-    let output = infer(&[
-        "-c",
+    let output = infer(
         config.to_str().unwrap(),
-        "--source",
         "enwiki_edits",
-        "--input",
-        RECORDED,
-    ])
+        &["--input", RECORDED],
+    )
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -187,16 +180,11 @@ async fn infers_from_the_live_feed_then_stops() {
     let dir = tempfile::tempdir().unwrap();
     let config = wiki_config(dir.path(), &feed.url(), "");
     let out = dir.path().join("live.json");
-    let output = infer(&[
-        "-c",
+    let output = infer(
         &config,
-        "--source",
         "wiki",
-        "--sample",
-        "40",
-        "-o",
-        out.to_str().unwrap(),
-    ])
+        &["--sample", "40", "-o", out.to_str().unwrap()],
+    )
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -224,7 +212,7 @@ async fn names_the_problem_when_it_cannot_infer() {
     let dir = tempfile::tempdir().unwrap();
     let config = wiki_config(dir.path(), "http://127.0.0.1:1/feed", "");
 
-    let output = infer(&["-c", &config, "--source", "nope", "--input", RECORDED]).await;
+    let output = infer(&config, "nope", &["--input", RECORDED]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -234,15 +222,7 @@ async fn names_the_problem_when_it_cannot_infer() {
 
     let not_json = dir.path().join("events.ndjson");
     std::fs::write(&not_json, "not json\n{\"half\": \n").unwrap();
-    let output = infer(&[
-        "-c",
-        &config,
-        "--source",
-        "wiki",
-        "--input",
-        not_json.to_str().unwrap(),
-    ])
-    .await;
+    let output = infer(&config, "wiki", &["--input", not_json.to_str().unwrap()]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("no record to infer from"), "{stderr}");
