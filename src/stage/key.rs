@@ -2,9 +2,9 @@
 //! (`{/repo/id}-{/number}`, several pointers joined), compiled once at config time.
 //!
 //! A pointer's value is the key as is when it is a string, else its JSON text; a template
-//! joins its values the same way. A missing or `null` value gives no key: each source kind
-//! says what then happens (the SSE and WebSocket stage dead-letters the record with
-//! `key_not_found`; a polled or webhook record goes without a key and an event id).
+//! joins its values the same way. A missing or `null` value gives no key: the stage then
+//! dead-letters the record with `key_not_found` (SSE keys, and the key templates of SSE and
+//! WebSocket sources); a polled or webhook record goes without a key and an event id.
 
 use std::borrow::Cow;
 
