@@ -290,10 +290,8 @@ impl Collector {
 }
 
 /// Writes the schema of `inferred` (pretty JSON) to `output`, or to stdout, and a summary line
-/// to stderr.
-///
-/// # Errors
-/// None returned: a file that cannot be written is reported on stderr and gives exit code 1.
+/// to stderr. Returns the command's exit code: 0, or 1 when `output` cannot be written (the
+/// reason is printed on stderr).
 pub fn write(
     inferred: &Inferred,
     request: &Request,
