@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     channel,
     config::Config,
-    health::Health,
+    health::{Health, SourceState},
     metrics::{Metrics, SourceKind},
     sources::SourceContext,
     stage::{infer::Inference, Stage},
@@ -132,13 +132,14 @@ pub async fn infer(mut config: Config, request: &Request) -> Result<Inferred, In
             metrics.clone(),
         );
         let shutdown = CancellationToken::new();
+        let health = Health::default();
         let context = SourceContext {
             name: Arc::clone(&info.name),
             records,
             shutdown: shutdown.clone(),
             resume: None,
             metrics,
-            health: Health::default(),
+            health: health.clone(),
             hosts: Arc::new(crate::http::HostLimits::new(config.rate_limits.clone())),
             stage: Arc::clone(&info.stage),
         };
@@ -163,6 +164,8 @@ pub async fn infer(mut config: Config, request: &Request) -> Result<Inferred, In
                 () = &mut deadline => break,
             }
         }
+        // What the feed last did, before the cancellation makes it `stopped`.
+        let last_state = health.get(&request.source);
         shutdown.cancel();
         drop(receiver);
         let result = match ended {
@@ -177,7 +180,20 @@ pub async fn infer(mut config: Config, request: &Request) -> Result<Inferred, In
             let reason = match result {
                 Ok(Err(error)) => Some(error.to_string()),
                 Err(panic) => Some(panic.to_string()),
-                Ok(Ok(())) => None,
+                // Still retrying when the time ran out: say what the feed last did.
+                Ok(Ok(())) => match last_state {
+                    Some(
+                        SourceState::Reconnecting { error, .. }
+                        | SourceState::Failing { error, .. },
+                    ) => Some(format!(
+                        "{error} (still failing after {} s)",
+                        request.timeout.as_secs()
+                    )),
+                    Some(SourceState::Failed(reason) | SourceState::Finished(reason)) => {
+                        Some(reason)
+                    }
+                    _ => None,
+                },
             };
             if let Some(reason) = reason {
                 return Err(InferError::Feed {

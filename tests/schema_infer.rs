@@ -229,3 +229,25 @@ async fn names_the_problem_when_it_cannot_infer() {
     assert!(stderr.contains("2 event(s) read, 2 skipped"), "{stderr}");
     assert!(stderr.contains("not JSON"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_failing_feed_is_named_when_no_record_came() {
+    let feed = ScriptedServer::start(vec![Scripted {
+        status: 500,
+        headers: Vec::new(),
+        body: "down".into(),
+        stay_open: false,
+    }])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = wiki_config(dir.path(), &format!("{}/feed", feed.base_url), "");
+    let output = infer(&config, "wiki", &["--timeout", "2"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stopped before a record arrived"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("500"), "{stderr}");
+    assert!(stderr.contains("still failing after 2 s"), "{stderr}");
+}

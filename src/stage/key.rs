@@ -26,10 +26,25 @@ impl Key {
     /// Parses `text`: a template when it holds a `{`, else a JSON pointer.
     ///
     /// # Errors
-    /// A sentence naming the text: a pointer that does not start with `/` or has a bad `~`
-    /// escape, or a malformed template.
+    /// A sentence naming the text: an empty rule (a key is never the whole record), a pointer
+    /// that does not start with `/` or has a bad `~` escape, a malformed template, or a
+    /// template with two placeholders side by side (`{/a}{/b}` gives `123` for both `1`,`23`
+    /// and `12`,`3`: keys are also event ids and deduplication keys, so the values must be
+    /// separated).
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err(
+                "the key is empty; point at the field that identifies each record".to_owned(),
+            );
+        }
         if Template::is_template(text) {
+            if text.contains("}{") {
+                return Err(format!(
+                    "`{text}` has two placeholders side by side, so different records could get \
+                     the same key; put a separator between them (e.g. `{{/a}}:{{/b}}`) that the \
+                     values do not contain"
+                ));
+            }
             Template::parse(text).map(Key::Template)
         } else {
             Pointer::parse(text).map(Key::Pointer)
@@ -65,6 +80,29 @@ impl Key {
             }
             Key::Template(template) => template.fill(record).map(Cow::Owned),
         }
+    }
+
+    /// The key of `record` as an event id: like [`Key::of`], but a pointer to an object, an
+    /// array or a boolean gives no id (ids are strings or numbers; `true` would make every
+    /// event after the first a duplicate).
+    ///
+    /// # Errors
+    /// [`Unfilled`], as for [`Key::of`], and `Missing` for a value that is not a string or a
+    /// number.
+    pub fn id_of<'a>(&self, record: Option<&'a RawValue>) -> Result<Cow<'a, str>, Unfilled> {
+        if let Key::Pointer(pointer) = self {
+            let scalar = record
+                .and_then(|record| pointer.lookup(record))
+                .is_some_and(|value| {
+                    value
+                        .get()
+                        .starts_with(|c: char| c == '"' || c == '-' || c.is_ascii_digit())
+                });
+            if !scalar {
+                return Err(Unfilled::Missing(pointer.as_str().to_owned()));
+            }
+        }
+        self.of(record)
     }
 
     /// Why no key could be had, as a sentence (the `key_not_found` reason).
@@ -115,5 +153,19 @@ mod tests {
             .unwrap_err()
             .contains("must start with `/`"));
         assert!(Key::parse("{/a").unwrap_err().contains("not closed"));
+        assert!(Key::parse("").unwrap_err().contains("empty"));
+        assert!(Key::parse("{/a}{/b}").unwrap_err().contains("side by side"));
+        assert!(Key::parse("{/a}:{/b}").is_ok());
+    }
+
+    #[test]
+    fn ids_are_strings_or_numbers() {
+        let doc = raw(r#"{"s":"x","n":-7,"o":{"a":1},"l":[1],"b":true}"#);
+        let id = |text: &str| Key::parse(text).unwrap().id_of(Some(doc));
+        assert_eq!(id("/s").unwrap(), "x");
+        assert_eq!(id("/n").unwrap(), "-7");
+        for not_an_id in ["/o", "/l", "/b", "/nope"] {
+            assert!(id(not_an_id).is_err(), "{not_an_id}");
+        }
     }
 }

@@ -165,6 +165,11 @@ fn gather<'a>(root: &'a Value, schema: &'a Value, depth: usize, out: &mut Vec<&'
     let Some(object) = schema.as_object() else {
         return true;
     };
+    // A schema reached twice (a diamond of references) is gathered once: that keeps a level's
+    // fan-out linear in the schema's size.
+    if out.iter().any(|seen| std::ptr::eq(*seen, schema)) {
+        return true;
+    }
     if depth > MAX_SCHEMA_DEPTH {
         return false;
     }

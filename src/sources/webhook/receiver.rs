@@ -341,7 +341,7 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         // A missing or `null` value: no event id (the body hash may still deduplicate).
-        EventIdFrom::Pointer(key) => key.of(json).ok().map(Cow::into_owned),
+        EventIdFrom::Pointer(key) => key.id_of(json).ok().map(Cow::into_owned),
     };
     if event_id
         .as_ref()

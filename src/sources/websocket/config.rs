@@ -231,6 +231,14 @@ fn check_pointer(
             "set `format = \"json\"`",
         );
     }
+    if pointer.is_empty() {
+        checks.error(
+            field,
+            "is empty (it would point at the whole message)",
+            "write a JSON pointer (RFC 6901) starting with `/`, e.g. `\"/type\"`, or leave it out",
+        );
+        return None;
+    }
     match Pointer::parse(pointer) {
         Ok(pointer) => Some(pointer),
         Err(error) => {
