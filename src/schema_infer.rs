@@ -155,7 +155,7 @@ pub async fn infer(mut config: Config, request: &Request) -> Result<Inferred, In
                         break;
                     }
                     for envelope in buffer.drain(..) {
-                        collector.event(&envelope.record);
+                        collector.event(envelope.record);
                     }
                 }
                 result = &mut task, if ended.is_none() => {
@@ -226,7 +226,7 @@ fn read_recorded(path: &Path, collector: &mut Collector) -> Result<(), InferErro
             continue;
         }
         let record = crate::record::Record::new(line.into(), std::time::SystemTime::now());
-        collector.event(&record);
+        collector.event(record);
     }
     Ok(())
 }
@@ -258,11 +258,14 @@ impl Collector {
         self.events >= self.sample
     }
 
-    fn event(&mut self, record: &crate::record::Record) {
+    /// Takes one event: admitted as the daemon would (the JSON check, a pointer key), then
+    /// shaped by the transform.
+    fn event(&mut self, mut record: crate::record::Record) {
         if record.marker || self.full() {
             return;
         }
         self.events += 1;
+        self.stage.admit(&mut record);
         let shaped = match &record.dead_letter {
             Some(dead_letter) => Err(dead_letter.reason.clone()),
             None => self.stage.shape(&record.payload),

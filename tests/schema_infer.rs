@@ -227,7 +227,7 @@ async fn names_the_problem_when_it_cannot_infer() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("no record to infer from"), "{stderr}");
     assert!(stderr.contains("2 event(s) read, 2 skipped"), "{stderr}");
-    assert!(stderr.contains("not JSON"), "{stderr}");
+    assert!(stderr.contains("event data is not valid JSON"), "{stderr}");
 }
 
 #[tokio::test]

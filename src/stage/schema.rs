@@ -5,8 +5,9 @@
 //! **Drift**: a valid record may still carry a field the schema does not name, where the schema
 //! lets extra properties through; that is how a provider's change shows first. Drift is found
 //! by walking the record with the schema's `properties` (objects) and `items` (arrays),
-//! following local `$ref`s (`#/$defs/…`) and the members of `allOf`, `anyOf` and `oneOf`: a
-//! field is named when any schema that applies at its level names it. A level whose schema has
+//! following local `$ref`s (`#/$defs/…`), the members of `allOf`, `anyOf` and `oneOf`,
+//! `if`/`then`/`else` and `dependentSchemas`: a field is named when any schema that applies at
+//! its level names it. A level whose schema has
 //! `patternProperties` or a schema for `additionalProperties` speaks about its extra fields
 //! itself and is not reported, nor is a level behind a reference to another document (not
 //! fetched) or a reference cycle.
@@ -157,8 +158,9 @@ impl Schema {
 /// there).
 const MAX_SCHEMA_DEPTH: usize = 16;
 
-/// The schemas that apply at one level: `schema` itself, plus what its local `$ref`s and its
-/// `allOf`, `anyOf` and `oneOf` members point to, recursively. A field is named at this level
+/// The schemas that apply at one level: `schema` itself, plus what its local `$ref`s, its
+/// `allOf`, `anyOf` and `oneOf` members, its `if`/`then`/`else` and its `dependentSchemas`
+/// point to, recursively. A field is named at this level
 /// when any of them names it. Returns `false` when a reference cannot be followed (another
 /// document): nothing can be said about the extra fields of this level.
 fn gather<'a>(root: &'a Value, schema: &'a Value, depth: usize, out: &mut Vec<&'a Value>) -> bool {
@@ -196,6 +198,21 @@ fn gather<'a>(root: &'a Value, schema: &'a Value, depth: usize, out: &mut Vec<&'
         {
             known &= gather(root, member, depth + 1, out);
         }
+    }
+    // Conditional subschemas may name fields too (the union: a field named in any branch
+    // is not drift).
+    for conditional in ["if", "then", "else"] {
+        if let Some(member) = object.get(conditional) {
+            known &= gather(root, member, depth + 1, out);
+        }
+    }
+    for member in object
+        .get("dependentSchemas")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|schemas| schemas.values())
+    {
+        known &= gather(root, member, depth + 1, out);
     }
     known
 }
@@ -332,6 +349,9 @@ fn drift_follows_local_refs_and_combinators() {
             "loop": {"$ref": "#/$defs/loop"}
         },
         "allOf": [{"properties": {"type": {}}}],
+        "if": {"properties": {"type": {"const": "edit"}}},
+        "then": {"properties": {"revision": {}}},
+        "dependentSchemas": {"type": {"properties": {"bot": {}}}},
         "properties": {
             "meta": {"$ref": "#/$defs/meta"},
             "body": {"anyOf": [{"$ref": "#/$defs/edit"}, {"properties": {"log": {}}}]},
@@ -341,6 +361,8 @@ fn drift_follows_local_refs_and_combinators() {
     });
     let record = serde_json::json!({
         "type": "edit",
+        "revision": 1,
+        "bot": false,
         "meta": {"dt": "x", "id": 1, "stream": "s"},
         "body": {"length": {"new": 1, "old": 0}, "log": 1, "extra": 2},
         "cycle": {"anything": 1},
