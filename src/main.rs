@@ -25,8 +25,8 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
     /// Log level or filter (`debug`, `warn,tributary=debug`: tracing's EnvFilter syntax);
-    /// takes precedence over `RUST_LOG`. Default: `info` for `run`, `warn` for `check` and
-    /// `positions`, `error` for `demo`.
+    /// takes precedence over `RUST_LOG`. Default: `info` for `run`, `warn` for `check`,
+    /// `positions`, `schema` and `dev-broker`, `error` for `demo`.
     #[arg(long, global = true, value_name = "FILTER", value_parser = logging::parse_level)]
     log_level: Option<String>,
     #[command(subcommand)]
