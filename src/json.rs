@@ -243,6 +243,91 @@ pub fn unescape(token: &str) -> Cow<'_, str> {
     }
 }
 
+/// The deepest nesting of arrays and objects a feed's JSON may have: 127 levels.
+///
+/// serde_json's default recursion limit is 128: it refuses the 128th nested array or object.
+/// Using the same bound means every value admitted here is one serde_json parses too, and
+/// that jaq's reader and writer, which recurse once per level without a limit of their own,
+/// never go deeper than this (a few hundred kilobytes of stack at most, far below the 2 MiB
+/// of the threads the record stage runs on).
+pub const MAX_NESTING: usize = 127;
+
+/// JSON nested deeper than a limit (see [`check_nesting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooDeep {
+    /// The limit that was passed, in levels of arrays and objects.
+    pub limit: usize,
+    /// Byte offset of the `[` or `{` that went past it.
+    pub offset: usize,
+}
+
+impl std::fmt::Display for TooDeep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "arrays and objects are nested deeper than the limit of {} levels (at byte {})",
+            self.limit, self.offset
+        )
+    }
+}
+
+impl std::error::Error for TooDeep {}
+
+/// Checks that `text` nests arrays and objects at most `limit` levels deep, without parsing
+/// it: one pass over the bytes that counts `[`, `{`, `]` and `}` outside strings (a `\"`
+/// inside a string does not end it). It does not check that `text` is JSON: a parser still
+/// must, and unbalanced brackets only make the count err on the safe side.
+///
+/// # Errors
+/// [`TooDeep`], with the offset of the first bracket past `limit`.
+pub fn check_nesting(text: &[u8], limit: usize) -> Result<(), TooDeep> {
+    // Most events hold fewer brackets than the limit, strings included: counting them with
+    // memchr costs a few percent of serde_json's own check, where the scan below costs about
+    // as much as that check (measured on the recorded Wikimedia events).
+    if memchr::memchr2_iter(b'[', b'{', text)
+        .take(limit + 1)
+        .count()
+        <= limit
+    {
+        return Ok(());
+    }
+    let mut depth = 0usize;
+    let mut at = 0;
+    while let Some(&byte) = text.get(at) {
+        match byte {
+            b'"' => {
+                // Jump from quote or backslash to the next one: strings are most of a feed's
+                // bytes, and memchr crosses them many bytes at a time.
+                at += 1;
+                loop {
+                    let Some(found) = text
+                        .get(at..)
+                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    else {
+                        return Ok(());
+                    };
+                    at += found;
+                    if text[at] == b'\\' {
+                        at += 2;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(TooDeep { limit, offset: at });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        at += 1;
+    }
+    Ok(())
+}
+
 /// A string value as is (unescaped), anything else as its JSON text.
 pub fn text_of(raw: &RawValue) -> Cow<'_, str> {
     let text = raw.get();
@@ -298,6 +383,83 @@ mod tests {
             .collect();
         assert_eq!(names, ["ab", "ab", "x"]);
         assert!(matches!(members(doc).unwrap()[0].0, Cow::Borrowed("a")));
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert_eq!(check_nesting(nested(127).as_bytes(), MAX_NESTING), Ok(()));
+        assert_eq!(
+            check_nesting(nested(128).as_bytes(), MAX_NESTING),
+            Err(TooDeep {
+                limit: 127,
+                offset: 127
+            })
+        );
+        // serde_json agrees on the bound: it parses 127 levels and refuses 128.
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(127)).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(128)).is_err());
+        // Brackets in strings do not count, escaped quotes do not end a string, and levels
+        // closed before others open do not add up.
+        let text = r#"{"a":"[[[{{{","b":"\"[[[\\","c":[[1],[2],{"d":[3]}]}"#;
+        assert_eq!(check_nesting(text.as_bytes(), 4), Ok(()));
+        assert!(check_nesting(text.as_bytes(), 3).is_err());
+        let mixed = format!("{}{}", r#"{"x":"#.repeat(200), "}".repeat(200));
+        let error = check_nesting(mixed.as_bytes(), MAX_NESTING).unwrap_err();
+        assert!(error.to_string().contains("127 levels"), "{error}");
+        // Truncated input (an open string, a trailing backslash) ends the scan, never panics.
+        for text in ["\"", "[\"\\", "[\"abc\\\\", "", "]]]]"] {
+            assert_eq!(check_nesting(text.as_bytes(), 1), Ok(()), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn nesting_matches_serde_json_on_its_own_output(value in json_value()) {
+            let text = serde_json::to_string(&value).unwrap();
+            proptest::prop_assert_eq!(
+                check_nesting(text.as_bytes(), MAX_NESTING).is_ok(),
+                depth(&value) <= MAX_NESTING
+            );
+            let deepest = depth(&value);
+            proptest::prop_assert!(check_nesting(text.as_bytes(), deepest).is_ok());
+            if deepest > 0 {
+                proptest::prop_assert!(check_nesting(text.as_bytes(), deepest - 1).is_err());
+            }
+        }
+
+        #[test]
+        fn any_bytes_are_scanned_without_panicking(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = check_nesting(&bytes, 4);
+        }
+    }
+
+    /// Levels of arrays and objects in `value` (0 for a scalar).
+    fn depth(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(members) => {
+                1 + members.values().map(depth).max().unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
+    /// JSON values with strings full of brackets, quotes and backslashes.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[\\[\\]{}\"\\\\a-z]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(8, 64, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[\\[{\"a-z]{0,4}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]
