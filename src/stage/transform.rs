@@ -313,9 +313,16 @@ fn fromjson() -> Fun<JustLut<Val>> {
         if let Err(error) = check_nesting(&text, MAX_NESTING) {
             return box_once(Err(fail(error.to_string())));
         }
-        let values: Vec<_> = jaq_json::read::parse_many(&text)
-            .map(|value| value.map_err(|error| fail(error.to_string())))
-            .collect();
+        // After an error the reader stays where it is and yields that error again, forever:
+        // stop at the first one.
+        let mut values = Vec::new();
+        for value in jaq_json::read::parse_many(&text) {
+            let failed = value.is_err();
+            values.push(value.map_err(|error| fail(error.to_string())));
+            if failed {
+                break;
+            }
+        }
         Box::new(values.into_iter())
     }
     run::<JustLut<Val>>(("fromjson", v(0), fromjson))
@@ -402,6 +409,10 @@ mod tests {
             run(".a | fromjson", r#"{"a":"[1,{\"b\":2}]"}"#).unwrap(),
             [r#"[1,{"b":2}]"#]
         );
+        assert_eq!(run(".a | fromjson", r#"{"a":"1 2"}"#).unwrap(), ["1", "2"]);
+        let error = run(".a | fromjson", r#"{"a":"1 nope"}"#).unwrap_err();
+        assert!(error.contains("cannot parse as JSON"), "{error}");
+        assert_eq!(run(".a | tonumber", r#"{"a":"12"}"#).unwrap(), ["12"]);
     }
 
     #[test]
