@@ -4,7 +4,14 @@
 //! whole source (its name, topic, URL) lives in [`crate::sources::SourceInfo`] and is attached
 //! by the sink. Payloads are [`Bytes`] so that the path from socket to producer does not copy.
 
-use std::{fmt, sync::Arc, time::SystemTime};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::SystemTime,
+};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -88,9 +95,84 @@ pub struct PageLineage {
     pub page: String,
 }
 
-/// Told once what became of a record; dropped unsent when the record was abandoned at shutdown
-/// or a pipeline fault stopped its source.
+/// Told once what became of an event; dropped unsent when a record of it was abandoned at
+/// shutdown or a pipeline fault stopped its source.
 pub type DeliveryAck = tokio::sync::oneshot::Sender<DeliveryOutcome>;
+
+/// The completion of one event whose source waits to hear what became of it (a webhook answers
+/// its sender then). An event may become several records (a transform's split, a dead-letter
+/// record, a marker for a filtered event): each carries a share of the event's `EventAck`
+/// ([`EventAck::share`]), and the source is told only once **every** share is settled
+/// ([`EventAck::settle`]): Kafka holds each record, on its topic or on the dead-letter topic.
+/// A share dropped unsettled (a record abandoned at shutdown, or held back by a pipeline fault)
+/// means the event is not complete: the source is never told, and its [`DeliveryAck`] is
+/// dropped unsent once the last share is gone.
+#[derive(Debug)]
+pub struct EventAck(Arc<Completion>);
+
+#[derive(Debug)]
+struct Completion {
+    /// Shares not settled yet.
+    pending: AtomicUsize,
+    /// Some share went to its own topic.
+    produced: AtomicBool,
+    /// Some share went to the dead-letter topic.
+    dead_lettered: AtomicBool,
+    sender: Mutex<Option<DeliveryAck>>,
+}
+
+impl EventAck {
+    /// One share: the event's only record, until the record stage splits it.
+    pub fn new(sender: DeliveryAck) -> Self {
+        EventAck(Arc::new(Completion {
+            pending: AtomicUsize::new(1),
+            produced: AtomicBool::new(false),
+            dead_lettered: AtomicBool::new(false),
+            sender: Mutex::new(Some(sender)),
+        }))
+    }
+
+    /// Another share of the same event, for one more record made from it: the event now
+    /// completes only when this share is settled too.
+    pub fn share(&self) -> Self {
+        self.0.pending.fetch_add(1, Ordering::AcqRel);
+        EventAck(Arc::clone(&self.0))
+    }
+
+    /// Settles this share with what became of its record. When it is the last, the source is
+    /// told the event's outcome: [`DeliveryOutcome::Produced`] when any record reached its own
+    /// topic, else [`DeliveryOutcome::DeadLettered`] when any reached the dead-letter topic, else
+    /// [`DeliveryOutcome::Filtered`].
+    pub fn settle(self, outcome: DeliveryOutcome) {
+        let completion = &self.0;
+        match outcome {
+            DeliveryOutcome::Produced => completion.produced.store(true, Ordering::Release),
+            DeliveryOutcome::DeadLettered => {
+                completion.dead_lettered.store(true, Ordering::Release)
+            }
+            DeliveryOutcome::Filtered => {}
+        }
+        if completion.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let event = if completion.produced.load(Ordering::Acquire) {
+            DeliveryOutcome::Produced
+        } else if completion.dead_lettered.load(Ordering::Acquire) {
+            DeliveryOutcome::DeadLettered
+        } else {
+            DeliveryOutcome::Filtered
+        };
+        let sender = completion
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            // The receiver may have given up waiting (a webhook's timeout): nothing to do then.
+            let _ = sender.send(event);
+        }
+    }
+}
 
 /// One record on its way to Kafka.
 #[derive(Debug)]
@@ -111,8 +193,9 @@ pub struct Record {
     pub fetched_at: SystemTime,
     /// Set when the record must go to the dead-letter topic.
     pub dead_letter: Option<DeadLetter>,
-    /// Told when Kafka has acknowledged the record (webhooks answer their sender then).
-    pub ack: Option<DeliveryAck>,
+    /// The record's share of its event's completion, when the source waits to hear what became
+    /// of the event (webhooks answer their sender then).
+    pub ack: Option<EventAck>,
     /// The page a polled record came from; `None` for streamed feeds.
     pub page: Option<Arc<PageLineage>>,
     /// A position marker: nothing is produced, and `position` is stored once every record
@@ -164,5 +247,51 @@ impl Record {
     /// Bytes this record holds in memory (key + payload), used by the channel's byte bound.
     pub fn size_bytes(&self) -> usize {
         self.payload.len() + self.key.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    #[test]
+    fn an_event_completes_only_when_every_share_is_settled() {
+        let (sender, mut told) = oneshot::channel();
+        let first = EventAck::new(sender);
+        let second = first.share();
+        let third = first.share();
+        second.settle(DeliveryOutcome::DeadLettered);
+        first.settle(DeliveryOutcome::Filtered);
+        assert!(
+            told.try_recv().is_err(),
+            "told before the third record was settled"
+        );
+        third.settle(DeliveryOutcome::Produced);
+        assert_eq!(told.try_recv(), Ok(DeliveryOutcome::Produced));
+    }
+
+    #[test]
+    fn the_outcome_is_dead_lettered_when_nothing_reached_its_topic() {
+        let (sender, mut told) = oneshot::channel();
+        let first = EventAck::new(sender);
+        let second = first.share();
+        first.settle(DeliveryOutcome::Filtered);
+        second.settle(DeliveryOutcome::DeadLettered);
+        assert_eq!(told.try_recv(), Ok(DeliveryOutcome::DeadLettered));
+    }
+
+    #[test]
+    fn a_share_dropped_unsettled_leaves_the_event_incomplete() {
+        let (sender, mut told) = oneshot::channel();
+        let first = EventAck::new(sender);
+        let second = first.share();
+        first.settle(DeliveryOutcome::Produced);
+        drop(second);
+        assert_eq!(
+            told.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed),
+            "an abandoned record must never be answered as delivered"
+        );
     }
 }

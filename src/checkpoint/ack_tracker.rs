@@ -4,18 +4,28 @@
 //! numbers. Kafka acknowledges them in any order (partitions progress independently); the safe
 //! position is the position of the last record of the longest acknowledged prefix, so that on
 //! restart nothing before it can have been lost. This is a confirmation window over sequence
-//! numbers: memory is proportional to the records in flight, which the producer queue bounds.
+//! numbers: a slot stays from its record's registration until every record before it is
+//! acknowledged, so behind one unavailable partition the window holds every later record of the
+//! source, acknowledged or filtered. Each slot therefore holds its share of the producer queue's
+//! budget ([`crate::sinks::kafka::queue_budget::window_slot_cost`]), given back when the slot
+//! leaves the window: the window grows only until the budget is spent, then the pumps wait.
 
 use std::{collections::VecDeque, sync::Mutex};
 
-use crate::record::Position;
+use crate::{record::Position, sinks::kafka::queue_budget::QueuedBytes};
 
 /// One record's place in the window.
 #[derive(Debug)]
 struct Slot {
     acked: bool,
+    /// Budget bytes the slot holds while it is in the window.
+    bytes: u32,
     position: Option<Position>,
 }
+
+/// Slots a window keeps room for after it empties; a larger buffer (grown behind a stuck
+/// partition) is given back to the allocator.
+const KEPT_CAPACITY: usize = 1024;
 
 /// The pure window logic, without locking.
 #[derive(Debug, Default)]
@@ -40,9 +50,16 @@ impl AckWindow {
 
     /// Registers the next record and returns its sequence number.
     pub fn register(&mut self, position: Option<Position>) -> u64 {
+        self.register_holding(position, 0)
+    }
+
+    /// Registers the next record, whose slot holds `bytes` of the budget, and returns its
+    /// sequence number.
+    pub fn register_holding(&mut self, position: Option<Position>, bytes: usize) -> u64 {
         let seq = self.base_seq + self.slots.len() as u64;
         self.slots.push_back(Slot {
             acked: false,
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
             position,
         });
         seq
@@ -52,33 +69,44 @@ impl AckWindow {
     ///
     /// An unknown or repeated `seq` is ignored (it is a bug upstream, checked in debug builds).
     pub fn ack(&mut self, seq: u64) -> bool {
+        self.ack_releasing(seq).0
+    }
+
+    /// Marks `seq` acknowledged. Returns whether the committed position moved, and the budget
+    /// bytes the slots that left the window held.
+    pub fn ack_releasing(&mut self, seq: u64) -> (bool, usize) {
         let Some(index) = seq.checked_sub(self.base_seq) else {
             debug_assert!(
                 false,
                 "ack of seq {seq} below the window base {}",
                 self.base_seq
             );
-            return false;
+            return (false, 0);
         };
         let Some(slot) = self.slots.get_mut(index as usize) else {
             debug_assert!(false, "ack of unregistered seq {seq}");
-            return false;
+            return (false, 0);
         };
         debug_assert!(!slot.acked, "seq {seq} acknowledged twice");
         slot.acked = true;
         let mut moved = false;
+        let mut released = 0;
         while self.slots.front().is_some_and(|slot| slot.acked) {
             let slot = self.slots.pop_front().expect("front exists");
             self.base_seq += 1;
+            released += slot.bytes as usize;
             if let Some(position) = slot.position {
                 self.committed = Some(position);
                 moved = true;
             }
         }
+        if self.slots.is_empty() && self.slots.capacity() > 4 * KEPT_CAPACITY {
+            self.slots.shrink_to(KEPT_CAPACITY);
+        }
         if moved {
             self.version += 1;
         }
-        moved
+        (moved, released)
     }
 
     /// The position of the longest acknowledged prefix, and its version.
@@ -98,46 +126,82 @@ impl AckWindow {
 }
 
 /// An [`AckWindow`] shared between the sink (register) and the producer's delivery callback
-/// (ack). The lock is held for a few instructions and never across an await.
+/// (ack), with the budget bytes its slots hold. The lock is held for a few instructions and
+/// never across an await. Dropping the tracker gives back whatever its slots still held (a
+/// source stopped with records never acknowledged).
 #[derive(Debug, Default)]
 pub struct AckTracker {
-    window: Mutex<AckWindow>,
+    window: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    window: AckWindow,
+    /// The bytes every slot in the window holds, together.
+    bytes: Option<QueuedBytes>,
 }
 
 impl AckTracker {
     /// A tracker that starts from the stored position.
     pub fn new(resume: Option<Position>) -> Self {
         AckTracker {
-            window: Mutex::new(AckWindow::new(resume)),
+            window: Mutex::new(Held {
+                window: AckWindow::new(resume),
+                bytes: None,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, AckWindow> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         // A panic while holding this lock cannot leave the window half-updated in a way that
         // loses data (at worst a position is not advanced), so a poisoned lock is still used.
         self.window.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// See [`AckWindow::register`].
-    pub fn register(&self, position: Option<Position>) -> u64 {
-        self.lock().register(position)
+    /// Registers the next record (see [`AckWindow::register`]); its slot keeps `hold` (budget
+    /// bytes, if any) until it leaves the window.
+    pub fn register(&self, position: Option<Position>, hold: Option<QueuedBytes>) -> u64 {
+        let mut held = self.lock();
+        let bytes = hold.as_ref().map_or(0, QueuedBytes::bytes);
+        let seq = held.window.register_holding(position, bytes);
+        if let Some(hold) = hold {
+            match &mut held.bytes {
+                Some(all) => all.merge(hold),
+                empty @ None => *empty = Some(hold),
+            }
+        }
+        seq
     }
 
-    /// See [`AckWindow::ack`].
+    /// See [`AckWindow::ack`]; the bytes of the slots that left the window go back to the
+    /// budget.
     pub fn ack(&self, seq: u64) -> bool {
-        self.lock().ack(seq)
+        let mut held = self.lock();
+        let (moved, released) = held.window.ack_releasing(seq);
+        let freed = match (&mut held.bytes, released) {
+            (_, 0) | (None, _) => None,
+            (Some(all), _) => all.split(released),
+        };
+        drop(held);
+        drop(freed);
+        moved
     }
 
     /// The committed position and its version (see [`AckWindow::committed`]).
     pub fn committed(&self) -> (Option<Position>, u64) {
-        let window = self.lock();
-        let (position, version) = window.committed();
+        let held = self.lock();
+        let (position, version) = held.window.committed();
         (position.cloned(), version)
     }
 
     /// See [`AckWindow::in_flight`].
     pub fn in_flight(&self) -> usize {
-        self.lock().in_flight()
+        self.lock().window.in_flight()
+    }
+
+    /// Budget bytes the window's slots hold now.
+    pub fn held_bytes(&self) -> usize {
+        self.lock().bytes.as_ref().map_or(0, QueuedBytes::bytes)
     }
 }
 
@@ -184,6 +248,49 @@ mod tests {
         assert!(!w.ack(b));
         assert_eq!(w.committed().0, pos(7).as_ref());
         assert_eq!(w.committed().1, 1);
+    }
+
+    #[test]
+    fn slots_give_their_bytes_back_when_they_leave_the_window() {
+        let mut w = AckWindow::new(None);
+        let a = w.register_holding(pos(0), 100);
+        let b = w.register_holding(None, 70);
+        let c = w.register_holding(pos(2), 80);
+        assert_eq!(w.ack_releasing(b), (false, 0), "b waits behind a");
+        assert_eq!(w.ack_releasing(c), (false, 0), "c waits behind a");
+        assert_eq!(w.ack_releasing(a), (true, 250));
+        assert_eq!(w.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_record_holds_the_budget_of_every_slot_behind_it() {
+        let budget = crate::sinks::kafka::queue_budget::QueueBudget::new(1_000);
+        let tracker = AckTracker::new(None);
+        let stuck = tracker.register(pos(0), budget.try_take(100));
+        for i in 1..10 {
+            let seq = tracker.register(pos(i), budget.try_take(100));
+            tracker.ack(seq);
+        }
+        assert_eq!(
+            budget.available(),
+            0,
+            "acknowledged slots behind the stuck one stay"
+        );
+        assert!(budget.try_take(1).is_none(), "the next record must wait");
+        tracker.ack(stuck);
+        assert_eq!(budget.available(), 1_000);
+        assert_eq!(tracker.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_tracker_gives_back_what_its_slots_held() {
+        let budget = crate::sinks::kafka::queue_budget::QueueBudget::new(1_000);
+        let tracker = AckTracker::new(None);
+        tracker.register(pos(0), budget.try_take(300));
+        tracker.register(pos(1), budget.try_take(300));
+        assert_eq!(budget.available(), 400);
+        drop(tracker);
+        assert_eq!(budget.available(), 1_000);
     }
 
     proptest! {

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::{AckTracker, CommitterHandle};
-use crate::record::Position;
+use crate::{record::Position, sinks::kafka::queue_budget::QueuedBytes};
 
 /// Decides, from what Kafka acknowledged, which position of a source is safe to store.
 ///
@@ -20,8 +20,9 @@ use crate::record::Position;
 /// callback (acknowledge): they must be cheap and must never block or await.
 pub trait Acknowledger: Send + Sync + 'static {
     /// Registers the next record the source emitted, in emission order, with its position
-    /// (`None`: the record moves no position). Returns its sequence number.
-    fn register(&self, position: Option<Position>) -> u64;
+    /// (`None`: the record moves no position) and the budget bytes its place in the window
+    /// holds until every record before it is acknowledged. Returns its sequence number.
+    fn register(&self, position: Option<Position>, hold: Option<QueuedBytes>) -> u64;
 
     /// Kafka holds record `seq` (or it was dead-lettered, which Kafka holds as well).
     fn acknowledge(&self, seq: u64);
@@ -53,8 +54,8 @@ impl RecordAcks {
 }
 
 impl Acknowledger for RecordAcks {
-    fn register(&self, position: Option<Position>) -> u64 {
-        self.tracker.register(position)
+    fn register(&self, position: Option<Position>, hold: Option<QueuedBytes>) -> u64 {
+        self.tracker.register(position, hold)
     }
 
     fn acknowledge(&self, seq: u64) {

@@ -35,7 +35,7 @@ use crate::{
     error::ConfigError,
     json::Pointer,
     metrics::SourceMetrics,
-    record::{DeadLetter, Record},
+    record::{DeadLetter, EventAck, Record},
 };
 
 pub use event_time::{EventTime, TimestampUnit};
@@ -312,8 +312,8 @@ impl Stage {
     ///
     /// Markers and records already bound for the dead-letter topic pass unchanged. With a
     /// transform, each value the program yields becomes a record carrying the event's key, id,
-    /// type and lineage; only the last carries the event's position and acknowledgement, so that
-    /// the position moves once Kafka holds all of them. When the program yields nothing, a
+    /// type, lineage and a share of its completion ([`EventAck::share`]); only the last carries
+    /// the event's position, so that the position moves once Kafka holds all of them. When the program yields nothing, a
     /// marker with the event's position takes its place (and is counted as filtered). A
     /// runtime error sends the original event to the dead-letter topic (`transform_error`).
     ///
@@ -377,9 +377,13 @@ impl Stage {
                 topic: None,
                 event_time: None,
             };
+            // Every record of the event holds a share of its completion, so that its source
+            // is told only once all of them are settled; the last carries the position too.
             if index == last {
                 shaped.position = record.position.take();
                 shaped.ack = record.ack.take();
+            } else {
+                shaped.ack = record.ack.as_ref().map(EventAck::share);
             }
             if let Err(stop) = self.route(&mut shaped, Input::Transformed, metrics) {
                 out.truncate(first);

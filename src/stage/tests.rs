@@ -4,7 +4,7 @@ use super::*;
 use crate::{
     checkpoint::AckWindow,
     metrics::{Metrics, SourceKind},
-    record::Position,
+    record::{DeliveryOutcome, Position},
 };
 
 fn stage(config: StageConfig, topic: &str, key: Option<&str>) -> Stage {
@@ -95,6 +95,32 @@ fn a_split_event_moves_its_position_only_with_its_last_record() {
     assert_eq!(window.committed().0, None);
     assert!(window.ack(seqs[0]));
     assert_eq!(window.committed().0.map(Position::as_str), Some("p1"));
+}
+
+#[test]
+fn every_record_of_a_split_event_holds_a_share_of_its_completion() {
+    let stage = stage(transform(".items[] | {n: .}"), "t", None);
+    let metrics = metrics();
+    let (sender, mut told) = tokio::sync::oneshot::channel();
+    let mut split = event(r#"{"items":[1,2,3]}"#, "p1");
+    split.ack = Some(crate::record::EventAck::new(sender));
+    let mut out = Vec::new();
+    apply(&stage, split, &mut out, &metrics);
+    assert_eq!(out.len(), 3);
+    let mut shares: Vec<_> = out.iter_mut().map(|r| r.ack.take()).collect();
+    assert!(
+        shares.iter().all(Option::is_some),
+        "each record holds a share"
+    );
+    // Kafka acknowledges the last record (the one with the position) first.
+    shares[2].take().unwrap().settle(DeliveryOutcome::Produced);
+    shares[0].take().unwrap().settle(DeliveryOutcome::Produced);
+    assert!(
+        told.try_recv().is_err(),
+        "the sender must not be answered while a record of its event is unsettled"
+    );
+    shares[1].take().unwrap().settle(DeliveryOutcome::Produced);
+    assert_eq!(told.try_recv(), Ok(DeliveryOutcome::Produced));
 }
 
 #[test]

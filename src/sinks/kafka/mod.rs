@@ -3,9 +3,12 @@
 //! callback that feeds each source's [`crate::checkpoint::Acknowledger`].
 //!
 //! `producer.rs` owns the producer, its context (delivery reports) and broker health;
-//! `pump.rs` is the only code that hands records to the producer; `queue_budget.rs` holds the
-//! producer queue to its configured bytes, counting librdkafka's per-message overhead; `fault.rs` says whether a
-//! producer error is one record's (dead-letter it) or the pipeline's (stop, keep the position);
+//! `pump.rs` runs each event through the record stage and forwards its records, `send.rs` is
+//! the only code that hands records to the producer; `queue_budget.rs` holds the producer queue
+//! and the acknowledgement windows to the configured bytes, counting librdkafka's per-message
+//! overhead; `fault.rs` judges whether a producer error is one record's (dead-letter it), its
+//! batch's (send it again alone) or the pipeline's (stop, keep the position), and `refusal.rs`
+//! does what follows;
 //! `client_log.rs` keeps librdkafka's log lines and client errors to a readable few.
 
 pub mod client_log;
@@ -13,6 +16,8 @@ mod fault;
 mod producer;
 mod pump;
 pub mod queue_budget;
+mod refusal;
+mod send;
 mod shape;
 
 pub use fault::FaultClass;
@@ -22,3 +27,10 @@ pub use producer::{
     ENFORCED as ENFORCED_PROPERTIES,
 };
 pub use pump::run_pump;
+
+/// The short, stable kind of a producer error (a metric label).
+fn error_kind(error: &rdkafka::error::KafkaError) -> &'static str {
+    error
+        .rdkafka_error_code()
+        .map_or("other", producer::error_kind_name)
+}

@@ -34,7 +34,7 @@ use crate::{
     checkpoint::Acknowledger,
     health::{Health, SourceState},
     metrics::SourceMetrics,
-    record::{DeadLetter, DeliveryAck, DeliveryOutcome, OriginalRecord},
+    record::{DeadLetter, DeliveryOutcome, EventAck, OriginalRecord},
 };
 
 /// Producer settings, validated.
@@ -99,19 +99,31 @@ pub struct DeliveryTicket {
     pub(crate) payload_bytes: usize,
     /// `Some(kind)` when this is a dead-letter record.
     pub(crate) dead_letter_kind: Option<&'static str>,
-    /// Told the outcome, when the source asked.
-    pub(crate) ack: Option<DeliveryAck>,
+    /// The record's share of its event's completion, when the source asked to be told.
+    pub(crate) ack: Option<EventAck>,
     /// The topic a `topic` template routed the record to (`None`: the source's topic).
     pub(crate) topic: Option<Arc<str>>,
-    /// The record's share of the producer queue's memory budget, given back on drop.
-    pub(crate) _queued: QueuedBytes,
+    /// The record's timestamp as given to the producer (its event time, in milliseconds since
+    /// the Unix epoch); `None`: librdkafka stamped it. A failed delivery's report carries the
+    /// broker's answer instead, so a record sent again takes its timestamp from here.
+    pub(crate) timestamp: Option<i64>,
+    /// Sent through the single-record producer ([`KafkaProducer::solo`]): a refusal in its
+    /// delivery report concerns this record alone.
+    pub(crate) alone: bool,
+    /// The record's share of the producer queue's memory budget, given back on drop (a failed
+    /// delivery keeps it for the record's next attempt).
+    pub(crate) queued: QueuedBytes,
 }
 
 /// A record Kafka refused after accepting it into the queue.
 pub struct FailedDelivery {
     pub(crate) ticket: Box<DeliveryTicket>,
+    /// The topic it was sent to.
+    pub(crate) topic: String,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) payload: Vec<u8>,
+    /// Its headers, as sent (a record sent again alone keeps them).
+    pub(crate) headers: Option<rdkafka::message::OwnedHeaders>,
     pub(crate) event_id: Option<Vec<u8>>,
     pub(crate) event_type: Option<Vec<u8>>,
     /// Why it was a dead-letter record, read back from its headers (`None`: it was not one).
@@ -221,8 +233,10 @@ impl ProducerContext for DeliveryContext {
                         .collect(),
                 });
                 let failed = FailedDelivery {
+                    topic: message.topic().to_owned(),
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers: message.headers().map(|headers| headers.detach()),
                     event_id: header(crate::router::HEADER_EVENT_ID),
                     event_type: header(crate::router::HEADER_EVENT_TYPE),
                     dead_letter,
@@ -249,12 +263,10 @@ impl ProducerContext for DeliveryContext {
 pub(crate) fn acknowledge(ticket: &mut DeliveryTicket) {
     ticket.sink.acknowledge(ticket.seq);
     if let Some(ack) = ticket.ack.take() {
-        let outcome = match ticket.dead_letter_kind {
+        ack.settle(match ticket.dead_letter_kind {
             Some(_) => DeliveryOutcome::DeadLettered,
             None => DeliveryOutcome::Produced,
-        };
-        // The receiver may have given up waiting (a webhook's timeout): nothing to do then.
-        let _ = ack.send(outcome);
+        });
     }
     let sink = &ticket.sink;
     sink.metrics
@@ -282,6 +294,8 @@ pub(crate) fn error_kind_name(code: rdkafka::types::RDKafkaErrorCode) -> &'stati
         C::MessageTimedOut => "message_timed_out",
         C::AllBrokersDown => "all_brokers_down",
         C::InvalidRecord => "invalid_record",
+        C::InvalidTimestamp => "invalid_timestamp",
+        C::InvalidDifferentRecord => "invalid_different_record",
         _ => "other",
     }
 }
@@ -290,6 +304,10 @@ pub(crate) fn error_kind_name(code: rdkafka::types::RDKafkaErrorCode) -> &'stati
 #[derive(Clone)]
 pub struct KafkaProducer {
     pub(crate) inner: ThreadedProducer<DeliveryContext>,
+    /// The single-record producer, made on first use (see [`KafkaProducer::solo`]).
+    solo: Arc<std::sync::Mutex<Option<ThreadedProducer<DeliveryContext>>>>,
+    /// The settings both producers are made from.
+    client: Arc<ClientConfig>,
     brokers_reachable: Arc<AtomicBool>,
     fatal: Arc<FatalError>,
     flush_timeout: Duration,
@@ -346,11 +364,45 @@ impl KafkaProducer {
         })?;
         Ok(KafkaProducer {
             inner,
+            solo: Arc::default(),
+            client: Arc::new(client),
             brokers_reachable,
             fatal,
             flush_timeout: config.flush_timeout,
             queue_budget,
         })
+    }
+
+    /// The single-record producer: the same settings, but every produce request carries one
+    /// record per partition (`batch.num.messages=1`), so that a refusal in a delivery report
+    /// names that record alone. Records a broker refused with their batch are sent again
+    /// through it (see `fault.rs`); it is made the first time one is, and shares the main
+    /// producer's broker health and fatal-error state.
+    ///
+    /// # Errors
+    /// librdkafka cannot create the producer (the settings were accepted for the main one).
+    pub(crate) fn solo(&self) -> Result<ThreadedProducer<DeliveryContext>, KafkaError> {
+        let mut solo = self.solo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(producer) = &*solo {
+            return Ok(producer.clone());
+        }
+        let mut client = (*self.client).clone();
+        client.set("batch.num.messages", "1");
+        client.set("linger.ms", "0");
+        let producer: ThreadedProducer<DeliveryContext> =
+            client.create_with_context(DeliveryContext {
+                brokers_reachable: Arc::clone(&self.brokers_reachable),
+                fatal: Arc::clone(&self.fatal),
+                log_limiter: Default::default(),
+            })?;
+        *solo = Some(producer.clone());
+        Ok(producer)
+    }
+
+    /// Both producers: the main one, and the single-record one once it exists.
+    fn producers(&self) -> Vec<ThreadedProducer<DeliveryContext>> {
+        let solo = self.solo.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        std::iter::once(self.inner.clone()).chain(solo).collect()
     }
 
     /// The producer queue's memory budget (`queue.buffering.max.kbytes`, counting what
@@ -377,10 +429,12 @@ impl KafkaProducer {
     /// The fatal error, if one happened.
     pub fn fatal_error_now(&self) -> Option<String> {
         self.fatal.reason.get().cloned().or_else(|| {
-            self.inner
-                .client()
-                .fatal_error()
-                .map(|(code, reason)| format!("{code:?}: {reason}"))
+            self.producers().iter().find_map(|producer| {
+                producer
+                    .client()
+                    .fatal_error()
+                    .map(|(code, reason)| format!("{code:?}: {reason}"))
+            })
         })
     }
 
@@ -428,9 +482,12 @@ impl KafkaProducer {
         .unwrap_or(Err(KafkaError::Canceled))
     }
 
-    /// Records handed to librdkafka and not yet acknowledged or failed.
+    /// Records handed to librdkafka (either producer) and not yet acknowledged or failed.
     pub fn in_flight(&self) -> i32 {
-        self.inner.in_flight_count()
+        self.producers()
+            .iter()
+            .map(|producer| producer.in_flight_count())
+            .sum()
     }
 
     /// How long shutdown may wait for in-flight records (`kafka.flush_timeout`).
@@ -441,12 +498,18 @@ impl KafkaProducer {
     /// Waits (on the blocking pool) up to `timeout` for every queued record to be
     /// acknowledged. Returns the number of records still in flight afterwards.
     pub async fn flush(&self, timeout: Duration) -> i32 {
-        let producer = self.inner.clone();
+        let producers = self.producers();
         tokio::task::spawn_blocking(move || {
-            if let Err(error) = producer.flush(timeout) {
-                tracing::warn!(%error, "producer flush did not complete");
+            let deadline = Instant::now() + timeout;
+            let mut in_flight = 0;
+            for producer in producers {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Err(error) = producer.flush(left) {
+                    tracing::warn!(%error, "producer flush did not complete");
+                }
+                in_flight += producer.in_flight_count();
             }
-            producer.in_flight_count()
+            in_flight
         })
         .await
         .unwrap_or(-1)

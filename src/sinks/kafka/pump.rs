@@ -1,14 +1,19 @@
 //! The pump: moves one source's records from its channel into the producer.
 //!
-//! Records are registered with the source's AckTracker in channel order, then sent. When the
-//! producer queue is full (`QueueFull`) the pump waits and retries the same record: that is
-//! backpressure, not an error, and it stops the pump from pulling more.
+//! Each event runs through the record stage and becomes zero or more records (see
+//! [`crate::stage::Stage::apply`]). Each record takes its share of the producer queue's budget
+//! (its own cost plus its slot in the acknowledgement window, `queue_budget.rs`), is registered
+//! with the source's acknowledger in channel order, then sent (`send.rs`). When the budget is
+//! spent or the producer queue is full the pump waits: that is backpressure, not an error, and
+//! it stops the pump from pulling more. While it waits it still takes back the deliveries that
+//! failed, whose records keep their budget for their next attempt, so that a burst of refusals
+//! can never leave every pump waiting for bytes only those refusals hold.
 //!
-//! A refusal, at send or in a delivery report, is judged by its fault class (`fault.rs`): a
-//! record fault sends the record to the dead-letter topic with the reason in its headers (a
-//! stub of its first bytes, size and SHA-256 when it is too large for Kafka); a pipeline fault
-//! stops the source: the pump returns without acknowledging the record, its channel closes,
-//! the source stops, `/readyz` names the cause, and the stored position stays before the record.
+//! A refusal, at send or in a delivery report, is judged where the evidence is (`fault.rs`,
+//! `refusal.rs`): a record fault sends the record to the dead-letter topic with the reason in
+//! its headers; a batch fault sends it again alone; a pipeline fault stops the source: the pump
+//! returns without acknowledging the record, its channel closes, the source stops, `/readyz`
+//! names the cause, and the stored position stays before the record.
 //!
 //! Shutdown: the pump drains its channel, then returns. If the producer queue stays full
 //! (brokers down) until the shutdown deadline, the `abandon` token makes it return at once:
@@ -17,30 +22,46 @@
 
 use std::{sync::Arc, time::Instant};
 
-use bytes::Bytes;
-use rdkafka::{
-    error::KafkaError, message::Headers as _, producer::BaseRecord, types::RDKafkaErrorCode,
-};
+use rdkafka::{error::KafkaError, types::RDKafkaErrorCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    fault::FaultClass,
-    producer::{error_kind_name, DeliveryTicket, FailedDelivery, KafkaProducer, SourceSink},
-    queue_budget::record_cost,
+    producer::{FailedDelivery, KafkaProducer, SourceSink},
+    queue_budget::{window_slot_cost, QueuedBytes},
 };
 use crate::{
     channel::{Envelope, RecordReceiver},
-    record::{DeadLetter, DeliveryOutcome, OriginalRecord, Record},
-    router::{lineage_headers, TimestampCache},
+    record::{DeliveryOutcome, Record},
+    router::TimestampCache,
     stage::Stop,
 };
 
 /// Records pulled from the channel per batch.
 const BATCH: usize = 1024;
 
-/// How long to wait before retrying a record the full producer queue refused.
-const QUEUE_FULL_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+/// One source's pump: what sending a record needs.
+pub(super) struct Pump {
+    pub(super) producer: KafkaProducer,
+    pub(super) sink: Arc<SourceSink>,
+    /// Deliveries that failed, handed back by the delivery callback.
+    pub(super) failures: mpsc::UnboundedReceiver<FailedDelivery>,
+    pub(super) timestamps: TimestampCache,
+    /// Cancelled at the shutdown deadline, on a missing topic, or when the pump returns.
+    pub(super) stop: CancellationToken,
+    /// Cancelled at the shutdown deadline.
+    abandon: CancellationToken,
+}
+
+/// Why the pump must return now.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Halt {
+    /// The shutdown deadline passed (or a missing topic stopped the source) while the pump
+    /// waited for room.
+    Abandoned,
+    /// A pipeline fault stopped the source (logged, counted, shown in `/readyz`).
+    Faulted,
+}
 
 /// Runs until the channel is closed and drained (the source has stopped), until `abandon`
 /// is cancelled while the producer queue is full, or until a pipeline fault stops the source,
@@ -51,7 +72,7 @@ pub async fn run_pump(
     producer: KafkaProducer,
     sink: Arc<SourceSink>,
     mut records: RecordReceiver,
-    mut failures: mpsc::UnboundedReceiver<FailedDelivery>,
+    failures: mpsc::UnboundedReceiver<FailedDelivery>,
     abandon: CancellationToken,
 ) {
     // Cancelled at the shutdown deadline (with `abandon`), on a missing topic, or when the pump
@@ -66,17 +87,24 @@ pub async fn run_pump(
             }
         }
     });
+    let mut pump = Pump {
+        producer,
+        sink,
+        failures,
+        timestamps: TimestampCache::default(),
+        stop,
+        abandon,
+    };
     let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
-    let mut timestamps = TimestampCache::default();
     let mut staged: Vec<Record> = Vec::with_capacity(4);
     loop {
         tokio::select! {
             biased;
             // Past the shutdown deadline: a sender still held (a slow webhook request) must
             // not keep the pump, and so the shutdown, waiting.
-            _ = stop.cancelled() => return,
-            Some(failed) = failures.recv() => {
-                if dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps, &stop).await != Sent::Queued {
+            _ = pump.stop.cancelled() => return,
+            Some(failed) = pump.failures.recv() => {
+                if pump.retry(failed).await.is_err() {
                     return;
                 }
             }
@@ -84,92 +112,117 @@ pub async fn run_pump(
                 if received == 0 {
                     break;
                 }
-                // The record stage: one event becomes zero or more records, the last of which
-                // carries the event's position (see `Stage::apply`). A transform or a schema
-                // runs off the runtime, over every core (`shape.rs`); the rest inline.
-                if sink.stage.is_costly() {
-                    let (events, permits): (Vec<Record>, Vec<_>) = batch
-                        .drain(..)
-                        .map(|Envelope { record, permit }| (record, permit))
-                        .unzip();
-                    let shaped = super::shape::in_parallel(&sink.stage, &sink.metrics, events).await;
-                    for (shaped, permit) in shaped.into_iter().zip(permits) {
-                        match shaped {
-                            Ok(records) => staged = records,
-                            Err(reason) => return stage_stops(&sink, reason),
-                        }
-                        if !forward(&producer, &sink, &mut staged, &mut timestamps, &stop, &abandon).await {
-                            return;
-                        }
-                        drop(permit);
-                    }
-                    continue;
-                }
-                for envelope in batch.drain(..) {
-                    let Envelope { record, permit } = envelope;
-                    if let Err(reason) = sink.stage.apply(record, &mut staged, &sink.metrics) {
-                        return stage_stops(&sink, reason);
-                    }
-                    if !forward(&producer, &sink, &mut staged, &mut timestamps, &stop, &abandon).await {
-                        return;
-                    }
-                    drop(permit);
+                if pump.pump_batch(&mut batch, &mut staged).await.is_err() {
+                    return;
                 }
             }
         }
     }
     // Deliveries that fail from here on are logged by the callback and read again after restart.
-    while let Ok(failed) = failures.try_recv() {
-        if dead_letter_failed_delivery(&producer, &sink, failed, &mut timestamps, &stop).await
-            != Sent::Queued
-        {
+    while let Ok(failed) = pump.failures.try_recv() {
+        if pump.retry(failed).await.is_err() {
             return;
+        }
+    }
+}
+
+impl Pump {
+    /// Runs a batch of events through the record stage and forwards what each becomes. A
+    /// transform or a schema runs off the runtime, over every core (`shape.rs`); the rest
+    /// inline. The channel's permit of an event is given back once its records are sent.
+    async fn pump_batch(
+        &mut self,
+        batch: &mut Vec<Envelope>,
+        staged: &mut Vec<Record>,
+    ) -> Result<(), Halt> {
+        let sink = Arc::clone(&self.sink);
+        if sink.stage.is_costly() {
+            let (events, permits): (Vec<Record>, Vec<_>) = batch
+                .drain(..)
+                .map(|Envelope { record, permit }| (record, permit))
+                .unzip();
+            let shaped = super::shape::in_parallel(&sink.stage, &sink.metrics, events).await;
+            for (shaped, permit) in shaped.into_iter().zip(permits) {
+                match shaped {
+                    Ok(records) => *staged = records,
+                    Err(reason) => return Err(stage_stops(&sink, reason)),
+                }
+                self.forward(staged).await?;
+                drop(permit);
+            }
+            return Ok(());
+        }
+        for Envelope { record, permit } in batch.drain(..) {
+            if let Err(reason) = sink.stage.apply(record, staged, &sink.metrics) {
+                return Err(stage_stops(&sink, reason));
+            }
+            self.forward(staged).await?;
+            drop(permit);
+        }
+        Ok(())
+    }
+
+    /// Registers the records one event became (`staged`, emptied) with the acknowledger, in
+    /// order, and sends them; a marker (a filtered event) is acknowledged at once. An error
+    /// when the pump must return: the shutdown deadline passed with the producer queue full,
+    /// or a pipeline fault stopped the source (dropping the channel stops it; what it held is
+    /// read again after the restart).
+    async fn forward(&mut self, staged: &mut Vec<Record>) -> Result<(), Halt> {
+        for mut record in staged.drain(..) {
+            let slot = window_slot_cost(record.position.as_ref().map_or(0, |p| p.0.len()));
+            if record.marker {
+                let hold = self.take_budget(slot).await?;
+                let seq = self.sink.acks.register(record.position.take(), Some(hold));
+                self.sink.acknowledge(seq);
+                if let Some(ack) = record.ack.take() {
+                    ack.settle(DeliveryOutcome::Filtered);
+                }
+                continue;
+            }
+            let headers = self.headers(&record);
+            let cost = super::send::cost(&record, &headers);
+            let mut queued = self.take_budget(cost + slot).await?;
+            let hold = queued.split(slot);
+            let seq = self.sink.acks.register(record.position.clone(), hold);
+            if let Err(halt) = self.send(record, headers, seq, queued, false).await {
+                if halt == Halt::Abandoned && self.abandon.is_cancelled() {
+                    tracing::warn!(source = %self.sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
+                }
+                return Err(halt);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `cost` bytes of the producer queue's budget, waiting while it is spent. While it
+    /// waits, failed deliveries are taken back and sent again (they hold their own bytes, so
+    /// that never waits on the budget).
+    ///
+    /// # Errors
+    /// [`Halt`]: the shutdown deadline passed, or a failed delivery was a pipeline fault.
+    async fn take_budget(&mut self, cost: usize) -> Result<QueuedBytes, Halt> {
+        let budget = self.producer.queue_budget().clone();
+        if let Some(queued) = budget.try_take(cost) {
+            return Ok(queued);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Err(Halt::Abandoned),
+                Some(failed) = self.failures.recv() => self.retry(failed).await?,
+                queued = budget.take(cost) => return Ok(queued),
+            }
         }
     }
 }
 
 /// The stage stopped the source (`on_drift = "fail"`, or the stage itself failed): the event
 /// is not acknowledged, so the position stays before it.
-fn stage_stops(sink: &SourceSink, reason: Stop) {
+fn stage_stops(sink: &SourceSink, reason: Stop) -> Halt {
     tracing::error!(source = %sink.name, reason = %reason.0, "the record stage stops the source");
     sink.health
         .set(&sink.name, crate::health::SourceState::Failed(reason.0));
-}
-
-/// Registers the records one event became (`staged`, emptied) with the acknowledgement
-/// tracker, in order, and sends them; a marker is acknowledged at once. False when the pump
-/// must return: the shutdown deadline passed with the producer queue full, or a pipeline
-/// fault stopped the source (dropping the channel stops it; what it held is read again after
-/// the restart).
-async fn forward(
-    producer: &KafkaProducer,
-    sink: &Arc<SourceSink>,
-    staged: &mut Vec<Record>,
-    timestamps: &mut TimestampCache,
-    stop: &CancellationToken,
-    abandon: &CancellationToken,
-) -> bool {
-    for mut record in staged.drain(..) {
-        let seq = sink.acks.register(record.position.clone());
-        if record.marker {
-            sink.acknowledge(seq);
-            if let Some(ack) = record.ack.take() {
-                let _ = ack.send(DeliveryOutcome::Filtered);
-            }
-            continue;
-        }
-        match produce(producer, sink, record, seq, timestamps, stop).await {
-            Sent::Queued => {}
-            Sent::Abandoned => {
-                if abandon.is_cancelled() {
-                    tracing::warn!(source = %sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
-                }
-                return false;
-            }
-            Sent::Faulted => return false,
-        }
-    }
-    true
+    Halt::Faulted
 }
 
 /// How long one metadata request of [`topics_exist`] waits for the brokers.
@@ -219,225 +272,4 @@ async fn topics_exist(
         }
     }
     true
-}
-
-/// What became of a record handed to [`produce`].
-#[derive(Debug, PartialEq, Eq)]
-enum Sent {
-    /// In the producer queue.
-    Queued,
-    /// Not sent: the shutdown deadline passed while the producer queue was full.
-    Abandoned,
-    /// Not sent: a pipeline fault stopped the source (logged, counted, shown in `/readyz`).
-    Faulted,
-}
-
-/// Bytes of the original value a dead-letter stub keeps.
-const STUB_BYTES: usize = 4 * 1024;
-
-async fn produce(
-    producer: &KafkaProducer,
-    sink: &Arc<SourceSink>,
-    mut record: Record,
-    seq: u64,
-    timestamps: &mut TimestampCache,
-    abandon: &CancellationToken,
-) -> Sent {
-    loop {
-        let topic: &str = match (&record.dead_letter, &record.topic) {
-            (Some(_), _) => &sink.dead_letter_topic,
-            (None, Some(routed)) => routed,
-            (None, None) => &sink.topic,
-        };
-        let headers = lineage_headers(
-            &sink.name,
-            &sink.url,
-            &record,
-            timestamps,
-            sink.stage.headers(),
-        );
-        // The record's share of the producer queue, counted as librdkafka allocates it; given
-        // back when its delivery report drops the ticket.
-        let header_bytes = (0..headers.count())
-            .map(|i| {
-                let header = headers.get(i);
-                header.key.len() + header.value.map_or(0, <[u8]>::len)
-            })
-            .sum();
-        let cost = record_cost(
-            record.payload.len(),
-            record.key.as_ref().map_or(0, Bytes::len),
-            header_bytes,
-            headers.count(),
-        );
-        let queued = tokio::select! {
-            queued = producer.queue_budget().take(cost) => queued,
-            _ = abandon.cancelled() => return Sent::Abandoned,
-        };
-        let ticket = Box::new(DeliveryTicket {
-            sink: Arc::clone(sink),
-            seq,
-            enqueued_at: Instant::now(),
-            payload_bytes: record.payload.len(),
-            dead_letter_kind: record.dead_letter.as_ref().map(|d| d.kind),
-            ack: record.ack.take(),
-            topic: record.topic.clone(),
-            _queued: queued,
-        });
-        let mut base: BaseRecord<'_, [u8], [u8], Box<DeliveryTicket>> =
-            BaseRecord::with_opaque_to(topic, ticket)
-                .payload(record.payload.as_ref())
-                .headers(headers);
-        if let Some(key) = &record.key {
-            base = base.key(key.as_ref());
-        }
-        if let (Some(millis), None) = (record.event_time, &record.dead_letter) {
-            base = base.timestamp(millis);
-        }
-        let mut pending = base;
-        let refused = loop {
-            match producer.inner.send(pending) {
-                Ok(()) => return Sent::Queued,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    pending = back;
-                    tokio::select! {
-                        _ = abandon.cancelled() => return Sent::Abandoned,
-                        _ = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
-                    }
-                }
-                Err((error, back)) => break (error, back.delivery_opaque),
-            }
-        };
-        let (error, mut ticket) = refused;
-        sink.metrics.kafka_error(error_kind(&error));
-        record.ack = ticket.ack.take();
-        let topic = topic.to_owned();
-        if !dead_letter_after_refusal(sink, &mut record, &topic, &error) {
-            return Sent::Faulted;
-        }
-    }
-}
-
-/// The short, stable kind of a producer error (a metric label).
-fn error_kind(error: &KafkaError) -> &'static str {
-    error.rdkafka_error_code().map_or("other", error_kind_name)
-}
-
-/// Decides what follows once `topic` refused `record` with `error`. A record fault turns the
-/// record into a dead-letter record (a stub when it is too large) and returns true: send it
-/// again. A pipeline fault, or a dead-letter record the dead-letter topic refused for any reason
-/// but its size, stops the source and returns false: the record is not acknowledged, so no
-/// position moves past it.
-fn dead_letter_after_refusal(
-    sink: &SourceSink,
-    record: &mut Record,
-    topic: &str,
-    error: &KafkaError,
-) -> bool {
-    let unknown_topic = matches!(
-        error.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition)
-    );
-    // A topic a template chose from the record is the record's own doing, not the pipeline's:
-    // the record goes to the dead-letter topic with the reason, and the others flow on.
-    if unknown_topic && record.dead_letter.is_none() && record.topic.is_some() {
-        tracing::warn!(source = %sink.name, topic, "a record was routed to a topic that does not exist; sending it to the dead-letter topic");
-        record.topic = None;
-        record.dead_letter = Some(DeadLetter::new(
-            "unknown_topic",
-            format!(
-                "the topic template routed this record to topic `{topic}`, which does not exist; \
-                 create it (Tributary never creates topics): {error}"
-            ),
-        ));
-        return true;
-    }
-    if FaultClass::of(error) == FaultClass::Pipeline {
-        sink.pipeline_fault(topic, error);
-        return false;
-    }
-    let too_large = error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge);
-    let dead_letter = match record.dead_letter.take() {
-        None => {
-            tracing::warn!(source = %sink.name, topic, %error, "Kafka refused a record; sending it to the dead-letter topic");
-            DeadLetter::new(
-                error_kind(error),
-                format!("producing to topic `{topic}` failed: {error}"),
-            )
-        }
-        // A dead-letter record too large for the dead-letter topic: send its stub instead.
-        Some(dead_letter) if too_large && dead_letter.original.is_none() => dead_letter,
-        Some(dead_letter) => {
-            record.dead_letter = Some(dead_letter);
-            sink.pipeline_fault(topic, error);
-            return false;
-        }
-    };
-    record.dead_letter = Some(if too_large {
-        stub(record, dead_letter)
-    } else {
-        dead_letter
-    });
-    true
-}
-
-/// Cuts `record`'s value down to its first [`STUB_BYTES`] bytes, and records the original's
-/// size and SHA-256 in its dead-letter reason (`tributary.original_*` headers), so that a record
-/// too large for Kafka still leaves a trace an operator can match with the feed.
-fn stub(record: &mut Record, mut dead_letter: DeadLetter) -> DeadLetter {
-    use sha2::Digest as _;
-    let size = record.payload.len();
-    dead_letter.original = Some(OriginalRecord {
-        size: size.to_string(),
-        sha256: hex::encode(sha2::Sha256::digest(&record.payload)),
-    });
-    // A copy: the stub must not keep the large original buffer alive until its delivery.
-    record.payload = Bytes::copy_from_slice(&record.payload[..size.min(STUB_BYTES)]);
-    dead_letter
-}
-
-async fn dead_letter_failed_delivery(
-    producer: &KafkaProducer,
-    sink: &Arc<SourceSink>,
-    failed: FailedDelivery,
-    timestamps: &mut TimestampCache,
-    abandon: &CancellationToken,
-) -> Sent {
-    let FailedDelivery {
-        mut ticket,
-        key,
-        payload,
-        event_id,
-        event_type,
-        dead_letter,
-        error,
-    } = failed;
-    let text = |bytes: Vec<u8>| Arc::from(String::from_utf8_lossy(&bytes).as_ref());
-    let routed = ticket.topic.take();
-    let mut record = Record {
-        topic: routed,
-        event_time: None,
-        key: key.map(Into::into),
-        payload: payload.into(),
-        event_id: event_id.map(text),
-        event_type: event_type.map(text),
-        ack: ticket.ack.take(),
-        page: None,
-        marker: false,
-        position: None,
-        fetched_at: std::time::SystemTime::now(),
-        dead_letter,
-    };
-    // The failed record no longer holds its share of the queue: its next attempt takes its own.
-    let seq = ticket.seq;
-    drop(ticket);
-    let topic = match (&record.dead_letter, &record.topic) {
-        (Some(_), _) => sink.dead_letter_topic.clone(),
-        (None, Some(routed)) => routed.to_string(),
-        (None, None) => sink.topic.clone(),
-    };
-    if !dead_letter_after_refusal(sink, &mut record, &topic, &error) {
-        return Sent::Faulted;
-    }
-    produce(producer, sink, record, seq, timestamps, abandon).await
 }

@@ -29,9 +29,40 @@ pub struct QueueBudget {
     capacity: usize,
 }
 
-/// The cost of one queued record, given back when it is dropped (after its delivery report).
+/// Bytes taken from a [`QueueBudget`], given back when dropped: a queued record's cost (after
+/// its delivery report), or the acknowledgement window's slots (when they leave the window).
 #[derive(Debug)]
-pub struct QueuedBytes(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct QueuedBytes(OwnedSemaphorePermit);
+
+impl QueuedBytes {
+    /// How many bytes this holds.
+    pub fn bytes(&self) -> usize {
+        self.0.num_permits()
+    }
+
+    /// Splits `bytes` off into a value of their own (all of them when this holds fewer).
+    pub fn split(&mut self, bytes: usize) -> Option<QueuedBytes> {
+        let bytes = bytes.min(self.bytes());
+        self.0.split(bytes).map(QueuedBytes)
+    }
+
+    /// Adds `other`'s bytes to these (both from the same budget).
+    pub fn merge(&mut self, other: QueuedBytes) {
+        self.0.merge(other.0);
+    }
+}
+
+/// What one slot of a source's acknowledgement window costs (bytes): the slot, its position's
+/// shared text and the allocator's rounding, beyond the position's own length. A slot stays
+/// until every record before it is acknowledged, long after its record left the producer
+/// queue, so slots take their share of the same budget: behind one stuck partition the window
+/// can grow only until the budget is spent, then the pumps wait (backpressure).
+pub const WINDOW_SLOT_BYTES: usize = 64;
+
+/// The bytes one acknowledgement-window slot costs for a position of `position` bytes.
+pub fn window_slot_cost(position: usize) -> usize {
+    WINDOW_SLOT_BYTES + position
+}
 
 impl QueueBudget {
     /// A budget of `capacity` bytes (at least one record's worth is always let through).
@@ -58,6 +89,15 @@ impl QueueBudget {
     /// Bytes not taken now.
     pub fn available(&self) -> usize {
         self.bytes.available_permits()
+    }
+
+    /// Takes `cost` bytes when they are free now (`None` otherwise).
+    pub fn try_take(&self, cost: usize) -> Option<QueuedBytes> {
+        let permits = u32::try_from(cost.clamp(1, self.capacity)).unwrap_or(u32::MAX);
+        Arc::clone(&self.bytes)
+            .try_acquire_many_owned(permits)
+            .ok()
+            .map(QueuedBytes)
     }
 
     /// Waits until `cost` bytes are free and takes them. A record costing more than the whole
@@ -113,6 +153,25 @@ mod tests {
         drop(first);
         let _second = waiting.await.unwrap();
         assert_eq!(budget.available(), 4_000);
+    }
+
+    #[tokio::test]
+    async fn split_bytes_go_back_on_their_own() {
+        let budget = QueueBudget::new(1_000);
+        let mut record = budget.take(300).await;
+        let slot = record.split(100).expect("100 of 300 bytes");
+        assert_eq!((record.bytes(), slot.bytes()), (200, 100));
+        drop(record);
+        assert_eq!(budget.available(), 900, "the slot's bytes stay taken");
+        let mut window = budget.take(50).await;
+        window.merge(slot);
+        assert_eq!(window.bytes(), 150);
+        drop(window);
+        assert_eq!(budget.available(), 1_000);
+        assert!(
+            budget.try_take(1_001).is_some(),
+            "clamped to the whole budget"
+        );
     }
 
     #[tokio::test]

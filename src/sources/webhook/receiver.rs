@@ -35,7 +35,7 @@ use crate::{
     error::SourceError,
     health::SourceState,
     metrics::SourceMetrics,
-    record::{DeliveryOutcome, Record},
+    record::{DeliveryOutcome, EventAck, Record},
     sources::{PayloadFormat, Source, SourceContext},
 };
 
@@ -381,7 +381,7 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
         position: None,
         fetched_at: SystemTime::now(),
         dead_letter: None,
-        ack: Some(ack),
+        ack: Some(EventAck::new(ack)),
         page: None,
         marker: false,
         topic: None,
