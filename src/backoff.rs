@@ -10,6 +10,12 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// The longest floor a server may set: one hour, as `Retry-After`
+/// ([`crate::http::MAX_RETRY_AFTER`]). An SSE `retry:` field or a header asking for more is
+/// held to it, so that a server's number can neither stall a source for days nor overflow
+/// the time it is added to.
+pub const MAX_SERVER_FLOOR: Duration = crate::http::MAX_RETRY_AFTER;
+
 /// Backoff state for one connection.
 #[derive(Clone, Debug)]
 pub struct Backoff {
@@ -36,12 +42,14 @@ impl Backoff {
     }
 
     /// The delay before the next attempt: uniformly random in `[0, ceiling]`, but at least
-    /// `floor`. Advances the attempt counter.
+    /// `floor` (a server's number, held to [`MAX_SERVER_FLOOR`]). Advances the attempt
+    /// counter.
     pub fn next_delay(&mut self, floor: Option<Duration>, rng: &mut impl Rng) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
-        let jittered = Duration::from_nanos(rng.random_range(0..=ceiling.as_nanos() as u64));
-        jittered.max(floor.unwrap_or(Duration::ZERO))
+        let ceiling_nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        let jittered = Duration::from_nanos(rng.random_range(0..=ceiling_nanos));
+        jittered.max(floor.unwrap_or(Duration::ZERO).min(MAX_SERVER_FLOOR))
     }
 
     /// Attempts made since the last [`Self::reset`].
@@ -73,6 +81,27 @@ mod tests {
         assert_eq!(ceilings, vec![100, 200, 400, 800, 1000, 1000]);
         backoff.reset();
         assert_eq!(backoff.ceiling(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_server_floor_is_held_to_an_hour() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for floor in [
+            Duration::MAX,
+            Duration::from_secs(17_399_999_999_990_399_099 / 1000),
+            Duration::from_secs(3601),
+        ] {
+            assert_eq!(backoff.next_delay(Some(floor), &mut rng), MAX_SERVER_FLOOR);
+        }
+        assert_eq!(
+            backoff.next_delay(Some(Duration::from_secs(90)), &mut rng),
+            Duration::from_secs(90)
+        );
+        // A configured ceiling past what u64 nanoseconds hold does not wrap to a short one.
+        let mut long = Backoff::new(Duration::MAX, Duration::MAX);
+        let delay = long.next_delay(None, &mut rng);
+        assert!(delay <= Duration::MAX);
     }
 
     proptest! {

@@ -89,6 +89,10 @@ pub fn host_key(url: &url::Url) -> String {
     }
 }
 
+/// The longest pause a server's answer may put on a host: one hour, as `Retry-After`
+/// ([`super::MAX_RETRY_AFTER`]), whatever the caller asks.
+pub const MAX_PAUSE: Duration = super::MAX_RETRY_AFTER;
+
 /// One host's bucket and pause.
 pub struct HostLimiter {
     bucket: Option<DefaultDirectRateLimiter>,
@@ -129,9 +133,13 @@ impl HostLimiter {
         started.elapsed()
     }
 
-    /// Holds every request to this host for `delay` (extending, never shortening, a pause).
+    /// Holds every request to this host for `delay` (extending, never shortening, a pause),
+    /// at most [`MAX_PAUSE`]: the delay comes from a server's headers.
     pub fn pause_for(&self, delay: Duration) {
-        let until = Instant::now() + delay;
+        let now = Instant::now();
+        let until = now
+            .checked_add(delay.min(MAX_PAUSE))
+            .unwrap_or(now + MAX_PAUSE);
         let mut paused = self
             .paused_until
             .lock()
@@ -187,5 +195,21 @@ mod tests {
         let waited = limiter.acquire().await;
         assert!(waited >= Duration::from_secs(30), "{waited:?}");
         assert!(limiter.acquire().await < Duration::from_millis(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_from_any_server_number_lasts_at_most_an_hour() {
+        let limits = HostLimits::new(BTreeMap::new());
+        let limiter = limits.for_url(&"http://h/".parse().unwrap());
+        // Before, `Instant::now() + delay` panicked ("overflow when adding duration to
+        // instant").
+        limiter.pause_for(Duration::MAX);
+        limiter.pause_for(Duration::from_secs(
+            17_399_999_999_990_399_099 / 1_000_000_000,
+        ));
+        let waited = limiter.acquire().await;
+        assert!(waited >= MAX_PAUSE, "{waited:?}");
+        assert!(waited < MAX_PAUSE + Duration::from_secs(1), "{waited:?}");
+        assert_eq!(MAX_PAUSE, Duration::from_secs(3600));
     }
 }

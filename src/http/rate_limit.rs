@@ -16,6 +16,12 @@ use http::HeaderMap;
 /// A `Reset` value above this many seconds is a Unix time, not a delay (one year).
 const RESET_IS_EPOCH_ABOVE: u64 = 365 * 24 * 3600;
 
+/// The longest wait read from rate-limit headers: one hour, the same bound as `Retry-After`
+/// ([`super::MAX_RETRY_AFTER`]). The numbers are the server's: a reset years away (or past
+/// what the clock can hold, such as `17399999999990399099`) is a wrong header, and must not
+/// stall a source for longer, nor overflow a time computed from it.
+pub const MAX_RATE_LIMIT_WAIT: Duration = super::MAX_RETRY_AFTER;
+
 /// The rate budget a response reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimitStatus {
@@ -23,7 +29,8 @@ pub struct RateLimitStatus {
     pub limit: Option<u64>,
     /// Requests left in the current window.
     pub remaining: u64,
-    /// Time until the window resets (the budget is full again).
+    /// Time until the window resets (the budget is full again), at most
+    /// [`MAX_RATE_LIMIT_WAIT`].
     pub reset_in: Duration,
 }
 
@@ -35,7 +42,8 @@ impl RateLimitStatus {
 }
 
 /// Reads the rate budget from `headers`, relative to `now`. `None` when the response carries
-/// none of the conventions (or only part of one).
+/// none of the conventions (or only part of one). Whatever the numbers, it never panics and
+/// the reset is at most [`MAX_RATE_LIMIT_WAIT`] away.
 pub fn rate_limit_status(headers: &HeaderMap, now: SystemTime) -> Option<RateLimitStatus> {
     structured(headers).or_else(|| {
         ["x-ratelimit-", "ratelimit-"]
@@ -52,15 +60,19 @@ fn split_headers(headers: &HeaderMap, prefix: &str, now: SystemTime) -> Option<R
     let remaining = number(headers, &format!("{prefix}remaining"))?;
     let reset = number(headers, &format!("{prefix}reset"))?;
     let reset_in = if reset > RESET_IS_EPOCH_ABOVE {
-        let at = UNIX_EPOCH + Duration::from_secs(reset);
-        at.duration_since(now).unwrap_or(Duration::ZERO)
+        // A Unix time past what `SystemTime` holds is as far away as a wait can be.
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(reset))
+            .map_or(MAX_RATE_LIMIT_WAIT, |at| {
+                at.duration_since(now).unwrap_or(Duration::ZERO)
+            })
     } else {
         Duration::from_secs(reset)
     };
     Some(RateLimitStatus {
         limit: number(headers, &format!("{prefix}limit")),
         remaining,
-        reset_in,
+        reset_in: reset_in.min(MAX_RATE_LIMIT_WAIT),
     })
 }
 
@@ -90,7 +102,7 @@ fn structured(headers: &HeaderMap) -> Option<RateLimitStatus> {
     Some(RateLimitStatus {
         limit,
         remaining: remaining?,
-        reset_in: Duration::from_secs(reset?),
+        reset_in: Duration::from_secs(reset?).min(MAX_RATE_LIMIT_WAIT),
     })
 }
 
@@ -176,6 +188,76 @@ mod tests {
                 reset_in: Duration::from_secs(7)
             }
         );
+    }
+
+    #[test]
+    fn resets_beyond_the_clock_or_far_away_wait_at_most_an_hour() {
+        // A REST API answered this; it panicked the source ("overflow when adding duration
+        // to instant").
+        for prefix in ["x-ratelimit-", "ratelimit-"] {
+            let remaining = format!("{prefix}remaining");
+            let reset = format!("{prefix}reset");
+            for value in [
+                "17399999999990399099",
+                "18446744073709551615",
+                "99999999999",
+                "3600000",
+            ] {
+                let mut map = HeaderMap::new();
+                map.insert(
+                    http::HeaderName::from_bytes(remaining.as_bytes()).unwrap(),
+                    "0".parse().unwrap(),
+                );
+                map.insert(
+                    http::HeaderName::from_bytes(reset.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+                let status = rate_limit_status(&map, at(1_700_000_000)).unwrap();
+                assert_eq!(status.wait(), Some(MAX_RATE_LIMIT_WAIT), "{prefix} {value}");
+            }
+        }
+        let status = rate_limit_status(
+            &headers(&[("ratelimit", "\"default\";r=0;t=18446744073709551615")]),
+            at(0),
+        )
+        .unwrap();
+        assert_eq!(status.wait(), Some(MAX_RATE_LIMIT_WAIT));
+        assert_eq!(MAX_RATE_LIMIT_WAIT, Duration::from_secs(3600));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_header_values_never_panic_and_wait_at_most_an_hour(
+            remaining in "\\PC{0,24}|[0-9]{1,24}",
+            reset in "\\PC{0,24}|[0-9]{1,24}",
+            structured in "\\PC{0,40}|\"[a-z]{0,4}\";r=[0-9]{1,22};t=[0-9]{1,22}",
+            now in 0u64..=u64::MAX,
+        ) {
+            let now = UNIX_EPOCH
+                .checked_add(Duration::from_secs(now))
+                .unwrap_or(UNIX_EPOCH);
+            let mut map = HeaderMap::new();
+            for (name, value) in [
+                ("x-ratelimit-remaining", &remaining),
+                ("x-ratelimit-reset", &reset),
+                ("ratelimit-remaining", &remaining),
+                ("ratelimit-reset", &reset),
+            ] {
+                if let Ok(value) = value.parse() {
+                    map.insert(name, value);
+                }
+            }
+            for with_structured in [false, true] {
+                if with_structured {
+                    if let Ok(value) = structured.parse() {
+                        map.insert("ratelimit", value);
+                    }
+                }
+                if let Some(status) = rate_limit_status(&map, now) {
+                    proptest::prop_assert!(status.reset_in <= MAX_RATE_LIMIT_WAIT);
+                }
+            }
+        }
     }
 
     #[test]

@@ -81,6 +81,40 @@ mod tests {
     }
 
     #[test]
+    fn far_away_values_wait_at_most_an_hour() {
+        for value in [
+            "17399999999990399099",
+            "18446744073709551615",
+            "18446744073709551616",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(
+                parse_retry_after(value, at(0)),
+                Some(MAX_RETRY_AFTER),
+                "{value}"
+            );
+        }
+        let end_of_time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", end_of_time),
+            Some(Duration::ZERO)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_value_never_panics_and_waits_at_most_an_hour(
+            value in "\\PC{0,40}|[0-9]{1,30}|[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT",
+            now in 0u64..=u64::MAX / 4,
+        ) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now);
+            if let Some(delay) = parse_retry_after(&value, now) {
+                proptest::prop_assert!(delay <= MAX_RETRY_AFTER);
+            }
+        }
+    }
+
+    #[test]
     fn anything_else_is_not_a_retry_after() {
         for value in ["", "soon", "-5", "1.5", "Sun, 06 Nov 1994"] {
             assert_eq!(parse_retry_after(value, at(0)), None, "{value}");
