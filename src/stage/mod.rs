@@ -270,6 +270,16 @@ impl Stage {
         if record.marker || record.dead_letter.is_some() || !self.admits() {
             return;
         }
+        // serde_json checks raw values without its recursion limit; what comes after (jaq,
+        // the schema, `schema infer`) must not meet deeper JSON than it would parse.
+        if let Err(too_deep) = crate::json::check_nesting(&record.payload, crate::json::MAX_NESTING)
+        {
+            record.dead_letter = Some(DeadLetter::new(
+                "invalid_json",
+                format!("event data is not valid JSON: {too_deep}"),
+            ));
+            return;
+        }
         let raw = match serde_json::from_slice::<&RawValue>(&record.payload) {
             Ok(raw) => raw,
             Err(error) => {
@@ -299,6 +309,8 @@ impl Stage {
             serde_json::from_slice(text).map_err(|error| format!("not JSON: {error}"))
         };
         let Some(transform) = &self.transform else {
+            crate::json::check_nesting(payload, crate::json::MAX_NESTING)
+                .map_err(|too_deep| format!("not JSON: {too_deep}"))?;
             return parse(payload).map(|value| vec![value]);
         };
         let mut values = Vec::new();
