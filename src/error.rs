@@ -135,13 +135,26 @@ pub enum CheckpointError {
         /// librdkafka's error.
         error: String,
     },
-    /// The positions topic exists without log compaction, so retention would delete positions.
-    #[error("checkpoint store topic `{topic}` has `cleanup.policy={policy}`: retention would delete stored positions; set `cleanup.policy=compact` on it (`kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact`), or choose another `checkpoint.topic`")]
+    /// The positions topic exists with a `cleanup.policy` other than exactly `compact`
+    /// (`delete`, `compact,delete`), so retention would delete positions.
+    #[error("checkpoint store topic `{topic}` has `cleanup.policy={policy}`: retention would delete stored positions; set `cleanup.policy=compact` alone on it, without `delete` (`kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact` replaces the whole list), or choose another `checkpoint.topic`")]
     NotCompacted {
         /// The positions topic.
         topic: String,
         /// Its `cleanup.policy`.
         policy: String,
+    },
+    /// Another replica claimed the source in the Kafka store after this one: it owns it now.
+    #[error("checkpoint store topic `{topic}`: source `{source_name}` was claimed by replica `{replica}` with owner epoch {epoch} while this replica claimed it; that replica owns it, and this one leaves it until the next rebalance")]
+    Superseded {
+        /// The positions topic.
+        topic: String,
+        /// The source.
+        source_name: String,
+        /// The replica whose claim holds.
+        replica: String,
+        /// Its owner epoch.
+        epoch: u64,
     },
     /// Replicas of the cluster are running, so their positions must not be changed by hand.
     #[error("cluster group `{group}` has live members ({members}): a running replica owns these positions; stop every replica of the cluster, then run this again")]

@@ -28,7 +28,9 @@ pub use ack_tracker::{AckTracker, AckWindow};
 pub use acknowledger::{Acknowledger, RecordAcks};
 pub use committer::{Committer, CommitterHandle};
 pub use file_store::FileStore;
-pub use kafka_store::{compaction, Compaction, KafkaStore, KafkaStoreConfig, StoredPosition};
+pub use kafka_store::{
+    compaction, Compaction, KafkaStore, KafkaStoreConfig, LoadSummary, StoredPosition,
+};
 
 use futures::future::BoxFuture;
 
