@@ -107,7 +107,7 @@ pub struct WebhookConfig {
     #[serde(default = "default_content_types")]
     pub content_types: Vec<String>,
     /// An event id seen (and acknowledged by Kafka) within this window is answered 2xx and
-    /// not produced again. Default `24h`.
+    /// not produced again. Default `24h`, at most `365d`.
     #[serde(default = "default_dedupe_window", with = "humantime_serde")]
     pub dedupe_window: Duration,
     /// At most this many event ids are remembered (the oldest go first). Default 100000.
@@ -116,7 +116,8 @@ pub struct WebhookConfig {
     /// Longest time to receive a request's body; slower requests get 408. Default `10s`.
     #[serde(default = "default_body_timeout", with = "humantime_serde")]
     pub body_timeout: Duration,
-    /// Requests served at once; more get 503 with `Retry-After`. Default 256.
+    /// Requests served at once; more get 503 with `Retry-After`. Default 256, at most
+    /// 1000000.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
     /// Longest wait for Kafka's acknowledgement before answering 503 (the sender retries).
@@ -133,6 +134,15 @@ pub struct WebhookConfig {
     #[serde(default = "crate::sources::common::default_channel_max_bytes")]
     pub channel_max_bytes: u32,
 }
+
+/// The most requests a source may serve at once. tokio's semaphore holds at most
+/// `usize::MAX >> 3` permits (and panics past it); long before that, each request may hold
+/// `max_body_bytes` of memory.
+const MAX_CONCURRENT_REQUESTS: usize = 1_000_000;
+
+/// The longest `dedupe_window`: 365 days. The cache of seen ids (moka) refuses a time to live
+/// over 1000 years, and senders retry for hours or days.
+const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// librdkafka's default `message.max.bytes`: a larger body could not be produced.
 fn default_max_body_bytes() -> usize {
@@ -260,6 +270,28 @@ impl WebhookConfig {
                 "max_body_bytes",
                 "`max_body_bytes`, `dedupe_max_ids` and `max_concurrent_requests` must be greater than zero",
                 "use e.g. `max_body_bytes = 1000000`",
+            );
+        }
+        if self.max_concurrent_requests > MAX_CONCURRENT_REQUESTS {
+            checks.error(
+                "max_concurrent_requests",
+                format!(
+                    "{} is more than the {MAX_CONCURRENT_REQUESTS} requests a source may serve at once",
+                    self.max_concurrent_requests
+                ),
+                "use e.g. `max_concurrent_requests = 256` (the default); each request may hold \
+                 `max_body_bytes` of memory",
+            );
+        }
+        if self.dedupe_window > MAX_DEDUPE_WINDOW {
+            checks.error(
+                "dedupe_window",
+                format!(
+                    "`{}` is longer than the longest window, `365d`",
+                    humantime::format_duration(self.dedupe_window)
+                ),
+                "use e.g. `dedupe_window = \"24h\"` (the default); senders retry for hours or \
+                 days, not years",
             );
         }
         checks.positive_durations(&[
