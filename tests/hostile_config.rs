@@ -1,5 +1,7 @@
-//! `tributary check` on numbers past what the libraries underneath accept: a clear error
-//! naming the source, the field and the fix, never a panic.
+//! The commands on hostile input, through the binary: `tributary check` on numbers past what
+//! the libraries underneath accept (a clear error naming the source, the field and the fix,
+//! never a panic), and `tributary schema infer` on recorded events whose data makes a
+//! transform halt or nests too deep (those events are skipped, the rest inferred).
 
 mod common;
 
@@ -81,4 +83,43 @@ fn max_concurrent_requests_past_a_million_is_a_config_error_not_a_panic() {
     );
     let (code, stderr) = check("max_concurrent_requests = 1000000");
     assert_eq!(code, Some(0), "the bound itself is valid: {stderr}");
+}
+
+#[test]
+fn schema_infer_skips_events_that_halt_the_transform_or_nest_too_deep() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &common::sse_config(
+            "127.0.0.1:1",
+            &dir.path().join("state"),
+            "wiki",
+            "http://127.0.0.1:1/feed",
+            "wiki",
+            "transform = 'if .kill then halt_error else {n} end'",
+        ),
+    );
+    let events = dir.path().join("events.ndjson");
+    let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    std::fs::write(
+        &events,
+        format!("{{\"n\":1}}\n{{\"n\":2,\"kill\":true}}\n{deep}\n{{\"n\":3}}\n"),
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .args(["schema", "infer", "--source", "wiki", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(&events)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Before, jaq's `halt_error` ended the command with exit code 5 at the second event.
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("from 4 event(s) (2 value(s) after the transform, 2 skipped)"),
+        "{stderr}"
+    );
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(schema["properties"]["n"]["type"], "integer", "{schema}");
 }
