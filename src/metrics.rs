@@ -88,13 +88,15 @@ pub const WEBHOOK_OUTCOMES: [&str; 8] = [
 
 /// `kind` values of `tributary_kafka_errors_total` and `tributary_pipeline_faults_total`: the
 /// librdkafka error codes Tributary names, and `other`.
-pub const KAFKA_ERROR_KINDS: [&str; 8] = [
+pub const KAFKA_ERROR_KINDS: [&str; 10] = [
     "message_too_large",
     "unknown_topic",
     "topic_authorization_failed",
     "message_timed_out",
     "all_brokers_down",
     "invalid_record",
+    "invalid_timestamp",
+    "invalid_different_record",
     "queue_full",
     "other",
 ];
