@@ -8,7 +8,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -56,10 +59,28 @@ impl SourceState {
     }
 }
 
+/// A source's state and the instance that reports it.
+#[derive(Clone, Debug)]
+struct Entry {
+    /// Which start of the source this is (see [`Health::begin`]); 0 for states set by the
+    /// daemon itself (e.g. a source that could not start).
+    instance: u64,
+    state: SourceState,
+}
+
 /// The state of every source, shared by the sources and the HTTP server.
+///
+/// A handle returned by [`Health::begin`] belongs to one instance (one start) of a source: it
+/// only changes that source's state while that instance is the one listed, so a task of an
+/// instance that was stopped (handed off, restarted by a reload) cannot mark a newer instance
+/// of the same source failed, nor bring a source that moved away back into `/readyz`.
 #[derive(Clone, Default)]
 pub struct Health {
-    sources: Arc<Mutex<BTreeMap<String, SourceState>>>,
+    sources: Arc<Mutex<BTreeMap<String, Entry>>>,
+    /// The last instance number handed out by [`Health::begin`].
+    instances: Arc<AtomicU64>,
+    /// The instance this handle belongs to (`None`: the daemon's own handle).
+    instance: Option<u64>,
     /// Since when, and why, checkpoint commits have been failing (`None`: the last succeeded).
     checkpoint_failing: Arc<Mutex<Option<(Instant, String)>>>,
     /// Why an essential task (a pump, the committer) died; the daemon is stopping.
@@ -89,28 +110,70 @@ pub struct Readiness {
 }
 
 impl Health {
-    /// Sets the state of `source`. `Failed` is final: a failed source keeps its first reason,
-    /// whatever its task reports while it stops (e.g. the closed channel after the sink stopped
-    /// it on a pipeline fault).
-    pub fn set(&self, source: &str, state: SourceState) {
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(SourceState::Failed(_)) = sources.get(source) {
-            return;
-        }
-        sources.insert(source.to_owned(), state);
+    fn sources(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Forgets `source` (a cluster replica handed it to another replica): `/readyz` no
-    /// longer lists it.
+    /// A new instance of `source` starts: its state is `Starting` (whatever an earlier
+    /// instance left, `Failed` included), and the returned handle reports for this instance
+    /// only (see [`Health`]).
+    pub fn begin(&self, source: &str) -> Health {
+        let instance = self.instances.fetch_add(1, Ordering::Relaxed) + 1;
+        self.sources().insert(
+            source.to_owned(),
+            Entry {
+                instance,
+                state: SourceState::Starting,
+            },
+        );
+        Health {
+            instance: Some(instance),
+            ..self.clone()
+        }
+    }
+
+    /// The instance this handle belongs to (`None`: the daemon's own handle).
+    pub fn instance(&self) -> Option<u64> {
+        self.instance
+    }
+
+    /// Sets the state of `source`. `Failed` is final: a failed source keeps its first reason,
+    /// whatever its task reports while it stops (e.g. the closed channel after the sink stopped
+    /// it on a pipeline fault), until a new instance [begins](Health::begin). A handle of an
+    /// instance that is no longer listed changes nothing.
+    pub fn set(&self, source: &str, state: SourceState) {
+        let mut sources = self.sources();
+        match (sources.get_mut(source), self.instance) {
+            (Some(Entry { instance, .. }), Some(own)) if *instance != own => {}
+            (None, Some(_)) => {}
+            (
+                Some(Entry {
+                    state: SourceState::Failed(_),
+                    ..
+                }),
+                _,
+            ) => {}
+            (Some(entry), _) => entry.state = state,
+            (None, None) => {
+                sources.insert(source.to_owned(), Entry { instance: 0, state });
+            }
+        }
+    }
+
+    /// Forgets `source` (a cluster replica handed it to another replica, a reload removed
+    /// it): `/readyz` no longer lists it. A handle of an instance that is no longer listed
+    /// changes nothing.
     pub fn remove(&self, source: &str) {
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        sources.remove(source);
+        let mut sources = self.sources();
+        let listed = sources.get(source).map(|entry| entry.instance);
+        if self.instance.is_none() || listed == self.instance {
+            sources.remove(source);
+        }
     }
 
     /// The state of `source`, if it is known.
     pub fn get(&self, source: &str) -> Option<SourceState> {
-        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        sources.get(source).cloned()
+        self.sources().get(source).map(|entry| entry.state.clone())
     }
 
     /// Records the outcome of a checkpoint commit: `Err(reason)` starts (or continues) a
@@ -143,11 +206,11 @@ impl Health {
 
     /// Readiness given whether Kafka is reachable.
     pub fn readiness(&self, kafka_reachable: bool) -> Readiness {
-        let sources = self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let sources: BTreeMap<String, SourceState> = self
+            .sources()
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.state.clone()))
+            .collect();
         let checkpoint_error = self
             .checkpoint_failing
             .lock()
@@ -176,5 +239,44 @@ impl Health {
             checkpoint_error,
             internal_error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_instance_clears_failed_and_a_stale_one_changes_nothing() {
+        let health = Health::default();
+        let first = health.begin("wiki");
+        first.set("wiki", SourceState::Failed("acquire failed".into()));
+        assert!(!health.readiness(true).ready);
+        let second = health.begin("wiki");
+        assert_eq!(health.get("wiki"), Some(SourceState::Starting));
+        assert!(health.readiness(true).ready);
+        // The first instance's late reports touch neither the second's state nor its entry.
+        first.set("wiki", SourceState::Failed("late".into()));
+        first.remove("wiki");
+        assert_eq!(health.get("wiki"), Some(SourceState::Starting));
+        second.set("wiki", SourceState::Connected);
+        assert_eq!(health.get("wiki"), Some(SourceState::Connected));
+        // Once removed, an instance cannot bring the source back into `/readyz`.
+        second.remove("wiki");
+        second.set("wiki", SourceState::Failed("after the handoff".into()));
+        assert_eq!(health.get("wiki"), None);
+        assert!(health.readiness(true).ready);
+    }
+
+    #[test]
+    fn the_daemons_handle_keeps_failed_final_and_removes_any_instance() {
+        let health = Health::default();
+        health.set("wiki", SourceState::Failed("cannot build".into()));
+        health.set("wiki", SourceState::Stopped);
+        assert!(matches!(health.get("wiki"), Some(SourceState::Failed(_))));
+        let instance = health.begin("other");
+        health.remove("other");
+        instance.set("other", SourceState::Connected);
+        assert_eq!(health.get("other"), None);
     }
 }

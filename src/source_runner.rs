@@ -53,9 +53,12 @@ pub struct SourceRunner {
     pub(crate) pumps: TaskTracker,
 }
 
-/// A started source.
+/// A started source: one instance of it (a source handed off and acquired again, or
+/// restarted by a reload, is a new instance).
 pub struct RunningSource {
     name: Arc<str>,
+    /// This instance's health handle: it reports for this instance only.
+    health: Health,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     pump: tokio::task::JoinHandle<()>,
@@ -66,6 +69,11 @@ impl RunningSource {
     /// The source's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// This instance's number in [`Health`] (see [`Health::begin`]).
+    pub fn instance(&self) -> Option<u64> {
+        self.health.instance()
     }
 }
 
@@ -93,6 +101,9 @@ impl SourceRunner {
     ) -> Result<RunningSource, CheckpointError> {
         let name = Arc::clone(&info.name);
         let resume = self.store.acquire(&name).await?;
+        // A new instance: its state starts over (an earlier `Failed` is cleared), and what an
+        // earlier instance's late tasks report no longer counts.
+        let health = self.health.begin(&name);
         let source_metrics = self.metrics.source(&name, info.kind);
         let tracker = Arc::new(AckTracker::new(resume.clone()));
         self.committer
@@ -115,7 +126,7 @@ impl SourceRunner {
             )),
             metrics: source_metrics.clone(),
             failures: failures_tx,
-            health: self.health.clone(),
+            health: health.clone(),
             stage: Arc::clone(&info.stage),
         });
         let pump = self.pumps.spawn(self.supervisor.clone().pump(
@@ -136,14 +147,14 @@ impl SourceRunner {
             shutdown: stop.clone(),
             resume,
             metrics: source_metrics,
-            health: self.health.clone(),
+            health: health.clone(),
             hosts: Arc::clone(&self.hosts),
             stage: Arc::clone(&info.stage),
         };
-        self.health.set(&name, SourceState::Starting);
-        let health = self.health.clone();
+        let task_health = health.clone();
         let task_name = Arc::clone(&name);
         let task = self.sources.spawn(async move {
+            let health = task_health;
             let name = task_name;
             // A panic in a source must not end it silently: catch it and report it.
             match AssertUnwindSafe(source.run(context)).catch_unwind().await {
@@ -160,6 +171,7 @@ impl SourceRunner {
         });
         Ok(RunningSource {
             name,
+            health,
             stop,
             task,
             pump,
@@ -168,8 +180,10 @@ impl SourceRunner {
     }
 
     /// Stops `running`, waits until its pump has handed every record to the producer and
-    /// Kafka has acknowledged them (at most until `deadline`), commits its final position and
-    /// forgets the source (metrics keep their values; `/readyz` no longer lists it).
+    /// Kafka has acknowledged them (at most `timeout`), commits its final position and
+    /// forgets the source (metrics keep their values; `/readyz` no longer lists it). A source
+    /// task or pump still running at the deadline is aborted: it produces nothing more, and
+    /// whatever it still reports is for its own instance, which is no longer listed.
     pub async fn hand_off(&self, running: RunningSource, timeout: Duration) -> Handoff {
         self.stop(running, timeout, true).await
     }
@@ -179,7 +193,7 @@ impl SourceRunner {
     /// pump get at most [`LOST_STOP_TIMEOUT`] to end. No final commit: it would carry the old
     /// owner epoch and be ignored anyway.
     pub async fn drop_lost(&self, running: RunningSource) -> Handoff {
-        self.health.remove(running.name());
+        running.health.remove(running.name());
         self.stop(running, LOST_STOP_TIMEOUT, false).await
     }
 
@@ -188,21 +202,31 @@ impl SourceRunner {
         let deadline = tokio::time::Instant::now() + timeout;
         let RunningSource {
             name,
+            health,
             stop,
-            task,
-            pump,
+            mut task,
+            mut pump,
             tracker,
         } = running;
         stop.cancel();
         let drained = async {
-            let _ = task.await;
-            let _ = pump.await;
+            let _ = (&mut task).await;
+            let _ = (&mut pump).await;
             while commit && tracker.in_flight() > 0 {
                 tokio::time::sleep(ACK_POLL).await;
             }
         };
         if tokio::time::timeout_at(deadline, drained).await.is_err() {
-            tracing::warn!(source = %name, in_flight = tracker.in_flight(), "handoff deadline passed before Kafka acknowledged every record; the next owner reads them again");
+            let (task_running, pump_running) = (!task.is_finished(), !pump.is_finished());
+            tracing::warn!(source = %name, in_flight = tracker.in_flight(), task_running, pump_running, "the stop deadline passed before the source stopped and Kafka acknowledged every record; its task and pump are aborted, and the next owner reads the unacknowledged records again");
+            // Detached, they would go on producing, and a late failure of theirs would
+            // count against the next instance of this source.
+            for handle in [task, pump] {
+                if !handle.is_finished() {
+                    handle.abort();
+                    let _ = handle.await;
+                }
+            }
         }
         let commit_error = if commit {
             self.committer.release(&name).await.err()
@@ -213,11 +237,165 @@ impl SourceRunner {
         if let Some(error) = &commit_error {
             tracing::error!(source = %name, %error, "the handoff's final commit failed; the next owner starts from the previous position (duplicates, no loss)");
         }
-        self.health.remove(&name);
+        health.remove(&name);
         Handoff {
             unacknowledged: tracker.in_flight(),
             took: started.elapsed(),
             commit_error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        sync::atomic::{AtomicBool, Ordering},
+    };
+
+    use futures::future::BoxFuture;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::{
+        checkpoint::FileStore, error::SourceError, sinks::kafka::KafkaSinkConfig,
+        sources::SourceInfo,
+    };
+
+    /// Runs until stopped, as a source should.
+    struct Obedient;
+
+    impl Source for Obedient {
+        fn run(
+            self: Box<Self>,
+            context: SourceContext,
+        ) -> BoxFuture<'static, Result<(), SourceError>> {
+            Box::pin(async move {
+                context.set_state(SourceState::Connected);
+                context.shutdown.cancelled().await;
+                Ok(())
+            })
+        }
+    }
+
+    /// Ignores its stop token (as a source stuck in a call that does not look at it): it
+    /// waits for `wake`, then reports a failure. `dropped` is set when its task is dropped
+    /// before that.
+    struct Stubborn {
+        wake: Arc<Notify>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    struct SetOnDrop(Arc<AtomicBool>);
+
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    impl Source for Stubborn {
+        fn run(
+            self: Box<Self>,
+            context: SourceContext,
+        ) -> BoxFuture<'static, Result<(), SourceError>> {
+            Box::pin(async move {
+                let guard = SetOnDrop(self.dropped);
+                self.wake.notified().await;
+                std::mem::forget(guard);
+                context.set_state(SourceState::Failed("a late failure".into()));
+                Ok(())
+            })
+        }
+    }
+
+    /// A runner on a file store in `dir`, with a producer whose broker is not there (these
+    /// sources produce nothing).
+    fn runner(dir: &std::path::Path) -> SourceRunner {
+        let health = Health::default();
+        let shutdown = CancellationToken::new();
+        let store: Arc<dyn CheckpointStore> = Arc::new(Arc::new(FileStore::open(dir).unwrap()));
+        SourceRunner {
+            producer: KafkaProducer::new(&KafkaSinkConfig {
+                brokers: "127.0.0.1:9".into(),
+                properties: BTreeMap::new(),
+                flush_timeout: Duration::from_secs(1),
+            })
+            .unwrap(),
+            committer: Committer::new(
+                Arc::clone(&store),
+                Duration::from_secs(1),
+                1000,
+                health.clone(),
+            ),
+            store,
+            metrics: Metrics::new(),
+            hosts: Arc::new(HostLimits::new(BTreeMap::new())),
+            supervisor: Supervisor::new(health.clone(), shutdown.clone()),
+            health,
+            abandon_pumps: CancellationToken::new(),
+            shutdown,
+            sources: TaskTracker::new(),
+            pumps: TaskTracker::new(),
+        }
+    }
+
+    fn info() -> SourceInfo {
+        SourceInfo::new(
+            "wiki",
+            "wiki",
+            None,
+            "http://127.0.0.1:9/".into(),
+            100,
+            1 << 20,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_source_past_the_stop_deadline_is_aborted_and_cannot_touch_its_next_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = runner(dir.path());
+        let (wake, dropped) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+        let stubborn = Stubborn {
+            wake: Arc::clone(&wake),
+            dropped: Arc::clone(&dropped),
+        };
+        let old = runner.start(info(), Box::new(stubborn)).await.unwrap();
+        let handoff = runner.hand_off(old, Duration::from_millis(50)).await;
+        assert!(handoff.took >= Duration::from_millis(50));
+        assert!(
+            dropped.load(Ordering::Acquire),
+            "the task that ignored its stop still runs after the deadline"
+        );
+        assert_eq!(runner.health.get("wiki"), None);
+        let new = runner.start(info(), Box::new(Obedient)).await.unwrap();
+        // Had the old task survived, it would now mark the new instance failed.
+        wake.notify_waiters();
+        tokio::task::yield_now().await;
+        assert!(!matches!(
+            runner.health.get("wiki"),
+            Some(SourceState::Failed(_))
+        ));
+        let handoff = runner.hand_off(new, Duration::from_secs(5)).await;
+        assert!(handoff.took < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_new_instance_clears_an_earlier_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = runner(dir.path());
+        // What a replica records when it cannot acquire a source's position.
+        runner.health.set(
+            "wiki",
+            SourceState::Failed("cannot acquire its position".into()),
+        );
+        assert!(!runner.health.readiness(true).ready);
+        let running = runner.start(info(), Box::new(Obedient)).await.unwrap();
+        assert!(!matches!(
+            runner.health.get("wiki"),
+            Some(SourceState::Failed(_))
+        ));
+        assert!(runner.health.readiness(true).ready);
+        runner.hand_off(running, Duration::from_secs(5)).await;
     }
 }
