@@ -221,3 +221,67 @@ async fn an_invalid_timestamp_dead_letters_only_its_own_record() {
     );
     assert_eq!(stored(state.path(), "stamped").as_deref(), Some("200"));
 }
+
+/// A producer queue budget of 32 KiB and records of 8 KB into a topic whose limit two of them
+/// exceed: nearly every delivery fails with its batch, and each failed record keeps its share
+/// of the budget until it is sent again. The pump, waiting for budget for the next record,
+/// takes those failures back meanwhile, so it never waits on bytes only they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_never_leave_the_pump_waiting_for_their_budget() {
+    const EVENTS: usize = 200;
+    let broker = Broker::kafka();
+    create_topic_with(
+        &broker.brokers(),
+        "starved",
+        &[("max.message.bytes", "12000")],
+    )
+    .await;
+    broker.create_topic("starved.dlq").await;
+    let events: Vec<(String, String)> = (0..EVENTS)
+        .map(|i| {
+            (
+                i.to_string(),
+                format!(r#"{{"n":{i},"blob":"{}"}}"#, noise(1_000 + i as u64, 8_000)),
+            )
+        })
+        .collect();
+    let feed = ScriptedServer::start(vec![Scripted::events(&sse_body(&events), true)]).await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = sse_config(
+        &broker.brokers(),
+        state.path(),
+        "starved",
+        &format!("{}/stream", feed.base_url),
+        "starved",
+        "",
+    )
+    .replace(
+        "flush_timeout = \"20s\"",
+        "flush_timeout = \"20s\"\nproducer = { \"queue.buffering.max.kbytes\" = \"32\", \"linger.ms\" = \"50\" }",
+    );
+    let daemon = start_daemon(&toml).await;
+    wait_for_acknowledged(&daemon, "starved", EVENTS as u64).await;
+    let scrape = daemon.metrics().render();
+    daemon.shutdown().await;
+    let refused: u64 = scrape
+        .lines()
+        .filter(|l| {
+            l.starts_with("tributary_kafka_errors_total{") && l.contains("message_too_large")
+        })
+        .filter(|l| l.contains("source=\"starved\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64;
+    assert!(refused > 0, "Kafka refused batches: {scrape}");
+    let mut held: Vec<usize> = broker
+        .read("starved")
+        .await
+        .iter()
+        .map(|record| {
+            let value: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+            value["n"].as_u64().unwrap() as usize
+        })
+        .collect();
+    held.sort_unstable();
+    assert_eq!(held, (0..EVENTS).collect::<Vec<_>>(), "every event, once");
+    assert!(broker.read("starved.dlq").await.is_empty());
+}
