@@ -115,8 +115,8 @@ pub(super) enum ClaimOutcome {
     Owned,
     /// Another owner's claim with the same epoch was admitted first: claim again above it.
     Tied,
-    /// A claim with a higher epoch came after this one: another replica acquired the source
-    /// later, and it is the owner.
+    /// A claim with a higher epoch is in the log before this one: another replica read the
+    /// key after this one did, and it is the owner.
     Superseded,
 }
 

@@ -277,10 +277,10 @@ impl KafkaStore {
 }
 
 impl CheckpointStore for KafkaStore {
-    /// Reads to the end, claims the epoch above the key's fence, and reads the claim back:
-    /// when another replica's claim of the same epoch was admitted first, claims again above
-    /// it (at most three claims); when a higher epoch follows, that replica acquired the
-    /// source later and owns it.
+    /// Reads to the end, claims the epoch above the key's fence, and reads up to the claim:
+    /// when another replica's claim of the same epoch was admitted before it, claims again
+    /// above it (at most three claims); when a claim of a higher epoch is already there,
+    /// that replica read the key after this one did, and it owns the source.
     fn acquire<'a>(
         &'a self,
         source: &'a str,
@@ -299,8 +299,9 @@ impl CheckpointStore for KafkaStore {
                     })
                     .await?;
                 let claim = self.write(source, position.clone(), epoch).await?;
-                // Any claim that raced with this one is in the same partition (same key),
-                // before or after it: reading up to this claim tells whether it was admitted.
+                // A claim that raced with this one is in the same partition (same key). One
+                // that landed before it decides whether it is admitted; one that lands after
+                // it is fenced by it (same epoch) or fences it (higher) like any later claim.
                 let name = source.to_owned();
                 let (fence, holder) = self
                     .read_past(claim, move |ledger| {
