@@ -497,25 +497,50 @@ signature = { scheme = "none" }
     assert_eq!(broker.read("apart").await.len(), 1);
 }
 
+/// A sender that stalls in its body, with a `body_timeout` far longer than the shutdown may
+/// take: the shutdown answers it 503 with `Retry-After` and closes its connection, and returns
+/// within `kafka.flush_timeout` (plus a margin), not after the `body_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upload_does_not_hold_the_shutdown() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+    /// What the shutdown may take: its flush deadline and a margin for the rest.
+    const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
+    const BODY_TIMEOUT: Duration = Duration::from_secs(120);
+    const _: () = assert!(
+        BODY_TIMEOUT.as_secs() > SHUTDOWN_BOUND.as_secs()
+            && SHUTDOWN_BOUND.as_secs() > FLUSH_TIMEOUT.as_secs()
+    );
     let broker = Broker::kafka();
     broker.create_topic("slow").await;
     let state = tempfile::tempdir().unwrap();
-    let daemon = start_daemon(&webhook_config(
+    // One request at a time: a request refused as overloaded shows the stalled one is in its
+    // body.
+    let toml = webhook_config(
         &broker.brokers(),
         state.path(),
-        r#"
+        &format!(
+            r#"
 [sources.slow]
 type = "webhook"
 topic = "slow"
-signature = { scheme = "none" }
-body_timeout = "1s"
+signature = {{ scheme = "none" }}
+body_timeout = "{}s"
+max_concurrent_requests = 1
+retry_after = "7s"
 "#,
-    ))
-    .await;
-    // Headers and half of the announced body, then silence.
+            BODY_TIMEOUT.as_secs()
+        ),
+    )
+    .replace(
+        "flush_timeout = \"5s\"",
+        &format!("flush_timeout = \"{}s\"", FLUSH_TIMEOUT.as_secs()),
+    );
+    let daemon = start_daemon(&toml).await;
+    let client = Client::new(&daemon);
+    assert_eq!(client.post("/webhooks/slow", &[], "{}").await.0, 200);
+
+    // Headers and part of the announced body, then silence.
     let mut stalled = tokio::net::TcpStream::connect(daemon.webhook_address())
         .await
         .unwrap();
@@ -525,29 +550,55 @@ body_timeout = "1s"
         )
         .await
         .unwrap();
-    // A complete request on another connection: once it is answered, the server is serving
-    // (the stalled request's headers went first).
-    let client = Client::new(&daemon);
-    assert_eq!(client.post("/webhooks/slow", &[], "{}").await.0, 200);
-    let stopped = tokio::time::timeout(Duration::from_secs(30), daemon.shutdown()).await;
+    // A probe of the wrong content type is answered 415 while the request slot is free, and
+    // 503 once the stalled request holds it (it is then waiting for its body).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, text) = client
+            .post(
+                "/webhooks/slow",
+                &[("content-type", "text/plain".into())],
+                "{}",
+            )
+            .await;
+        if status == 503 {
+            assert!(text.contains("too many requests at once"), "{text}");
+            break;
+        }
+        assert_eq!(status, 415, "{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled request never reached the receiver"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let started = std::time::Instant::now();
+    let stopped = tokio::time::timeout(SHUTDOWN_BOUND, daemon.shutdown()).await;
+    let took = started.elapsed();
     assert!(
         stopped.is_ok(),
-        "the shutdown waited on a request whose body never came"
+        "the shutdown still ran after {took:?}: it waited on a request whose body never came \
+         (body_timeout {BODY_TIMEOUT:?}, flush_timeout {FLUSH_TIMEOUT:?})"
     );
-    // The stalled connection was answered (408) or closed, not left hanging.
+    // The shutdown waited for every connection: the stalled one has its answer and is closed.
     let mut answer = Vec::new();
-    let read = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::io::AsyncReadExt::read_to_end(&mut stalled, &mut answer),
-    )
-    .await;
-    assert!(read.is_ok(), "the stalled connection was left open");
-    let answer = String::from_utf8_lossy(&answer);
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut answer))
+        .await
+        .expect("the stalled connection is still open after the shutdown");
+    read.expect("the stalled connection was answered, not reset");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
     assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
-        "{answer}"
+        answer.starts_with("http/1.1 503"),
+        "the stalled sender is told to retry: {answer:?}"
     );
-    assert_eq!(broker.read("slow").await.len(), 1);
+    assert!(answer.contains("\r\nretry-after: 7\r\n"), "{answer:?}");
+    assert!(answer.contains("shutting down"), "{answer:?}");
+    assert_eq!(
+        broker.read("slow").await.len(),
+        1,
+        "only the complete request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,8 @@
 //! Shutdown: when the token is cancelled the listener is closed, every connection is asked to
 //! finish (hyper-util's [`GracefulShutdown`]: idle ones close at once, a request in progress is
 //! answered first), and [`serve`] returns once all are gone. A client stuck in its headers
-//! holds the shutdown for at most the header read timeout.
+//! holds the shutdown for at most the header read timeout; one stuck in a webhook body is
+//! answered 503 as soon as its source stops, without waiting for its `body_timeout`.
 
 use std::{io, sync::Arc, time::Duration};
 

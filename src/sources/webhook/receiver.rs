@@ -7,6 +7,10 @@
 //! `ack_timeout` for the delivery report (longer is 503, so the sender retries). Nothing of the
 //! body is logged. Every request is counted in `tributary_webhook_requests_total{outcome}`.
 //!
+//! A request still receiving its body when the source stops (shutdown, or a reload that stops
+//! or restarts it) is answered 503 with `Retry-After` at once: a sender that stalls in its body
+//! cannot hold the shutdown for its `body_timeout`.
+//!
 //! The event id stays "in flight" until Kafka answers, even after a timed-out request: a retry
 //! that arrives meanwhile gets 503, one that arrives after the acknowledgement gets 200 and is
 //! not produced again.
@@ -28,6 +32,7 @@ use axum::{
 };
 use futures::future::BoxFuture;
 use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
 
 use super::config::{EventIdFrom, WebhookSettings};
 use crate::{
@@ -62,6 +67,8 @@ struct Receiver {
 struct Pipeline {
     records: RecordSender,
     metrics: SourceMetrics,
+    /// Cancelled when the source stops: a body still arriving is not waited for.
+    stopping: CancellationToken,
 }
 
 impl WebhookSource {
@@ -99,6 +106,7 @@ impl Source for WebhookSource {
             *state.pipeline.write().unwrap_or_else(|e| e.into_inner()) = Some(Pipeline {
                 records: context.records.clone(),
                 metrics: context.metrics.clone(),
+                stopping: context.shutdown.clone(),
             });
             context.set_state(SourceState::Connected);
             tracing::info!(source = %context.name, path = %state.settings.path, "receiving webhooks");
@@ -214,7 +222,7 @@ const MAX_EVENT_ID_BYTES: usize = 512;
 async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
     // Only the metrics are taken now: the channel sender is taken just before sending, so a
     // slow request cannot keep the channel open past shutdown.
-    let Some(metrics) = state.pipeline().map(|p| p.metrics) else {
+    let Some((metrics, stopping)) = state.pipeline().map(|p| (p.metrics, p.stopping)) else {
         let mut response = (StatusCode::SERVICE_UNAVAILABLE, "not running\n").into_response();
         response.headers_mut().insert(
             header::RETRY_AFTER,
@@ -263,11 +271,22 @@ async fn receive(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: B
     if declared_length.is_some_and(|length| length > settings.max_body_bytes) {
         return too_large(&state);
     }
-    let read = tokio::time::timeout(
-        settings.body_timeout,
-        axum::body::to_bytes(body, settings.max_body_bytes),
-    )
-    .await;
+    let read = tokio::select! {
+        read = tokio::time::timeout(
+            settings.body_timeout,
+            axum::body::to_bytes(body, settings.max_body_bytes),
+        ) => read,
+        // The server waits for every request before the shutdown ends: one whose body is
+        // still coming is answered now, not after `body_timeout`.
+        () = stopping.cancelled() => {
+            return state.outcome(
+                &metrics,
+                Outcome::Overloaded,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down; retry later",
+            )
+        }
+    };
     let body: Bytes = match read {
         Ok(Ok(body)) => body,
         Ok(Err(error)) => {
