@@ -169,7 +169,12 @@ async fn positions_line(config: &Config, topic: &str, found: Option<&(Status, St
         Ok(Compaction::Compacted) => line(Status::Ok, format!("{detail}, compacted")),
         Ok(Compaction::NotCompacted { policy }) => line(
             Status::Failed(Class::Kafka),
-            format!("{detail}, but cleanup.policy=`{policy}`: `run` refuses it; set cleanup.policy=compact"),
+            format!(
+                "{detail}, but cleanup.policy=`{policy}`: `run` refuses it; set it to `compact` \
+                 alone (`kafka-configs.sh --alter --entity-type topics --entity-name {topic} \
+                 --add-config cleanup.policy=compact` replaces the whole list)",
+                topic = store.topic
+            ),
         ),
         Ok(Compaction::Unknown(_)) => line(
             Status::Ok,
