@@ -5,6 +5,7 @@
 mod common;
 
 use std::{
+    collections::BTreeMap,
     path::Path,
     sync::atomic::Ordering,
     time::{Duration, Instant},
@@ -149,6 +150,19 @@ async fn sighup_starts_stops_and_restarts_sources_and_leaves_the_others_connecte
     assert_eq!(after[2], before[2] + 1, "c did not restart once");
     assert_eq!(after[3], before[3], "d reconnected after it was removed");
     assert_eq!(after[4], 1, "e did not start");
+    // c's new instance asked its feed for what follows the position its old one stored.
+    let c_requests = feeds[2].stats().last_event_ids.lock().unwrap().clone();
+    assert_eq!(c_requests.len(), 2, "c's requests: {c_requests:?}");
+    assert_eq!(c_requests[0], None, "c's first instance started afresh");
+    let resumed_from = c_requests[1]
+        .as_deref()
+        .and_then(replay::wikimedia_event_index)
+        .unwrap_or_else(|| {
+            panic!(
+                "c restarted without a stored position as Last-Event-ID: {:?}",
+                c_requests[1]
+            )
+        });
     let (_, readiness) = http_get(&format!("http://127.0.0.1:{port}/readyz")).await;
     assert!(
         !readiness.contains("\"d\""),
@@ -194,6 +208,36 @@ async fn sighup_starts_stops_and_restarts_sources_and_leaves_the_others_connecte
     assert_eq!(unchanged, after, "a refused reload changed connections");
     assert_eq!(reloads(&daemon, "applied").await, 1);
     assert!(daemon.terminate().await.success());
+
+    // c's records: each event once, none skipped. The old instance produced up to the
+    // position it stored; had the new one resumed before it, those records would be here
+    // twice; after it, some would be missing.
+    let mut copies: BTreeMap<usize, usize> = BTreeMap::new();
+    for record in broker.read("c").await {
+        let id = record.header("tributary.event_id").unwrap();
+        *copies
+            .entry(replay::wikimedia_event_index(id).unwrap())
+            .or_default() += 1;
+    }
+    let again: Vec<usize> = copies
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(&i, _)| i)
+        .collect();
+    assert!(
+        again.is_empty(),
+        "c produced events again after resuming from event {resumed_from}: {again:?}"
+    );
+    let last = *copies.keys().next_back().unwrap();
+    assert!(
+        last > resumed_from,
+        "c's new instance produced nothing after event {resumed_from}"
+    );
+    let missing: Vec<usize> = (0..=last).filter(|i| !copies.contains_key(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "c skipped events around the restart from event {resumed_from}: {missing:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
