@@ -1,12 +1,19 @@
 //! Kafka's refusals, on Apache Kafka: a record too large for Kafka reaches the dead-letter topic
-//! as a stub (its first bytes, size and SHA-256); a topic that does not exist stops its source
-//! with the cause in `/readyz`, and no position moves past a record Kafka does not hold.
+//! as a stub (its first bytes, size and SHA-256), whether the producer refuses it before sending
+//! or the broker refuses it for its topic in a delivery report; a topic that does not exist stops
+//! its source with the cause in `/readyz`, and no position moves past a record Kafka does not
+//! hold.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    ClientConfig,
+};
 use sha2::Digest as _;
 use tributary::{checkpoint::FileStore, health::SourceState};
 
@@ -32,18 +39,94 @@ fn incompressible_event(len: usize) -> String {
     format!(r#"{{"blob":"{blob}"}}"#)
 }
 
+/// Events 1 and 3 small, event 2 `huge`.
+fn small_huge_small(huge: &str) -> Vec<(String, String)> {
+    vec![
+        ("1".to_owned(), r#"{"n":1}"#.to_owned()),
+        ("2".to_owned(), huge.to_owned()),
+        ("3".to_owned(), r#"{"n":3}"#.to_owned()),
+    ]
+}
+
+/// The value of `tributary_kafka_errors_total{kind="message_too_large"}` for `source`.
+fn too_large_refusals(scrape: &str, source: &str) -> u64 {
+    let series =
+        format!(r#"tributary_kafka_errors_total{{kind="message_too_large",source="{source}"}} "#);
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.parse().unwrap())
+}
+
+/// Asserts what the daemon left in Kafka and in its store for [`small_huge_small`] from SSE
+/// source `source` into `topic`: events 1 and 3 whole in the topic, event 2 as one stub in the
+/// dead-letter topic (its key, first 4 KiB, lineage, error naming the topic, original size and
+/// SHA-256), and the position past all three.
+async fn assert_only_a_stub_of_the_huge_event(
+    broker: &Broker,
+    state: &std::path::Path,
+    source: &str,
+    topic: &str,
+    huge: &str,
+) {
+    let mut produced: Vec<String> = broker
+        .read(topic)
+        .await
+        .into_iter()
+        .map(|r| String::from_utf8(r.payload).unwrap())
+        .collect();
+    produced.sort();
+    assert_eq!(produced, [r#"{"n":1}"#, r#"{"n":3}"#]);
+
+    let dead = broker.read(&format!("{topic}.dlq")).await;
+    assert_eq!(dead.len(), 1, "one stub");
+    let stub = &dead[0];
+    assert_eq!(stub.key.as_deref(), Some(&b"2"[..]), "the key stays");
+    assert_eq!(stub.payload, huge.as_bytes()[..4096], "the first 4 KiB");
+    assert_eq!(stub.header("tributary.source"), Some(source));
+    assert_eq!(stub.header("tributary.event_id"), Some("2"));
+    assert_eq!(stub.header("tributary.event_type"), Some("message"));
+    assert!(stub
+        .header("tributary.url")
+        .is_some_and(|url| url.ends_with("/stream")));
+    assert!(stub.header("tributary.fetched_at").is_some());
+    assert_eq!(
+        stub.header("tributary.error_kind"),
+        Some("message_too_large")
+    );
+    let error = stub.header("tributary.error").unwrap();
+    assert!(error.contains(&format!("topic `{topic}`")), "{error}");
+    assert_eq!(
+        stub.header("tributary.original_size"),
+        Some(huge.len().to_string().as_str())
+    );
+    assert_eq!(
+        stub.header("tributary.original_sha256"),
+        Some(hex::encode(sha2::Sha256::digest(huge.as_bytes())).as_str())
+    );
+
+    let stored = FileStore::open(state).unwrap().load(source).unwrap();
+    assert_eq!(
+        stored.map(|p| p.to_string()).as_deref(),
+        Some("3"),
+        "every record is held by Kafka (the stub stands for the second)"
+    );
+}
+
+/// The producer's `message.max.bytes` is 100,000 bytes and the topic takes the broker's default
+/// (about 1 MB): librdkafka refuses the 300,000-byte record when it is handed over, before any
+/// batch, and that refusal alone sends its stub to the dead-letter topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_too_large_for_kafka_reaches_the_dead_letter_topic_as_a_stub() {
+async fn a_record_over_the_producers_message_max_bytes_reaches_the_dead_letter_topic_as_a_stub() {
     const LIMIT: usize = 100_000;
     let broker = Broker::kafka();
     broker.create_topic("big").await;
     let huge = incompressible_event(300_000);
-    let events = vec![
-        ("1".to_owned(), r#"{"n":1}"#.to_owned()),
-        ("2".to_owned(), huge.clone()),
-        ("3".to_owned(), r#"{"n":3}"#.to_owned()),
-    ];
-    let feed = ScriptedServer::start(vec![Scripted::events(&sse_body(&events), true)]).await;
+    let feed = ScriptedServer::start(vec![Scripted::events(
+        &sse_body(&small_huge_small(&huge)),
+        true,
+    )])
+    .await;
     let state = tempfile::tempdir().unwrap();
     let toml = sse_config(
         &broker.brokers(),
@@ -62,49 +145,83 @@ async fn a_record_too_large_for_kafka_reaches_the_dead_letter_topic_as_a_stub() 
     let scrape = daemon.metrics().render();
     daemon.shutdown().await;
 
-    let produced: Vec<String> = broker
-        .read("big")
-        .await
-        .into_iter()
-        .map(|r| String::from_utf8(r.payload).unwrap())
-        .collect();
-    assert_eq!(produced.len(), 2, "{produced:?}");
-    assert!(produced.iter().all(|p| p.starts_with(r#"{"n":"#)));
-
-    let dead = broker.read("big.dlq").await;
-    assert_eq!(dead.len(), 1, "one stub");
-    let stub = &dead[0];
-    assert_eq!(stub.key.as_deref(), Some(&b"2"[..]), "the key stays");
-    assert_eq!(stub.payload, huge.as_bytes()[..4096], "the first 4 KiB");
-    assert_eq!(stub.header("tributary.source"), Some("big"));
-    assert_eq!(stub.header("tributary.event_id"), Some("2"));
-    assert_eq!(stub.header("tributary.event_type"), Some("message"));
-    assert!(stub
-        .header("tributary.url")
-        .is_some_and(|url| url.ends_with("/stream")));
-    assert!(stub.header("tributary.fetched_at").is_some());
-    assert_eq!(
-        stub.header("tributary.error_kind"),
-        Some("message_too_large")
-    );
-    let error = stub.header("tributary.error").unwrap();
-    assert!(error.contains("topic `big`"), "{error}");
-    assert_eq!(
-        stub.header("tributary.original_size"),
-        Some(huge.len().to_string().as_str())
-    );
-    assert_eq!(
-        stub.header("tributary.original_sha256"),
-        Some(hex::encode(sha2::Sha256::digest(huge.as_bytes())).as_str())
-    );
+    assert_only_a_stub_of_the_huge_event(&broker, state.path(), "big", "big", &huge).await;
     assert_eq!(dead_lettered_total(&scrape, "big"), 1, "{scrape}");
-
-    let stored = FileStore::open(state.path()).unwrap().load("big").unwrap();
     assert_eq!(
-        stored.map(|p| p.to_string()).as_deref(),
-        Some("3"),
-        "every record is held by Kafka (the stub stands for the second)"
+        too_large_refusals(&scrape, "big"),
+        1,
+        "one refusal, the producer's at send time (the broker's would come in a delivery report \
+         and again when the record is sent alone): {scrape}"
     );
+}
+
+/// The topic's `max.message.bytes` is 100,000 bytes and the producer keeps its default
+/// `message.max.bytes` (1,000,000): the producer sends the 300,000-byte record and the broker
+/// refuses it, in a delivery report. Refused with its batch, it is sent again alone; refused
+/// alone, its stub reaches the dead-letter topic, built from the record the delivery report gave
+/// back, and the position moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_its_topic_is_refused_by_the_broker_and_its_stub_reaches_the_dead_letter_topic(
+) {
+    let broker = Broker::kafka();
+    create_topic_with(
+        &broker.brokers(),
+        "capped",
+        &[("max.message.bytes", "100000")],
+    )
+    .await;
+    broker.create_topics(&["capped.dlq"], 1).await;
+    let huge = incompressible_event(300_000);
+    let feed = ScriptedServer::start(vec![Scripted::events(
+        &sse_body(&small_huge_small(&huge)),
+        true,
+    )])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = sse_config(
+        &broker.brokers(),
+        state.path(),
+        "capped",
+        &format!("{}/stream", feed.base_url),
+        "capped",
+        "",
+    );
+    assert!(
+        !toml.contains("message.max.bytes"),
+        "the producer's default"
+    );
+    let daemon = start_daemon(&toml).await;
+    wait_for_acknowledged(&daemon, "capped", 3).await;
+    let scrape = daemon.metrics().render();
+    daemon.shutdown().await;
+
+    assert_only_a_stub_of_the_huge_event(&broker, state.path(), "capped", "capped", &huge).await;
+    assert_eq!(dead_lettered_total(&scrape, "capped"), 1, "{scrape}");
+    assert!(
+        too_large_refusals(&scrape, "capped") >= 2,
+        "the broker refused the record in a delivery report, then again when it was sent \
+         alone: {scrape}"
+    );
+}
+
+/// Creates `topic` (one partition, one replica) with the topic configs `configs`, through
+/// the Admin API.
+async fn create_topic_with(brokers: &str, topic: &str, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    for (name, value) in configs {
+        new_topic = new_topic.set(name, value);
+    }
+    let results = admin
+        .create_topics(&[new_topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("create `{topic}`: {code:?}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
