@@ -16,6 +16,8 @@ pub mod daemon;
 pub mod demo;
 pub mod dev_broker;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod json;

@@ -6,7 +6,7 @@
 //! connection whose line or event passes `max_event_bytes`; `probe.rs` opens one connection and
 //! closes it, for `tributary check --connect`.
 
-mod capped;
+pub(crate) mod capped;
 mod config;
 mod probe;
 mod source;

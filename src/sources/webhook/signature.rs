@@ -564,8 +564,16 @@ fn check_timestamp(
             tolerance_seconds: tolerance.as_secs(),
         });
     }
-    // Within the tolerance of `now`, so this cannot overflow.
-    Ok(UNIX_EPOCH + Duration::from_secs(timestamp))
+    // Within the tolerance of `now`, but a tolerance of centuries (nothing bounds the
+    // configured one) lets through a timestamp past what `SystemTime` holds: `+` would panic.
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(timestamp))
+        .ok_or_else(|| {
+            malformed(
+                header,
+                "timestamp is later than this system's clock can hold",
+            )
+        })
 }
 
 #[cfg(test)]

@@ -261,6 +261,38 @@ fn timestamps_must_be_within_tolerance_both_ways() {
     }
 }
 
+/// Found by the `webhook_signature` fuzz target (fuzz/artifacts/webhook_signature/): with a
+/// tolerance of centuries, a signed timestamp past what `SystemTime` holds was accepted and
+/// then overflowed `UNIX_EPOCH + timestamp`, a panic in the request handler.
+#[test]
+fn a_timestamp_past_the_clock_is_refused_whatever_the_tolerance() {
+    let far = u64::MAX;
+    let stripe_request = headers(&[(STRIPE_SIGNATURE, &StripeScheme::sign(WHSEC, far, BODY))]);
+    let signature = StandardWebhooksScheme::sign(WHSEC, "msg_1", far, BODY).unwrap();
+    let stripe = StripeScheme::try_new(&secrets(&[WHSEC]), Duration::MAX).unwrap();
+    let standard = StandardWebhooksScheme::try_new(&secrets(&[WHSEC]), Duration::MAX).unwrap();
+    let cases = [
+        (
+            SignatureScheme::Stripe(stripe),
+            stripe_request,
+            STRIPE_SIGNATURE,
+        ),
+        (
+            SignatureScheme::StandardWebhooks(standard),
+            standard_request("msg_1", far, &signature),
+            WEBHOOK_TIMESTAMP,
+        ),
+    ];
+    for (scheme, request, header) in cases {
+        let refused = scheme.verify(&request, BODY, at(NOW)).unwrap_err();
+        let expected = Rejection::MalformedHeader {
+            header: header.into(),
+            problem: "timestamp is later than this system's clock can hold".into(),
+        };
+        assert_eq!(refused, expected);
+    }
+}
+
 #[test]
 fn standard_webhooks_signs_id_and_timestamp_and_needs_every_header() {
     let scheme = standard(&[WHSEC]);
