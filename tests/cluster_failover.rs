@@ -3,6 +3,11 @@
 //! and a REST walk) on three replicas, then
 //! - `kill -9` of one replica: its sources resume on the others (the time is printed), with
 //!   duplicates only after the killed replica's last stored position;
+//! - one replica frozen (`SIGSTOP`) until its sources moved, then thawed (a zombie): the
+//!   positions topic, read back write by write (`zombie`), shows every position it wrote after
+//!   the takeover under an epoch below the new owner's, and the store's own load holding the
+//!   new owner's position after each of them; the phase duplicates records only from the
+//!   position the new owner started from, each once;
 //! - `SIGTERM` of one replica (scale down): a clean handoff, no duplicate;
 //! - a fourth replica (scale up): sources move with a clean handoff, no duplicate;
 //! - every replica restarted: each source resumes from the Kafka store, no duplicate.
@@ -11,6 +16,8 @@
 //! the feed, and the duplicates counted per scenario.
 
 mod common;
+#[path = "cluster_failover/zombie.rs"]
+mod zombie;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -19,11 +26,15 @@ use std::{
 };
 
 use common::{feeds::*, process::*, *};
-use rdkafka::config::ClientConfig;
+use rdkafka::{
+    config::ClientConfig,
+    producer::{FutureProducer, FutureRecord},
+};
 use tributary::{
     checkpoint::{KafkaStore, KafkaStoreConfig},
     cluster::assignment::control_partition,
     demo::replay,
+    record::Position,
 };
 
 /// Control partitions: one per source here, so that every source moves on its own.
@@ -162,25 +173,30 @@ async fn resume_ranks(store: &KafkaStore, sources: &[Source]) -> HashMap<String,
         .map(|source| {
             let position = stored
                 .get(&source.name)
-                .and_then(|entry| entry.position.as_ref())
-                .map(|p| p.as_str().to_owned());
-            let rank = match source.kind {
-                Kind::Sse => position.map_or(0, |id| {
-                    replay::wikimedia_event_index(&id).expect("a feed id") as u64 + 1
-                }),
-                Kind::Ws => position.map_or(0, |seq| seq.parse::<u64>().unwrap() + 1),
-                Kind::Rest => position.map_or(0, |text| {
-                    let position: serde_json::Value = serde_json::from_str(&text).unwrap();
-                    match position["walk"]["next"]["value"].as_str() {
-                        Some(next) => next.parse().unwrap(),
-                        None if position["walk"].is_null() => u64::MAX,
-                        None => 0,
-                    }
-                }),
-            };
-            (source.name.clone(), rank)
+                .and_then(|entry| entry.position.as_ref());
+            (source.name.clone(), position_rank(source.kind, position))
         })
         .collect()
+}
+
+/// The rank of a stored position of a `kind` source (see [`resume_ranks`]): a record of the
+/// topic whose rank is at least this one comes after the position.
+fn position_rank(kind: Kind, position: Option<&Position>) -> u64 {
+    let position = position.map(|p| p.as_str());
+    match kind {
+        Kind::Sse => position.map_or(0, |id| {
+            replay::wikimedia_event_index(id).expect("a feed id") as u64 + 1
+        }),
+        Kind::Ws => position.map_or(0, |seq| seq.parse::<u64>().unwrap() + 1),
+        Kind::Rest => position.map_or(0, |text| {
+            let position: serde_json::Value = serde_json::from_str(text).unwrap();
+            match position["walk"]["next"]["value"].as_str() {
+                Some(next) => next.parse().unwrap(),
+                None if position["walk"].is_null() => u64::MAX,
+                None => 0,
+            }
+        }),
+    }
 }
 
 /// What the topics hold now: per source, each record's copies and the highest rank.
@@ -467,16 +483,22 @@ async fn scenarios(broker: Broker, seconds: u64, rate: u32) {
     }
 
     // A zombie: one replica frozen (SIGSTOP) past the session timeout. The other takes its
-    // sources over; thawed, it learns that it lost them and stops them.
+    // sources over; thawed, it learns that it lost them and stops them. Until it learns it,
+    // it may still write positions: the positions topic must show them fenced.
+    let zombie = replicas[0].name.clone();
     let zombie_sources: BTreeSet<String> = owners
         .iter()
-        .filter(|(_, owner)| **owner == replicas[0].name)
+        .filter(|(_, owner)| **owner == zombie)
         .map(|(source, _)| source.clone())
         .collect();
+    assert!(!zombie_sources.is_empty(), "{zombie} owns no source");
     send_signal(&replicas[0].daemon.child, libc::SIGSTOP);
     let frozen_at = Instant::now();
+    // What was written before the freeze (read while the others wait for the session
+    // timeout): any write of another store after it is a new owner's.
+    let before_freeze = zombie::position_log(&broker).await;
     // The frozen replica cannot answer: only the other one is asked.
-    wait_for_owners(
+    let new_owners = wait_for_owners(
         &mut replicas[1..],
         &sources,
         &zombie_sources,
@@ -500,13 +522,45 @@ async fn scenarios(broker: Broker, seconds: u64, rate: u32) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     eprintln!(
-        "cluster: {} frozen: {zombie_sources:?} taken over after {:.1} s; thawed, it stopped them (partitions lost); owners {:?}",
-        replicas[0].name,
+        "cluster: {zombie} frozen: {zombie_sources:?} taken over after {:.1} s; thawed, it stopped them (partitions lost); owners {:?}",
         taken_over.as_secs_f64(),
         per_replica(&owners)
     );
     let after_zombie = settle(&broker, &store, &sources).await;
-    let zombie_duplicates = after_zombie.total_duplicated() - kill_duplicates;
+    // The zombie stopped its sources before it rejoined: every write it made as their owner
+    // is in the topic now.
+    let log = zombie::position_log(&broker).await;
+    let takeovers: Vec<zombie::Takeover> = sources
+        .iter()
+        .filter(|source| zombie_sources.contains(&source.name))
+        .map(|source| {
+            zombie::Takeover::read(
+                source,
+                &before_freeze[&source.name],
+                &log[&source.name],
+                &zombie,
+                &new_owners[&source.name],
+            )
+        })
+        .collect();
+    zombie::assert_late_writes_fenced(&broker, &log, &takeovers).await;
+    let zombie_duplicates =
+        zombie::assert_duplicates_bounded(&after_kill, &after_zombie, &takeovers);
+    assert_eq!(
+        after_zombie.total_duplicated(),
+        kill_duplicates + zombie_duplicates
+    );
+    eprintln!(
+        "cluster: zombie: late writes fenced {:?}; {zombie_duplicates} records duplicated, each once, none before the new owner's start {:?}",
+        takeovers
+            .iter()
+            .map(|t| (t.name().to_owned(), t.late_writes(), t.epoch()))
+            .collect::<Vec<_>>(),
+        takeovers
+            .iter()
+            .map(|t| (t.name().to_owned(), t.claim_rank()))
+            .collect::<Vec<_>>()
+    );
     let kill_duplicates = after_zombie.total_duplicated();
 
     // SIGTERM (scale down): a clean handoff.
