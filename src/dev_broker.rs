@@ -58,7 +58,7 @@ pub fn parse_topic(argument: &str) -> Result<(String, i32), DevBrokerError> {
 }
 
 /// The topics `config` needs: every source's topic and dead-letter topic, and, with the
-/// Kafka store, the positions topic and the cluster's control topic.
+/// Kafka store, the positions topic and the cluster's control topics.
 pub fn topics_of(config: &Config) -> BTreeMap<String, i32> {
     let mut topics = BTreeMap::new();
     for (info, _) in &config.sources {
@@ -71,7 +71,18 @@ pub fn topics_of(config: &Config) -> BTreeMap<String, i32> {
             config.checkpoint.topic_partitions,
         );
         if let Some(cluster) = &config.cluster {
-            topics.insert(cluster.control_topic(), cluster.partitions);
+            // One control topic of one partition per shared source (webhooks are not
+            // shared); the bare one for a replica with none.
+            let mut shared = 0;
+            for (name, source) in &config.source_configs {
+                if !matches!(source, crate::sources::SourceConfig::Webhook(_)) {
+                    topics.insert(cluster.source_control_topic(name), 1);
+                    shared += 1;
+                }
+            }
+            if shared == 0 {
+                topics.insert(cluster.control_topic(), 1);
+            }
         }
     }
     topics

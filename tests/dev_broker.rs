@@ -70,7 +70,7 @@ topic = "wiki"
         [
             ("extra".to_owned(), 2),
             ("tributary.positions".to_owned(), 1),
-            ("tributary.try.assignments".to_owned(), 4),
+            ("tributary.try.assignments.wiki".to_owned(), 1),
             ("wiki".to_owned(), 3),
             ("wiki.dlq".to_owned(), 3),
         ]

@@ -1,13 +1,18 @@
-//! Which control partition carries which source, and how replicas tell each other apart.
+//! Which control topic stands for which source, and how replicas tell each other apart.
 //!
-//! **The rule:** a source belongs to control partition `crc32(name) mod partitions` (CRC-32
-//! of the UTF-8 name, IEEE polynomial, the one zlib and Ethernet use). It depends on the
-//! source's name and the topic's partition count only, never on the other sources, so two
-//! replicas that run different configs (a rolling update that adds or removes a source)
-//! still agree on where every source they share lives: one source never has two owners. The
-//! price is balance: a hash spreads sources unevenly when there are few of them, and two
-//! sources on one partition always move together. More partitions than sources make that
-//! rarer; the group's cooperative-sticky assignor then balances partitions over replicas.
+//! **The rule:** source `s` has its own control topic, `<cluster.topic>.<s>`
+//! ([`crate::cluster::ClusterSection::source_control_topic`]), with one partition. The group's
+//! cooperative-sticky assignor balances partition counts over the replicas, and since each
+//! partition is exactly one source, it balances sources: ⌊S/R⌋ or ⌈S/R⌉ each once a
+//! rebalance settles, and a membership change moves only the sources it must. The topic
+//! depends on the source's name only, and each replica subscribes to the topics of its own
+//! config's sources, so two replicas that run different configs (a rolling update that adds
+//! or removes a source) still agree on where every source they share lives, and the assignor
+//! only gives a source to a replica that has it: one source never has two owners.
+//!
+//! (Until this rule, sources shared the partitions of one control topic by
+//! `crc32(name) mod partitions`, [`control_partition`]: several sources on one partition
+//! always moved together, and the assignor balanced partitions, not sources.)
 //!
 //! **The fingerprint:** each replica puts a hash of its sources' settings into its client id
 //! (`tributary/<replica>/<fingerprint>`), which the group coordinator lists for every member,
@@ -19,7 +24,8 @@ use sha2::{Digest, Sha256};
 
 use crate::sources::SourceConfig;
 
-/// The control partition of `source` among `partitions` (at least 1).
+/// The control partition of `source` among `partitions` (at least 1) under the former rule
+/// (see the module doc); the daemon no longer uses it.
 pub fn control_partition(source: &str, partitions: i32) -> i32 {
     let partitions = u32::try_from(partitions.max(1)).unwrap_or(1);
     (crc32fast::hash(source.as_bytes()) % partitions) as i32

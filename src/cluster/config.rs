@@ -73,11 +73,17 @@ impl ClusterSection {
         format!("tributary.{}", self.name)
     }
 
-    /// The control topic.
+    /// The control topic's name: the prefix of every source's control topic, and the topic a
+    /// replica with no source to share (webhooks only) joins the group on.
     pub fn control_topic(&self) -> String {
         self.topic
             .clone()
             .unwrap_or_else(|| format!("tributary.{}.assignments", self.name))
+    }
+
+    /// The control topic of `source`: `<control topic>.<source>`, one partition, no records.
+    pub fn source_control_topic(&self, source: &str) -> String {
+        format!("{}.{source}", self.control_topic())
     }
 
     /// This replica's id.

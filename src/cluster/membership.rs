@@ -1,33 +1,32 @@
-//! A replica's membership in the cluster's consumer group: the control topic, the group
-//! consumer whose rebalance callbacks start and hand off sources, and the watch for replicas
-//! that run another config.
+//! A replica's membership in the cluster's consumer group: the control topics (one per
+//! source), the group consumer whose rebalance callbacks start and hand off sources
+//! ([`super::owner`]), and the watch for replicas that run another config.
 
 use std::{
     collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
 
 use rdkafka::{
-    admin::{NewTopic, TopicReplication},
     client::ClientContext,
     consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
     error::KafkaError,
     TopicPartitionList,
 };
-use tokio::runtime::Handle;
 
 use super::{
-    assignment::{client_id, control_partition, fingerprint, parse_client_id},
-    connection, ClusterError, ClusterMetrics, ClusterSection,
+    assignment::{client_id, fingerprint, parse_client_id},
+    connection,
+    owner::Owner,
+    ClusterError, ClusterMetrics, ClusterSection,
 };
 use crate::{
-    health::SourceState,
     sinks::kafka::KafkaSinkConfig,
-    source_runner::{RunningSource, SourceRunner},
+    source_runner::SourceRunner,
     sources::{SourceConfig, SourceInfo},
 };
 
@@ -60,17 +59,6 @@ impl Membership {
     }
 }
 
-/// What the rebalance callbacks act on.
-struct Owner {
-    runner: SourceRunner,
-    runtime: Handle,
-    by_partition: BTreeMap<i32, Vec<String>>,
-    configs: BTreeMap<String, SourceConfig>,
-    running: Mutex<BTreeMap<String, RunningSource>>,
-    handoff_timeout: Duration,
-    metrics: ClusterMetrics,
-}
-
 struct GroupContext {
     owner: Arc<Owner>,
 }
@@ -85,13 +73,13 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             let lost = consumer.assignment_lost();
-            self.owner.revoke(&partition_ids(partitions), lost);
+            self.owner.revoke(&topic_names(partitions), lost);
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(partitions) => self.owner.assign(&partition_ids(partitions)),
+            Rebalance::Assign(partitions) => self.owner.assign(&topic_names(partitions)),
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => {
                 tracing::error!(%error, "cluster rebalance failed; the group will try again")
@@ -100,137 +88,14 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-fn partition_ids(list: &TopicPartitionList) -> Vec<i32> {
+/// The control topics of `list`. Each has one partition (partition 0 stands for the
+/// source); any other partition of a topic created by hand with more stands for nothing.
+fn topic_names(list: &TopicPartitionList) -> Vec<String> {
     list.elements()
         .iter()
-        .map(|element| element.partition())
+        .filter(|element| element.partition() == 0)
+        .map(|element| element.topic().to_owned())
         .collect()
-}
-
-impl Owner {
-    fn sources_of(&self, partitions: &[i32]) -> Vec<String> {
-        partitions
-            .iter()
-            .filter_map(|partition| self.by_partition.get(partition))
-            .flatten()
-            .cloned()
-            .collect()
-    }
-
-    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningSource>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Acquires the positions of the sources of `partitions` and starts them.
-    fn assign(&self, partitions: &[i32]) {
-        self.metrics
-            .rebalances
-            .with_label_values(&["assigned"])
-            .inc_by(partitions.len() as u64);
-        let names = self.sources_of(partitions);
-        tracing::info!(?partitions, sources = ?names, "cluster: partitions assigned");
-        if self.runner.shutdown.is_cancelled() {
-            return;
-        }
-        let started = Instant::now();
-        for name in names {
-            if self.running().contains_key(&name) {
-                continue;
-            }
-            let built = self.configs.get(&name).map(|config| config.build(&name));
-            let (info, source) = match built {
-                Some(Ok(built)) => built,
-                Some(Err(errors)) => {
-                    let reason = errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    self.runner.health.set(
-                        &name,
-                        SourceState::Failed(format!("cannot build: {reason}")),
-                    );
-                    continue;
-                }
-                None => continue,
-            };
-            match self.runtime.block_on(self.runner.start(info, source)) {
-                Ok(running) => {
-                    self.running().insert(name, running);
-                }
-                Err(error) => {
-                    tracing::error!(source = %name, %error, "cluster: cannot acquire the source's position; it does not run on this replica until the next rebalance or restart");
-                    self.runner.health.set(
-                        &name,
-                        SourceState::Failed(format!("cannot acquire its position: {error}")),
-                    );
-                }
-            }
-        }
-        self.metrics
-            .handoff_seconds
-            .with_label_values(&["start"])
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.sources_owned.set(self.running().len() as i64);
-    }
-
-    /// Hands off the sources of `partitions`: stops them, waits for Kafka's acknowledgements
-    /// and commits their positions, all before the rebalance goes on.
-    fn revoke(&self, partitions: &[i32], lost: bool) {
-        let names = self.sources_of(partitions);
-        let handing: Vec<RunningSource> = {
-            let mut running = self.running();
-            names
-                .iter()
-                .filter_map(|name| running.remove(name))
-                .collect()
-        };
-        if lost {
-            // Another replica owns these now: out of `/readyz` before anything else.
-            for source in &handing {
-                self.runner.health.remove(source.name());
-            }
-            tracing::warn!(?partitions, sources = ?names, "cluster: partitions lost (this replica was out of the group); stopping their sources, which another replica owns now");
-        } else {
-            tracing::info!(?partitions, sources = ?names, "cluster: partitions revoked; handing off their sources");
-        }
-        let event = if lost { "lost" } else { "revoked" };
-        self.metrics
-            .rebalances
-            .with_label_values(&[event])
-            .inc_by(partitions.len() as u64);
-        if handing.is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        let results = if lost {
-            self.runtime.block_on(futures::future::join_all(
-                handing
-                    .into_iter()
-                    .map(|source| self.runner.drop_lost(source)),
-            ))
-        } else {
-            self.runtime.block_on(futures::future::join_all(
-                handing
-                    .into_iter()
-                    .map(|source| self.runner.hand_off(source, self.handoff_timeout)),
-            ))
-        };
-        for result in &results {
-            tracing::info!(
-                unacknowledged = result.unacknowledged,
-                took_ms = result.took.as_millis() as u64,
-                "cluster: source stopped"
-            );
-        }
-        if !lost {
-            self.metrics
-                .handoff_seconds
-                .with_label_values(&["stop"])
-                .observe(started.elapsed().as_secs_f64());
-        }
-        self.metrics.sources_owned.set(self.running().len() as i64);
-    }
 }
 
 fn kafka_error(cluster: &str, operation: &'static str, error: impl ToString) -> ClusterError {
@@ -241,43 +106,30 @@ fn kafka_error(cluster: &str, operation: &'static str, error: impl ToString) -> 
     }
 }
 
-/// Creates the control topic when it is missing and returns its partition count.
-async fn control_partitions(
+/// Creates the control topics that are missing: one per source, with one partition.
+async fn ensure_control_topics(
     cluster: &ClusterSection,
     kafka: &KafkaSinkConfig,
-) -> Result<i32, ClusterError> {
-    let topic = cluster.control_topic();
-    super::ensure_topic(
+    topics: Vec<String>,
+) -> Result<(), ClusterError> {
+    super::ensure_topics(
         &connection(kafka),
-        NewTopic::new(
-            &topic,
-            cluster.partitions,
-            TopicReplication::Fixed(cluster.replication_factor),
-        ),
+        topics,
+        1,
+        cluster.replication_factor,
+        REQUEST_TIMEOUT,
     )
     .await
-    .map_err(|e| kafka_error(&cluster.name, "create the control topic", e))?;
-    let (name, metadata_topic) = (cluster.name.clone(), topic.clone());
-    let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = connection(&kafka)
-            .create()
-            .map_err(|e| kafka_error(&name, "read the control topic's metadata", e))?;
-        let partitions = super::topic_partitions(&consumer, &metadata_topic, REQUEST_TIMEOUT)
-            .map_err(|e| kafka_error(&name, "read the control topic's metadata", e))?;
-        i32::try_from(partitions.len())
-            .map_err(|e| kafka_error(&name, "read the control topic's metadata", e))
-    })
-    .await
-    .map_err(|e| kafka_error(&cluster.name, "read the control topic's metadata", e))?
+    .map_err(|e| kafka_error(&cluster.name, "create the control topics", e))
 }
 
 /// Joins the cluster's group and returns once the group consumer runs; the group then starts
 /// `assigned` sources (built again from `configs` each time) on this replica as it is given
-/// their control partitions.
+/// their control topics.
 ///
 /// # Errors
-/// The control topic cannot be created or read, or the group consumer cannot be created.
+/// A control topic name is not legal, the control topics cannot be created or read, or the
+/// group consumer cannot be created.
 pub async fn join(
     cluster: &ClusterSection,
     kafka: &KafkaSinkConfig,
@@ -285,34 +137,45 @@ pub async fn join(
     configs: BTreeMap<String, SourceConfig>,
     runner: SourceRunner,
 ) -> Result<Membership, ClusterError> {
-    let partitions = control_partitions(cluster, kafka).await?;
-    if partitions != cluster.partitions {
-        tracing::warn!(topic = %cluster.control_topic(), partitions, configured = cluster.partitions, "the control topic has another partition count than `cluster.partitions`; its actual count is used");
+    let by_topic: BTreeMap<String, String> = assigned
+        .iter()
+        .map(|info| {
+            (
+                cluster.source_control_topic(&info.name),
+                info.name.to_string(),
+            )
+        })
+        .collect();
+    if let Some((topic, source)) = by_topic.iter().find(|(topic, _)| topic.len() > 249) {
+        return Err(ClusterError::TopicName {
+            cluster: cluster.name.clone(),
+            source_name: source.clone(),
+            topic: topic.clone(),
+        });
     }
-    let mut by_partition: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-    for info in &assigned {
-        by_partition
-            .entry(control_partition(&info.name, partitions))
-            .or_default()
-            .push(info.name.to_string());
-    }
+    // A replica with no source to share (webhooks only) still joins, on the bare control
+    // topic, so that `positions set|reset` see it as a live member.
+    let subscribed: Vec<String> = if by_topic.is_empty() {
+        vec![cluster.control_topic()]
+    } else {
+        by_topic.keys().cloned().collect()
+    };
+    ensure_control_topics(cluster, kafka, subscribed.clone()).await?;
     let configs: BTreeMap<String, SourceConfig> = configs
         .into_iter()
         .filter(|(name, _)| assigned.iter().any(|info| &*info.name == name))
         .collect();
     let own_fingerprint = fingerprint(&configs);
     let replica = cluster.replica_id();
-    tracing::info!(cluster = %cluster.name, %replica, fingerprint = %own_fingerprint, control_topic = %cluster.control_topic(), partitions, sources = ?by_partition, "joining the cluster");
+    tracing::info!(cluster = %cluster.name, %replica, fingerprint = %own_fingerprint, control_topics = %format!("{}.<source>", cluster.control_topic()), sources = ?by_topic.values().collect::<Vec<_>>(), "joining the cluster");
     let metrics = ClusterMetrics::new(runner.metrics.registry());
-    let owner = Arc::new(Owner {
+    let owner = Arc::new(Owner::new(
         runner,
-        runtime: Handle::current(),
-        by_partition,
+        by_topic,
         configs,
-        running: Mutex::default(),
-        handoff_timeout: cluster.handoff_timeout,
-        metrics: metrics.clone(),
-    });
+        cluster.handoff_timeout,
+        metrics.clone(),
+    ));
     let session_ms = cluster.session_timeout.as_millis();
     let mut config = connection(kafka);
     config
@@ -339,9 +202,10 @@ pub async fn join(
             owner: Arc::clone(&owner),
         })
         .map_err(|e| kafka_error(&cluster.name, "create the group consumer", e))?;
+    let subscribed: Vec<&str> = subscribed.iter().map(String::as_str).collect();
     consumer
-        .subscribe(&[&cluster.control_topic()])
-        .map_err(|e| kafka_error(&cluster.name, "subscribe to the control topic", e))?;
+        .subscribe(&subscribed)
+        .map_err(|e| kafka_error(&cluster.name, "subscribe to the control topics", e))?;
     let consumer = Arc::new(consumer);
     let stop = Arc::new(AtomicBool::new(false));
     let thread = std::thread::Builder::new()

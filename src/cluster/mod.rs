@@ -1,11 +1,15 @@
 //! Cluster mode: replicas that share the sources through Kafka's consumer-group protocol,
 //! with the positions in the Kafka store ([`crate::checkpoint::KafkaStore`]).
 //!
-//! Replicas with the same `[cluster] name` join the consumer group `tributary.<name>` on a
-//! control topic that carries no records: its partitions only stand for sources
-//! ([`assignment`] says which). The group coordinator (the brokers, no extra service)
-//! assigns the partitions with the cooperative-sticky assignor, so a rebalance only moves the
-//! partitions that must move, and a replica keeps running every source it keeps.
+//! Replicas with the same `[cluster] name` join the consumer group `tributary.<name>` on
+//! control topics that carry no records: one per source, `<cluster.topic>.<source>`, with one
+//! partition that stands for the source ([`assignment`]). The group coordinator (the brokers,
+//! no extra service) assigns the partitions with the cooperative-sticky assignor, which
+//! balances partition counts: since every partition is one source, each replica runs ⌊S/R⌋
+//! or ⌈S/R⌉ sources once a rebalance settles, a rebalance only moves the sources that must
+//! move, and a replica keeps running every source it keeps. A replica subscribes to the
+//! topics of its own config's sources only, so in a rolling update a source is owned by
+//! one replica whose config has it.
 //!
 //! - **Assignment:** for each new partition, the replica acquires its sources' positions from
 //!   the Kafka store (which fences the previous owner) and starts them.
@@ -23,6 +27,7 @@ pub mod assignment;
 mod config;
 mod membership;
 mod metrics;
+mod owner;
 
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic},
@@ -54,6 +59,16 @@ pub enum ClusterError {
         operation: &'static str,
         /// librdkafka's error.
         error: String,
+    },
+    /// A source's control topic name would be longer than Kafka allows.
+    #[error("cluster `{cluster}`: source `{source_name}`: its control topic `{topic}` is longer than Kafka's 249 characters; shorten `cluster.topic` (or `cluster.name`) or the source's name")]
+    TopicName {
+        /// The cluster's name.
+        cluster: String,
+        /// The source's name.
+        source_name: String,
+        /// The control topic it would have.
+        topic: String,
     },
 }
 
@@ -189,6 +204,95 @@ pub(crate) async fn ensure_topic(
     match refused {
         Some(refusal) if !exists(std::time::Duration::from_secs(10)).await => Err(refusal),
         _ => Ok(()),
+    }
+}
+
+/// Creates those of `names` that the brokers' metadata does not list, with `partitions`
+/// partitions and `replication_factor` replicas (-1: the brokers' default), in one Admin API
+/// request, then waits (at most `timeout`) until the metadata lists them all. A refused
+/// creation is fine when the topic exists after all (see [`ensure_topic`]).
+///
+/// # Errors
+/// Topics are still missing at `timeout`: their names and librdkafka's reasons.
+pub(crate) async fn ensure_topics(
+    connection: &ClientConfig,
+    names: Vec<String>,
+    partitions: i32,
+    replication_factor: i32,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let missing = |names: Vec<String>| {
+        let connection = connection.clone();
+        async move {
+            tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+                let consumer: BaseConsumer = connection.create().map_err(|e| e.to_string())?;
+                let metadata = consumer
+                    .fetch_metadata(None, std::time::Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?;
+                let listed: std::collections::BTreeSet<&str> = metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                    .map(|t| t.name())
+                    .collect();
+                Ok(names
+                    .into_iter()
+                    .filter(|name| !listed.contains(name.as_str()))
+                    .collect())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+    };
+    let absent = missing(names).await?;
+    if absent.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        connection.create().map_err(|e| e.to_string())?;
+    let new_topics: Vec<NewTopic<'_>> = absent
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                partitions,
+                rdkafka::admin::TopicReplication::Fixed(replication_factor),
+            )
+        })
+        .collect();
+    let created = admin
+        .create_topics(
+            &new_topics,
+            &AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(30))),
+        )
+        .await;
+    let mut refusals: Vec<String> = Vec::new();
+    match created {
+        Err(error) => refusals.push(error.to_string()),
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(name) => tracing::info!(topic = %name, "created topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => refusals.push(format!("`{name}`: {code}")),
+                }
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut absent = absent;
+    loop {
+        absent = missing(absent).await?;
+        if absent.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "topics {absent:?} are missing and could not be created ({})",
+                refusals.join("; ")
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
