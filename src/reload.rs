@@ -5,8 +5,9 @@
 //! - a source that was added starts (from its stored position, if any);
 //! - a source that was removed stops cleanly: its records are acknowledged (at most
 //!   `kafka.flush_timeout`) and its position is committed;
-//! - a source whose settings changed (its table, or a secret it references) stops the same way
-//!   and starts again from its stored position;
+//! - a source whose settings changed (its table, a secret it references, or the content of
+//!   its `transform_file` or `schema` file) stops the same way and starts again from its
+//!   stored position;
 //! - every other source keeps running, connection and all.
 //!
 //! What cannot change while the daemon runs needs a restart: `[kafka]`, `[checkpoint]`,
@@ -84,9 +85,36 @@ fn fingerprint(text: &str) -> String {
     hex::encode(&hash.finalize()[..8])
 }
 
-/// The fingerprint of one source's settings.
+/// The fingerprint of one source's settings, including the content of the files they name
+/// (`transform_file`, `schema`): an edit to one of them restarts the source as an edit to its
+/// table does.
 pub fn source_fingerprint(config: &SourceConfig) -> String {
-    fingerprint(&format!("{config:?}"))
+    fingerprint(&format!("{config:?}\n{}", stage_files_digest(config)))
+}
+
+/// A hash (16 hex digits) of the content of the files a source's record stage reads
+/// (`transform_file`, `schema`; a file that cannot be read counts with its error), so that a
+/// changed file changes a source's fingerprint. Empty when the source names no file.
+pub fn stage_files_digest(config: &SourceConfig) -> String {
+    let stage = config.stage_config();
+    let files: Vec<_> = [stage.transform_file, stage.schema]
+        .into_iter()
+        .flatten()
+        .collect();
+    if files.is_empty() {
+        return String::new();
+    }
+    let mut hash = Sha256::new();
+    for file in files {
+        hash.update(file.as_os_str().as_encoded_bytes());
+        hash.update([0]);
+        match std::fs::read(&file) {
+            Ok(content) => hash.update(&content),
+            Err(error) => hash.update(format!("unreadable: {error}").as_bytes()),
+        }
+        hash.update([0]);
+    }
+    hex::encode(&hash.finalize()[..8])
 }
 
 /// The fingerprints of what only a restart applies, by what it is called in the log.

@@ -31,14 +31,17 @@ pub fn control_partition(source: &str, partitions: i32) -> i32 {
     (crc32fast::hash(source.as_bytes()) % partitions) as i32
 }
 
-/// A short hash (16 hex digits) of the sources' names and settings. Secrets are not part of
-/// it (they print as `[REDACTED]`), so it can be shown to other replicas.
+/// A short hash (16 hex digits) of the sources' names and settings, and of the content of the
+/// files their record stages read (`transform_file`, `schema`). Secrets are not part of it
+/// (they print as `[REDACTED]`), so it can be shown to other replicas.
 pub fn fingerprint(sources: &BTreeMap<String, SourceConfig>) -> String {
     let mut hash = Sha256::new();
     for (name, config) in sources {
         hash.update(name.as_bytes());
         hash.update([0]);
         hash.update(format!("{config:?}").as_bytes());
+        hash.update([0]);
+        hash.update(crate::reload::stage_files_digest(config).as_bytes());
         hash.update([0]);
     }
     hex::encode(&hash.finalize()[..8])
