@@ -7,23 +7,25 @@ use serde::Deserialize;
 use crate::{config::check_topic, error::ConfigError};
 
 /// `[cluster]`. Replicas with the same `name` (and the same config) form one Kafka consumer
-/// group, `tributary.<name>`, on the control topic, and split the sources between them.
+/// group, `tributary.<name>`, on the sources' control topics, and split the sources between
+/// them.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
     /// The cluster's name: the consumer group is `tributary.<name>`, and it is the first part
     /// of every position key in the Kafka store.
     pub name: String,
-    /// The control topic the group subscribes to. Default `tributary.<name>.assignments`.
+    /// The control topics' prefix: each source has its own, `<topic>.<source>`, with one
+    /// partition; a replica with no source to share joins on `<topic>` itself. Default
+    /// `tributary.<name>.assignments`.
     #[serde(default)]
     pub topic: Option<String>,
-    /// Partitions of the control topic when Tributary creates it (at least the number of
-    /// replicas that should be busy; sources map to partitions by a hash of their name).
-    /// Default 12.
+    /// No longer used: each source's control topic has one partition. Accepted (and checked)
+    /// so that older configs still load. Default 12.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
-    /// Replication factor of the control topic when Tributary creates it. Default `-1` (the
-    /// brokers' `default.replication.factor`).
+    /// Replication factor of the control topics when Tributary creates them. Default `-1`
+    /// (the brokers' `default.replication.factor`).
     #[serde(default = "crate::config::default_replication_factor")]
     pub replication_factor: i32,
     /// How long the group coordinator waits for a replica's heartbeat before it gives the
