@@ -198,7 +198,7 @@ impl Committer {
             let (position, version) = source.tracker.committed();
             if let Some(position) = position.filter(|_| version != source.committed_version) {
                 updates.push((source.name.to_string(), position));
-                versions.push((Arc::clone(&source.name), version));
+                versions.push((Arc::clone(&source.tracker), version));
             }
         }
         let now = Instant::now();
@@ -208,7 +208,13 @@ impl Committer {
             let mut moved = sources
                 .iter_mut()
                 .filter_map(|source| {
-                    let (_, version) = versions.iter().find(|(name, _)| *name == source.name)?;
+                    // By tracker, not by name: a source stopped and started again while this
+                    // round wrote (a lost partition claimed back) is a new tracker, whose
+                    // versions start over; taking the old one's version would make it skip
+                    // a commit, its final handoff commit included.
+                    let (_, version) = versions
+                        .iter()
+                        .find(|(tracker, _)| Arc::ptr_eq(tracker, &source.tracker))?;
                     Some((source, *version))
                 })
                 .collect::<Vec<_>>();
@@ -244,5 +250,39 @@ impl Committer {
 impl Shared {
     fn sources(&self) -> std::sync::MutexGuard<'_, Vec<Tracked>> {
         self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{checkpoint::FileStore, metrics::Metrics, metrics::SourceKind};
+
+    #[tokio::test]
+    async fn a_source_started_again_during_a_round_keeps_its_own_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Arc::new(FileStore::open(dir.path()).unwrap());
+        let store: Arc<dyn CheckpointStore> = Arc::new(Arc::clone(&files));
+        let committer = Committer::new(store, Duration::from_secs(60), 1000, Health::default());
+        let metrics = Metrics::new().source("wiki", SourceKind::Sse);
+        let position = |text: &str| Some(Position(text.into()));
+        let old = Arc::new(AckTracker::new(None));
+        committer.track("wiki", Arc::clone(&old), metrics.clone());
+        let seq = old.register(position("old-1"), None);
+        old.ack(seq);
+        // A round takes the old instance's position and waits for the store...
+        let mut round = Box::pin(committer.commit_changed());
+        assert!(futures::poll!(&mut round).is_pending());
+        // ...while the source is dropped (its partition lost) and started again.
+        committer.forget("wiki");
+        let new = Arc::new(AckTracker::new(position("old-1")));
+        committer.track("wiki", Arc::clone(&new), metrics);
+        round.await;
+        assert_eq!(files.load("wiki").unwrap(), position("old-1"));
+        let seq = new.register(position("new-1"), None);
+        new.ack(seq);
+        // The new instance's version is now the one the round committed for the old one.
+        committer.release("wiki").await.unwrap();
+        assert_eq!(files.load("wiki").unwrap(), position("new-1"));
     }
 }
