@@ -247,6 +247,15 @@ impl Topics {
     }
 }
 
+/// How many sources each replica runs.
+fn per_replica(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for owner in owners.values() {
+        *counts.entry(owner.clone()).or_default() += 1;
+    }
+    counts
+}
+
 /// Waits until the replicas together run every source, each on exactly one replica, and each
 /// of `moved` has produced on its new owner; returns the owners.
 async fn wait_for_owners(
@@ -406,13 +415,6 @@ async fn scenarios(broker: Broker, seconds: u64, rate: u32) {
             Err(error) => eprintln!("positions topic not readable yet: {error}"),
         }
     };
-    let per_replica = |owners: &BTreeMap<String, String>| {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for owner in owners.values() {
-            *counts.entry(owner.clone()).or_default() += 1;
-        }
-        counts
-    };
     // The replicas join one by one: wait until the group has spread the sources over all
     // three.
     let started_at = Instant::now();
@@ -482,84 +484,19 @@ async fn scenarios(broker: Broker, seconds: u64, rate: u32) {
         }
     }
 
-    // A zombie: one replica frozen (SIGSTOP) past the session timeout. The other takes its
-    // sources over; thawed, it learns that it lost them and stops them. Until it learns it,
-    // it may still write positions: the positions topic must show them fenced.
-    let zombie = replicas[0].name.clone();
-    let zombie_sources: BTreeSet<String> = owners
-        .iter()
-        .filter(|(_, owner)| **owner == zombie)
-        .map(|(source, _)| source.clone())
-        .collect();
-    assert!(!zombie_sources.is_empty(), "{zombie} owns no source");
-    send_signal(&replicas[0].daemon.child, libc::SIGSTOP);
-    let frozen_at = Instant::now();
-    // What was written before the freeze (read while the others wait for the session
-    // timeout): any write of another store after it is a new owner's.
-    let before_freeze = zombie::position_log(&broker).await;
-    // The frozen replica cannot answer: only the other one is asked.
-    let new_owners = wait_for_owners(
-        &mut replicas[1..],
+    // A zombie: one replica frozen past the session timeout, then thawed.
+    let (owners, after_zombie, zombie_duplicates) = zombie::phase(
+        &broker,
+        &store,
         &sources,
-        &zombie_sources,
-        &HashMap::new(),
+        &mut replicas,
+        &owners,
+        &after_kill,
     )
     .await;
-    let taken_over = frozen_at.elapsed();
-    send_signal(&replicas[0].daemon.child, libc::SIGCONT);
-    wait_for_lost(&replicas[0]).await;
-    // It joins again, and the group gives it sources back (clean handoffs).
-    let owners = loop {
-        let owners =
-            wait_for_owners(&mut replicas, &sources, &BTreeSet::new(), &HashMap::new()).await;
-        if per_replica(&owners).len() == 2 {
-            break owners;
-        }
-        assert!(
-            frozen_at.elapsed() < Duration::from_secs(90),
-            "the thawed replica got no source back: {owners:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    eprintln!(
-        "cluster: {zombie} frozen: {zombie_sources:?} taken over after {:.1} s; thawed, it stopped them (partitions lost); owners {:?}",
-        taken_over.as_secs_f64(),
-        per_replica(&owners)
-    );
-    let after_zombie = settle(&broker, &store, &sources).await;
-    // The zombie stopped its sources before it rejoined: every write it made as their owner
-    // is in the topic now.
-    let log = zombie::position_log(&broker).await;
-    let takeovers: Vec<zombie::Takeover> = sources
-        .iter()
-        .filter(|source| zombie_sources.contains(&source.name))
-        .map(|source| {
-            zombie::Takeover::read(
-                source,
-                &before_freeze[&source.name],
-                &log[&source.name],
-                &zombie,
-                &new_owners[&source.name],
-            )
-        })
-        .collect();
-    zombie::assert_late_writes_fenced(&broker, &log, &takeovers).await;
-    let zombie_duplicates =
-        zombie::assert_duplicates_bounded(&after_kill, &after_zombie, &takeovers);
     assert_eq!(
         after_zombie.total_duplicated(),
         kill_duplicates + zombie_duplicates
-    );
-    eprintln!(
-        "cluster: zombie: late writes fenced {:?}; {zombie_duplicates} records duplicated, each once, none before the new owner's start {:?}",
-        takeovers
-            .iter()
-            .map(|t| (t.name().to_owned(), t.late_writes(), t.epoch()))
-            .collect::<Vec<_>>(),
-        takeovers
-            .iter()
-            .map(|t| (t.name().to_owned(), t.claim_rank()))
-            .collect::<Vec<_>>()
     );
     let kill_duplicates = after_zombie.total_duplicated();
 

@@ -34,6 +34,96 @@ pub struct PositionWrite {
     pub stored: StoredPosition,
 }
 
+/// The zombie phase: the first of `replicas` (which runs some of `sources`, as `owners` says)
+/// is frozen (SIGSTOP) past its session timeout, the other takes its sources over, then it is
+/// thawed: it learns that it lost them, stops them and rejoins. Asserts, from the positions
+/// topic, that its writes after the takeover were fenced, and from the topics (`before`: as
+/// they were before the phase) the bound on what it duplicated. Returns the owners after it
+/// rejoined, the topics once settled, and how many records the phase duplicated.
+pub async fn phase(
+    broker: &Broker,
+    store: &KafkaStore,
+    sources: &[Source],
+    replicas: &mut [Replica],
+    owners: &BTreeMap<String, String>,
+    before: &Topics,
+) -> (BTreeMap<String, String>, Topics, usize) {
+    // A zombie: one replica frozen (SIGSTOP) past the session timeout. The other takes its
+    // sources over; thawed, it learns that it lost them and stops them. Until it learns it,
+    // it may still write positions: the positions topic must show them fenced.
+    let zombie = replicas[0].name.clone();
+    let zombie_sources: BTreeSet<String> = owners
+        .iter()
+        .filter(|(_, owner)| **owner == zombie)
+        .map(|(source, _)| source.clone())
+        .collect();
+    assert!(!zombie_sources.is_empty(), "{zombie} owns no source");
+    send_signal(&replicas[0].daemon.child, libc::SIGSTOP);
+    let frozen_at = Instant::now();
+    // What was written before the freeze (read while the others wait for the session
+    // timeout): any write of another store after it is a new owner's.
+    let before_freeze = position_log(broker).await;
+    // The frozen replica cannot answer: only the other one is asked.
+    let new_owners = wait_for_owners(
+        &mut replicas[1..],
+        sources,
+        &zombie_sources,
+        &HashMap::new(),
+    )
+    .await;
+    let taken_over = frozen_at.elapsed();
+    send_signal(&replicas[0].daemon.child, libc::SIGCONT);
+    wait_for_lost(&replicas[0]).await;
+    // It joins again, and the group gives it sources back (clean handoffs).
+    let owners = loop {
+        let owners = wait_for_owners(replicas, sources, &BTreeSet::new(), &HashMap::new()).await;
+        if per_replica(&owners).len() == 2 {
+            break owners;
+        }
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(90),
+            "the thawed replica got no source back: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "cluster: {zombie} frozen: {zombie_sources:?} taken over after {:.1} s; thawed, it stopped them (partitions lost); owners {:?}",
+        taken_over.as_secs_f64(),
+        per_replica(&owners)
+    );
+    let after_zombie = settle(broker, store, sources).await;
+    // The zombie stopped its sources before it rejoined: every write it made as their owner
+    // is in the topic now.
+    let log = position_log(broker).await;
+    let takeovers: Vec<Takeover> = sources
+        .iter()
+        .filter(|source| zombie_sources.contains(&source.name))
+        .map(|source| {
+            Takeover::read(
+                source,
+                &before_freeze[&source.name],
+                &log[&source.name],
+                &zombie,
+                &new_owners[&source.name],
+            )
+        })
+        .collect();
+    assert_late_writes_fenced(broker, &log, &takeovers).await;
+    let zombie_duplicates = assert_duplicates_bounded(before, &after_zombie, &takeovers);
+    eprintln!(
+        "cluster: zombie: late writes fenced {:?}; {zombie_duplicates} records duplicated, each once, none before the new owner's start {:?}",
+        takeovers
+            .iter()
+            .map(|t| (t.name().to_owned(), t.late_writes(), t.epoch()))
+            .collect::<Vec<_>>(),
+        takeovers
+            .iter()
+            .map(|t| (t.name().to_owned(), t.claim_rank()))
+            .collect::<Vec<_>>()
+    );
+    (owners, after_zombie, zombie_duplicates)
+}
+
 /// Every write of this cluster in the positions topic, per source, in log order.
 pub async fn position_log(broker: &Broker) -> BTreeMap<String, Vec<PositionWrite>> {
     let brokers = broker.brokers();
@@ -142,6 +232,8 @@ pub struct Takeover {
     claim: PositionWrite,
     /// The zombie's writes after the claim, under the epoch it had lost.
     late: Vec<PositionWrite>,
+    /// The zombie's last write before the freeze.
+    last_before: PositionWrite,
 }
 
 impl Takeover {
@@ -207,6 +299,7 @@ impl Takeover {
             source: source.clone(),
             claim,
             late,
+            last_before: last.clone(),
         }
     }
 
@@ -233,16 +326,39 @@ impl Takeover {
 
 /// Loads the positions with the store's own code ([`KafkaStore::positions`]) as a replica
 /// starting right after each late write of the zombie would have read them, and asserts that
-/// each load holds the new owner's write, never the zombie's, and not behind the position the
-/// new owner started from. The writes of the source up to each late write are copied byte for
-/// byte to [`PROBE_TOPIC`], under a key of their own per late write (`<source>@<offset>`).
+/// each load holds the new owner's write (the one the store's rule admits last), never the
+/// zombie's, and not behind the position the new owner started from. The writes of the source
+/// up to each late write are copied byte for byte to [`PROBE_TOPIC`], under a key of their
+/// own per late write (`<source>@<offset>`). Whether the thawed zombie writes before it learns
+/// that it lost its sources is a race, so each source also gets a late write that is certain
+/// (`<source>@replay`): all its writes, then the zombie's last write before the freeze again.
 pub async fn assert_late_writes_fenced(
     broker: &Broker,
     log: &BTreeMap<String, Vec<PositionWrite>>,
     takeovers: &[Takeover],
 ) {
-    if takeovers.iter().all(|t| t.late.is_empty()) {
-        return;
+    // (key, the writes of the source up to the late one, the late one, its takeover)
+    let mut probes: Vec<(String, Vec<PositionWrite>, &PositionWrite, &Takeover)> = Vec::new();
+    for takeover in takeovers {
+        let writes = &log[takeover.name()];
+        for late in &takeover.late {
+            let prefix = writes
+                .iter()
+                .take_while(|w| w.offset <= late.offset)
+                .cloned()
+                .collect();
+            let name = format!("{}@{}", takeover.name(), late.offset);
+            probes.push((name, prefix, late, takeover));
+        }
+        let replay = &takeover.last_before;
+        let mut prefix = writes.clone();
+        prefix.push(replay.clone());
+        probes.push((
+            format!("{}@replay", takeover.name()),
+            prefix,
+            replay,
+            takeover,
+        ));
     }
     if let Broker::Mock(_) = broker {
         // No Admin API: the topic is made as the positions topic is (the store creates it
@@ -266,28 +382,18 @@ pub async fn assert_late_writes_fenced(
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    // (key, the write a load must hold, the late write, its takeover)
-    let mut expected = Vec::new();
     let mut copies = Vec::new();
-    for takeover in takeovers {
-        let writes = &log[takeover.name()];
-        for late in &takeover.late {
-            let name = format!("{}@{}", takeover.name(), late.offset);
-            let key = serde_json::to_vec(&(CLUSTER, &name)).unwrap();
-            let prefix: Vec<PositionWrite> = writes
-                .iter()
-                .take_while(|w| w.offset <= late.offset)
-                .cloned()
-                .collect();
-            for write in &prefix {
-                copies.push((key.clone(), write.value.clone()));
-            }
-            let held = admitted(&prefix)
-                .expect("a prefix with writes")
-                .stored
-                .clone();
-            expected.push((name, held, late, takeover));
+    let mut expected = Vec::new();
+    for (name, prefix, late, takeover) in &probes {
+        let key = serde_json::to_vec(&(CLUSTER, name)).unwrap();
+        for write in prefix {
+            copies.push((key.clone(), write.value.clone()));
         }
+        let held = admitted(prefix)
+            .expect("a prefix with writes")
+            .stored
+            .clone();
+        expected.push((name, held, *late, *takeover));
     }
     // Sent in order (idempotent producer): each key's writes keep their order.
     let sent = futures::future::join_all(copies.iter().map(|(key, value)| {
@@ -303,7 +409,7 @@ pub async fn assert_late_writes_fenced(
     let loaded = probe.positions().await.unwrap();
     for (name, held, late, takeover) in expected {
         let loaded = loaded
-            .get(&name)
+            .get(name.as_str())
             .unwrap_or_else(|| panic!("{name}: the store loaded nothing"));
         assert_ne!(
             loaded, &late.stored,
