@@ -247,7 +247,7 @@ impl SourceRunner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{
         collections::BTreeMap,
         sync::atomic::{AtomicBool, Ordering},
@@ -312,12 +312,17 @@ mod tests {
     /// A runner on a file store in `dir`, with a producer whose broker is not there (these
     /// sources produce nothing).
     fn runner(dir: &std::path::Path) -> SourceRunner {
+        let store: Arc<dyn CheckpointStore> = Arc::new(Arc::new(FileStore::open(dir).unwrap()));
+        runner_on(store, "127.0.0.1:9")
+    }
+
+    /// A runner on `store`, producing to `brokers`.
+    pub(crate) fn runner_on(store: Arc<dyn CheckpointStore>, brokers: &str) -> SourceRunner {
         let health = Health::default();
         let shutdown = CancellationToken::new();
-        let store: Arc<dyn CheckpointStore> = Arc::new(Arc::new(FileStore::open(dir).unwrap()));
         SourceRunner {
             producer: KafkaProducer::new(&KafkaSinkConfig {
-                brokers: "127.0.0.1:9".into(),
+                brokers: brokers.into(),
                 properties: BTreeMap::new(),
                 flush_timeout: Duration::from_secs(1),
             })

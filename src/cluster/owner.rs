@@ -289,3 +289,99 @@ impl Owner {
         self.count_owned();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::{
+        mocking::MockCluster,
+        types::{RDKafkaApiKey, RDKafkaRespErr},
+        ClientConfig,
+    };
+
+    use super::*;
+    use crate::{
+        checkpoint::{KafkaStore, KafkaStoreConfig},
+        demo::replay::{ReplayOptions, ReplayServer},
+        source_runner::tests::runner_on,
+    };
+
+    /// Polls `condition` every 10 ms; fails after 30 s.
+    async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_claim_is_retried_until_the_source_runs_and_revocation_clears_it() {
+        let mock = MockCluster::new(1).unwrap();
+        for topic in ["positions", "wiki", "wiki.dlq"] {
+            mock.create_topic(topic, 1, 1).unwrap();
+        }
+        let brokers = mock.bootstrap_servers();
+        let store = KafkaStore::open(KafkaStoreConfig {
+            connection: ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .clone(),
+            topic: "positions".into(),
+            partitions: 1,
+            replication_factor: 1,
+            cluster: "retry".into(),
+            replica: "r1".into(),
+        })
+        .await
+        .unwrap();
+        let feed = ReplayServer::start_wikimedia(100, ReplayOptions::default())
+            .await
+            .unwrap();
+        let config = crate::config::parse_toml(&format!(
+            "[kafka]\nbrokers = \"{brokers}\"\n[sources.wiki]\ntype = \"sse\"\nurl = \"{}\"\ntopic = \"wiki\"\n",
+            feed.url()
+        ))
+        .and_then(|raw| raw.validate())
+        .unwrap();
+        let runner = runner_on(Arc::new(store), &brokers);
+        let health = runner.health.clone();
+        let metrics = ClusterMetrics::new(runner.metrics.registry());
+        let owner = Arc::new(Owner::new(
+            runner,
+            BTreeMap::from([("control.wiki".to_owned(), "wiki".to_owned())]),
+            config.source_configs,
+            Duration::from_secs(5),
+            metrics,
+        ));
+        // The next claims are refused, as a missing ACL would refuse them.
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
+        );
+        // The group's thread calls the callbacks, outside the runtime.
+        let assigning = Arc::clone(&owner);
+        tokio::task::spawn_blocking(move || assigning.assign(&["control.wiki".into()]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(health.get("wiki"), Some(SourceState::Reconnecting { .. })),
+            "{:?}",
+            health.get("wiki")
+        );
+        assert!(owner.owned().running.is_empty());
+        wait_until("the retried claim", || {
+            owner.owned().running.contains_key("wiki")
+        })
+        .await;
+        assert!(owner.owned().retrying.is_empty());
+        assert!(!matches!(
+            health.get("wiki"),
+            Some(SourceState::Reconnecting { .. } | SourceState::Failed(_))
+        ));
+        let revoking = Arc::clone(&owner);
+        tokio::task::spawn_blocking(move || revoking.revoke(&["control.wiki".into()], false))
+            .await
+            .unwrap();
+        assert!(owner.owned().running.is_empty());
+        assert_eq!(health.get("wiki"), None);
+    }
+}
