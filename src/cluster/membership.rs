@@ -153,6 +153,16 @@ pub async fn join(
             topic: topic.clone(),
         });
     }
+    let mut folded: BTreeMap<String, &str> = BTreeMap::new();
+    for (topic, source) in &by_topic {
+        if let Some(first) = folded.insert(topic.replace('.', "_"), source) {
+            return Err(ClusterError::TopicCollision {
+                cluster: cluster.name.clone(),
+                first: first.to_owned(),
+                second: source.clone(),
+            });
+        }
+    }
     // A replica with no source to share (webhooks only) still joins, on the bare control
     // topic, so that `positions set|reset` see it as a live member.
     let subscribed: Vec<String> = if by_topic.is_empty() {
@@ -294,5 +304,38 @@ async fn watch_members(
             metrics.config_mismatch.set(1);
             tracing::error!(replicas = ?differing, "CLUSTER CONFIG MISMATCH: these replicas run sources with different settings than this one; finish the rolling update (README, \"Rolling updates in a cluster\")");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{checkpoint::FileStore, source_runner::tests::runner_on};
+
+    #[tokio::test]
+    async fn sources_whose_control_topics_collide_are_refused_before_joining() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Arc::new(FileStore::open(dir.path()).unwrap()));
+        let kafka = KafkaSinkConfig {
+            brokers: "127.0.0.1:9".into(),
+            properties: BTreeMap::new(),
+            flush_timeout: Duration::from_secs(1),
+        };
+        let assigned = ["feed.a", "feed_a"]
+            .map(|name| SourceInfo::new(name, "t", None, String::new(), 10, 1024))
+            .to_vec();
+        let joined = join(
+            &ClusterSection::default(),
+            &kafka,
+            assigned,
+            BTreeMap::new(),
+            runner_on(store, &kafka.brokers),
+        )
+        .await;
+        let error = joined.err().expect("refused").to_string();
+        assert!(
+            error.contains("`feed.a` and `feed_a`") && error.contains("rename one"),
+            "{error}"
+        );
     }
 }

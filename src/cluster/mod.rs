@@ -60,6 +60,17 @@ pub enum ClusterError {
         /// librdkafka's error.
         error: String,
     },
+    /// Two sources' control topics differ only by `.` and `_`, which Kafka refuses (the two
+    /// would share metric names).
+    #[error("cluster `{cluster}`: sources `{first}` and `{second}` would have control topics that differ only by `.` and `_`, which Kafka refuses; rename one of them")]
+    TopicCollision {
+        /// The cluster's name.
+        cluster: String,
+        /// One source.
+        first: String,
+        /// The other.
+        second: String,
+    },
     /// A source's control topic name would be longer than Kafka allows.
     #[error("cluster `{cluster}`: source `{source_name}`: its control topic `{topic}` is longer than Kafka's 249 characters; shorten `cluster.topic` (or `cluster.name`) or the source's name")]
     TopicName {
