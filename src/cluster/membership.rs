@@ -262,8 +262,8 @@ fn poll_until_stopped(consumer: &Arc<BaseConsumer<GroupContext>>, stop: &AtomicB
 }
 
 /// Lists the group's members every [`MEMBER_CHECK`] and says loudly when one runs another
-/// config: two configs may map a source to different owners only through a changed partition
-/// count, but they do run the shared sources with different settings.
+/// config: two configs never give a source two owners (its control topic depends on its name
+/// only), but they do run the shared sources with different settings.
 async fn watch_members(
     consumer: Arc<BaseConsumer<GroupContext>>,
     group: String,
