@@ -76,26 +76,49 @@ pub async fn compaction(config: &KafkaStoreConfig) -> Result<Compaction, Checkpo
         .create()
         .map_err(|e| kafka_error(config, "create the admin client", e))?;
     let options = AdminOptions::new().request_timeout(Some(DESCRIBE_TIMEOUT));
-    let described = match admin
-        .describe_configs(&[ResourceSpecifier::Topic(&config.topic)], &options)
-        .await
-    {
-        Ok(described) => described,
-        Err(error) if is_unsupported(&error) => return Ok(Compaction::Unknown(error.to_string())),
-        Err(error) => return Err(kafka_error(config, "describe the topic", error)),
-    };
-    for result in described {
-        let resource = result.map_err(|code| kafka_error(config, "describe the topic", code))?;
-        let policy = resource
-            .get("cleanup.policy")
-            .and_then(|entry| entry.value.clone())
-            .unwrap_or_default();
-        if !is_compact_only(&policy) {
-            return Ok(Compaction::NotCompacted { policy });
+    // A topic created a moment ago (by this replica or another one starting beside it) may be
+    // described before its configs reached the broker that answers: no `cleanup.policy` yet.
+    // Every existing topic has one (Kafka's default is `delete`), so ask again for a while.
+    let mut attempts = 0;
+    loop {
+        let described = match admin
+            .describe_configs(&[ResourceSpecifier::Topic(&config.topic)], &options)
+            .await
+        {
+            Ok(described) => described,
+            Err(error) if is_unsupported(&error) => {
+                return Ok(Compaction::Unknown(error.to_string()))
+            }
+            Err(error) => return Err(kafka_error(config, "describe the topic", error)),
+        };
+        let mut policies = Vec::new();
+        for result in described {
+            let resource =
+                result.map_err(|code| kafka_error(config, "describe the topic", code))?;
+            policies.push(
+                resource
+                    .get("cleanup.policy")
+                    .and_then(|entry| entry.value.clone())
+                    .unwrap_or_default(),
+            );
         }
+        attempts += 1;
+        if policies.iter().any(|policy| policy.trim().is_empty()) && attempts < DESCRIBE_ATTEMPTS {
+            tokio::time::sleep(DESCRIBE_RETRY).await;
+            continue;
+        }
+        return Ok(match policies.into_iter().find(|p| !is_compact_only(p)) {
+            Some(policy) => Compaction::NotCompacted { policy },
+            None => Compaction::Compacted,
+        });
     }
-    Ok(Compaction::Compacted)
 }
+
+/// How often [`compaction`] asks while the brokers describe the topic without a
+/// `cleanup.policy` (a topic created a moment ago).
+const DESCRIBE_ATTEMPTS: u32 = 20;
+/// How long [`compaction`] waits between two such asks.
+const DESCRIBE_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// True when `policy`, a `cleanup.policy` value (a comma-separated list), is `compact` and
 /// nothing else.
