@@ -137,9 +137,17 @@ pub struct AckTracker {
 #[derive(Debug, Default)]
 struct Held {
     window: AckWindow,
-    /// The bytes every slot in the window holds, together.
+    /// The bytes every slot in the window holds, together, and those of slots that left it
+    /// but are not given back yet ([`RELEASE_BATCH`]).
     bytes: Option<QueuedBytes>,
+    /// Bytes of slots that left the window, given back once they reach [`RELEASE_BATCH`] or
+    /// the window empties.
+    leaving: usize,
 }
+
+/// Bytes of departed slots given back to the budget at once: one release per some hundred
+/// slots instead of one per acknowledgement, on the delivery callback's hot path.
+const RELEASE_BATCH: usize = 8 * 1024;
 
 impl AckTracker {
     /// A tracker that starts from the stored position.
@@ -148,6 +156,7 @@ impl AckTracker {
             window: Mutex::new(Held {
                 window: AckWindow::new(resume),
                 bytes: None,
+                leaving: 0,
             }),
         }
     }
@@ -174,15 +183,18 @@ impl AckTracker {
     }
 
     /// See [`AckWindow::ack`]; the bytes of the slots that left the window go back to the
-    /// budget.
+    /// budget, by [`RELEASE_BATCH`] or when the window empties.
     pub fn ack(&self, seq: u64) -> bool {
         let mut held = self.lock();
         let (moved, released) = held.window.ack_releasing(seq);
-        let freed = match (&mut held.bytes, released) {
-            (_, 0) | (None, _) => None,
-            (Some(all), _) => all.split(released),
+        held.leaving += released;
+        let due =
+            held.leaving >= RELEASE_BATCH || (held.leaving > 0 && held.window.in_flight() == 0);
+        let held = &mut *held;
+        let freed = match &mut held.bytes {
+            Some(all) if due => all.split(std::mem::take(&mut held.leaving)),
+            _ => None,
         };
-        drop(held);
         drop(freed);
         moved
     }
@@ -199,7 +211,8 @@ impl AckTracker {
         self.lock().window.in_flight()
     }
 
-    /// Budget bytes the window's slots hold now.
+    /// Budget bytes the window's slots hold now (with those of departed slots not given back
+    /// yet, fewer than [`RELEASE_BATCH`]).
     pub fn held_bytes(&self) -> usize {
         self.lock().bytes.as_ref().map_or(0, QueuedBytes::bytes)
     }
@@ -280,6 +293,36 @@ mod tests {
         tracker.ack(stuck);
         assert_eq!(budget.available(), 1_000);
         assert_eq!(tracker.held_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn departed_slots_go_back_by_batches_or_when_the_window_empties() {
+        let budget = crate::sinks::kafka::queue_budget::QueueBudget::new(1 << 20);
+        let tracker = AckTracker::new(None);
+        let slot = 100;
+        let seqs: Vec<u64> = (0..200)
+            .map(|i| tracker.register(pos(i), budget.try_take(slot)))
+            .collect();
+        for &seq in &seqs[..50] {
+            tracker.ack(seq);
+        }
+        assert_eq!(
+            budget.available(),
+            (1 << 20) - 200 * slot,
+            "50 departed slots (5,000 bytes) stay below the batch"
+        );
+        for &seq in &seqs[50..100] {
+            tracker.ack(seq);
+        }
+        assert_eq!(
+            budget.available(),
+            (1 << 20) - 200 * slot + 82 * slot,
+            "the 82nd departed slot passed the batch: 8,200 bytes went back at once"
+        );
+        for &seq in &seqs[100..] {
+            tracker.ack(seq);
+        }
+        assert_eq!(budget.available(), 1 << 20, "an empty window holds nothing");
     }
 
     #[tokio::test]
