@@ -8,52 +8,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
-use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
-    ClientConfig,
-};
 use tributary::checkpoint::FileStore;
-
-/// An SSE body of `events` (id, data).
-fn sse_body(events: &[(String, String)]) -> String {
-    events
-        .iter()
-        .map(|(id, data)| format!("id: {id}\ndata: {data}\n\n"))
-        .collect()
-}
-
-/// `len` letters that compress badly, different for every `seed`.
-fn noise(seed: u64, len: usize) -> String {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from(b'a' + (state % 26) as u8)
-        })
-        .collect()
-}
-
-/// Creates `topic` (one partition, one replica) with the topic configs `configs`.
-async fn create_topic_with(brokers: &str, topic: &str, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
-    for (name, value) in configs {
-        new_topic = new_topic.set(name, value);
-    }
-    let results = admin
-        .create_topics(&[new_topic], &AdminOptions::new())
-        .await
-        .unwrap();
-    for result in results {
-        result.unwrap_or_else(|(topic, code)| panic!("create `{topic}`: {code:?}"));
-    }
-}
 
 fn stored(state: &std::path::Path, source: &str) -> Option<String> {
     FileStore::open(state)

@@ -205,17 +205,6 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_only_what_was_not
     );
 }
 
-/// Peak resident set (VmHWM) of process `pid`, MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .expect("a VmHWM line");
-    kib / 1024.0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_frozen_then_killed_loses_nothing_within_the_memory_budget() {
     const CHANNEL_MAX_BYTES: u64 = 4 << 20;

@@ -37,17 +37,6 @@ const QUEUE_KIB: u64 = 4 << 10;
 /// configured budget (the bound).
 const SLACK_MIB: f64 = 32.0;
 
-/// Peak resident set (VmHWM) of process `pid`, MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .expect("a VmHWM line");
-    kib / 1024.0
-}
-
 fn kept(i: usize) -> bool {
     i % KEEP == 1
 }

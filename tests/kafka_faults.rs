@@ -9,34 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
-    ClientConfig,
-};
 use sha2::Digest as _;
 use tributary::{checkpoint::FileStore, health::SourceState};
 
-/// An SSE body of `events` (id, data), each `id: N` and `data: …`.
-fn sse_body(events: &[(String, String)]) -> String {
-    events
-        .iter()
-        .map(|(id, data)| format!("id: {id}\ndata: {data}\n\n"))
-        .collect()
-}
-
 /// A JSON event whose `blob` is `len` bytes of text that compresses badly.
 fn incompressible_event(len: usize) -> String {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let blob: String = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from(b'a' + (state % 26) as u8)
-        })
-        .collect();
-    format!(r#"{{"blob":"{blob}"}}"#)
+    format!(r#"{{"blob":"{}"}}"#, noise(0, len))
 }
 
 /// Events 1 and 3 small, event 2 `huge`.
@@ -202,26 +180,6 @@ async fn a_record_too_large_for_its_topic_is_refused_by_the_broker_and_its_stub_
         "the broker refused the record in a delivery report, then again when it was sent \
          alone: {scrape}"
     );
-}
-
-/// Creates `topic` (one partition, one replica) with the topic configs `configs`, through
-/// the Admin API.
-async fn create_topic_with(brokers: &str, topic: &str, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
-    for (name, value) in configs {
-        new_topic = new_topic.set(name, value);
-    }
-    let results = admin
-        .create_topics(&[new_topic], &AdminOptions::new())
-        .await
-        .unwrap();
-    for result in results {
-        result.unwrap_or_else(|(topic, code)| panic!("create `{topic}`: {code:?}"));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

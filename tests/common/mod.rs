@@ -528,3 +528,49 @@ pub async fn start_with_source(
     ))
     .await
 }
+
+/// An SSE body of `events` (id, data), each `id: N` and `data: …`.
+pub fn sse_body(events: &[(String, String)]) -> String {
+    events
+        .iter()
+        .map(|(id, data)| format!("id: {id}\ndata: {data}\n\n"))
+        .collect()
+}
+
+/// `len` letters that compress badly (xorshift), different for every `seed`.
+pub fn noise(seed: u64, len: usize) -> String {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
+}
+
+/// Creates `topic` (one partition, one replica) with the topic configs `configs`
+/// (`max.message.bytes`, `message.timestamp.before.max.ms`, …), through the Admin API.
+pub async fn create_topic_with(brokers: &str, topic: &str, configs: &[(&str, &str)]) {
+    use rdkafka::{
+        admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+        client::DefaultClientContext,
+        ClientConfig,
+    };
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    for (name, value) in configs {
+        new_topic = new_topic.set(name, value);
+    }
+    let results = admin
+        .create_topics(&[new_topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("create `{topic}`: {code:?}"));
+    }
+}

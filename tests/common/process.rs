@@ -175,3 +175,14 @@ pub fn write_config(dir: &Path, toml: &str) -> std::path::PathBuf {
     std::fs::write(&path, toml).unwrap();
     path
 }
+
+/// Peak resident set (VmHWM) of process `pid`, MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("a VmHWM line");
+    kib / 1024.0
+}
