@@ -366,12 +366,15 @@ async fn replicas_share_sources_and_hand_them_off_without_loss_on_apache_kafka()
 async fn replicas_share_sources_and_hand_them_off_without_loss_on_the_mock_cluster() {
     let broker = Broker::mock();
     broker.create_topics(&[POSITIONS_TOPIC], 1).await;
-    broker
-        .create_topics(
-            &[&format!("tributary.{CLUSTER}.assignments")],
-            CONTROL_PARTITIONS,
-        )
-        .await;
+    // One control topic of one partition per source, as `dev-broker --config` creates them.
+    for source in sources() {
+        broker
+            .create_topics(
+                &[&format!("tributary.{CLUSTER}.assignments.{}", source.name)],
+                1,
+            )
+            .await;
+    }
     // Its rebalances take longer (up to about 20 s): the feeds stay live longer, so that every
     // handoff still has records to move, at half the rate, since a mock partition keeps only
     // its last few MiB (common::PARTITIONS partitions per topic).
