@@ -84,7 +84,10 @@ listen = "{address}"
         let log_path = dir.join("tributary.log");
         let log = fs::File::create(&log_path)?;
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        // `TRIBUTARY_BINARY` runs another build (an earlier commit's, to compare).
+        let binary = std::env::var("TRIBUTARY_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tributary").to_owned());
+        let child = Command::new(binary)
             .arg("run")
             .arg("--config")
             .arg(&config_path)
