@@ -39,8 +39,18 @@ pub enum Broker {
     Kafka(KafkaCluster),
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A free TCP port on 127.0.0.1 (bound then released), for a child process to listen on.
+///
+/// It is drawn below Linux's ephemeral range (32768–60999): a port from that range, released,
+/// can be taken as the source port of any outgoing connection (a Kafka client's, a broker's)
+/// before the child binds it; below it only another listener can take it.
 pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral port")
