@@ -229,8 +229,11 @@ mod tests {
             LIMIT,
             async move {
                 tokio::task::yield_now().await;
-                // A blocking wait on a runtime thread: the task never returns from this poll.
-                let _ = blocked.recv();
+                // A blocking wait: the task never returns from this poll. `block_in_place`
+                // hands the worker's other duties (the timer, the other tasks) to another
+                // thread meanwhile, as a plain blocking call would not: the test's own timers
+                // would stop with it.
+                let _ = tokio::task::block_in_place(|| blocked.recv());
             },
         ));
         wait_for("the stuck pump to count as wedged", || {
