@@ -65,6 +65,20 @@ pub struct KafkaSection {
     /// How long shutdown waits for in-flight records to be acknowledged. Default `30s`.
     #[serde(default = "default_flush_timeout", with = "humantime_serde")]
     pub flush_timeout: Duration,
+    /// Exactly-once sources: longest time between transaction commits. Default `1s`.
+    #[serde(default = "default_transaction_interval", with = "humantime_serde")]
+    pub transaction_interval: Duration,
+    /// Exactly-once sources: commit as soon as a transaction holds this many records.
+    /// Default 10000.
+    #[serde(default = "default_transaction_max_records")]
+    pub transaction_max_records: u64,
+}
+
+fn default_transaction_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_transaction_max_records() -> u64 {
+    10_000
 }
 
 fn default_flush_timeout() -> Duration {
@@ -361,6 +375,36 @@ impl RawConfig {
                 Err(e) => errors.push(ConfigError::new("kafka", field, e.to_string(), e.fix())),
             }
         }
+        if self.kafka.transaction_interval.is_zero() {
+            errors.push(ConfigError::new(
+                "kafka",
+                "kafka.transaction_interval",
+                "must be greater than zero",
+                "use e.g. `\"1s\"`",
+            ));
+        }
+        if self.kafka.transaction_max_records == 0 {
+            errors.push(ConfigError::new(
+                "kafka",
+                "kafka.transaction_max_records",
+                "must be at least 1",
+                "use e.g. `10000`",
+            ));
+        }
+        for (name, source) in &self.sources {
+            if source.delivery() == crate::sources::Delivery::ExactlyOnce
+                && self.checkpoint.store != StoreKind::Kafka
+            {
+                errors.push(ConfigError::new(
+                    format!("sources.{name}"),
+                    format!("sources.{name}.delivery"),
+                    "`\"exactly_once\"` needs `checkpoint.store = \"kafka\"`: the position is \
+                     written in the same Kafka transaction as the records",
+                    "set `checkpoint.store = \"kafka\"` (with `checkpoint.topic`), or remove \
+                     `delivery`",
+                ));
+            }
+        }
         if self.kafka.flush_timeout.is_zero() {
             errors.push(ConfigError::new(
                 "kafka",
@@ -520,6 +564,8 @@ impl RawConfig {
                 brokers: self.kafka.brokers.clone(),
                 properties,
                 flush_timeout: self.kafka.flush_timeout,
+                transaction_interval: self.kafka.transaction_interval,
+                transaction_max_records: self.kafka.transaction_max_records,
             },
             checkpoint,
             server: self.server.clone(),
@@ -543,9 +589,10 @@ const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
 fn refused_producer_property(key: &str, value: &str) -> Option<(&'static str, &'static str)> {
     match key {
         "transactional.id" => Some((
-            "is not supported: Tributary's producer is idempotent, not transactional, and a \
-             transactional producer refuses every record sent outside a transaction",
-            "remove it",
+            "is set by Tributary: each source with `delivery = \"exactly_once\"` has its own \
+             transactional producer, whose id belongs to the source (`tributary.<cluster>.<source>`) \
+             so that a new owner fences the old one",
+            "remove it, and set `delivery = \"exactly_once\"` on the sources that need it",
         )),
         "message.timeout.ms" if value.trim() != "0" => Some((
             "must be `0` (no timeout): a record that times out is neither in Kafka nor sent \

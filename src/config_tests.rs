@@ -91,7 +91,12 @@ topic = "wiki"
         ],
         "{text}"
     );
-    assert!(text.contains("idempotent, not transactional"), "{text}");
+    assert!(
+        text.contains(
+            "each source with `delivery = \"exactly_once\"` has its own transactional producer"
+        ),
+        "{text}"
+    );
     assert!(text.contains("must be `0` (no timeout)"), "{text}");
     let file = write(
         r#"
@@ -297,4 +302,38 @@ fn record_stage_settings_load_for_every_kind_and_typos_are_still_refused() {
     );
     let config = parse_toml(&routed).unwrap().validate().unwrap();
     assert!(config.sources[0].0.stage.routes_topic());
+}
+
+#[test]
+fn exactly_once_needs_the_kafka_store_and_says_so() {
+    let toml = r#"
+[kafka]
+brokers = "localhost:9092"
+
+[sources.wiki]
+type = "sse"
+url = "https://example.com/stream"
+topic = "wiki"
+delivery = "exactly_once"
+"#;
+    let errors = crate::config::parse_toml(toml)
+        .unwrap()
+        .validate()
+        .err()
+        .expect("exactly-once without the Kafka store is refused");
+    let text = errors.to_string();
+    assert!(text.contains("sources.wiki.delivery"), "{text}");
+    assert!(text.contains("checkpoint.store = \"kafka\""), "{text}");
+    let accepted = toml.replace(
+        "[sources.wiki]",
+        "[checkpoint]\nstore = \"kafka\"\n\n[sources.wiki]",
+    );
+    let config = crate::config::parse_toml(&accepted)
+        .unwrap()
+        .validate()
+        .expect("exactly-once with the Kafka store is accepted");
+    assert_eq!(
+        config.sources[0].0.delivery,
+        crate::sources::Delivery::ExactlyOnce
+    );
 }

@@ -195,6 +195,19 @@ pub async fn start(
         shutdown: shutdown.clone(),
         sources: sources.clone(),
         pumps: pumps.clone(),
+        transactional_id_prefix: format!(
+            "tributary.{}.",
+            config
+                .cluster
+                .as_ref()
+                .map_or("default", |c| c.name.as_str())
+        )
+        .into(),
+        replica: config
+            .cluster
+            .as_ref()
+            .map_or_else(|| "single".to_owned(), |c| c.replica_id())
+            .into(),
     };
     let mut routes = axum::Router::new();
     let mut assigned = Vec::new();

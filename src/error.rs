@@ -135,6 +135,17 @@ pub enum CheckpointError {
         /// librdkafka's error.
         error: String,
     },
+    /// An exactly-once source's transactional producer cannot be made or cannot initialize
+    /// its transactions.
+    #[error("source `{source_name}`: the transactional producer `{transactional_id}` cannot initialize transactions: {error}; check that `transaction.timeout.ms` (kafka.producer, default 60000) is at most the brokers' `transaction.max.timeout.ms`, that the brokers allow transactions (`transaction.state.log.replication.factor` brokers up), and that the principal has Write and Describe on TransactionalId `{transactional_id}` (README, \"Exactly-once\")")]
+    Transactions {
+        /// The source.
+        source_name: String,
+        /// Its `transactional.id`.
+        transactional_id: String,
+        /// librdkafka's error.
+        error: String,
+    },
     /// The positions topic exists with a `cleanup.policy` other than exactly `compact`
     /// (`delete`, `compact,delete`), so retention would delete positions.
     #[error("checkpoint store topic `{topic}` has `cleanup.policy={policy}`: retention would delete stored positions; set `cleanup.policy=compact` alone on it, without `delete` (`kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact` replaces the whole list), or choose another `checkpoint.topic`")]

@@ -124,6 +124,7 @@ pub struct Metrics {
     event_lag_seconds: HistogramVec,
     kafka_errors: IntCounterVec,
     pipeline_faults: IntCounterVec,
+    transactions: IntCounterVec,
     checkpoint_commits: IntCounterVec,
     checkpoint_age_seconds: IntGaugeVec,
     records_filtered: IntCounterVec,
@@ -383,6 +384,14 @@ impl Metrics {
                 "Producer errors that concern the producer or the topic, not one record: the \
                  source stopped with its position kept, by kind.",
                 &["source", "kind"],
+            ),
+            transactions: counter(
+                &r,
+                "tributary_transactions_total",
+                "Kafka transactions of exactly-once sources, by outcome (`committed`, or \
+                 `aborted`: a refused record or a failed commit; the source rewound to its last \
+                 committed position).",
+                &["source", "outcome"],
             ),
             checkpoint_commits: counter(
                 &r,

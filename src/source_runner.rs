@@ -8,6 +8,8 @@
 //! until Kafka has acknowledged every record, then commits the final position, so that the
 //! next owner starts exactly after the last record Kafka holds.
 
+mod transactional;
+
 use std::{
     panic::AssertUnwindSafe,
     sync::Arc,
@@ -51,6 +53,12 @@ pub struct SourceRunner {
     pub(crate) shutdown: CancellationToken,
     pub(crate) sources: TaskTracker,
     pub(crate) pumps: TaskTracker,
+    /// What each exactly-once source's `transactional.id` starts with (`tributary.<cluster>.`);
+    /// the source's name follows.
+    pub(crate) transactional_id_prefix: Arc<str>,
+    /// This replica's id: a push source (webhooks) runs on every replica, so its
+    /// `transactional.id` ends with it.
+    pub(crate) replica: Arc<str>,
 }
 
 /// A started source: one instance of it (a source handed off and acquired again, or
@@ -99,6 +107,9 @@ impl SourceRunner {
         info: SourceInfo,
         source: Box<dyn Source>,
     ) -> Result<RunningSource, CheckpointError> {
+        if info.delivery == crate::sources::Delivery::ExactlyOnce {
+            return self.start_transactional(info, source).await;
+        }
         let name = Arc::clone(&info.name);
         let resume = self.store.acquire(&name).await?;
         // A new instance: its state starts over (an earlier `Failed` is cleared), and what an
@@ -128,17 +139,21 @@ impl SourceRunner {
             failures: failures_tx,
             health: health.clone(),
             stage: Arc::clone(&info.stage),
+            deferred: None,
         });
-        let pump = self.pumps.spawn(self.supervisor.clone().pump(
-            Arc::clone(&name),
-            run_pump(
-                self.producer.clone(),
-                sink,
-                records_rx,
-                failures_rx,
-                self.abandon_pumps.clone(),
-            ),
-        ));
+        let pump_run = run_pump(
+            self.producer.clone(),
+            sink,
+            records_rx,
+            failures_rx,
+            self.abandon_pumps.clone(),
+            None,
+        );
+        let pump = self
+            .pumps
+            .spawn(self.supervisor.clone().pump(Arc::clone(&name), async move {
+                pump_run.await;
+            }));
         tracing::info!(source = %name, topic = %info.topic, url = %info.redacted_url, resume_from = resume.as_ref().map_or("", |p| p.as_str()), "starting source");
         let stop = self.shutdown.child_token();
         let context = SourceContext {
@@ -325,6 +340,8 @@ pub(crate) mod tests {
                 brokers: brokers.into(),
                 properties: BTreeMap::new(),
                 flush_timeout: Duration::from_secs(1),
+                transaction_interval: Duration::from_secs(1),
+                transaction_max_records: 10_000,
             })
             .unwrap(),
             committer: Committer::new(
@@ -342,6 +359,8 @@ pub(crate) mod tests {
             shutdown,
             sources: TaskTracker::new(),
             pumps: TaskTracker::new(),
+            transactional_id_prefix: "tributary.test.".into(),
+            replica: "test".into(),
         }
     }
 

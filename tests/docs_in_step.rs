@@ -103,8 +103,9 @@ fn every_documented_type_is_one_the_binary_accepts_and_the_reverse() {
     );
 }
 
-/// The metric families the daemon registers: a source of every kind, one dead letter (that
-/// family has no series before its first record), and the process collector.
+/// The metric families the daemon registers: a source of every kind, one dead letter and one
+/// transaction (those families have no series before their first record), and the process
+/// collector.
 fn registered_families() -> BTreeSet<String> {
     let metrics = Metrics::new();
     for (name, kind) in [
@@ -120,6 +121,7 @@ fn registered_families() -> BTreeSet<String> {
         .registered("s")
         .unwrap()
         .dead_lettered("invalid_json");
+    metrics.registered("s").unwrap().transaction("committed");
     metrics.listener("listen");
     tributary::cluster::ClusterMetrics::new(metrics.registry());
     tributary::reload::register_metrics(metrics.registry());

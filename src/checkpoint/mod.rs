@@ -14,9 +14,10 @@
 //!   ([`crate::cluster`]); each source's writes carry an owner epoch that fences the writes of
 //!   a replica that lost the source.
 //!
-//! Exactly-once delivery is not here yet. It will come as a transactional sink that writes
-//! each position to the Kafka store inside the producer's transaction, and acknowledges per
-//! transaction through the same [`Acknowledger`] boundary that today's per-record acks use.
+//! Exactly-once sources (`delivery = "exactly_once"`) do not go through the committer: their
+//! transactional sink (`sinks/kafka/transaction.rs`) writes each position to the Kafka store
+//! inside the producer's transaction, with [`CheckpointStore::position_record`], so that the
+//! position and the records it covers are committed together.
 
 mod ack_tracker;
 mod acknowledger;
@@ -64,4 +65,23 @@ pub trait CheckpointStore: Send + Sync + 'static {
         &self,
         positions: Vec<(String, Position)>,
     ) -> BoxFuture<'_, Result<(), CheckpointError>>;
+
+    /// The record that stores `position` for `source` when a transactional producer writes it
+    /// inside its transaction, with the owner epoch of this store's acquisition; `None` for a
+    /// store that is not a Kafka topic (the file store).
+    fn position_record(&self, _source: &str, _position: &Position) -> Option<PositionRecord> {
+        None
+    }
+}
+
+/// A position as a Kafka record of the Kafka store's topic (see
+/// [`CheckpointStore::position_record`]).
+#[derive(Clone, Debug)]
+pub struct PositionRecord {
+    /// The positions topic.
+    pub topic: String,
+    /// The record key (`["<cluster>", "<source>"]`).
+    pub key: Vec<u8>,
+    /// The record value ([`StoredPosition`] as JSON).
+    pub value: Vec<u8>,
 }

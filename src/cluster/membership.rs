@@ -320,6 +320,8 @@ mod tests {
             brokers: "127.0.0.1:9".into(),
             properties: BTreeMap::new(),
             flush_timeout: Duration::from_secs(1),
+            transaction_interval: Duration::from_secs(1),
+            transaction_max_records: 10_000,
         };
         let assigned = ["feed.a", "feed_a"]
             .map(|name| SourceInfo::new(name, "t", None, String::new(), 10, 1024))

@@ -159,6 +159,15 @@ impl SourceMetrics {
             .inc();
     }
 
+    /// Counts one transaction of an exactly-once source that ended with `outcome`
+    /// (`committed` or `aborted`). The series exist only for sources that use transactions.
+    pub fn transaction(&self, outcome: &str) {
+        self.metrics
+            .transactions
+            .with_label_values(&[&self.name, outcome])
+            .inc();
+    }
+
     /// Counts one pipeline fault of `kind` (a short, fixed word): the source stopped.
     pub fn pipeline_fault(&self, kind: &str) {
         self.metrics

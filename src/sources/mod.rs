@@ -47,6 +47,20 @@ macro_rules! stage_config {
     };
 }
 
+/// A source's delivery guarantee into Kafka (`delivery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// The idempotent producer: every event reaches Kafka at least once; after a crash the
+    /// records between the last stored position and the crash are produced again.
+    #[default]
+    AtLeastOnce,
+    /// A transactional producer per source (Kafka's transactions, KIP-98): the records, their
+    /// dead-letter records and the source's position are committed together, so a reader with
+    /// `isolation.level=read_committed` sees each event once. Needs `checkpoint.store = "kafka"`.
+    ExactlyOnce,
+}
+
 /// The `[sources.<name>]` table: one variant per source kind, chosen by `type`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -89,6 +103,31 @@ pub struct SourceInfo {
     /// The record stage (transform, topic and key templates, event time, static headers),
     /// compiled; set by [`SourceConfig::build`].
     pub stage: Arc<Stage>,
+    /// The delivery guarantee; set by [`SourceConfig::build`].
+    pub delivery: Delivery,
+    /// Builds the source again from its config (an exactly-once source that rewinds starts a
+    /// new instance of its feed); set by [`SourceConfig::build`].
+    pub rebuild: Option<SourceFactory>,
+}
+
+/// Builds a source again from its config (see [`SourceInfo::rebuild`]).
+#[derive(Clone)]
+pub struct SourceFactory(Arc<dyn Fn() -> Result<Box<dyn Source>, String> + Send + Sync>);
+
+impl SourceFactory {
+    /// A new instance of the source.
+    ///
+    /// # Errors
+    /// The config no longer builds (a secret file that went away), with every problem found.
+    pub fn build(&self) -> Result<Box<dyn Source>, String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for SourceFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceFactory")
+    }
 }
 
 impl SourceInfo {
@@ -113,6 +152,8 @@ impl SourceInfo {
             commit_each_position: false,
             kind: SourceKind::Sse,
             stage: Arc::default(),
+            delivery: Delivery::default(),
+            rebuild: None,
         }
     }
 }
@@ -147,6 +188,8 @@ impl SourceConfig {
                 SourceInfo {
                     kind: self.kind(),
                     stage: Arc::new(stage),
+                    delivery: self.delivery(),
+                    rebuild: Some(self.factory(name)),
                     ..info
                 },
                 source,
@@ -157,6 +200,34 @@ impl SourceConfig {
                 .into_iter()
                 .chain(stage.err().unwrap_or_default())
                 .collect()),
+        }
+    }
+
+    /// Builds this source again, as [`SourceConfig::build`] does.
+    fn factory(&self, name: &str) -> SourceFactory {
+        let (config, name) = (self.clone(), name.to_owned());
+        SourceFactory(Arc::new(move || {
+            config
+                .build(&name)
+                .map(|(_, source)| source)
+                .map_err(|errors| {
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+        }))
+    }
+
+    /// The source's delivery guarantee (`delivery`).
+    pub fn delivery(&self) -> Delivery {
+        match self {
+            SourceConfig::Sse(c) => c.delivery,
+            SourceConfig::Websocket(c) => c.delivery,
+            SourceConfig::Webhook(c) => c.delivery,
+            SourceConfig::Rest(c) => c.delivery,
+            SourceConfig::Graphql(c) => c.delivery,
         }
     }
 

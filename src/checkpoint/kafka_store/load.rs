@@ -176,6 +176,9 @@ impl Reader {
                 format!("tributary.{}.positions-reader", config.cluster),
             )
             .set("enable.auto.commit", "false")
+            // Positions written in a transaction count once it commits (librdkafka's default,
+            // set here because exactly-once depends on it).
+            .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
             .set("allow.auto.create.topics", "false")
             .create()

@@ -22,6 +22,9 @@
 //!   expires, while the epoch lives in the topic itself. After compaction only the last write
 //!   of a key is left, so a zombie's write that came last is read after all; it covers only
 //!   records Kafka acknowledged, so it can cause duplicates, never loss.
+//! - **Isolation.** The topic is read with `isolation.level=read_committed`: exactly-once
+//!   sources write their positions inside their producer's transactions, and a position of an
+//!   aborted transaction (or one still open) covers records no reader will see.
 //! - **Commit.** Produced through an idempotent producer with `acks=all`, awaiting each
 //!   acknowledgement (at most 30 s, then the commit fails and the committer tries again).
 
@@ -51,7 +54,7 @@ pub use self::{
     load::LoadSummary,
     topic::{compaction, Compaction},
 };
-use super::CheckpointStore;
+use super::{CheckpointStore, PositionRecord};
 use crate::{error::CheckpointError, record::Position};
 
 /// How long one request to the brokers (metadata, admin, the topic's offsets) may take.
@@ -247,6 +250,29 @@ impl KafkaStore {
         .map_err(|e| CheckpointError::Task(e.to_string()))?
     }
 
+    /// The value of a write of `position` with `epoch` by this store.
+    fn value(&self, position: Option<Position>, epoch: u64) -> Vec<u8> {
+        serde_json::to_vec(&StoredPosition {
+            position,
+            written_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            replica: self.config.replica.clone(),
+            epoch,
+            owner: Some(self.owner.to_string()),
+        })
+        .expect("a position serializes to JSON")
+    }
+
+    /// The epoch this store claimed for `source` (0, which loses to any claim, when it did not
+    /// acquire it: the safe side).
+    fn owned_epoch(&self, source: &str) -> u64 {
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Writes one value for `source` and returns where it landed: `(partition, offset)`.
     async fn write(
         &self,
@@ -255,14 +281,7 @@ impl KafkaStore {
         epoch: u64,
     ) -> Result<(i32, i64), CheckpointError> {
         let key = record_key(&self.config.cluster, source);
-        let value = serde_json::to_vec(&StoredPosition {
-            position,
-            written_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            replica: self.config.replica.clone(),
-            epoch,
-            owner: Some(self.owner.to_string()),
-        })
-        .expect("a position serializes to JSON");
+        let value = self.value(position, epoch);
         self.producer
             .send(
                 FutureRecord::to(&self.config.topic)
@@ -347,18 +366,14 @@ impl CheckpointStore for KafkaStore {
         positions: Vec<(String, Position)>,
     ) -> BoxFuture<'_, Result<(), CheckpointError>> {
         Box::pin(async move {
-            let writes: Vec<_> = {
-                let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-                positions
-                    .into_iter()
-                    .map(|(source, position)| {
-                        // A source is always acquired before it commits; epoch 0 loses to any
-                        // claim, which is the safe side.
-                        let epoch = owned.get(&source).copied().unwrap_or(0);
-                        (source, position, epoch)
-                    })
-                    .collect()
-            };
+            // A source is always acquired before it commits.
+            let writes: Vec<_> = positions
+                .into_iter()
+                .map(|(source, position)| {
+                    let epoch = self.owned_epoch(&source);
+                    (source, position, epoch)
+                })
+                .collect();
             let results =
                 futures::future::join_all(writes.iter().map(|(source, position, epoch)| {
                     self.write(source, Some(position.clone()), *epoch)
@@ -367,6 +382,14 @@ impl CheckpointStore for KafkaStore {
             results
                 .into_iter()
                 .try_for_each(|result| result.map(|_| ()))
+        })
+    }
+
+    fn position_record(&self, source: &str, position: &Position) -> Option<PositionRecord> {
+        Some(PositionRecord {
+            topic: self.config.topic.clone(),
+            key: record_key(&self.config.cluster, source),
+            value: self.value(Some(position.clone()), self.owned_epoch(source)),
         })
     }
 }

@@ -19,6 +19,7 @@ pub mod queue_budget;
 mod refusal;
 mod send;
 mod shape;
+mod transaction;
 
 pub use fault::FaultClass;
 
@@ -26,7 +27,8 @@ pub use producer::{
     KafkaProducer, KafkaSinkConfig, SourceSink, DEFAULTS as DEFAULT_PROPERTIES,
     ENFORCED as ENFORCED_PROPERTIES,
 };
-pub use pump::run_pump;
+pub use pump::{run_pump, PumpEnd};
+pub use transaction::{init_transactions, Deferred, Replay, Transaction};
 
 /// The short, stable kind of a producer error (a metric label).
 fn error_kind(error: &rdkafka::error::KafkaError) -> &'static str {

@@ -46,6 +46,10 @@ pub struct KafkaSinkConfig {
     pub properties: BTreeMap<String, SecretString>,
     /// How long shutdown waits for in-flight records to be acknowledged.
     pub flush_timeout: Duration,
+    /// Exactly-once sources: longest time between transaction commits.
+    pub transaction_interval: Duration,
+    /// Exactly-once sources: records after which a transaction commits early.
+    pub transaction_max_records: u64,
 }
 
 /// Everything the pump and the delivery callback know about one source.
@@ -68,9 +72,24 @@ pub struct SourceSink {
     pub health: Health,
     /// The record stage the pump runs each record through.
     pub stage: Arc<crate::stage::Stage>,
+    /// Exactly-once sources: event completions wait here for the commit of the transaction
+    /// that holds their records (`None`: settled at the delivery report).
+    pub deferred: Option<super::transaction::Deferred>,
 }
 
 impl SourceSink {
+    /// Settles one share of an event's completion with `outcome`: at once, or, for an
+    /// exactly-once source, when the open transaction commits.
+    pub(crate) fn settle(&self, ack: EventAck, outcome: DeliveryOutcome) {
+        match &self.deferred {
+            Some(deferred) => deferred
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((ack, outcome)),
+            None => ack.settle(outcome),
+        }
+    }
+
     /// Marks record `seq` acknowledged: Kafka holds it.
     pub(crate) fn acknowledge(&self, seq: u64) {
         self.acks.acknowledge(seq);
@@ -113,6 +132,28 @@ pub struct DeliveryTicket {
     /// The record's share of the producer queue's memory budget, given back on drop (a failed
     /// delivery keeps it for the record's next attempt).
     pub(crate) queued: QueuedBytes,
+    /// The position record of an exactly-once source's transaction (not a record of the
+    /// source's window: its delivery acknowledges nothing).
+    pub(crate) position_record: bool,
+}
+
+impl DeliveryTicket {
+    /// The ticket of the position record `sink`'s transaction writes, holding `queued`.
+    pub(crate) fn position_record(sink: Arc<SourceSink>, queued: QueuedBytes) -> Self {
+        DeliveryTicket {
+            sink,
+            seq: 0,
+            enqueued_at: Instant::now(),
+            payload_bytes: 0,
+            dead_letter_kind: None,
+            ack: None,
+            topic: None,
+            timestamp: None,
+            alone: false,
+            queued,
+            position_record: true,
+        }
+    }
 }
 
 /// A record Kafka refused after accepting it into the queue.
@@ -133,6 +174,8 @@ pub struct FailedDelivery {
 
 /// The producer context: delivery reports and client errors.
 pub struct DeliveryContext {
+    /// A source's transactional producer: its fatal error (fencing) stops that source only.
+    transactional: bool,
     brokers_reachable: Arc<AtomicBool>,
     fatal: Arc<FatalError>,
     /// Deduplicates and rate-limits librdkafka's log lines and client errors.
@@ -157,7 +200,11 @@ impl ClientContext for DeliveryContext {
                 // Runs on librdkafka's thread: only record it and wake the daemon.
                 let _ = self.fatal.reason.set(format!("{error}: {reason}"));
                 self.fatal.raised.cancel();
-                tracing::error!(%error, reason, "fatal producer error: the daemon stops");
+                if self.transactional {
+                    tracing::error!(%error, reason, "fatal error of a source's transactional producer: the source stops or rewinds");
+                } else {
+                    tracing::error!(%error, reason, "fatal producer error: the daemon stops");
+                }
                 return;
             }
             _ => {}
@@ -261,12 +308,18 @@ impl ProducerContext for DeliveryContext {
 
 /// Marks a ticket's record acknowledged: tracker, committer, metrics and the source's ack.
 pub(crate) fn acknowledge(ticket: &mut DeliveryTicket) {
+    if ticket.position_record {
+        return;
+    }
     ticket.sink.acknowledge(ticket.seq);
     if let Some(ack) = ticket.ack.take() {
-        ack.settle(match ticket.dead_letter_kind {
-            Some(_) => DeliveryOutcome::DeadLettered,
-            None => DeliveryOutcome::Produced,
-        });
+        ticket.sink.settle(
+            ack,
+            match ticket.dead_letter_kind {
+                Some(_) => DeliveryOutcome::DeadLettered,
+                None => DeliveryOutcome::Produced,
+            },
+        );
     }
     let sink = &ticket.sink;
     sink.metrics
@@ -312,6 +365,10 @@ pub struct KafkaProducer {
     fatal: Arc<FatalError>,
     flush_timeout: Duration,
     queue_budget: QueueBudget,
+    /// Exactly-once sources: longest time between transaction commits.
+    transaction_interval: Duration,
+    /// Exactly-once sources: records after which a transaction commits early.
+    transaction_max_records: u64,
 }
 
 /// The producer queue's budget when `queue.buffering.max.kbytes` cannot be read (bytes; the
@@ -329,6 +386,14 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("batch.num.messages", "10000"),
     ("compression.type", "lz4"),
 ];
+
+/// `transaction.timeout.ms` of the exactly-once sources' producers unless `kafka.producer`
+/// sets it: 10 s, ten transaction intervals. A transaction left open by a crashed process
+/// holds back every `read_committed` reader of its partitions (the positions topic's readers
+/// included) until the coordinator aborts it at this timeout, or the source's next owner
+/// fences it; librdkafka's default, 60 s, would make each acquisition after a crash wait that
+/// long.
+pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
 
 /// Producer properties whose values are fixed by the at-least-once guarantee (name, value).
 pub const ENFORCED: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
@@ -358,6 +423,7 @@ impl KafkaProducer {
         let brokers_reachable = Arc::new(AtomicBool::new(false));
         let fatal = Arc::new(FatalError::default());
         let inner = client.create_with_context(DeliveryContext {
+            transactional: false,
             brokers_reachable: Arc::clone(&brokers_reachable),
             fatal: Arc::clone(&fatal),
             log_limiter: Default::default(),
@@ -370,7 +436,59 @@ impl KafkaProducer {
             fatal,
             flush_timeout: config.flush_timeout,
             queue_budget,
+            transaction_interval: config.transaction_interval,
+            transaction_max_records: config.transaction_max_records,
         })
+    }
+
+    /// A transactional producer for one exactly-once source: the same settings with
+    /// `transactional.id = id`, sharing this producer's queue budget and broker health. A
+    /// record that is not delivered within the transaction timeout fails (librdkafka's
+    /// `message.timeout.ms` follows `transaction.timeout.ms`), so that a transaction never
+    /// waits forever. Its fatal errors (`ProducerFenced`: a new owner of the source initialized
+    /// the same id) are its own: they stop the source, not the daemon. It has no
+    /// single-record producer: a refusal aborts the whole transaction (see `transaction.rs`).
+    /// Transactions are not initialized yet: see [`KafkaProducer::init_transactions`].
+    ///
+    /// # Errors
+    /// librdkafka refuses the settings (e.g. a `transaction.timeout.ms` out of range).
+    pub(crate) fn transactional(&self, id: &str) -> Result<KafkaProducer, KafkaError> {
+        let mut client = (*self.client).clone();
+        client.set("transactional.id", id);
+        client.remove("message.timeout.ms");
+        if client.get("transaction.timeout.ms").is_none() {
+            client.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+        }
+        let fatal = Arc::new(FatalError::default());
+        let inner: ThreadedProducer<DeliveryContext> =
+            client.create_with_context(DeliveryContext {
+                transactional: true,
+                brokers_reachable: Arc::clone(&self.brokers_reachable),
+                fatal: Arc::clone(&fatal),
+                log_limiter: Default::default(),
+            })?;
+        Ok(KafkaProducer {
+            solo: Arc::new(std::sync::Mutex::new(Some(inner.clone()))),
+            inner,
+            client: Arc::new(client),
+            brokers_reachable: Arc::clone(&self.brokers_reachable),
+            fatal,
+            flush_timeout: self.flush_timeout,
+            queue_budget: self.queue_budget.clone(),
+            transaction_interval: self.transaction_interval,
+            transaction_max_records: self.transaction_max_records,
+        })
+    }
+
+    /// Exactly-once sources: longest time between commits (`kafka.transaction_interval`).
+    pub fn transaction_interval(&self) -> Duration {
+        self.transaction_interval
+    }
+
+    /// Exactly-once sources: records after which a transaction commits early
+    /// (`kafka.transaction_max_records`).
+    pub fn transaction_max_records(&self) -> u64 {
+        self.transaction_max_records
     }
 
     /// The single-record producer: the same settings, but every produce request carries one
@@ -391,6 +509,7 @@ impl KafkaProducer {
         client.set("linger.ms", "0");
         let producer: ThreadedProducer<DeliveryContext> =
             client.create_with_context(DeliveryContext {
+                transactional: false,
                 brokers_reachable: Arc::clone(&self.brokers_reachable),
                 fatal: Arc::clone(&self.fatal),
                 log_limiter: Default::default(),
@@ -527,6 +646,8 @@ mod tests {
             brokers: cluster.bootstrap_servers(),
             properties: BTreeMap::new(),
             flush_timeout: Duration::from_secs(1),
+            transaction_interval: Duration::from_secs(1),
+            transaction_max_records: 10_000,
         })
         .unwrap();
         assert_eq!(producer.fatal_error_now(), None);

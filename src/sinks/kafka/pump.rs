@@ -51,6 +51,8 @@ pub(super) struct Pump {
     pub(super) stop: CancellationToken,
     /// Cancelled at the shutdown deadline.
     abandon: CancellationToken,
+    /// An exactly-once source's transaction (`transaction.rs`); `None`: at-least-once.
+    pub(super) txn: Option<super::transaction::Transaction>,
 }
 
 /// Why the pump must return now.
@@ -61,6 +63,39 @@ pub(super) enum Halt {
     Abandoned,
     /// A pipeline fault stopped the source (logged, counted, shown in `/readyz`).
     Faulted,
+    /// Exactly-once: the transaction was aborted; the source rewinds to its last committed
+    /// position.
+    Rewind,
+    /// Exactly-once: another owner fenced this source's transactional producer.
+    Fenced,
+}
+
+/// How a pump ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PumpEnd {
+    /// The source stopped and its channel is drained (an exactly-once source's last
+    /// transaction committed).
+    Drained,
+    /// The shutdown deadline passed first; what the pump held is read again after a restart.
+    Abandoned,
+    /// A pipeline fault (or the record stage) stopped the source.
+    Faulted,
+    /// Exactly-once: the open transaction was aborted; start the source again from its last
+    /// committed position.
+    Rewind,
+    /// Exactly-once: another owner fenced the source's producer; this instance stops.
+    Fenced,
+}
+
+impl From<Halt> for PumpEnd {
+    fn from(halt: Halt) -> Self {
+        match halt {
+            Halt::Abandoned => PumpEnd::Abandoned,
+            Halt::Faulted => PumpEnd::Faulted,
+            Halt::Rewind => PumpEnd::Rewind,
+            Halt::Fenced => PumpEnd::Fenced,
+        }
+    }
 }
 
 /// Runs until the channel is closed and drained (the source has stopped), until `abandon`
@@ -68,13 +103,18 @@ pub(super) enum Halt {
 /// then returns. Failed deliveries that come back while it runs are judged by their fault
 /// class. Meanwhile a task asks the brokers whether the source's topics exist, so that a
 /// missing one stops the source within seconds instead of when its first record times out.
+///
+/// An exactly-once source passes its `txn` (and its own transactional `producer`): records
+/// are sent in transactions that commit on schedule and when the channel is drained; a
+/// transaction that cannot commit is aborted and the pump ends with [`PumpEnd::Rewind`].
 pub async fn run_pump(
     producer: KafkaProducer,
     sink: Arc<SourceSink>,
-    mut records: RecordReceiver,
+    records: RecordReceiver,
     failures: mpsc::UnboundedReceiver<FailedDelivery>,
     abandon: CancellationToken,
-) {
+    txn: Option<super::transaction::Transaction>,
+) -> PumpEnd {
     // Cancelled at the shutdown deadline (with `abandon`), on a missing topic, or when the pump
     // returns (which ends the topic check).
     let stop = abandon.child_token();
@@ -94,35 +134,62 @@ pub async fn run_pump(
         timestamps: TimestampCache::default(),
         stop,
         abandon,
+        txn,
     };
-    let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
-    let mut staged: Vec<Record> = Vec::with_capacity(4);
-    loop {
-        tokio::select! {
-            biased;
-            // Past the shutdown deadline: a sender still held (a slow webhook request) must
-            // not keep the pump, and so the shutdown, waiting.
-            _ = pump.stop.cancelled() => return,
-            Some(failed) = pump.failures.recv() => {
-                if pump.retry(failed).await.is_err() {
-                    return;
-                }
-            }
-            received = records.recv_many(&mut batch, BATCH) => {
-                if received == 0 {
-                    break;
-                }
-                if pump.pump_batch(&mut batch, &mut staged).await.is_err() {
-                    return;
-                }
-            }
-        }
+    let end = pump.run(records).await;
+    if end != PumpEnd::Drained {
+        pump.abort().await;
     }
-    // Deliveries that fail from here on are logged by the callback and read again after restart.
-    while let Ok(failed) = pump.failures.try_recv() {
-        if pump.retry(failed).await.is_err() {
-            return;
+    end
+}
+
+impl Pump {
+    async fn run(&mut self, mut records: RecordReceiver) -> PumpEnd {
+        let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
+        let mut staged: Vec<Record> = Vec::with_capacity(4);
+        let interval = self.producer.transaction_interval();
+        loop {
+            let due = self.txn.as_ref().and_then(|txn| txn.due_at(interval));
+            tokio::select! {
+                biased;
+                // Past the shutdown deadline: a sender still held (a slow webhook request) must
+                // not keep the pump, and so the shutdown, waiting.
+                _ = self.stop.cancelled() => return PumpEnd::Abandoned,
+                Some(failed) = self.failures.recv() => {
+                    if let Err(halt) = self.retry(failed).await {
+                        return halt.into();
+                    }
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    if let Err(halt) = self.commit().await {
+                        return halt.into();
+                    }
+                }
+                received = records.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    if let Err(halt) = self.pump_batch(&mut batch, &mut staged).await {
+                        return halt.into();
+                    }
+                }
+            }
         }
+        if self.txn.is_some() {
+            // The source stopped: its last records and position go into one more commit.
+            return match self.commit().await {
+                Ok(()) => PumpEnd::Drained,
+                Err(halt) => halt.into(),
+            };
+        }
+        // Deliveries that fail from here on are logged by the callback and read again after
+        // restart.
+        while let Ok(failed) = self.failures.try_recv() {
+            if let Err(halt) = self.retry(failed).await {
+                return halt.into();
+            }
+        }
+        PumpEnd::Drained
     }
 }
 
@@ -168,6 +235,7 @@ impl Pump {
     /// or a pipeline fault stopped the source (dropping the channel stops it; what it held is
     /// read again after the restart).
     async fn forward(&mut self, staged: &mut Vec<Record>) -> Result<(), Halt> {
+        let mut sent = 0;
         for mut record in staged.drain(..) {
             let slot = window_slot_cost(record.position.as_ref().map_or(0, |p| p.0.len()));
             if record.marker {
@@ -175,23 +243,68 @@ impl Pump {
                 let seq = self.sink.acks.register(record.position.take(), Some(hold));
                 self.sink.acknowledge(seq);
                 if let Some(ack) = record.ack.take() {
-                    ack.settle(DeliveryOutcome::Filtered);
+                    self.sink.settle(ack, DeliveryOutcome::Filtered);
+                }
+                if self.txn.is_some() {
+                    // A filtered event moves the position: a transaction carries it.
+                    self.begin()?;
                 }
                 continue;
             }
+            self.begin()?;
+            let alone = self.replay_as_refused(&mut record)?;
             let headers = self.headers(&record);
             let cost = super::send::cost(&record, &headers);
             let mut queued = self.take_budget(cost + slot).await?;
             let hold = queued.split(slot);
             let seq = self.sink.acks.register(record.position.clone(), hold);
+            if alone {
+                self.flush_transaction().await?;
+            }
             if let Err(halt) = self.send(record, headers, seq, queued, false).await {
                 if halt == Halt::Abandoned && self.abandon.is_cancelled() {
                     tracing::warn!(source = %self.sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
                 }
                 return Err(halt);
             }
+            if alone {
+                // Its own batch: a refusal in its delivery report is its own.
+                self.flush_transaction().await?;
+            }
+            sent += 1;
         }
-        Ok(())
+        // Between events only: a transaction holds every record of an event or none.
+        self.sent_in_transaction(sent).await
+    }
+
+    /// Exactly-once: applies what an earlier, aborted transaction learnt of `record` (see
+    /// `transaction.rs`): a record refused alone becomes a dead-letter record; a record
+    /// refused with its batch is sent alone (returns true).
+    ///
+    /// # Errors
+    /// [`Halt::Faulted`]: the dead-letter topic cannot take it.
+    fn replay_as_refused(&mut self, record: &mut Record) -> Result<bool, Halt> {
+        if self.txn.is_none() {
+            return Ok(false);
+        }
+        let topic: &str = match (&record.dead_letter, &record.topic) {
+            (Some(_), _) => &self.sink.dead_letter_topic,
+            (None, Some(routed)) => routed,
+            (None, None) => &self.sink.topic,
+        };
+        let topic = topic.to_owned();
+        match self.replayed(&topic, record) {
+            (Some(error), _) => {
+                let class = super::fault::FaultClass::Record;
+                if !super::refusal::dead_letter_after_refusal(
+                    &self.sink, record, &topic, &error, class,
+                ) {
+                    return Err(Halt::Faulted);
+                }
+                Ok(false)
+            }
+            (None, alone) => Ok(alone),
+        }
     }
 
     /// Takes `cost` bytes of the producer queue's budget, waiting while it is spent. While it
@@ -200,7 +313,7 @@ impl Pump {
     ///
     /// # Errors
     /// [`Halt`]: the shutdown deadline passed, or a failed delivery was a pipeline fault.
-    async fn take_budget(&mut self, cost: usize) -> Result<QueuedBytes, Halt> {
+    pub(super) async fn take_budget(&mut self, cost: usize) -> Result<QueuedBytes, Halt> {
         let budget = self.producer.queue_budget().clone();
         if let Some(queued) = budget.try_take(cost) {
             return Ok(queued);

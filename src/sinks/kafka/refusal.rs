@@ -32,6 +32,9 @@ impl Pump {
     /// # Errors
     /// [`Halt`]: a pipeline fault (the source stops), or the shutdown deadline passed.
     pub(super) async fn retry(&mut self, failed: FailedDelivery) -> Result<(), Halt> {
+        if self.txn.is_some() {
+            return self.refused_in_transaction(failed);
+        }
         let FailedDelivery {
             ticket,
             topic,

@@ -94,6 +94,7 @@ impl Pump {
                 timestamp: ticket_timestamp,
                 alone,
                 queued,
+                position_record: false,
             });
             let mut base: BaseRecord<'_, [u8], [u8], Box<DeliveryTicket>> =
                 BaseRecord::with_opaque_to(topic, ticket)

@@ -50,6 +50,10 @@ pub struct GraphqlConfig {
     /// What a record with a field the schema does not name does. Default `count`.
     #[serde(default)]
     pub on_drift: crate::stage::OnDrift,
+    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
+    /// `checkpoint.store = "kafka"`).
+    #[serde(default)]
+    pub delivery: crate::sources::Delivery,
     /// The endpoint (`http`/`https`).
     pub url: String,
     /// The query text; or give `query_file`.

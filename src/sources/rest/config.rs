@@ -48,6 +48,10 @@ pub struct RestConfig {
     /// What a record with a field the schema does not name does. Default `count`.
     #[serde(default)]
     pub on_drift: crate::stage::OnDrift,
+    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
+    /// `checkpoint.store = "kafka"`).
+    #[serde(default)]
+    pub delivery: crate::sources::Delivery,
     /// The endpoint (`http`/`https`); may hold `${env:…}` references.
     pub url: String,
     /// Query parameters added to every request; values may hold `${env:…}` references (such

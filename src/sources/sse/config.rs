@@ -60,6 +60,10 @@ pub struct SseConfig {
     /// What a record with a field the schema does not name does. Default `count`.
     #[serde(default)]
     pub on_drift: crate::stage::OnDrift,
+    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
+    /// `checkpoint.store = "kafka"`).
+    #[serde(default)]
+    pub delivery: crate::sources::Delivery,
     /// The event stream URL (`http` or `https`). May contain `${env:…}`/`${file:…}`.
     pub url: String,
     /// The Kafka topic records go to.

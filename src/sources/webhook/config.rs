@@ -81,6 +81,10 @@ pub struct WebhookConfig {
     /// What a record with a field the schema does not name does. Default `count`.
     #[serde(default)]
     pub on_drift: crate::stage::OnDrift,
+    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
+    /// `checkpoint.store = "kafka"`).
+    #[serde(default)]
+    pub delivery: crate::sources::Delivery,
     /// The Kafka topic records go to.
     pub topic: String,
     /// The topic for records that cannot go to `topic`. Default: `<topic>.dlq`.

@@ -65,6 +65,10 @@ pub struct WebSocketConfig {
     /// What a record with a field the schema does not name does. Default `count`.
     #[serde(default)]
     pub on_drift: crate::stage::OnDrift,
+    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
+    /// `checkpoint.store = "kafka"`).
+    #[serde(default)]
+    pub delivery: crate::sources::Delivery,
     /// `ws://` or `wss://` URL. May contain `${env:…}`/`${file:…}`, and `{position}` (the
     /// stored position, empty when there is none).
     pub url: String,

@@ -1,0 +1,447 @@
+//! Exactly-once delivery (`delivery = "exactly_once"`): the pump of such a source sends through
+//! its own transactional producer (Kafka's transactions, KIP-98), and commits its records,
+//! their dead-letter records and the source's position record in one transaction.
+//!
+//! - **Transactions.** One opens with the first record sent after a commit, and commits every
+//!   `kafka.transaction_interval` or after `kafka.transaction_max_records` records, whichever
+//!   comes first, and when the source stops. A commit flushes the producer (every record of the
+//!   transaction is acknowledged by its partition leader), writes the source's position (the
+//!   acknowledgement window's committed position, which only covers records Kafka holds) to the
+//!   Kafka store's topic inside the transaction ([`CheckpointStore::position_record`]), and
+//!   commits. A reader with `isolation.level=read_committed`, the Kafka store's own included,
+//!   sees the records and the position together or not at all.
+//! - **Completion.** An event's completion (a webhook's answer) waits for the commit that holds
+//!   its records: the sink defers settling it ([`super::producer::SourceSink::settle`]) until
+//!   [`Transaction::commit`] succeeds.
+//! - **Refusals.** A record Kafka refused in a delivery report dooms the transaction: it is
+//!   aborted, and the source rewinds to its last committed position (the runner starts it again
+//!   from there, in this process). What the refusal said is kept in the [`Replay`] across
+//!   rewinds, keyed by the record's content: a record refused alone is a record fault and goes
+//!   to the dead-letter topic when it comes again; a record refused with its batch comes again
+//!   alone (flushed before and after, so its batch holds it only); a pipeline fault stops the
+//!   source.
+//! - **Fencing.** The transactional id belongs to the source (`tributary.<cluster>.<source>`):
+//!   a new owner's `init_transactions` fences the old producer, whose next send or commit fails
+//!   with `ProducerFenced`, and that stops the old instance.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{BaseRecord, Producer},
+};
+
+use super::{
+    fault::{Evidence, FaultClass},
+    producer::{DeliveryTicket, FailedDelivery, KafkaProducer},
+    pump::{Halt, Pump},
+};
+use crate::{
+    checkpoint::{AckTracker, CheckpointStore},
+    record::{DeliveryOutcome, EventAck, Position, Record},
+};
+
+/// How long one transactional call (init, commit, abort) may take before it is tried again.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What an exactly-once source keeps across the rewinds of one instance.
+#[derive(Default)]
+pub struct Replay {
+    /// The last position committed in a transaction (where a rewind starts).
+    pub committed: Option<Position>,
+    /// Refusals seen in delivery reports, by record content (see the module doc).
+    refused: HashMap<u64, Refused>,
+    /// Seeds the content hash (random per instance).
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// What a delivery report said of a record.
+#[derive(Clone, Debug)]
+enum Refused {
+    /// Refused with its batch: send it again alone.
+    Batched,
+    /// Refused alone: a record fault, with the error.
+    Alone(KafkaError),
+}
+
+impl Replay {
+    /// A replay that starts from `committed`.
+    pub fn new(committed: Option<Position>) -> Self {
+        Replay {
+            committed,
+            ..Replay::default()
+        }
+    }
+
+    fn digest(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        topic.hash(&mut hasher);
+        key.hash(&mut hasher);
+        payload.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// The transaction state of one exactly-once pump.
+pub struct Transaction {
+    store: Arc<dyn CheckpointStore>,
+    tracker: Arc<AckTracker>,
+    replay: Arc<Mutex<Replay>>,
+    /// Event completions held until the transaction that holds their records commits.
+    deferred: Arc<Mutex<Vec<(EventAck, DeliveryOutcome)>>>,
+    open: bool,
+    /// Records sent in the open transaction.
+    records: u64,
+    opened_at: Instant,
+    /// Why the open transaction must be aborted (a refused record).
+    doomed: Option<String>,
+}
+
+/// What the sink of an exactly-once source needs from its pump's transaction.
+pub type Deferred = Arc<Mutex<Vec<(EventAck, DeliveryOutcome)>>>;
+
+impl Transaction {
+    /// The transaction state of a pump writing positions to `store`, reading them from
+    /// `tracker`, deferring completions into `deferred`, keeping refusals in `replay`.
+    pub fn new(
+        store: Arc<dyn CheckpointStore>,
+        tracker: Arc<AckTracker>,
+        replay: Arc<Mutex<Replay>>,
+        deferred: Deferred,
+    ) -> Self {
+        Transaction {
+            store,
+            tracker,
+            replay,
+            deferred,
+            open: false,
+            records: 0,
+            opened_at: Instant::now(),
+            doomed: None,
+        }
+    }
+
+    /// When the open transaction is due to commit (`None`: none is open).
+    pub(super) fn due_at(&self, interval: Duration) -> Option<tokio::time::Instant> {
+        self.open
+            .then(|| tokio::time::Instant::from_std(self.opened_at + interval))
+    }
+}
+
+/// Runs a blocking transactional call of `producer` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    producer: &KafkaProducer,
+    call: impl FnOnce(&rdkafka::producer::ThreadedProducer<super::producer::DeliveryContext>) -> T
+        + Send
+        + 'static,
+) -> T {
+    let inner = producer.inner.clone();
+    tokio::task::spawn_blocking(move || call(&inner))
+        .await
+        .expect("a transactional call does not panic")
+}
+
+/// Initializes transactions on `producer`: fences any earlier producer of the same id (its
+/// open transaction is aborted), retrying while the coordinator is not reachable yet.
+///
+/// # Errors
+/// A fatal or non-retriable error (e.g. `transaction.timeout.ms` above the brokers'
+/// `transaction.max.timeout.ms`, or no `TransactionalId` ACL).
+pub async fn init_transactions(producer: &KafkaProducer) -> Result<(), KafkaError> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match blocking(producer, |p| p.init_transactions(CALL_TIMEOUT)).await {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                tracing::info!(%error, "initializing transactions; trying again");
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl Pump {
+    /// Opens a transaction when none is open (before a record is sent).
+    ///
+    /// # Errors
+    /// [`Halt::Rewind`]: the producer cannot begin one (fenced, or in an error state).
+    pub(super) fn begin(&mut self) -> Result<(), Halt> {
+        let Some(txn) = &mut self.txn else {
+            return Ok(());
+        };
+        if txn.open {
+            return Ok(());
+        }
+        if let Err(error) = self.producer.inner.begin_transaction() {
+            tracing::error!(source = %self.sink.name, %error, "cannot begin a transaction");
+            return Err(self.fenced_or_rewind(&error));
+        }
+        txn.open = true;
+        txn.records = 0;
+        txn.opened_at = Instant::now();
+        Ok(())
+    }
+
+    /// Counts `n` records sent in the open transaction; commits it once it holds
+    /// `kafka.transaction_max_records`.
+    pub(super) async fn sent_in_transaction(&mut self, n: u64) -> Result<(), Halt> {
+        let Some(txn) = &mut self.txn else {
+            return Ok(());
+        };
+        txn.records += n;
+        if txn.records >= self.producer.transaction_max_records() {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// What the replay says of `record` bound for `topic`: `Some(error)` when it was refused
+    /// alone (send it to the dead-letter topic), and whether it must be sent alone.
+    pub(super) fn replayed(&self, topic: &str, record: &Record) -> (Option<KafkaError>, bool) {
+        let Some(txn) = &self.txn else {
+            return (None, false);
+        };
+        let replay = txn.replay.lock().unwrap_or_else(|e| e.into_inner());
+        if replay.refused.is_empty() {
+            return (None, false);
+        }
+        let digest = replay.digest(topic, record.key.as_deref(), &record.payload);
+        match replay.refused.get(&digest) {
+            Some(Refused::Alone(error)) => (Some(error.clone()), false),
+            Some(Refused::Batched) => (None, true),
+            None => (None, false),
+        }
+    }
+
+    /// Waits (off the runtime) until every record handed to the producer is acknowledged or
+    /// failed.
+    pub(super) async fn flush_transaction(&self) -> Result<(), Halt> {
+        match blocking(&self.producer, |p| p.flush(CALL_TIMEOUT)).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(source = %self.sink.name, %error, "the transaction's records were not all acknowledged in time");
+                Err(self.fenced_or_rewind(&error))
+            }
+        }
+    }
+
+    /// A delivery report refused a record of the open transaction: keeps what it says for the
+    /// replay and dooms the transaction (see the module doc).
+    ///
+    /// # Errors
+    /// [`Halt::Faulted`]: a pipeline fault (the source stops); [`Halt::Rewind`] otherwise.
+    pub(super) fn refused_in_transaction(&mut self, failed: FailedDelivery) -> Result<(), Halt> {
+        let FailedDelivery {
+            ticket,
+            topic,
+            key,
+            payload,
+            error,
+            ..
+        } = failed;
+        if ticket.position_record {
+            tracing::warn!(source = %self.sink.name, %error, "Kafka refused the position record of a transaction; it is aborted");
+            return Err(Halt::Rewind);
+        }
+        let evidence = if ticket.alone {
+            Evidence::Alone
+        } else {
+            Evidence::Batched
+        };
+        let class = FaultClass::judge(&error, evidence);
+        let purged = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+        );
+        let transient = purged
+            || matches!(
+                error.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::MessageTimedOut
+                        | RDKafkaErrorCode::RequestTimedOut
+                        | RDKafkaErrorCode::NotEnoughReplicas
+                        | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
+                        | RDKafkaErrorCode::LeaderNotAvailable
+                        | RDKafkaErrorCode::NotLeaderForPartition
+                        | RDKafkaErrorCode::AllBrokersDown
+                        | RDKafkaErrorCode::BrokerTransportFailure
+                        | RDKafkaErrorCode::Fenced
+                        | RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                        | RDKafkaErrorCode::Fatal
+                        | RDKafkaErrorCode::State
+                )
+            );
+        let Some(txn) = &mut self.txn else {
+            unreachable!("only a transactional pump takes refusals here")
+        };
+        match class {
+            FaultClass::Pipeline if !transient => {
+                self.sink.pipeline_fault(&topic, &error);
+                return Err(Halt::Faulted);
+            }
+            FaultClass::Pipeline => {}
+            FaultClass::Record | FaultClass::Batch => {
+                let mut replay = txn.replay.lock().unwrap_or_else(|e| e.into_inner());
+                let digest = replay.digest(&topic, key.as_deref(), &payload);
+                let refused = if class == FaultClass::Record {
+                    Refused::Alone(error.clone())
+                } else {
+                    Refused::Batched
+                };
+                replay.refused.insert(digest, refused);
+            }
+        }
+        if !purged {
+            tracing::warn!(source = %self.sink.name, topic, %error, "Kafka refused a record of the open transaction; the transaction is aborted and the source rewinds to its last committed position");
+        }
+        txn.doomed.get_or_insert_with(|| error.to_string());
+        Err(Halt::Rewind)
+    }
+
+    /// Commits the open transaction (see the module doc): flush, position record, commit; then
+    /// settles the completions it held. Nothing happens when none is open.
+    ///
+    /// # Errors
+    /// [`Halt::Rewind`] when the transaction was aborted (the source rewinds),
+    /// [`Halt::Faulted`] when the producer was fenced or a pipeline fault stopped the source.
+    pub(super) async fn commit(&mut self) -> Result<(), Halt> {
+        if !self.txn.as_ref().is_some_and(|txn| txn.open) {
+            return Ok(());
+        }
+        self.flush_transaction().await?;
+        while let Ok(failed) = self.failures.try_recv() {
+            self.refused_in_transaction(failed)?;
+        }
+        let (position, store, name) = {
+            let txn = self.txn.as_ref().expect("checked above");
+            (
+                txn.tracker.committed().0,
+                Arc::clone(&txn.store),
+                Arc::clone(&self.sink.name),
+            )
+        };
+        let committed_before = self.txn_replay().committed.clone();
+        if let Some(position) = position
+            .as_ref()
+            .filter(|p| Some(*p) != committed_before.as_ref())
+        {
+            let Some(record) = store.position_record(&name, position) else {
+                unreachable!("exactly-once needs the Kafka store (checked with the config)")
+            };
+            let cost = super::queue_budget::record_cost(record.value.len(), record.key.len(), 0, 0);
+            let queued = self.take_budget(cost).await?;
+            let ticket = Box::new(DeliveryTicket::position_record(
+                Arc::clone(&self.sink),
+                queued,
+            ));
+            let base: BaseRecord<'_, [u8], [u8], Box<DeliveryTicket>> =
+                BaseRecord::with_opaque_to(&record.topic, ticket)
+                    .key(record.key.as_slice())
+                    .payload(record.value.as_slice());
+            if let Err((error, _)) = self.producer.inner.send(base) {
+                tracing::error!(source = %self.sink.name, %error, "cannot write the position into the transaction");
+                return Err(self.fenced_or_rewind(&error));
+            }
+        }
+        let result = blocking(&self.producer, |p| p.commit_transaction(CALL_TIMEOUT)).await;
+        let txn = self.txn.as_mut().expect("checked above");
+        txn.open = false;
+        match result {
+            Ok(()) => {
+                let settled =
+                    std::mem::take(&mut *txn.deferred.lock().unwrap_or_else(|e| e.into_inner()));
+                for (ack, outcome) in settled {
+                    ack.settle(outcome);
+                }
+                if position.is_some() && position != committed_before {
+                    txn.replay
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .committed = position;
+                    self.sink.metrics.checkpoint_commits.inc();
+                }
+                self.sink.metrics.checkpoint_age_seconds.set(0);
+                self.sink.metrics.transaction("committed");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(source = %self.sink.name, %error, "the transaction did not commit; it is aborted and the source rewinds to its last committed position");
+                Err(self.fenced_or_rewind(&error))
+            }
+        }
+    }
+
+    /// Aborts the open transaction, if any (after a refusal, a failed commit, or at the
+    /// shutdown deadline): its records and position are never read by a `read_committed`
+    /// reader, and the completions it held are dropped unsettled (a webhook answers 503).
+    pub(super) async fn abort(&mut self) {
+        let Some(txn) = &mut self.txn else {
+            return;
+        };
+        txn.deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        if !txn.open {
+            return;
+        }
+        txn.open = false;
+        let doomed = txn.doomed.take();
+        let result = blocking(&self.producer, |p| p.abort_transaction(CALL_TIMEOUT)).await;
+        match result {
+            Ok(()) => {
+                self.sink.metrics.transaction("aborted");
+                tracing::info!(source = %self.sink.name, reason = doomed.as_deref().unwrap_or("the source stopped or rewinds"), "aborted the open transaction");
+            }
+            Err(error) => {
+                tracing::warn!(source = %self.sink.name, %error, "the open transaction could not be aborted; the coordinator aborts it at `transaction.timeout.ms`, or the next producer of this source does")
+            }
+        }
+        // Reports of the purged records carry nothing to act on.
+        while self.failures.try_recv().is_ok() {}
+    }
+
+    fn txn_replay(&self) -> std::sync::MutexGuard<'_, Replay> {
+        self.txn
+            .as_ref()
+            .expect("a transactional pump")
+            .replay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The halt a transactional error calls for: a fenced producer (a new owner initialized the
+    /// same transactional id) stops the source; anything else rewinds it.
+    fn fenced_or_rewind(&self, error: &KafkaError) -> Halt {
+        let fenced = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        ) || self
+            .producer
+            .fatal_error_now()
+            .is_some_and(|reason| reason.contains("enced"));
+        if fenced {
+            tracing::error!(source = %self.sink.name, %error, "the source's transactional producer was fenced: another owner runs this source now; this instance stops");
+            self.sink.health.set(
+                &self.sink.name,
+                crate::health::SourceState::Failed(format!(
+                    "fenced: another owner runs this source now ({error})"
+                )),
+            );
+            return Halt::Fenced;
+        }
+        Halt::Rewind
+    }
+}

@@ -1,0 +1,276 @@
+//! Starting an exactly-once source (`delivery = "exactly_once"`): its own transactional
+//! producer, and a driver task that runs the source and its pump and rewinds them.
+//!
+//! - **Fencing first.** The producer's `transactional.id` is `tributary.<cluster>.<source>`:
+//!   the source is the unit of ownership. `init_transactions` runs before the position is read,
+//!   so that a previous owner (a replica that lost the source, or this daemon before a crash)
+//!   is fenced and its open transaction aborted; the position read after it, with
+//!   `read_committed`, is the last one committed.
+//! - **Rewind.** When the pump aborts a transaction ([`PumpEnd::Rewind`]), the driver stops
+//!   the source, drops what its channel held, and starts a new instance of it (built again
+//!   from its config) from the last committed position, after a backoff. A webhook source has
+//!   nothing to read again: the senders of the aborted events were answered 503, and send
+//!   again.
+//! - **Stop.** A handoff or a shutdown stops the source; the pump drains the channel and
+//!   commits one last transaction, so the next owner starts after it.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+
+use super::{RunningSource, SourceRunner};
+use crate::{
+    channel,
+    checkpoint::{AckTracker, Acknowledger},
+    error::CheckpointError,
+    health::{Health, SourceState},
+    record::Position,
+    sinks::kafka::{
+        init_transactions, queue_budget::QueuedBytes, run_pump, KafkaProducer, PumpEnd, Replay,
+        SourceSink, Transaction,
+    },
+    sources::{Source, SourceContext, SourceInfo},
+};
+
+/// The first wait before a rewound source starts again; it doubles up to [`REWIND_MAX_WAIT`]
+/// while rewinds follow each other.
+const REWIND_FIRST_WAIT: Duration = Duration::from_millis(100);
+/// The longest wait before a rewound source starts again.
+const REWIND_MAX_WAIT: Duration = Duration::from_secs(30);
+/// A run this long resets the rewind wait.
+const REWIND_RESET_AFTER: Duration = Duration::from_secs(60);
+/// How long a stopped instance's source task may take to end before it is aborted.
+const INSTANCE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Acknowledgements of a transactional pump: the tracker only (the transaction writes the
+/// position, not the committer).
+struct TrackerAcks(Arc<AckTracker>);
+
+impl Acknowledger for TrackerAcks {
+    fn register(&self, position: Option<Position>, hold: Option<QueuedBytes>) -> u64 {
+        self.0.register(position, hold)
+    }
+
+    fn acknowledge(&self, seq: u64) {
+        self.0.ack(seq);
+    }
+}
+
+impl SourceRunner {
+    /// Starts an exactly-once source (see the module doc).
+    ///
+    /// # Errors
+    /// [`CheckpointError::Transactions`]: the producer cannot be made or cannot initialize
+    /// transactions; or the store cannot be read.
+    pub(super) async fn start_transactional(
+        &self,
+        info: SourceInfo,
+        source: Box<dyn Source>,
+    ) -> Result<RunningSource, CheckpointError> {
+        let name = Arc::clone(&info.name);
+        // A push source runs on every replica: each replica's instance is its own owner.
+        let id = match info.kind {
+            crate::metrics::SourceKind::Webhook => {
+                format!("{}{}.{}", self.transactional_id_prefix, name, self.replica)
+            }
+            _ => format!("{}{}", self.transactional_id_prefix, name),
+        };
+        let failed = |error: rdkafka::error::KafkaError| CheckpointError::Transactions {
+            source_name: name.to_string(),
+            transactional_id: id.clone(),
+            error: error.to_string(),
+        };
+        let producer = self.producer.transactional(&id).map_err(failed)?;
+        init_transactions(&producer).await.map_err(failed)?;
+        let resume = self.store.acquire(&name).await?;
+        let health = self.health.begin(&name);
+        tracing::info!(source = %name, transactional_id = %id, topic = %info.topic, url = %info.redacted_url, resume_from = resume.as_ref().map_or("", |p| p.as_str()), "starting source (exactly-once)");
+        let stop = self.shutdown.child_token();
+        let driver = Driver {
+            runner: self.clone(),
+            info,
+            producer,
+            replay: Arc::new(Mutex::new(Replay::new(resume))),
+            health: health.clone(),
+            stop: stop.clone(),
+        };
+        let task = self.sources.spawn(driver.run(source));
+        Ok(RunningSource {
+            name,
+            health,
+            stop,
+            task,
+            pump: self.pumps.spawn(async {}),
+            // The driver's last transaction holds every record: nothing is left in flight
+            // once it returns.
+            tracker: Arc::new(AckTracker::new(None)),
+        })
+    }
+}
+
+/// One exactly-once source instance: its producer and what survives its rewinds.
+struct Driver {
+    runner: SourceRunner,
+    info: SourceInfo,
+    producer: KafkaProducer,
+    replay: Arc<Mutex<Replay>>,
+    health: Health,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Driver {
+    async fn run(self, first: Box<dyn Source>) {
+        let name = Arc::clone(&self.info.name);
+        let mut source = Some(first);
+        let mut wait = REWIND_FIRST_WAIT;
+        loop {
+            let instance = match source.take() {
+                Some(source) => source,
+                None => match self.info.rebuild.as_ref().map(|factory| factory.build()) {
+                    Some(Ok(source)) => source,
+                    Some(Err(error)) => {
+                        self.fail(format!(
+                            "cannot build the source again to rewind it: {error}"
+                        ));
+                        return;
+                    }
+                    None => {
+                        self.fail("cannot build the source again to rewind it (a bug)".into());
+                        return;
+                    }
+                },
+            };
+            let started = Instant::now();
+            match self.attempt(instance).await {
+                PumpEnd::Rewind => {}
+                PumpEnd::Drained | PumpEnd::Abandoned | PumpEnd::Faulted | PumpEnd::Fenced => {
+                    return
+                }
+            }
+            if started.elapsed() >= REWIND_RESET_AFTER {
+                wait = REWIND_FIRST_WAIT;
+            }
+            let from = self
+                .replay
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .committed
+                .clone();
+            tracing::warn!(source = %name, from = from.as_ref().map_or("", |p| p.as_str()), wait_ms = wait.as_millis() as u64, "the source rewinds to its last committed position");
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(REWIND_MAX_WAIT);
+        }
+    }
+
+    /// Marks the source failed with `reason`.
+    fn fail(&self, reason: String) {
+        tracing::error!(source = %self.info.name, %reason, "the exactly-once source stops");
+        self.health
+            .set(&self.info.name, SourceState::Failed(reason));
+    }
+
+    /// Runs `source` from the last committed position with a pump in transactions, until the
+    /// pump ends; stops the source then.
+    async fn attempt(&self, source: Box<dyn Source>) -> PumpEnd {
+        let runner = &self.runner;
+        let info = &self.info;
+        let name = Arc::clone(&info.name);
+        let resume = self
+            .replay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .committed
+            .clone();
+        let source_metrics = runner.metrics.source(&name, info.kind);
+        let tracker = Arc::new(AckTracker::new(resume.clone()));
+        let (records_tx, records_rx) = channel::bounded(
+            info.channel_max_records,
+            info.channel_max_bytes,
+            source_metrics.clone(),
+        );
+        let (failures_tx, failures_rx) = mpsc::unbounded_channel();
+        let deferred = crate::sinks::kafka::Deferred::default();
+        let sink = Arc::new(SourceSink {
+            name: Arc::clone(&name),
+            topic: info.topic.clone(),
+            dead_letter_topic: info.dead_letter_topic.clone(),
+            url: info.redacted_url.clone(),
+            acks: Arc::new(TrackerAcks(Arc::clone(&tracker))),
+            metrics: source_metrics.clone(),
+            failures: failures_tx,
+            health: self.health.clone(),
+            stage: Arc::clone(&info.stage),
+            deferred: Some(Arc::clone(&deferred)),
+        });
+        let attempt_stop = self.stop.child_token();
+        let context = SourceContext {
+            name: Arc::clone(&name),
+            records: records_tx,
+            shutdown: attempt_stop.clone(),
+            resume,
+            metrics: source_metrics,
+            health: self.health.clone(),
+            hosts: Arc::clone(&runner.hosts),
+            stage: Arc::clone(&info.stage),
+        };
+        let health = self.health.clone();
+        let task_name = Arc::clone(&name);
+        let mut task = tokio::spawn(async move {
+            match AssertUnwindSafe(source.run(context)).catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => health.set(&task_name, SourceState::Failed(error.to_string())),
+                Err(_) => {
+                    tracing::error!(source = %task_name, "source task panicked; it is stopped");
+                    health.set(
+                        &task_name,
+                        SourceState::Failed("the source task panicked (a bug): see the log".into()),
+                    );
+                }
+            }
+        });
+        let txn = Transaction::new(
+            Arc::clone(&runner.store),
+            tracker,
+            Arc::clone(&self.replay),
+            deferred,
+        );
+        let end = Arc::new(Mutex::new(PumpEnd::Abandoned));
+        let pump_end = Arc::clone(&end);
+        runner
+            .supervisor
+            .clone()
+            .pump(Arc::clone(&name), async move {
+                let ended = run_pump(
+                    self.producer.clone(),
+                    sink,
+                    records_rx,
+                    failures_rx,
+                    runner.abandon_pumps.clone(),
+                    Some(txn),
+                )
+                .await;
+                *pump_end.lock().unwrap_or_else(|e| e.into_inner()) = ended;
+            })
+            .await;
+        attempt_stop.cancel();
+        if tokio::time::timeout(INSTANCE_STOP_TIMEOUT, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+        let end = std::mem::replace(
+            &mut *end.lock().unwrap_or_else(|e| e.into_inner()),
+            PumpEnd::Abandoned,
+        );
+        end
+    }
+}
