@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events N] [--rss-multiple K]
-//!                                       [--transform PROGRAM] [--schema FILE]
+//!                                       [--transform PROGRAM] [--schema FILE] [--exactly-once]
 //! ```
 //!
 //! Phases, all against one broker on 127.0.0.1 (Apache Kafka or tansu as child
@@ -50,7 +50,7 @@ const FEED_TIMEOUT: Duration = Duration::from_secs(300);
 
 const USAGE: &str = "\
 usage: cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events N] [--rss-multiple K]
-                                           [--transform PROGRAM] [--schema FILE]
+                                           [--transform PROGRAM] [--schema FILE] [--exactly-once]
 
   --broker kafka   (default) Apache Kafka, one KRaft node (tests/kafka/kafka.sh; Java 17
                    and Maven), log on disk
@@ -62,7 +62,9 @@ usage: cargo bench --bench sse_to_kafka -- [--broker kafka|mock|tansu] [--events
   --transform P    the daemon's source runs the jq program P on each event (the record stage);
                    P must keep every event (e.g. `select(.type == \"edit\") | {…}`), as the run
                    waits for N records; MB/s then counts the events' bytes, not the records'
-  --schema FILE    the daemon's source checks each record against this JSON Schema file";
+  --schema FILE    the daemon's source checks each record against this JSON Schema file
+  --exactly-once   also runs the daemon with `delivery = \"exactly_once\"` (the Kafka store,
+                   1 s transactions) for N and K*N events, and compares it with at-least-once";
 
 struct Args {
     broker: BrokerKind,
@@ -70,6 +72,7 @@ struct Args {
     rss_multiple: usize,
     transform: Option<String>,
     schema: Option<String>,
+    exactly_once: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         rss_multiple: DEFAULT_RSS_MULTIPLE,
         transform: None,
         schema: None,
+        exactly_once: false,
     };
     common::parse_flags(|name, value| {
         match name {
@@ -87,6 +91,7 @@ fn parse_args() -> Result<Args, String> {
             "--rss-multiple" => args.rss_multiple = common::count(name, &value("a number")?, 2)?,
             "--transform" => args.transform = Some(value("a jq program")?),
             "--schema" => args.schema = Some(value("a JSON Schema file")?),
+            "--exactly-once" => args.exactly_once = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -132,9 +137,10 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
     print_row("broker warm-up (raw, not compared)", &warm_up);
     let raw = raw_run(&broker, n, "n").await?;
     print_row("raw producer ceiling, N (rdkafka loop)", &raw);
-    let stage = Stage {
+    let mut stage = Stage {
         transform: args.transform.as_deref(),
         schema: args.schema.as_deref(),
+        exactly_once: false,
     };
     let short = daemon_run(&broker, n, "n", work, &stage).await?;
     print_row("daemon, N events", &short.figures);
@@ -150,6 +156,18 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
     );
 
     print_comparison(n, args.rss_multiple, &raw, &short, &raw_long, &long);
+    if args.exactly_once {
+        stage.exactly_once = true;
+        println!();
+        let eos_short = daemon_run(&broker, n, "eos-n", work, &stage).await?;
+        print_row("daemon exactly-once, N events", &eos_short.figures);
+        let eos_long = daemon_run(&broker, long_n, "eos-kn", work, &stage).await?;
+        print_row(
+            &format!("daemon exactly-once, {}N events", args.rss_multiple),
+            &eos_long.figures,
+        );
+        common::print_exactly_once(args.rss_multiple, &short, &long, &eos_short, &eos_long);
+    }
     Ok(())
 }
 
@@ -183,6 +201,8 @@ struct Stage<'a> {
     transform: Option<&'a str>,
     /// A JSON Schema file.
     schema: Option<&'a str>,
+    /// `delivery = "exactly_once"`.
+    exactly_once: bool,
 }
 
 /// Runs the `tributary` binary on a generated feed of `n` events until all are acknowledged,
@@ -208,6 +228,10 @@ async fn daemon_run(
     if let Some(schema) = stage.schema {
         let path = std::fs::canonicalize(schema)?;
         source.push_str(&format!("schema = \"{}\"\n", path.display()));
+    }
+    if stage.exactly_once {
+        source.push_str(common::EXACTLY_ONCE);
+        source.push('\n');
     }
     let bytes = common::cycled_bytes(&replay::recorded_wikimedia_events(), n);
     let dir = work.join(format!("daemon-{label}"));

@@ -1,7 +1,7 @@
 //! WebSocket → Kafka throughput: the `tributary` daemon against a plain rdkafka producer loop.
 //!
 //! ```text
-//! cargo bench --bench websocket_to_kafka -- [--broker kafka|mock|tansu] [--frames N] [--rss-multiple K]
+//! cargo bench --bench websocket_to_kafka -- [--broker kafka|mock|tansu] [--frames N] [--rss-multiple K] [--exactly-once]
 //! ```
 //!
 //! The feed is a WebSocket server in this process (tokio-tungstenite, 127.0.0.1) that waits for
@@ -73,12 +73,15 @@ usage: cargo bench --bench websocket_to_kafka -- [--broker kafka|mock|tansu] [--
   --broker tansu   a tansu broker child process with in-memory storage, from
                    $TRIBUTARY_TEST_TANSU or ~/.cargo/bin/tansu
   --frames N       frames per run (default 200000), the recorded Coinbase frames cycled
-  --rss-multiple K the second daemon run reads K*N frames (default 4)";
+  --rss-multiple K the second daemon run reads K*N frames (default 4)
+  --exactly-once   also runs the daemon with `delivery = \"exactly_once\"` (the Kafka store,
+                   1 s transactions) for N and K*N frames, and compares it with at-least-once";
 
 struct Args {
     broker: BrokerKind,
     frames: usize,
     rss_multiple: usize,
+    exactly_once: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -86,12 +89,14 @@ fn parse_args() -> Result<Args, String> {
         broker: BrokerKind::Kafka,
         frames: DEFAULT_FRAMES,
         rss_multiple: DEFAULT_RSS_MULTIPLE,
+        exactly_once: false,
     };
     common::parse_flags(|name, value| {
         match name {
             "--broker" => args.broker = common::broker_kind(&value("`kafka`, `mock` or `tansu`")?)?,
             "--frames" => args.frames = common::count(name, &value("a number")?, 1)?,
             "--rss-multiple" => args.rss_multiple = common::count(name, &value("a number")?, 2)?,
+            "--exactly-once" => args.exactly_once = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -181,20 +186,31 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
     print_row("broker warm-up (raw, not compared)", &warm_up);
     let raw = raw_run(&broker, n, "n", &recorded).await?;
     print_row("raw producer ceiling, N (rdkafka loop)", &raw);
-    let short = daemon_run(&broker, n, "n", work, &recorded).await?;
+    let short = daemon_run(&broker, n, "n", work, &recorded, false).await?;
     print_row("daemon, N frames", &short.figures);
     let raw_long = raw_run(&broker, long_n, "kn", &recorded).await?;
     print_row(
         &format!("raw producer ceiling, {}N", args.rss_multiple),
         &raw_long,
     );
-    let long = daemon_run(&broker, long_n, "kn", work, &recorded).await?;
+    let long = daemon_run(&broker, long_n, "kn", work, &recorded, false).await?;
     print_row(
         &format!("daemon, {}N frames", args.rss_multiple),
         &long.figures,
     );
 
     print_comparison(n, args.rss_multiple, &raw, &short, &raw_long, &long);
+    if args.exactly_once {
+        println!();
+        let eos_short = daemon_run(&broker, n, "eos-n", work, &recorded, true).await?;
+        print_row("daemon exactly-once, N frames", &eos_short.figures);
+        let eos_long = daemon_run(&broker, long_n, "eos-kn", work, &recorded, true).await?;
+        print_row(
+            &format!("daemon exactly-once, {}N frames", args.rss_multiple),
+            &eos_long.figures,
+        );
+        common::print_exactly_once(args.rss_multiple, &short, &long, &eos_short, &eos_long);
+    }
     Ok(())
 }
 
@@ -221,23 +237,29 @@ async fn raw_run(
     .await
 }
 
-/// Runs the `tributary` binary on a feed of `n` frames until all are acknowledged.
+/// Runs the `tributary` binary on a feed of `n` frames until all are acknowledged (with
+/// `exactly_once`, committed).
 async fn daemon_run(
     broker: &Broker,
     n: usize,
     label: &str,
     work: &Path,
     recorded: &Arc<Recorded>,
+    exactly_once: bool,
 ) -> anyhow::Result<common::DaemonRun> {
     let topic = format!("bench.ws.{}.{label}", std::process::id());
     let dead_letter_topic = format!("{topic}.dlq");
     broker.create_topics(&[&topic, &dead_letter_topic]).await?;
     let feed = WsFeed::start(Arc::clone(recorded), n).await?;
-    let source = format!(
+    let mut source = format!(
         "type = \"websocket\"\nurl = \"{url}\"\nsubscribe = ['{SUBSCRIBE}']\n\
          key = \"/product_id\"\ntopic = \"{topic}\"\n",
         url = feed.url()
     );
+    if exactly_once {
+        source.push_str(common::EXACTLY_ONCE);
+        source.push('\n');
+    }
     let dir = work.join(format!("daemon-ws-{label}"));
     let run = common::daemon_run(&broker.brokers(), &dir, &source, n, recorded.bytes(n)).await;
     drop(feed);

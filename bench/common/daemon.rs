@@ -64,6 +64,16 @@ impl Daemon {
         let port = free_port()?;
         let address: SocketAddr = ([127, 0, 0, 1], port).into();
         let config_path = dir.join("tributary.toml");
+        // An exactly-once source needs the Kafka store; each run has a positions topic of its
+        // own.
+        let checkpoint = if source_body.contains(EXACTLY_ONCE) {
+            format!(
+                "store = \"kafka\"\ntopic = \"bench.positions.{}.{port}\"",
+                std::process::id()
+            )
+        } else {
+            format!("dir = \"{}\"", dir.join("state").display())
+        };
         fs::write(
             &config_path,
             format!(
@@ -71,14 +81,13 @@ impl Daemon {
 brokers = "{brokers}"
 
 [checkpoint]
-dir = "{state}"
+{checkpoint}
 
 [server]
 listen = "{address}"
 
 [sources.{SOURCE}]
 {source_body}"#,
-                state = dir.join("state").display(),
             ),
         )?;
         let log_path = dir.join("tributary.log");
@@ -162,6 +171,29 @@ listen = "{address}"
         })
     }
 
+    /// Waits until an exactly-once source commits one more transaction than `last` shows:
+    /// the pump sends and commits in turn, so that commit holds every record acknowledged
+    /// before the scrape. Returns the time since the start.
+    pub async fn wait_next_commit(&mut self, last: &str) -> anyhow::Result<Duration> {
+        let committed = "outcome=\"committed\"";
+        let before = metric_where(last, "tributary_transactions_total", committed);
+        let deadline = Instant::now() + STALL_TIMEOUT;
+        loop {
+            self.check_running("waiting for the last commit")?;
+            if let Ok(text) = scrape(self.address).await {
+                if metric_where(&text, "tributary_transactions_total", committed) > before {
+                    return Ok(self.started.elapsed());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.fail(format!(
+                    "no transaction committed within {STALL_TIMEOUT:?} after the last record"
+                )));
+            }
+            tokio::time::sleep(SCRAPE_INTERVAL).await;
+        }
+    }
+
     /// Peak resident set (VmHWM) so far, KiB.
     pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         let pid = self.pid();
@@ -216,8 +248,13 @@ impl Drop for Daemon {
     }
 }
 
+/// The source line that makes a benchmark source exactly-once (the daemon then runs with the
+/// Kafka store).
+pub const EXACTLY_ONCE: &str = "delivery = \"exactly_once\"";
+
 /// Runs the daemon with `[sources.bench]` = `source_body` (in `dir`) until it has produced `n`
-/// records, then stops it. The feed must be up; `payload_bytes` is the payload of the `n`.
+/// records (an exactly-once source: until the transaction that holds the last of them has
+/// committed), then stops it. The feed must be up; `payload_bytes` is the payload of the `n`.
 pub async fn daemon_run(
     brokers: &str,
     dir: &Path,
@@ -226,7 +263,10 @@ pub async fn daemon_run(
     payload_bytes: u64,
 ) -> anyhow::Result<DaemonRun> {
     let mut daemon = Daemon::start(brokers, dir, source_body)?;
-    let produced = daemon.wait_produced(n as u64).await?;
+    let mut produced = daemon.wait_produced(n as u64).await?;
+    if source_body.contains(EXACTLY_ONCE) {
+        produced.elapsed = daemon.wait_next_commit(&produced.scrape).await?;
+    }
     let peak_rss_kib = daemon.peak_rss_kib()?;
     let dead_lettered = metric(&produced.scrape, "tributary_records_dead_lettered_total");
     let cpu = daemon.cpu()?;

@@ -20,6 +20,7 @@ pub use broker::Broker;
 #[allow(unused_imports)]
 pub use daemon::{
     daemon_run, http_get, metric, metric_where, poll_until, scrape, Daemon, DaemonRun, Produced,
+    EXACTLY_ONCE,
 };
 #[allow(unused_imports)]
 pub use raw::{raw_run, RawRecord, SendRecord};
@@ -230,6 +231,29 @@ pub fn memory_budget_kib() -> u64 {
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(0u64);
     CHANNEL_MAX_BYTES / 1024 + queue_kib
+}
+
+/// The closing lines of `--exactly-once`: the exactly-once daemon runs of N and K·N records
+/// against the at-least-once runs of the same lengths (`short`, `long`).
+pub fn print_exactly_once(
+    k: usize,
+    short: &DaemonRun,
+    long: &DaemonRun,
+    eos_short: &DaemonRun,
+    eos_long: &DaemonRun,
+) {
+    println!(
+        "exactly-once / at-least-once {:.2} (N)   {:.2} ({k}N)   target ≥ 0.80 (1 s transactions)",
+        eos_short.figures.records_per_second() / short.figures.records_per_second(),
+        eos_long.figures.records_per_second() / long.figures.records_per_second(),
+    );
+    println!(
+        "CPU per record              {:.1} / {:.1} µs (N)   {:.1} / {:.1} µs ({k}N)   exactly-once / at-least-once",
+        eos_short.figures.cpu_micros_per_record(),
+        short.figures.cpu_micros_per_record(),
+        eos_long.figures.cpu_micros_per_record(),
+        long.figures.cpu_micros_per_record(),
+    );
 }
 
 /// The closing lines of a feed benchmark: a daemon run of N and of K·N records, each against

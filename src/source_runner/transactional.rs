@@ -42,7 +42,7 @@ use crate::{
 const REWIND_FIRST_WAIT: Duration = Duration::from_millis(100);
 /// The longest wait before a rewound source starts again.
 const REWIND_MAX_WAIT: Duration = Duration::from_secs(30);
-/// A run this long resets the rewind wait.
+/// A run this long (or one that committed a position) resets the rewind wait.
 const REWIND_RESET_AFTER: Duration = Duration::from_secs(60);
 /// How long a stopped instance's source task may take to end before it is aborted.
 const INSTANCE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,6 +94,7 @@ impl SourceRunner {
         let driver = Driver {
             runner: self.clone(),
             info,
+            id,
             producer,
             replay: Arc::new(Mutex::new(Replay::new(resume))),
             health: health.clone(),
@@ -117,6 +118,8 @@ impl SourceRunner {
 struct Driver {
     runner: SourceRunner,
     info: SourceInfo,
+    /// The producer's `transactional.id`.
+    id: String,
     producer: KafkaProducer,
     replay: Arc<Mutex<Replay>>,
     health: Health,
@@ -124,7 +127,7 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(self, first: Box<dyn Source>) {
+    async fn run(mut self, first: Box<dyn Source>) {
         let name = Arc::clone(&self.info.name);
         let mut source = Some(first);
         let mut wait = REWIND_FIRST_WAIT;
@@ -146,28 +149,55 @@ impl Driver {
                 },
             };
             let started = Instant::now();
+            let committed_before = self.committed();
             match self.attempt(instance).await {
                 PumpEnd::Rewind => {}
                 PumpEnd::Drained | PumpEnd::Abandoned | PumpEnd::Faulted | PumpEnd::Fenced => {
                     return
                 }
             }
-            if started.elapsed() >= REWIND_RESET_AFTER {
+            // A long run, or one that committed, was progress: the wait starts over.
+            let from = self.committed();
+            if started.elapsed() >= REWIND_RESET_AFTER || from != committed_before {
                 wait = REWIND_FIRST_WAIT;
             }
-            let from = self
-                .replay
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .committed
-                .clone();
             tracing::warn!(source = %name, from = from.as_ref().map_or("", |p| p.as_str()), wait_ms = wait.as_millis() as u64, "the source rewinds to its last committed position");
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = (wait * 2).min(REWIND_MAX_WAIT);
+            // A new producer under the same id for the next attempt: its `init_transactions`
+            // bumps the epoch, so nothing of the aborted transaction (a request still in
+            // flight, a sequence number librdkafka kept) mixes with the next one, and a
+            // producer left in a fatal state is replaced.
+            if let Some(reason) = self.producer.fatal_error_now() {
+                tracing::warn!(source = %name, %reason, "the transactional producer hit a fatal error");
+            }
+            let renewed = match self.runner.producer.transactional(&self.id) {
+                Ok(producer) => init_transactions(&producer).await.map(|()| producer),
+                Err(error) => Err(error),
+            };
+            match renewed {
+                Ok(producer) => self.producer = producer,
+                Err(error) => {
+                    self.fail(format!(
+                        "cannot make a new transactional producer `{}`: {error}",
+                        self.id
+                    ));
+                    return;
+                }
+            }
         }
+    }
+
+    /// The last position committed in a transaction.
+    fn committed(&self) -> Option<Position> {
+        self.replay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .committed
+            .clone()
     }
 
     /// Marks the source failed with `reason`.

@@ -261,7 +261,7 @@ impl Pump {
             if alone {
                 self.flush_transaction().await?;
             }
-            if let Err(halt) = self.send(record, headers, seq, queued, false).await {
+            if let Err(halt) = self.send(record, headers, seq, queued, alone).await {
                 if halt == Halt::Abandoned && self.abandon.is_cancelled() {
                     tracing::warn!(source = %self.sink.name, "shutdown deadline passed with the producer queue full; unsent records will be read again after restart");
                 }

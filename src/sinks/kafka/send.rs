@@ -111,6 +111,9 @@ impl Pump {
                 Err(NotSent::Abandoned) => return Err(Halt::Abandoned),
                 Err(NotSent::Refused(error, ticket)) => (error, ticket),
             };
+            if let Some(halt) = self.refused_at_send(&error) {
+                return Err(halt);
+            }
             let topic = topic.to_owned();
             let DeliveryTicket {
                 ack, queued: back, ..

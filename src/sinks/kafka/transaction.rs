@@ -190,13 +190,18 @@ impl Pump {
     }
 
     /// Counts `n` records sent in the open transaction; commits it once it holds
-    /// `kafka.transaction_max_records`.
+    /// `kafka.transaction_max_records` or has been open for `kafka.transaction_interval`.
     pub(super) async fn sent_in_transaction(&mut self, n: u64) -> Result<(), Halt> {
         let Some(txn) = &mut self.txn else {
             return Ok(());
         };
         txn.records += n;
-        if txn.records >= self.producer.transaction_max_records() {
+        // Also on time here, not only in the pump's loop: a long run of events (a replay that
+        // sends records alone) must not keep a transaction open until the coordinator aborts
+        // it at `transaction.timeout.ms`.
+        if txn.records >= self.producer.transaction_max_records()
+            || txn.opened_at.elapsed() >= self.producer.transaction_interval()
+        {
             self.commit().await?;
         }
         Ok(())
@@ -246,16 +251,21 @@ impl Pump {
             error,
             ..
         } = failed;
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        ) {
+            return Err(self.fenced_or_rewind(&error));
+        }
         if ticket.position_record {
             tracing::warn!(source = %self.sink.name, %error, "Kafka refused the position record of a transaction; it is aborted");
             return Err(Halt::Rewind);
         }
-        let evidence = if ticket.alone {
-            Evidence::Alone
-        } else {
-            Evidence::Batched
-        };
-        let class = FaultClass::judge(&error, evidence);
+        let class = self.remember(&topic, key.as_deref(), &payload, &error, ticket.alone);
         let purged = matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
@@ -272,38 +282,72 @@ impl Pump {
                         | RDKafkaErrorCode::NotLeaderForPartition
                         | RDKafkaErrorCode::AllBrokersDown
                         | RDKafkaErrorCode::BrokerTransportFailure
-                        | RDKafkaErrorCode::Fenced
-                        | RDKafkaErrorCode::ProducerFenced
-                        | RDKafkaErrorCode::InvalidProducerEpoch
                         | RDKafkaErrorCode::Fatal
                         | RDKafkaErrorCode::State
                 )
             );
+        if class == FaultClass::Pipeline && !transient {
+            self.sink.pipeline_fault(&topic, &error);
+            return Err(Halt::Faulted);
+        }
         let Some(txn) = &mut self.txn else {
             unreachable!("only a transactional pump takes refusals here")
         };
-        match class {
-            FaultClass::Pipeline if !transient => {
-                self.sink.pipeline_fault(&topic, &error);
-                return Err(Halt::Faulted);
-            }
-            FaultClass::Pipeline => {}
-            FaultClass::Record | FaultClass::Batch => {
-                let mut replay = txn.replay.lock().unwrap_or_else(|e| e.into_inner());
-                let digest = replay.digest(&topic, key.as_deref(), &payload);
-                let refused = if class == FaultClass::Record {
-                    Refused::Alone(error.clone())
-                } else {
-                    Refused::Batched
-                };
-                replay.refused.insert(digest, refused);
-            }
-        }
         if !purged {
             tracing::warn!(source = %self.sink.name, topic, %error, "Kafka refused a record of the open transaction; the transaction is aborted and the source rewinds to its last committed position");
         }
         txn.doomed.get_or_insert_with(|| error.to_string());
         Err(Halt::Rewind)
+    }
+
+    /// Keeps what a refusal in a delivery report says of its record for the replay (a record
+    /// or batch fault; see the module doc), and returns its class.
+    fn remember(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        error: &KafkaError,
+        alone: bool,
+    ) -> FaultClass {
+        let evidence = if alone {
+            Evidence::Alone
+        } else {
+            Evidence::Batched
+        };
+        let class = FaultClass::judge(error, evidence);
+        let refused = match class {
+            FaultClass::Record => Refused::Alone(error.clone()),
+            FaultClass::Batch => Refused::Batched,
+            FaultClass::Pipeline => return class,
+        };
+        if let Some(txn) = &self.txn {
+            let mut replay = txn.replay.lock().unwrap_or_else(|e| e.into_inner());
+            let digest = replay.digest(topic, key, payload);
+            replay.refused.insert(digest, refused);
+        }
+        class
+    }
+
+    /// A send refused because the transaction is already in an error state (a record of it
+    /// was refused in a delivery report, or the producer was fenced): the halt it calls for,
+    /// or `None` for any other refusal (judged as in at-least-once).
+    pub(super) fn refused_at_send(&self, error: &KafkaError) -> Option<Halt> {
+        self.txn.as_ref()?;
+        matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::State
+                    | RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        )
+        .then(|| {
+            tracing::warn!(source = %self.sink.name, %error, "the producer refused a record of the open transaction, which is in an error state; it is aborted and the source rewinds to its last committed position");
+            self.fenced_or_rewind(error)
+        })
     }
 
     /// Commits the open transaction (see the module doc): flush, position record, commit; then
@@ -405,8 +449,21 @@ impl Pump {
                 tracing::warn!(source = %self.sink.name, %error, "the open transaction could not be aborted; the coordinator aborts it at `transaction.timeout.ms`, or the next producer of this source does")
             }
         }
-        // Reports of the purged records carry nothing to act on.
-        while self.failures.try_recv().is_ok() {}
+        // What the refusals still waiting said is kept for the replay; the reports of purged
+        // records carry nothing.
+        while let Ok(failed) = self.failures.try_recv() {
+            let FailedDelivery {
+                ticket,
+                topic,
+                key,
+                payload,
+                error,
+                ..
+            } = failed;
+            if !ticket.position_record {
+                self.remember(&topic, key.as_deref(), &payload, &error, ticket.alone);
+            }
+        }
     }
 
     fn txn_replay(&self) -> std::sync::MutexGuard<'_, Replay> {
