@@ -560,7 +560,21 @@ async fn scenarios(broker: Broker, seconds: u64, rate: u32) {
         .filter(|(_, owner)| *owner == "r4")
         .map(|(source, _)| source.clone())
         .collect();
-    let owners = wait_for_owners(&mut replicas, &sources, &moved, &HashMap::new()).await;
+    // Only a live feed can show its source producing on r4: an SSE or WebSocket feed with at
+    // least a minute left (a loaded machine may reach this phase near the feeds' end). For the
+    // others owning is enough here; the final read shows that nothing was lost.
+    let minute_left = feeds.existing_now() + 60 * u64::from(rate) < feeds.ws_frames;
+    let producing: BTreeSet<String> = moved
+        .iter()
+        .filter(|name| {
+            minute_left
+                && sources
+                    .iter()
+                    .any(|s| &s.name == *name && matches!(s.kind, Kind::Sse | Kind::Ws))
+        })
+        .cloned()
+        .collect();
+    let owners = wait_for_owners(&mut replicas, &sources, &producing, &HashMap::new()).await;
     eprintln!(
         "cluster: r4 joined: {moved:?} moved to it in {:.1} s; owners {:?}",
         joined_at.elapsed().as_secs_f64(),
