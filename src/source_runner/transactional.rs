@@ -8,7 +8,8 @@
 //!   `read_committed`, is the last one committed.
 //! - **Rewind.** When the pump aborts a transaction ([`PumpEnd::Rewind`]), the driver stops
 //!   the source, drops what its channel held, and starts a new instance of it (built again
-//!   from its config) from the last committed position, after a backoff. A webhook source has
+//!   from its config, or, for a webhook source whose routes the HTTP server holds, a sibling
+//!   sharing them) from the last committed position, after a backoff. A webhook source has
 //!   nothing to read again: the senders of the aborted events were answered 503, and send
 //!   again.
 //! - **Stop.** A handoff or a shutdown stops the source; the pump drains the channel and
@@ -148,6 +149,9 @@ impl Driver {
                     }
                 },
             };
+            // A source the daemon holds more of than the instance (webhook routes) comes again
+            // as a sibling, not built anew.
+            source = instance.sibling();
             let started = Instant::now();
             let committed_before = self.committed();
             match self.attempt(instance).await {

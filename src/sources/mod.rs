@@ -353,6 +353,14 @@ pub trait Source: Send + 'static {
         Box::pin(async { Probe::NotApplicable })
     }
 
+    /// Another instance of this source that shares what the daemon already holds of it (a
+    /// webhook source's routes are part of the HTTP server, built from the first instance), for
+    /// an exactly-once source that rewinds; `None` (the default): the source is built again
+    /// from its config instead.
+    fn sibling(&self) -> Option<Box<dyn Source>> {
+        None
+    }
+
     /// Reads the feed until shutdown, or until the feed ends for good.
     ///
     /// # Errors

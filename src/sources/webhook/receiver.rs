@@ -100,6 +100,14 @@ impl Source for WebhookSource {
         )
     }
 
+    /// The same routes and receiver state: a rewound instance serves the routes the HTTP
+    /// server already has.
+    fn sibling(&self) -> Option<Box<dyn Source>> {
+        Some(Box::new(WebhookSource {
+            state: Arc::clone(&self.state),
+        }))
+    }
+
     fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
             let state = self.state;
