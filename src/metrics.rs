@@ -46,7 +46,7 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    fn polled(self) -> bool {
+    pub(crate) fn polled(self) -> bool {
         matches!(self, SourceKind::Rest | SourceKind::Graphql)
     }
 

@@ -275,6 +275,7 @@ impl Driver {
             tracker,
             Arc::clone(&self.replay),
             deferred,
+            info.kind.polled(),
         );
         let end = Arc::new(Mutex::new(PumpEnd::Abandoned));
         let pump_end = Arc::clone(&end);

@@ -175,7 +175,13 @@ impl Pump {
                 }
             }
         }
-        if self.txn.is_some() {
+        if let Some(txn) = &self.txn {
+            if !txn.at_boundary {
+                // Stopped inside a page: its records are past the last position, and a restart
+                // fetches the page again. They must not be committed.
+                self.abort().await;
+                return PumpEnd::Drained;
+            }
             // The source stopped: its last records and position go into one more commit.
             return match self.commit().await {
                 Ok(()) => PumpEnd::Drained,
@@ -236,7 +242,9 @@ impl Pump {
     /// read again after the restart).
     async fn forward(&mut self, staged: &mut Vec<Record>) -> Result<(), Halt> {
         let mut sent = 0;
+        let mut positioned = false;
         for mut record in staged.drain(..) {
+            positioned = record.position.is_some();
             let slot = window_slot_cost(record.position.as_ref().map_or(0, |p| p.0.len()));
             if record.marker {
                 let hold = self.take_budget(slot).await?;
@@ -274,6 +282,9 @@ impl Pump {
             sent += 1;
         }
         // Between events only: a transaction holds every record of an event or none.
+        if let Some(txn) = &mut self.txn {
+            txn.event_sent(positioned);
+        }
         self.sent_in_transaction(sent).await
     }
 

@@ -100,6 +100,12 @@ pub struct Transaction {
     opened_at: Instant,
     /// Why the open transaction must be aborted (a refused record).
     doomed: Option<String>,
+    /// The source's position moves only at some events (a polled source's page marker), not
+    /// at each: a transaction may then commit only at such an event.
+    page_boundaries: bool,
+    /// Every record sent so far is covered by the last position sent: a commit now stores a
+    /// position past all of the transaction's records.
+    pub(super) at_boundary: bool,
 }
 
 /// What the sink of an exactly-once source needs from its pump's transaction.
@@ -108,11 +114,14 @@ pub type Deferred = Arc<Mutex<Vec<(EventAck, DeliveryOutcome)>>>;
 impl Transaction {
     /// The transaction state of a pump writing positions to `store`, reading them from
     /// `tracker`, deferring completions into `deferred`, keeping refusals in `replay`.
+    /// `page_boundaries`: the source's position moves only at some events (a polled source's
+    /// page marker; see [`Transaction::at_boundary`]).
     pub fn new(
         store: Arc<dyn CheckpointStore>,
         tracker: Arc<AckTracker>,
         replay: Arc<Mutex<Replay>>,
         deferred: Deferred,
+        page_boundaries: bool,
     ) -> Self {
         Transaction {
             store,
@@ -123,13 +132,24 @@ impl Transaction {
             records: 0,
             opened_at: Instant::now(),
             doomed: None,
+            page_boundaries,
+            at_boundary: true,
         }
     }
 
-    /// When the open transaction is due to commit (`None`: none is open).
+    /// When the open transaction is due to commit (`None`: none is open, or it is between two
+    /// positions, where only the next position lets it commit).
     pub(super) fn due_at(&self, interval: Duration) -> Option<tokio::time::Instant> {
-        self.open
+        (self.open && self.at_boundary)
             .then(|| tokio::time::Instant::from_std(self.opened_at + interval))
+    }
+
+    /// After an event whose last record carried a position (`positioned`) or not: whether
+    /// the transaction may commit now. A source whose every event is a unit (SSE, WebSocket,
+    /// webhooks) may commit after any event; a polled source only after a page's marker, since
+    /// the records of a page carry no position and a restart fetches the whole page again.
+    pub(super) fn event_sent(&mut self, positioned: bool) {
+        self.at_boundary = !self.page_boundaries || positioned;
     }
 }
 
@@ -199,8 +219,9 @@ impl Pump {
         // Also on time here, not only in the pump's loop: a long run of events (a replay that
         // sends records alone) must not keep a transaction open until the coordinator aborts
         // it at `transaction.timeout.ms`.
-        if txn.records >= self.producer.transaction_max_records()
-            || txn.opened_at.elapsed() >= self.producer.transaction_interval()
+        if txn.at_boundary
+            && (txn.records >= self.producer.transaction_max_records()
+                || txn.opened_at.elapsed() >= self.producer.transaction_interval())
         {
             self.commit().await?;
         }
