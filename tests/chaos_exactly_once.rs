@@ -81,18 +81,7 @@ async fn held(broker: &Broker, source: &str) -> Held {
 /// reads it) is at the end of its feed: the SSE and WebSocket feeds' last record, the REST
 /// walk done.
 async fn wait_for_the_end(broker: &Broker, feeds: &Feeds, daemon: &mut Daemon) {
-    let mut connection = rdkafka::ClientConfig::new();
-    connection.set("bootstrap.servers", broker.brokers());
-    let store = tributary::checkpoint::KafkaStore::open(tributary::checkpoint::KafkaStoreConfig {
-        connection,
-        topic: "chaos.positions".into(),
-        partitions: 1,
-        replication_factor: -1,
-        cluster: "default".into(),
-        replica: "reader".into(),
-    })
-    .await
-    .expect("open the positions topic");
+    let store = positions_store(broker, "chaos.positions", "default").await;
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let positions = store.positions().await.expect("read the positions");

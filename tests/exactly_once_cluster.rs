@@ -17,10 +17,7 @@ use std::{
 };
 
 use common::{feeds::*, process::*, *};
-use tributary::{
-    checkpoint::{KafkaStore, KafkaStoreConfig},
-    demo::replay,
-};
+use tributary::demo::replay;
 
 const CLUSTER: &str = "eos";
 const POSITIONS_TOPIC: &str = "eos.positions";
@@ -134,18 +131,7 @@ impl Replica {
 
 /// Waits until the source's committed position is the feed's last event.
 async fn wait_for_the_end(broker: &Broker, feeds: &Feeds) {
-    let mut connection = rdkafka::ClientConfig::new();
-    connection.set("bootstrap.servers", broker.brokers());
-    let store = KafkaStore::open(KafkaStoreConfig {
-        connection,
-        topic: POSITIONS_TOPIC.into(),
-        partitions: 1,
-        replication_factor: 1,
-        cluster: CLUSTER.into(),
-        replica: "reader".into(),
-    })
-    .await
-    .expect("open the positions topic");
+    let store = positions_store(broker, POSITIONS_TOPIC, CLUSTER).await;
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let positions = store.positions().await.expect("read the positions");

@@ -9,25 +9,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tributary::{
-    checkpoint::{KafkaStore, KafkaStoreConfig},
-    demo::replay::{FeedEvent, ReplayOptions, ReplayServer},
-};
+use tributary::demo::replay::{FeedEvent, ReplayOptions, ReplayServer};
 
 /// Waits until `source`'s position committed in the Kafka store is `position`.
 async fn wait_for_committed(broker: &Broker, source: &str, position: &str) {
-    let mut connection = rdkafka::ClientConfig::new();
-    connection.set("bootstrap.servers", broker.brokers());
-    let store = KafkaStore::open(KafkaStoreConfig {
-        connection,
-        topic: "tributary.positions".into(),
-        partitions: 1,
-        replication_factor: 1,
-        cluster: "default".into(),
-        replica: "reader".into(),
-    })
-    .await
-    .expect("open the positions topic");
+    let store = positions_store(broker, "tributary.positions", "default").await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let positions = store.positions().await.expect("read the positions");

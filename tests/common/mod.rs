@@ -584,3 +584,24 @@ pub async fn create_topic_with(brokers: &str, topic: &str, configs: &[(&str, &st
         result.unwrap_or_else(|(topic, code)| panic!("create `{topic}`: {code:?}"));
     }
 }
+
+/// The Kafka store on `topic` of `broker`, for `cluster`, as a reader of the positions the
+/// daemons commit (it claims nothing until asked to).
+pub async fn positions_store(
+    broker: &Broker,
+    topic: &str,
+    cluster: &str,
+) -> tributary::checkpoint::KafkaStore {
+    let mut connection = rdkafka::ClientConfig::new();
+    connection.set("bootstrap.servers", broker.brokers());
+    tributary::checkpoint::KafkaStore::open(tributary::checkpoint::KafkaStoreConfig {
+        connection,
+        topic: topic.into(),
+        partitions: 1,
+        replication_factor: 1,
+        cluster: cluster.into(),
+        replica: "reader".into(),
+    })
+    .await
+    .expect("open the positions topic")
+}
