@@ -80,9 +80,11 @@ async fn held(broker: &Broker, source: &str) -> Held {
 /// Waits until every source's committed position (read from the Kafka store, as the daemon
 /// reads it) is at the end of its feed: the SSE and WebSocket feeds' last record, the REST
 /// walk done.
-async fn wait_for_the_end(broker: &Broker, feeds: &Feeds, daemon: &mut Daemon) {
+async fn wait_for_the_end(broker: &Broker, feeds: &Feeds, daemon: &mut Daemon, feed_seconds: u64) {
     let store = positions_store(broker, "chaos.positions", "default").await;
-    let deadline = Instant::now() + Duration::from_secs(240);
+    // The REST walk takes as long as the feeds (at most 100 pages/s), whenever the last start
+    // came: 4 minutes after the feeds' end.
+    let deadline = feeds.started + Duration::from_secs(feed_seconds + 240);
     loop {
         let positions = store.positions().await.expect("read the positions");
         let stored = |source: &str| {
@@ -169,7 +171,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing_read_comm
     let killing = started.elapsed();
 
     let mut last = Daemon::spawn(&config, port);
-    wait_for_the_end(&broker, &feeds, &mut last).await;
+    wait_for_the_end(&broker, &feeds, &mut last, seconds).await;
     assert!(last.terminate().await.success());
     let mut report = Vec::new();
     for source in SOURCES {
