@@ -12,6 +12,7 @@
 //! `client_log.rs` keeps librdkafka's log lines and client errors to a readable few.
 
 pub mod client_log;
+mod delivery;
 mod fault;
 mod producer;
 mod pump;
@@ -24,7 +25,7 @@ mod transaction;
 pub use fault::FaultClass;
 
 pub use producer::{
-    KafkaProducer, KafkaSinkConfig, SourceSink, DEFAULTS as DEFAULT_PROPERTIES,
+    FailedDelivery, KafkaProducer, KafkaSinkConfig, SourceSink, DEFAULTS as DEFAULT_PROPERTIES,
     ENFORCED as ENFORCED_PROPERTIES,
 };
 pub use pump::{run_pump, PumpEnd};

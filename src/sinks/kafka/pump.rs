@@ -245,6 +245,9 @@ impl Pump {
         let mut positioned = false;
         for mut record in staged.drain(..) {
             positioned = record.position.is_some();
+            if let (Some(txn), Some(position)) = (&mut self.txn, &record.position) {
+                txn.sent_position = Some(position.clone());
+            }
             let slot = window_slot_cost(record.position.as_ref().map_or(0, |p| p.0.len()));
             if record.marker {
                 let hold = self.take_budget(slot).await?;

@@ -4,11 +4,11 @@
 //!
 //! - **Transactions.** One opens with the first record sent after a commit, and commits every
 //!   `kafka.transaction_interval` or after `kafka.transaction_max_records` records, whichever
-//!   comes first, and when the source stops. A commit flushes the producer (every record of the
-//!   transaction is acknowledged by its partition leader), writes the source's position (the
-//!   acknowledgement window's committed position, which only covers records Kafka holds) to the
-//!   Kafka store's topic inside the transaction ([`CheckpointStore::position_record`]), and
-//!   commits. A reader with `isolation.level=read_committed`, the Kafka store's own included,
+//!   comes first, and when the source stops. A commit writes the source's position (that of
+//!   the last record sent) to the Kafka store's topic inside the transaction
+//!   ([`CheckpointStore::position_record`]), and commits: librdkafka waits until every record
+//!   of the transaction is acknowledged by its partition leader, and the commit fails if one
+//!   was refused, so a committed position only ever covers records Kafka holds. A reader with `isolation.level=read_committed`, the Kafka store's own included,
 //!   sees the records and the position together or not at all.
 //! - **Completion.** An event's completion (a webhook's answer) waits for the commit that holds
 //!   its records: the sink defers settling it ([`super::producer::SourceSink::settle`]) until
@@ -42,7 +42,7 @@ use super::{
     pump::{Halt, Pump},
 };
 use crate::{
-    checkpoint::{AckTracker, CheckpointStore},
+    checkpoint::CheckpointStore,
     record::{DeliveryOutcome, EventAck, Position, Record},
 };
 
@@ -90,7 +90,6 @@ impl Replay {
 /// The transaction state of one exactly-once pump.
 pub struct Transaction {
     store: Arc<dyn CheckpointStore>,
-    tracker: Arc<AckTracker>,
     replay: Arc<Mutex<Replay>>,
     /// Event completions held until the transaction that holds their records commits.
     deferred: Arc<Mutex<Vec<(EventAck, DeliveryOutcome)>>>,
@@ -106,26 +105,28 @@ pub struct Transaction {
     /// Every record sent so far is covered by the last position sent: a commit now stores a
     /// position past all of the transaction's records.
     pub(super) at_boundary: bool,
+    /// The position of the last record (or filtered event) handed to the producer: what the
+    /// next commit stores. A commit succeeds only when Kafka holds every record of its
+    /// transaction, so it holds every record up to this position then.
+    pub(super) sent_position: Option<Position>,
 }
 
 /// What the sink of an exactly-once source needs from its pump's transaction.
 pub type Deferred = Arc<Mutex<Vec<(EventAck, DeliveryOutcome)>>>;
 
 impl Transaction {
-    /// The transaction state of a pump writing positions to `store`, reading them from
-    /// `tracker`, deferring completions into `deferred`, keeping refusals in `replay`.
+    /// The transaction state of a pump writing positions to `store`, deferring completions
+    /// into `deferred`, keeping refusals in `replay`.
     /// `page_boundaries`: the source's position moves only at some events (a polled source's
     /// page marker; see [`Transaction::at_boundary`]).
     pub fn new(
         store: Arc<dyn CheckpointStore>,
-        tracker: Arc<AckTracker>,
         replay: Arc<Mutex<Replay>>,
         deferred: Deferred,
         page_boundaries: bool,
     ) -> Self {
         Transaction {
             store,
-            tracker,
             replay,
             deferred,
             open: false,
@@ -134,6 +135,7 @@ impl Transaction {
             doomed: None,
             page_boundaries,
             at_boundary: true,
+            sent_position: None,
         }
     }
 
@@ -371,8 +373,9 @@ impl Pump {
         })
     }
 
-    /// Commits the open transaction (see the module doc): flush, position record, commit; then
-    /// settles the completions it held. Nothing happens when none is open.
+    /// Commits the open transaction (see the module doc): position record, then commit (which
+    /// waits until every record of the transaction is acknowledged, and fails if one was
+    /// refused); then settles the completions it held. Nothing happens when none is open.
     ///
     /// # Errors
     /// [`Halt::Rewind`] when the transaction was aborted (the source rewinds),
@@ -381,41 +384,25 @@ impl Pump {
         if !self.txn.as_ref().is_some_and(|txn| txn.open) {
             return Ok(());
         }
-        self.flush_transaction().await?;
+        // A refusal already reported dooms the transaction: no need to ask the coordinator.
         while let Ok(failed) = self.failures.try_recv() {
             self.refused_in_transaction(failed)?;
         }
         let (position, store, name) = {
             let txn = self.txn.as_ref().expect("checked above");
             (
-                txn.tracker.committed().0,
+                txn.sent_position.clone(),
                 Arc::clone(&txn.store),
                 Arc::clone(&self.sink.name),
             )
         };
         let committed_before = self.txn_replay().committed.clone();
-        if let Some(position) = position
-            .as_ref()
-            .filter(|p| Some(*p) != committed_before.as_ref())
-        {
-            let Some(record) = store.position_record(&name, position) else {
-                unreachable!("exactly-once needs the Kafka store (checked with the config)")
-            };
-            let cost = super::queue_budget::record_cost(record.value.len(), record.key.len(), 0, 0);
-            let queued = self.take_budget(cost).await?;
-            let ticket = Box::new(DeliveryTicket::position_record(
-                Arc::clone(&self.sink),
-                queued,
-            ));
-            let base: BaseRecord<'_, [u8], [u8], Box<DeliveryTicket>> =
-                BaseRecord::with_opaque_to(&record.topic, ticket)
-                    .key(record.key.as_slice())
-                    .payload(record.value.as_slice());
-            if let Err((error, _)) = self.producer.inner.send(base) {
-                tracing::error!(source = %self.sink.name, %error, "cannot write the position into the transaction");
-                return Err(self.fenced_or_rewind(&error));
-            }
+        let moved = position.is_some() && position != committed_before;
+        if let Some(position) = position.as_ref().filter(|_| moved) {
+            self.send_position_record(&*store, &name, position).await?;
         }
+        // librdkafka flushes the transaction's records first: the commit fails (an abortable
+        // error) if any of them was refused.
         let result = blocking(&self.producer, |p| p.commit_transaction(CALL_TIMEOUT)).await;
         let txn = self.txn.as_mut().expect("checked above");
         txn.open = false;
@@ -426,7 +413,7 @@ impl Pump {
                 for (ack, outcome) in settled {
                     ack.settle(outcome);
                 }
-                if position.is_some() && position != committed_before {
+                if moved {
                     txn.replay
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -439,9 +426,50 @@ impl Pump {
             }
             Err(error) => {
                 tracing::warn!(source = %self.sink.name, %error, "the transaction did not commit; it is aborted and the source rewinds to its last committed position");
+                // The delivery reports of refused records say why; a pipeline fault among them
+                // stops the source instead of rewinding it.
+                while let Ok(failed) = self.failures.try_recv() {
+                    if let Err(halt @ (Halt::Faulted | Halt::Fenced)) =
+                        self.refused_in_transaction(failed)
+                    {
+                        return Err(halt);
+                    }
+                }
                 Err(self.fenced_or_rewind(&error))
             }
         }
+    }
+
+    /// Writes the source's `position` into the open transaction (the Kafka store's position
+    /// record), taking its share of the producer queue's budget.
+    ///
+    /// # Errors
+    /// [`Halt`]: the producer refused it (fenced, or in an error state), or the shutdown
+    /// deadline passed while the budget was spent.
+    async fn send_position_record(
+        &mut self,
+        store: &dyn CheckpointStore,
+        name: &str,
+        position: &Position,
+    ) -> Result<(), Halt> {
+        let Some(record) = store.position_record(name, position) else {
+            unreachable!("exactly-once needs the Kafka store (checked with the config)")
+        };
+        let cost = super::queue_budget::record_cost(record.value.len(), record.key.len(), 0, 0);
+        let queued = self.take_budget(cost).await?;
+        let ticket = Box::new(DeliveryTicket::position_record(
+            Arc::clone(&self.sink),
+            queued,
+        ));
+        let base: BaseRecord<'_, [u8], [u8], Box<DeliveryTicket>> =
+            BaseRecord::with_opaque_to(&record.topic, ticket)
+                .key(record.key.as_slice())
+                .payload(record.value.as_slice());
+        if let Err((error, _)) = self.producer.inner.send(base) {
+            tracing::error!(source = %self.sink.name, %error, "cannot write the position into the transaction");
+            return Err(self.fenced_or_rewind(&error));
+        }
+        Ok(())
     }
 
     /// Aborts the open transaction, if any (after a refusal, a failed commit, or at the
@@ -473,16 +501,9 @@ impl Pump {
         // What the refusals still waiting said is kept for the replay; the reports of purged
         // records carry nothing.
         while let Ok(failed) = self.failures.try_recv() {
-            let FailedDelivery {
-                ticket,
-                topic,
-                key,
-                payload,
-                error,
-                ..
-            } = failed;
-            if !ticket.position_record {
-                self.remember(&topic, key.as_deref(), &payload, &error, ticket.alone);
+            if !failed.ticket.position_record {
+                let (key, alone) = (failed.key.as_deref(), failed.ticket.alone);
+                self.remember(&failed.topic, key, &failed.payload, &failed.error, alone);
             }
         }
     }
