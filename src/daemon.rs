@@ -208,11 +208,24 @@ pub async fn start(
             .as_ref()
             .map_or_else(|| "single".to_owned(), |c| c.replica_id())
             .into(),
+        fenced: Default::default(),
     };
     let mut routes = axum::Router::new();
     let mut assigned = Vec::new();
     let mut running = std::collections::BTreeMap::new();
     let mut config = config;
+    // The exactly-once sources this instance starts now (in cluster mode, only the push
+    // sources: the group assigns the others) fence their earlier owners first, together.
+    let clustered = config.cluster.is_some();
+    runner
+        .fence_exactly_once(
+            config
+                .sources
+                .iter()
+                .map(|(info, _)| info)
+                .filter(|info| !clustered || info.kind == crate::metrics::SourceKind::Webhook),
+        )
+        .await;
     for (info, source) in std::mem::take(&mut config.sources) {
         let webhook = match source.http_routes() {
             Some(source_routes) => {
@@ -233,6 +246,7 @@ pub async fn start(
             running.insert(name, started);
         }
     }
+    runner.discard_fenced();
     let reloader = Arc::new(crate::reload::Reloader::new(
         &config,
         runner.clone(),

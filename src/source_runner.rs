@@ -22,12 +22,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     channel,
-    checkpoint::{AckTracker, CheckpointStore, Committer, RecordAcks},
+    checkpoint::{AckTracker, Acknowledger, CheckpointStore, Committer, RecordAcks},
     error::CheckpointError,
     health::{Health, SourceState},
     http::HostLimits,
-    metrics::Metrics,
-    sinks::kafka::{run_pump, KafkaProducer, SourceSink},
+    metrics::{Metrics, SourceMetrics},
+    sinks::kafka::{run_pump, Deferred, FailedDelivery, KafkaProducer, SourceSink},
     sources::{Source, SourceContext, SourceInfo},
     supervise::Supervisor,
 };
@@ -59,6 +59,10 @@ pub struct SourceRunner {
     /// This replica's id: a push source (webhooks) runs on every replica, so its
     /// `transactional.id` ends with it.
     pub(crate) replica: Arc<str>,
+    /// Transactional producers that fenced their source's earlier owner, by
+    /// `transactional.id`, waiting for their source to start
+    /// ([`SourceRunner::fence_exactly_once`]).
+    pub(crate) fenced: Arc<std::sync::Mutex<std::collections::HashMap<String, KafkaProducer>>>,
 }
 
 /// A started source: one instance of it (a source handed off and acquired again, or
@@ -125,22 +129,12 @@ impl SourceRunner {
             source_metrics.clone(),
         );
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
-        let sink = Arc::new(SourceSink {
-            name: Arc::clone(&name),
-            topic: info.topic.clone(),
-            dead_letter_topic: info.dead_letter_topic.clone(),
-            url: info.redacted_url.clone(),
-            acks: Arc::new(RecordAcks::new(
-                Arc::clone(&tracker),
-                self.committer.handle(),
-                info.commit_each_position,
-            )),
-            metrics: source_metrics.clone(),
-            failures: failures_tx,
-            health: health.clone(),
-            stage: Arc::clone(&info.stage),
-            deferred: None,
-        });
+        let acks = Arc::new(RecordAcks::new(
+            Arc::clone(&tracker),
+            self.committer.handle(),
+            info.commit_each_position,
+        ));
+        let sink = sink(&info, acks, &source_metrics, failures_tx, &health, None);
         let pump_run = run_pump(
             self.producer.clone(),
             sink,
@@ -166,24 +160,9 @@ impl SourceRunner {
             hosts: Arc::clone(&self.hosts),
             stage: Arc::clone(&info.stage),
         };
-        let task_health = health.clone();
-        let task_name = Arc::clone(&name);
-        let task = self.sources.spawn(async move {
-            let health = task_health;
-            let name = task_name;
-            // A panic in a source must not end it silently: catch it and report it.
-            match AssertUnwindSafe(source.run(context)).catch_unwind().await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => health.set(&name, SourceState::Failed(error.to_string())),
-                Err(_) => {
-                    tracing::error!(source = %name, "source task panicked; it is stopped");
-                    health.set(
-                        &name,
-                        SourceState::Failed("the source task panicked (a bug): see the log".into()),
-                    );
-                }
-            }
-        });
+        let task = self
+            .sources
+            .spawn(run_source(source, context, health.clone()));
         Ok(RunningSource {
             name,
             health,
@@ -257,6 +236,48 @@ impl SourceRunner {
             unacknowledged: tracker.in_flight(),
             took: started.elapsed(),
             commit_error,
+        }
+    }
+}
+
+/// The sink of one instance of the source `info`: where its pump sends, how it acknowledges
+/// (`acks`), and, for an exactly-once source, where its completions wait for the commit
+/// (`deferred`).
+fn sink(
+    info: &SourceInfo,
+    acks: Arc<dyn Acknowledger>,
+    metrics: &SourceMetrics,
+    failures: mpsc::UnboundedSender<FailedDelivery>,
+    health: &Health,
+    deferred: Option<Deferred>,
+) -> Arc<SourceSink> {
+    Arc::new(SourceSink {
+        name: Arc::clone(&info.name),
+        topic: info.topic.clone(),
+        dead_letter_topic: info.dead_letter_topic.clone(),
+        url: info.redacted_url.clone(),
+        acks,
+        metrics: metrics.clone(),
+        failures,
+        health: health.clone(),
+        stage: Arc::clone(&info.stage),
+        deferred,
+    })
+}
+
+/// Runs `source` until it ends; its error, or a panic (caught: it must not end the source
+/// silently), marks it failed in `health`.
+async fn run_source(source: Box<dyn Source>, context: SourceContext, health: Health) {
+    let name = Arc::clone(&context.name);
+    match AssertUnwindSafe(source.run(context)).catch_unwind().await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => health.set(&name, SourceState::Failed(error.to_string())),
+        Err(_) => {
+            tracing::error!(source = %name, "source task panicked; it is stopped");
+            health.set(
+                &name,
+                SourceState::Failed("the source task panicked (a bug): see the log".into()),
+            );
         }
     }
 }
@@ -361,6 +382,7 @@ pub(crate) mod tests {
             pumps: TaskTracker::new(),
             transactional_id_prefix: "tributary.test.".into(),
             replica: "test".into(),
+            fenced: Default::default(),
         }
     }
 

@@ -128,16 +128,21 @@ impl Owner {
             return;
         }
         let started = Instant::now();
-        for name in names {
-            {
+        let built: Vec<_> = names
+            .into_iter()
+            .filter(|name| {
                 let owned = self.owned();
-                if owned.running.contains_key(&name) || owned.retrying.contains_key(&name) {
-                    continue;
-                }
-            }
-            let Some((info, source)) = self.build(&name) else {
-                continue;
-            };
+                !owned.running.contains_key(name) && !owned.retrying.contains_key(name)
+            })
+            .filter_map(|name| self.build(&name).map(|built| (name, built)))
+            .collect();
+        // The exactly-once sources among them fence their previous owners together, before any
+        // reads its position (see `SourceRunner::fence_exactly_once`).
+        self.runtime.block_on(
+            self.runner
+                .fence_exactly_once(built.iter().map(|(_, (info, _))| info)),
+        );
+        for (name, (info, source)) in built {
             match self.runtime.block_on(self.runner.start(info, source)) {
                 Ok(running) => {
                     self.owned().running.insert(name, running);
@@ -159,6 +164,7 @@ impl Owner {
                 }
             }
         }
+        self.runner.discard_fenced();
         self.metrics
             .handoff_seconds
             .with_label_values(&["start"])

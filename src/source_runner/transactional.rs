@@ -16,12 +16,10 @@
 //!   commits one last transaction, so the next owner starts after it.
 
 use std::{
-    panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use super::{RunningSource, SourceRunner};
@@ -33,7 +31,7 @@ use crate::{
     record::Position,
     sinks::kafka::{
         init_transactions, queue_budget::QueuedBytes, run_pump, KafkaProducer, PumpEnd, Replay,
-        SourceSink, Transaction,
+        Transaction,
     },
     sources::{Source, SourceContext, SourceInfo},
 };
@@ -63,6 +61,59 @@ impl Acknowledger for TrackerAcks {
 }
 
 impl SourceRunner {
+    /// The `transactional.id` of the exactly-once source `info`: `tributary.<cluster>.<source>`,
+    /// and for a push source (which runs on every replica, each instance its own owner)
+    /// `.<replica>` after it.
+    fn transactional_id(&self, info: &SourceInfo) -> String {
+        match info.kind {
+            crate::metrics::SourceKind::Webhook => {
+                format!(
+                    "{}{}.{}",
+                    self.transactional_id_prefix, info.name, self.replica
+                )
+            }
+            _ => format!("{}{}", self.transactional_id_prefix, info.name),
+        }
+    }
+
+    /// Fences the earlier owners of the exactly-once sources among `sources` all at once, before
+    /// any of them reads its position: each gets its transactional producer and runs
+    /// `init_transactions`, which aborts the open transaction a crashed or replaced owner left.
+    /// Until every such transaction on the positions topic is aborted, a `read_committed`
+    /// reader cannot read past it, so fencing one source at a time as it starts would keep
+    /// each start waiting for the others' old transactions (up to `transaction.timeout.ms`).
+    /// [`SourceRunner::start`] takes the fenced producer; a source whose fencing failed tries
+    /// again there and reports the error. Call [`SourceRunner::discard_fenced`] once the
+    /// sources are started.
+    pub async fn fence_exactly_once<'a>(&self, sources: impl IntoIterator<Item = &'a SourceInfo>) {
+        let fencing = sources
+            .into_iter()
+            .filter(|info| info.delivery == crate::sources::Delivery::ExactlyOnce)
+            .map(|info| {
+                let id = self.transactional_id(info);
+                async move {
+                    let producer = self.producer.transactional(&id).ok()?;
+                    init_transactions(&producer).await.ok()?;
+                    Some((id, producer))
+                }
+            });
+        let fenced = futures::future::join_all(fencing).await;
+        self.fenced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(fenced.into_iter().flatten());
+    }
+
+    /// Drops the fenced producers no start took (a source whose start failed, or that was
+    /// revoked first): each is good only until another owner fences it in turn, so a later
+    /// start makes its own.
+    pub fn discard_fenced(&self) {
+        self.fenced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Starts an exactly-once source (see the module doc).
     ///
     /// # Errors
@@ -74,20 +125,25 @@ impl SourceRunner {
         source: Box<dyn Source>,
     ) -> Result<RunningSource, CheckpointError> {
         let name = Arc::clone(&info.name);
-        // A push source runs on every replica: each replica's instance is its own owner.
-        let id = match info.kind {
-            crate::metrics::SourceKind::Webhook => {
-                format!("{}{}.{}", self.transactional_id_prefix, name, self.replica)
-            }
-            _ => format!("{}{}", self.transactional_id_prefix, name),
-        };
+        let id = self.transactional_id(&info);
         let failed = |error: rdkafka::error::KafkaError| CheckpointError::Transactions {
             source_name: name.to_string(),
             transactional_id: id.clone(),
             error: error.to_string(),
         };
-        let producer = self.producer.transactional(&id).map_err(failed)?;
-        init_transactions(&producer).await.map_err(failed)?;
+        let fenced = self
+            .fenced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let producer = match fenced {
+            Some(producer) => producer,
+            None => {
+                let producer = self.producer.transactional(&id).map_err(failed)?;
+                init_transactions(&producer).await.map_err(failed)?;
+                producer
+            }
+        };
         let resume = self.store.acquire(&name).await?;
         let health = self.health.begin(&name);
         tracing::info!(source = %name, transactional_id = %id, topic = %info.topic, url = %info.redacted_url, resume_from = resume.as_ref().map_or("", |p| p.as_str()), "starting source (exactly-once)");
@@ -232,18 +288,15 @@ impl Driver {
         );
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
         let deferred = crate::sinks::kafka::Deferred::default();
-        let sink = Arc::new(SourceSink {
-            name: Arc::clone(&name),
-            topic: info.topic.clone(),
-            dead_letter_topic: info.dead_letter_topic.clone(),
-            url: info.redacted_url.clone(),
-            acks: Arc::new(TrackerAcks(Arc::clone(&tracker))),
-            metrics: source_metrics.clone(),
-            failures: failures_tx,
-            health: self.health.clone(),
-            stage: Arc::clone(&info.stage),
-            deferred: Some(Arc::clone(&deferred)),
-        });
+        let acks = Arc::new(TrackerAcks(Arc::clone(&tracker)));
+        let sink = super::sink(
+            info,
+            acks,
+            &source_metrics,
+            failures_tx,
+            &self.health,
+            Some(Arc::clone(&deferred)),
+        );
         let attempt_stop = self.stop.child_token();
         let context = SourceContext {
             name: Arc::clone(&name),
@@ -255,24 +308,9 @@ impl Driver {
             hosts: Arc::clone(&runner.hosts),
             stage: Arc::clone(&info.stage),
         };
-        let health = self.health.clone();
-        let task_name = Arc::clone(&name);
-        let mut task = tokio::spawn(async move {
-            match AssertUnwindSafe(source.run(context)).catch_unwind().await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => health.set(&task_name, SourceState::Failed(error.to_string())),
-                Err(_) => {
-                    tracing::error!(source = %task_name, "source task panicked; it is stopped");
-                    health.set(
-                        &task_name,
-                        SourceState::Failed("the source task panicked (a bug): see the log".into()),
-                    );
-                }
-            }
-        });
+        let mut task = tokio::spawn(super::run_source(source, context, self.health.clone()));
         let txn = Transaction::new(
             Arc::clone(&runner.store),
-            tracker,
             Arc::clone(&self.replay),
             deferred,
             info.kind.polled(),
