@@ -80,11 +80,18 @@ async fn held(broker: &Broker, source: &str) -> Held {
 /// Waits until every source's committed position (read from the Kafka store, as the daemon
 /// reads it) is at the end of its feed: the SSE and WebSocket feeds' last record, the REST
 /// walk done.
-async fn wait_for_the_end(broker: &Broker, feeds: &Feeds, daemon: &mut Daemon, feed_seconds: u64) {
+async fn wait_for_the_end(
+    broker: &Broker,
+    feeds: &Feeds,
+    daemon: &mut Daemon,
+    feed_seconds: u64,
+    restarts: u64,
+) {
     let store = positions_store(broker, "chaos.positions", "default").await;
-    // The REST walk takes as long as the feeds (at most 100 pages/s), whenever the last start
-    // came: 4 minutes after the feeds' end.
-    let deadline = feeds.started + Duration::from_secs(feed_seconds + 240);
+    // The REST walk takes as long as the feeds (at most 100 pages/s) when nothing stops it;
+    // each restart stops it for up to `transaction.timeout.ms` (10 s) while the killed
+    // transactions are aborted. Past that, 4 minutes.
+    let deadline = feeds.started + Duration::from_secs(feed_seconds + 10 * restarts + 240);
     loop {
         let positions = store.positions().await.expect("read the positions");
         let stored = |source: &str| {
@@ -136,7 +143,9 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing_read_comm
     // kill fences the killed producers and reads the positions past their open transactions,
     // which the coordinator aborts within `transaction.timeout.ms` (10 s).
     let seconds = 15 * restarts + 10;
-    let feeds = Feeds::start(seconds, 500, seconds as usize * 100).await;
+    // The REST walk (at most 100 pages/s) lasts about half the run: kills land in it, and it
+    // ends in time however many restarts interrupt it.
+    let feeds = Feeds::start(seconds, 500, seconds as usize * 50).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let toml = feeds
@@ -171,7 +180,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing_read_comm
     let killing = started.elapsed();
 
     let mut last = Daemon::spawn(&config, port);
-    wait_for_the_end(&broker, &feeds, &mut last, seconds).await;
+    wait_for_the_end(&broker, &feeds, &mut last, seconds, restarts).await;
     assert!(last.terminate().await.success());
     let mut report = Vec::new();
     for source in SOURCES {

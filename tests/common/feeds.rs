@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tributary::{
@@ -77,7 +77,18 @@ impl Feeds {
             while next <= ws_frames {
                 // Frame `seq` exists `seq / rate` seconds after the start; send what exists.
                 let due = started + Duration::from_secs_f64(next as f64 / f64::from(rate));
-                tokio::time::sleep_until(due).await;
+                // Reading while it waits, it answers the client's pings as a real server does
+                // (the pong goes out with the next write).
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => break,
+                        message = socket.next() => {
+                            if !matches!(message, Some(Ok(_))) {
+                                return;
+                            }
+                        }
+                    }
+                }
                 let existing = ((started.elapsed().as_secs_f64() * f64::from(rate)) as u64)
                     .clamp(next, ws_frames);
                 for seq in next..=existing {

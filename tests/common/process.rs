@@ -27,7 +27,9 @@ pub struct Daemon {
 impl Daemon {
     pub fn spawn(config: &Path, metrics_port: u16) -> Self {
         Self::spawn_with(config, metrics_port, |command| {
-            command.env("RUST_LOG", "warn");
+            // `TRIBUTARY_DAEMON_LOG` (a `RUST_LOG` filter) shows more of a failing run.
+            let filter = std::env::var("TRIBUTARY_DAEMON_LOG").unwrap_or_else(|_| "warn".into());
+            command.env("RUST_LOG", filter);
         })
     }
 
