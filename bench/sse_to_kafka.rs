@@ -159,6 +159,10 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
     if args.exactly_once {
         stage.exactly_once = true;
         println!();
+        // The cluster's first transactional producer creates the transaction state topic and
+        // loads its coordinator: a cost paid once per Kafka cluster, not per run.
+        let warm_up = daemon_run(&broker, n / 10, "eos-warm-up", work, &stage).await?;
+        print_row("exactly-once warm-up (not compared)", &warm_up.figures);
         let eos_short = daemon_run(&broker, n, "eos-n", work, &stage).await?;
         print_row("daemon exactly-once, N events", &eos_short.figures);
         let eos_long = daemon_run(&broker, long_n, "eos-kn", work, &stage).await?;

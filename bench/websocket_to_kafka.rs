@@ -202,6 +202,10 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
     print_comparison(n, args.rss_multiple, &raw, &short, &raw_long, &long);
     if args.exactly_once {
         println!();
+        // The cluster's first transactional producer creates the transaction state topic and
+        // loads its coordinator: a cost paid once per Kafka cluster, not per run.
+        let warm_up = daemon_run(&broker, n / 10, "eos-warm-up", work, &recorded, true).await?;
+        print_row("exactly-once warm-up (not compared)", &warm_up.figures);
         let eos_short = daemon_run(&broker, n, "eos-n", work, &recorded, true).await?;
         print_row("daemon exactly-once, N frames", &eos_short.figures);
         let eos_long = daemon_run(&broker, long_n, "eos-kn", work, &recorded, true).await?;
