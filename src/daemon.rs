@@ -273,6 +273,8 @@ pub async fn start(
         metrics: Arc::clone(&metrics),
         health: health.clone(),
         producer: producer.clone(),
+        replica: Arc::clone(&runner.replica),
+        rates: crate::status::RateSampler::start(Arc::clone(&metrics)),
     });
     let limits = config.server.limits();
     let listener = |name: &'static str, socket| server::listener::Listener {

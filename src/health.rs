@@ -12,7 +12,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::Serialize;
@@ -66,6 +66,35 @@ struct Entry {
     /// daemon itself (e.g. a source that could not start).
     instance: u64,
     state: SourceState,
+    /// The last error any instance reported (a state that carries one), and when: kept after
+    /// the source recovers, for `GET /api/v1/sources`.
+    last_error: Option<(String, SystemTime)>,
+}
+
+impl SourceState {
+    /// The state's word, as `/readyz` spells it.
+    pub fn word(&self) -> &'static str {
+        match self {
+            SourceState::Starting => "starting",
+            SourceState::Connected => "connected",
+            SourceState::Reconnecting { .. } => "reconnecting",
+            SourceState::Failing { .. } => "failing",
+            SourceState::Failed(_) => "failed",
+            SourceState::Finished(_) => "finished",
+            SourceState::Stopped => "stopped",
+        }
+    }
+
+    /// The error this state carries, if any.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            SourceState::Reconnecting { error, .. } | SourceState::Failing { error, .. } => {
+                Some(error)
+            }
+            SourceState::Failed(error) => Some(error),
+            _ => None,
+        }
+    }
 }
 
 /// The state of every source, shared by the sources and the HTTP server.
@@ -119,13 +148,19 @@ impl Health {
     /// only (see [`Health`]).
     pub fn begin(&self, source: &str) -> Health {
         let instance = self.instances.fetch_add(1, Ordering::Relaxed) + 1;
-        self.sources().insert(
+        let mut sources = self.sources();
+        let last_error = sources
+            .get(source)
+            .and_then(|entry| entry.last_error.clone());
+        sources.insert(
             source.to_owned(),
             Entry {
                 instance,
                 state: SourceState::Starting,
+                last_error,
             },
         );
+        drop(sources);
         Health {
             instance: Some(instance),
             ..self.clone()
@@ -153,9 +188,24 @@ impl Health {
                 }),
                 _,
             ) => {}
-            (Some(entry), _) => entry.state = state,
+            (Some(entry), _) => {
+                if let Some(error) = state.error() {
+                    entry.last_error = Some((error.to_owned(), SystemTime::now()));
+                }
+                entry.state = state;
+            }
             (None, None) => {
-                sources.insert(source.to_owned(), Entry { instance: 0, state });
+                let last_error = state
+                    .error()
+                    .map(|error| (error.to_owned(), SystemTime::now()));
+                sources.insert(
+                    source.to_owned(),
+                    Entry {
+                        instance: 0,
+                        state,
+                        last_error,
+                    },
+                );
             }
         }
     }
@@ -169,6 +219,13 @@ impl Health {
         if self.instance.is_none() || listed == self.instance {
             sources.remove(source);
         }
+    }
+
+    /// The last error `source` reported, and when (kept after it recovered).
+    pub fn last_error(&self, source: &str) -> Option<(String, SystemTime)> {
+        self.sources()
+            .get(source)
+            .and_then(|entry| entry.last_error.clone())
     }
 
     /// The state of `source`, if it is known.

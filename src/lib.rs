@@ -36,6 +36,7 @@ pub mod sinks;
 pub mod source_runner;
 pub mod sources;
 pub mod stage;
+pub mod status;
 pub mod supervise;
 pub mod systemd;
 pub mod tls;

@@ -76,6 +76,21 @@ enum Command {
         #[command(subcommand)]
         action: PositionsCommand,
     },
+    /// Show what each source of a running daemon is doing: its state, replica, records per
+    /// second over the last minute, the age of its last events and of its stored position,
+    /// dead letters, reconnects and last error. Reads the daemon's `GET /api/v1/sources`.
+    /// Exit code 1 when the daemon cannot be asked.
+    Status {
+        /// The daemon's config file: the daemon is asked at its `server.listen` address.
+        #[arg(long, short, conflicts_with = "url")]
+        config: Option<PathBuf>,
+        /// The daemon's metrics listener, e.g. `http://127.0.0.1:9090`.
+        #[arg(long, required_unless_present = "config")]
+        url: Option<String>,
+        /// Print the report as JSON (every field, long values whole).
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with the JSON Schemas of the record stage (`schema = "…"`).
     Schema {
         #[command(subcommand)]
@@ -225,6 +240,34 @@ async fn main() -> ExitCode {
                 Err(errors) => {
                     eprintln!("{}: {errors}", config.display());
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Status { config, url, json } => {
+            init_logging("warn");
+            let base = match (url, config) {
+                (Some(url), _) => url,
+                (None, Some(config)) => match load_valid(&config) {
+                    Ok(valid) => tributary::status::table::base_url(valid.server.listen),
+                    Err(code) => return code,
+                },
+                (None, None) => unreachable!("clap requires --config or --url"),
+            };
+            match tributary::status::table::fetch(&base).await {
+                Ok(report) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("a report serializes")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    print!("{}", tributary::status::table::render(&report));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("tributary status: {error}");
+                    ExitCode::FAILURE
                 }
             }
         }

@@ -28,7 +28,7 @@ use crate::health::{Readiness, SourceState};
 mod handles;
 
 use handles::detached_counter;
-pub use handles::{ListenerMetrics, SourceMetrics, SCHEMA_DRIFT_KINDS};
+pub use handles::{ListenerMetrics, SourceMetrics, StatusSlots, SCHEMA_DRIFT_KINDS};
 
 /// What a source is, for the metric families it exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,17 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// The kind's `type` value in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Sse => "sse",
+            SourceKind::Websocket => "websocket",
+            SourceKind::Webhook => "webhook",
+            SourceKind::Rest => "rest",
+            SourceKind::Graphql => "graphql",
+        }
+    }
+
     pub(crate) fn polled(self) -> bool {
         matches!(self, SourceKind::Rest | SourceKind::Graphql)
     }
@@ -506,9 +517,18 @@ impl Metrics {
             invalid_event_ids: int(&self.invalid_event_ids, kind == SourceKind::Sse),
             oversized_events: int(&self.oversized_events, kind == SourceKind::Sse),
             checkpoint_commit_failures: int(&self.checkpoint_commit_failures, checkpointed),
+            status: Arc::new(handles::StatusSlots::new(kind)),
         };
         sources.insert(Arc::from(name), handles.clone());
         handles
+    }
+
+    /// The handles of every source [`Metrics::source`] registered, by name.
+    pub fn sources(&self) -> Vec<SourceMetrics> {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<SourceMetrics> = sources.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// The handles of source `name`, if [`Metrics::source`] registered it.

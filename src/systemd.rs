@@ -20,12 +20,7 @@ use std::{
 
 use sd_notify::NotifyState;
 
-use crate::{
-    daemon::RunningDaemon,
-    health::{Health, SourceState},
-    liveness::Liveness,
-    metrics::Metrics,
-};
+use crate::{daemon::RunningDaemon, health::Health, liveness::Liveness, metrics::Metrics};
 
 /// How often `STATUS=` is refreshed.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
@@ -145,7 +140,7 @@ impl Status {
         let mut others: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
         let mut connected = 0;
         for (name, state) in &sources {
-            match label(state) {
+            match state.word() {
                 "connected" => connected += 1,
                 other => others.entry(other).or_default().push(name),
             }
@@ -156,18 +151,5 @@ impl Status {
         }
         let _ = write!(line, "; {rate:.0} records/s to Kafka");
         line
-    }
-}
-
-/// The state's word, as `/readyz` spells it.
-fn label(state: &SourceState) -> &'static str {
-    match state {
-        SourceState::Starting => "starting",
-        SourceState::Connected => "connected",
-        SourceState::Reconnecting { .. } => "reconnecting",
-        SourceState::Failing { .. } => "failing",
-        SourceState::Failed(_) => "failed",
-        SourceState::Finished(_) => "finished",
-        SourceState::Stopped => "stopped",
     }
 }

@@ -140,9 +140,10 @@ impl Committer {
             Some(position) => {
                 self.shared
                     .store
-                    .commit(vec![(name.to_owned(), position)])
+                    .commit(vec![(name.to_owned(), position.clone())])
                     .await?;
                 source.metrics.checkpoint_commits.inc();
+                source.metrics.status.committed(position.as_str());
                 Ok(())
             }
             None => Ok(()),
@@ -197,8 +198,8 @@ impl Committer {
         for source in self.shared.sources().iter() {
             let (position, version) = source.tracker.committed();
             if let Some(position) = position.filter(|_| version != source.committed_version) {
+                versions.push((Arc::clone(&source.tracker), version, position.clone()));
                 updates.push((source.name.to_string(), position));
-                versions.push((Arc::clone(&source.tracker), version));
             }
         }
         let now = Instant::now();
@@ -212,25 +213,26 @@ impl Committer {
                     // round wrote (a lost partition claimed back) is a new tracker, whose
                     // versions start over; taking the old one's version would make it skip
                     // a commit, its final handoff commit included.
-                    let (_, version) = versions
+                    let (_, version, position) = versions
                         .iter()
-                        .find(|(tracker, _)| Arc::ptr_eq(tracker, &source.tracker))?;
-                    Some((source, *version))
+                        .find(|(tracker, ..)| Arc::ptr_eq(tracker, &source.tracker))?;
+                    Some((source, *version, position))
                 })
                 .collect::<Vec<_>>();
             match result {
                 Ok(()) => {
-                    for (source, version) in &mut moved {
+                    for (source, version, position) in &mut moved {
                         source.committed_version = *version;
                         source.committed_at = now;
                         source.metrics.checkpoint_commits.inc();
+                        source.metrics.status.committed(position.as_str());
                     }
                     self.shared.health.checkpoint_commit(Ok(()));
                 }
                 Err(error) => {
                     let reason = error.to_string();
                     tracing::error!(error = %reason, "checkpoint commit failed; will retry");
-                    for (source, _) in &moved {
+                    for (source, ..) in &moved {
                         source.metrics.checkpoint_commit_failures.inc();
                     }
                     self.shared.health.checkpoint_commit(Err(reason));

@@ -1,10 +1,80 @@
 //! The handles hot paths hold: per source and per HTTP listener, label lookups done once.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use prometheus::{Counter, Histogram, IntCounter, IntGauge};
 
-use super::Metrics;
+use super::{Metrics, SourceKind};
+
+/// What `GET /api/v1/sources` reports of a source beyond its exported series (see
+/// [`crate::status`]): set per batch or per commit, never per record.
+#[derive(Debug)]
+pub struct StatusSlots {
+    /// The source's kind.
+    pub kind: SourceKind,
+    /// When the pump last took events from the source (milliseconds since the Unix epoch; 0:
+    /// never).
+    last_events_ms: AtomicU64,
+    /// The last position stored, and when.
+    committed: Mutex<Option<(Arc<str>, SystemTime)>>,
+    /// Records sent to the dead-letter topic, every kind together.
+    dead_letters: AtomicU64,
+}
+
+impl StatusSlots {
+    pub(super) fn new(kind: SourceKind) -> Self {
+        StatusSlots {
+            kind,
+            last_events_ms: AtomicU64::new(0),
+            committed: Mutex::new(None),
+            dead_letters: AtomicU64::new(0),
+        }
+    }
+
+    /// The pump took a batch of events from the source now.
+    pub fn events_taken(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_events_ms.store(
+            u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// When the pump last took events from the source (`None`: never).
+    pub fn last_events(&self) -> Option<SystemTime> {
+        match self.last_events_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    /// `position` was stored now.
+    pub fn committed(&self, position: &str) {
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Arc::from(position), SystemTime::now()));
+    }
+
+    /// The last position stored by this process, and when (`None`: none yet).
+    pub fn last_commit(&self) -> Option<(Arc<str>, SystemTime)> {
+        self.committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records sent to the dead-letter topic by this process, every kind together.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+}
 
 /// A counter on no registry: the handle of a family that does not apply to a source's kind.
 pub(super) fn detached_counter() -> IntCounter {
@@ -68,6 +138,8 @@ pub struct SourceMetrics {
     pub oversized_events: IntCounter,
     /// `tributary_checkpoint_commit_failures_total{source}`.
     pub checkpoint_commit_failures: IntCounter,
+    /// What the status endpoint reports beyond the series.
+    pub status: Arc<StatusSlots>,
 }
 
 /// The `kind` values of `tributary_schema_drift_total`: `unknown_field`, a field the schema
@@ -89,6 +161,7 @@ impl SourceMetrics {
             .records_dead_lettered
             .with_label_values(&[&self.name, kind])
             .inc();
+        self.status.dead_letters.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The source's name.

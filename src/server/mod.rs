@@ -1,5 +1,6 @@
-//! The HTTP server: `/metrics` (Prometheus text format), `/healthz`, `/readyz`, and the routes
-//! of webhook sources.
+//! The HTTP server: `/metrics` (Prometheus text format), `/healthz`, `/readyz`,
+//! `/api/v1/sources` (each source's status, [`crate::status`]), and the routes of webhook
+//! sources.
 //!
 //! Built as a plain [`axum::Router`] so tests can drive it with `oneshot`; served by
 //! [`listener::serve`] (HTTP/1.1, a header read timeout, a connection limit) with graceful
@@ -23,6 +24,10 @@ pub struct ServerState {
     pub health: Health,
     /// For broker reachability.
     pub producer: KafkaProducer,
+    /// This replica's id (`single` without `[cluster]`).
+    pub replica: Arc<str>,
+    /// Each source's received-records rate.
+    pub rates: Arc<crate::status::RateSampler>,
 }
 
 /// The router with every endpoint.
@@ -31,6 +36,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route(crate::status::API_PATH, get(sources))
         .with_state(state)
 }
 
@@ -55,6 +61,16 @@ async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(readiness))
+}
+
+async fn sources(State(state): State<ServerState>) -> impl IntoResponse {
+    Json(crate::status::report(
+        &state.metrics,
+        &state.health,
+        &state.rates,
+        &state.replica,
+        state.producer.brokers_reachable(),
+    ))
 }
 
 /// Binds `listen` and returns the bound address (useful with port 0).

@@ -209,6 +209,7 @@ impl Pump {
         staged: &mut Vec<Record>,
     ) -> Result<(), Halt> {
         let sink = Arc::clone(&self.sink);
+        sink.metrics.status.events_taken();
         if sink.stage.is_costly() {
             let (events, permits): (Vec<Record>, Vec<_>) = batch
                 .drain(..)

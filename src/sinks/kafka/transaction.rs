@@ -414,6 +414,9 @@ impl Pump {
                     ack.settle(outcome);
                 }
                 if moved {
+                    if let Some(position) = &position {
+                        self.sink.metrics.status.committed(position.as_str());
+                    }
                     txn.replay
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
