@@ -23,8 +23,10 @@ use serde::Serialize;
 pub enum SourceState {
     /// Not connected yet.
     Starting,
-    /// Holding an open feed connection.
+    /// Holding an open feed connection (a polled source: its last poll succeeded).
     Connected,
+    /// A push source (webhooks) serving its route.
+    Listening,
     /// Waiting to reconnect after `attempts` failed attempts (the last error in `error`).
     Reconnecting {
         /// Failed attempts since the last healthy connection.
@@ -77,6 +79,7 @@ impl SourceState {
         match self {
             SourceState::Starting => "starting",
             SourceState::Connected => "connected",
+            SourceState::Listening => "listening",
             SourceState::Reconnecting { .. } => "reconnecting",
             SourceState::Failing { .. } => "failing",
             SourceState::Failed(_) => "failed",

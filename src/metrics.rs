@@ -129,6 +129,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     reconnects: IntCounterVec,
     connected: IntGaugeVec,
+    finished: IntGaugeVec,
     channel_records: IntGaugeVec,
     channel_bytes: IntGaugeVec,
     kafka_delivery_seconds: HistogramVec,
@@ -365,8 +366,16 @@ impl Metrics {
                 &r,
                 "tributary_connected",
                 "1 while /readyz reports the source `connected` (SSE, WebSocket: a feed connection \
-                 is open; REST, GraphQL: the last poll succeeded; webhook: its route is served), \
-                 else 0 (read at each scrape).",
+                 is open; REST, GraphQL: the last poll succeeded) or `listening` (webhook: its \
+                 route is served), else 0 (read at each scrape).",
+                &["source"],
+            ),
+            finished: gauge(
+                &r,
+                "tributary_finished",
+                "1 while /readyz reports the source `finished`: the feed said it has nothing more \
+                 (SSE: HTTP 204), so it is not connected and does not try to be; else 0 (read at \
+                 each scrape).",
                 &["source"],
             ),
             channel_records: gauge(
@@ -480,6 +489,7 @@ impl Metrics {
         each(&self.schema_drift, &SCHEMA_DRIFT_KINDS, true);
         each(&self.pipeline_faults, &KAFKA_ERROR_KINDS, true);
         self.connected.with_label_values(l).set(0);
+        self.finished.with_label_values(l).set(0);
         let handles = SourceMetrics {
             name: Arc::from(name),
             metrics: Arc::clone(self),
@@ -543,10 +553,15 @@ impl Metrics {
         self.ready.set(i64::from(readiness.ready));
         let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         for name in sources.keys() {
-            let connected = matches!(readiness.sources.get(&**name), Some(SourceState::Connected));
+            let state = readiness.sources.get(&**name);
+            let connected = matches!(state, Some(SourceState::Connected | SourceState::Listening));
             self.connected
                 .with_label_values(&[&**name])
                 .set(i64::from(connected));
+            let finished = matches!(state, Some(SourceState::Finished(_)));
+            self.finished
+                .with_label_values(&[&**name])
+                .set(i64::from(finished));
         }
     }
 

@@ -88,8 +88,12 @@ fn connected_and_ready_follow_readiness() {
     let metrics = Metrics::new();
     metrics.source("polled", SourceKind::Rest);
     metrics.source("stream", SourceKind::Sse);
+    metrics.source("done", SourceKind::Sse);
+    metrics.source("hook", SourceKind::Webhook);
     let sources = BTreeMap::from([
         ("polled".to_owned(), SourceState::Connected),
+        ("done".to_owned(), SourceState::Finished("HTTP 204".into())),
+        ("hook".to_owned(), SourceState::Listening),
         (
             "stream".to_owned(),
             SourceState::Reconnecting {
@@ -115,6 +119,17 @@ fn connected_and_ready_follow_readiness() {
         "{scrape}"
     );
     assert!(scrape.contains("\ntributary_ready 0\n"), "{scrape}");
+    // A finished source is not connected, and says why; a webhook listening counts as
+    // connected.
+    for line in [
+        "tributary_connected{source=\"done\"} 0",
+        "tributary_finished{source=\"done\"} 1",
+        "tributary_finished{source=\"stream\"} 0",
+        "tributary_connected{source=\"hook\"} 1",
+        "tributary_finished{source=\"hook\"} 0",
+    ] {
+        assert!(scrape.contains(line), "{line} in {scrape}");
+    }
 }
 
 #[test]

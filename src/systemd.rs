@@ -141,7 +141,7 @@ impl Status {
         let mut connected = 0;
         for (name, state) in &sources {
             match state.word() {
-                "connected" => connected += 1,
+                "connected" | "listening" => connected += 1,
                 other => others.entry(other).or_default().push(name),
             }
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::*;
 use tributary::{
     daemon::RunningDaemon,
+    health::SourceState,
     sources::webhook::signature::{GitHubScheme, StandardWebhooksScheme},
 };
 
@@ -137,6 +138,17 @@ max_body_bytes = 2048
             secret_file.display()
         ),
     ))
+    .await;
+    // A webhook source serving its route is `listening` (it holds no connection of its own).
+    wait_until(
+        "the webhook sources to listen",
+        Duration::from_secs(30),
+        || {
+            ["github", "standard"]
+                .iter()
+                .all(|name| daemon.health().get(name) == Some(SourceState::Listening))
+        },
+    )
     .await;
     let client = Client::new(&daemon);
 

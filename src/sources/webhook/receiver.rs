@@ -116,7 +116,7 @@ impl Source for WebhookSource {
                 metrics: context.metrics.clone(),
                 stopping: context.shutdown.clone(),
             });
-            context.set_state(SourceState::Connected);
+            context.set_state(SourceState::Listening);
             tracing::info!(source = %context.name, path = %state.settings.path, "receiving webhooks");
             context.shutdown.cancelled().await;
             // Dropping the last sender lets the pump drain and stop.
