@@ -165,6 +165,28 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
     family
 }
 
+/// Removes every series of `family` whose `source` label is `source`, whatever its other
+/// labels.
+fn remove_series<T: prometheus::core::MetricVecBuilder>(
+    family: &prometheus::core::MetricVec<T>,
+    source: &str,
+) {
+    use prometheus::core::Collector;
+    for metric_family in family.collect() {
+        for metric in metric_family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|pair| (pair.name(), pair.value()))
+                .collect();
+            if labels.get("source") == Some(&source) {
+                // Absent already (removed between the collect and now): nothing to do.
+                let _ = family.remove(&labels);
+            }
+        }
+    }
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let family = IntGaugeVec::new(Opts::new(name, help), labels)
         .expect("metric names and labels are static and valid");
@@ -531,6 +553,47 @@ impl Metrics {
         };
         sources.insert(Arc::from(name), handles.clone());
         handles
+    }
+
+    /// Forgets source `name` (a reload removed it): every series labelled `source="<name>"`
+    /// leaves the scrape, and a later [`Metrics::source`] of the same name starts its series
+    /// anew. Handles still held by its stopped tasks count nowhere from now on.
+    pub fn remove_source(&self, name: &str) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        remove_series(&self.records_received, name);
+        remove_series(&self.records_produced, name);
+        remove_series(&self.record_bytes, name);
+        remove_series(&self.records_dead_lettered, name);
+        remove_series(&self.schema_drift, name);
+        remove_series(&self.http_requests, name);
+        remove_series(&self.reconnects, name);
+        remove_series(&self.connected, name);
+        remove_series(&self.finished, name);
+        remove_series(&self.channel_records, name);
+        remove_series(&self.channel_bytes, name);
+        remove_series(&self.kafka_delivery_seconds, name);
+        remove_series(&self.event_lag_seconds, name);
+        remove_series(&self.kafka_errors, name);
+        remove_series(&self.pipeline_faults, name);
+        remove_series(&self.transactions, name);
+        remove_series(&self.checkpoint_commits, name);
+        remove_series(&self.checkpoint_age_seconds, name);
+        remove_series(&self.records_filtered, name);
+        remove_series(&self.sequence_gaps, name);
+        remove_series(&self.webhook_requests, name);
+        remove_series(&self.retries, name);
+        remove_series(&self.rate_limit_wait_seconds, name);
+        remove_series(&self.rate_limit_waiting, name);
+        remove_series(&self.polls, name);
+        remove_series(&self.pages, name);
+        remove_series(&self.not_modified, name);
+        remove_series(&self.records_duplicate, name);
+        remove_series(&self.invalid_event_ids, name);
+        remove_series(&self.oversized_events, name);
+        remove_series(&self.checkpoint_commit_failures, name);
     }
 
     /// The handles of every source [`Metrics::source`] registered, by name.

@@ -182,3 +182,30 @@ async fn rate_limit_waiting_is_1_only_while_a_wait_lasts() {
     }
     assert_eq!(source.rate_limit_waiting.get(), 0);
 }
+
+#[test]
+fn a_removed_source_leaves_the_scrape_and_comes_back_fresh() {
+    let metrics = Metrics::new();
+    let gone = metrics.source("gone", SourceKind::Rest);
+    let kept = metrics.source("kept", SourceKind::Rest);
+    for handles in [&gone, &kept] {
+        handles.records_received.inc_by(5);
+        handles.dead_lettered("message_too_large");
+        handles.poll("failed");
+        handles.kafka_delivery_seconds.observe(0.01);
+    }
+    metrics.remove_source("gone");
+    let scrape = metrics.render();
+    assert!(!scrape.contains("source=\"gone\""), "{scrape}");
+    assert!(scrape.contains("tributary_records_received_total{source=\"kept\"} 5"));
+    assert!(scrape.contains(
+        "tributary_records_dead_lettered_total{kind=\"message_too_large\",source=\"kept\"} 1"
+    ));
+    // The old handles count nowhere; registered again, the source starts at 0.
+    gone.records_received.inc();
+    assert!(!metrics.render().contains("source=\"gone\""));
+    metrics.source("gone", SourceKind::Rest);
+    assert!(metrics
+        .render()
+        .contains("tributary_records_received_total{source=\"gone\"} 0"));
+}

@@ -284,6 +284,13 @@ impl Reloader {
                 "config reload: source stopped"
             );
         }
+        // A removed source's series leave the scrape (a changed one keeps counting).
+        for name in stopping
+            .iter()
+            .filter(|name| !fingerprints.contains_key(*name))
+        {
+            self.runner.metrics.remove_source(name);
+        }
         let mut built: BTreeMap<String, _> = std::mem::take(&mut config.sources)
             .into_iter()
             .map(|(info, source)| (info.name.to_string(), (info, source)))

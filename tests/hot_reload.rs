@@ -168,6 +168,18 @@ async fn sighup_starts_stops_and_restarts_sources_and_leaves_the_others_connecte
         !readiness.contains("\"d\""),
         "d is still listed: {readiness}"
     );
+    // d's series left the scrape; c's (restarted, not removed) go on.
+    let scrape = daemon.scrape().await.expect("a scrape");
+    assert!(
+        !scrape.contains("source=\"d\""),
+        "d's series outlived it: {}",
+        scrape
+            .lines()
+            .filter(|line| line.contains("source=\"d\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(metric(&scrape, "tributary_records_produced_total", "c") >= c_before + 100);
 
     // d stopped cleanly: its position is its last record in Kafka.
     let store = FileStore::open(dir.path().join("state")).unwrap();
