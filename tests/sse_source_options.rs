@@ -615,3 +615,48 @@ async fn a_line_past_max_event_bytes_ends_the_connection_before_it_is_buffered()
     assert_eq!(requests[1].header("last-event-id"), Some("3"));
     assert_eq!(sorted_keys(&broker, "capped").await, ["1", "2", "3", "4"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_on_every_connection_backs_off_and_shows_as_reconnecting() {
+    const CAP: usize = 4096;
+    // Every answer: 200, then at once an event over the cap (a feed that resends it after each
+    // reconnect, as it would from the same Last-Event-ID).
+    let server = common::api::ApiServer::start(|_request| async move {
+        let body = format!("id: 1\ndata: {}\n\n", "x".repeat(4 * CAP));
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    })
+    .await;
+    let broker = Broker::kafka();
+    broker.create_topic("stuck").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "stuck",
+        &format!("{}/stream", server.base),
+        "stuck",
+        &format!("max_event_bytes = {CAP}"),
+    ))
+    .await;
+    // Each connection that read no event is a failed attempt: they add up, and `/readyz`
+    // turns not ready at three in a row.
+    wait_until(
+        "the source to show three failed reconnects in a row",
+        Duration::from_secs(30),
+        || {
+            matches!(
+                daemon.health().get("stuck"),
+                Some(SourceState::Reconnecting { attempts, .. }) if attempts >= 3
+            )
+        },
+    )
+    .await;
+    assert!(!daemon.health().readiness(true).ready);
+    let metrics = daemon.metrics().registered("stuck").unwrap();
+    assert!(metrics.oversized_events.get() >= 3);
+    assert_eq!(metrics.records_received.get(), 0);
+    daemon.shutdown().await;
+}

@@ -69,6 +69,10 @@ impl Source for SseSource {
     }
 }
 
+/// A connection open this long was healthy, even without an event: the next failure starts
+/// the backoff over.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
+
 async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), SourceError> {
     let mut last_event_id: Option<Arc<str>> = context
         .resume
@@ -91,7 +95,13 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
     context.set_state(SourceState::Starting);
     let mut refreshed = false;
     loop {
+        // Progress is an event read, or a connection that stayed open (a quiet feed timed out
+        // by `read_timeout`), not a response accepted: a feed that answers 200 and then fails
+        // the same way at once on every connection (an event over `max_event_bytes`, resent
+        // after each reconnect) must back off and show as reconnecting, not loop at full
+        // speed with `/readyz` green.
         let mut delivered = false;
+        let opened = tokio::time::Instant::now();
         let end = tokio::select! {
             biased;
             _ = context.shutdown.cancelled() => ConnectionEnd::Shutdown,
@@ -129,7 +139,7 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
             }
             ConnectionEnd::Failed(error) => error,
         };
-        if delivered {
+        if delivered || opened.elapsed() >= STABLE_CONNECTION {
             backoff.reset();
             refreshed = false;
         }
@@ -147,7 +157,8 @@ async fn run(settings: Arc<SseSettings>, context: SourceContext) -> Result<(), S
 
 use rand::SeedableRng;
 
-/// Opens one connection and reads it until it ends.
+/// Opens one connection and reads it until it ends; `delivered` is set once it has read an
+/// event.
 async fn connection(
     settings: &SseSettings,
     context: &SourceContext,
@@ -190,6 +201,8 @@ async fn connection(
     };
     let mut stream = client.stream();
     let mut encoder = RecordEncoder::new(settings, &context.stage);
+    // A response was accepted (a later transport error is not a failed request).
+    let mut answered = false;
     while let Some(item) = stream.next().await {
         match item {
             Ok(SSE::Connected(details)) => {
@@ -212,7 +225,7 @@ async fn connection(
                 }
                 tracing::info!(source = %context.name, url = %settings.redacted_url, last_event_id = last_event_id.as_deref().unwrap_or(""), "connected");
                 context.set_state(SourceState::Connected);
-                *delivered = true;
+                answered = true;
             }
             Ok(SSE::Comment(_)) => {}
             Ok(SSE::Event(event)) => {
@@ -241,6 +254,7 @@ async fn connection(
                     }
                 }
                 context.metrics.records_received.inc();
+                *delivered = true;
                 if !settings.event_types.is_empty()
                     && !settings.event_types.contains(&event.event_type)
                 {
@@ -304,7 +318,7 @@ async fn connection(
                     context.metrics.oversized_events.inc();
                     return transient(oversized.to_string());
                 }
-                if !*delivered {
+                if !answered {
                     context.metrics.http_request(None);
                 }
                 return transient(format!("transport error: {error}"));
