@@ -1,7 +1,8 @@
-//! The documents say what the binary does: every `type = "…"` in README.md, the example
-//! configs and the Kubernetes ConfigMap is a kind the binary accepts (source, pagination or
-//! auth type), every such kind is documented in README.md, and every metric the documents
-//! name is one the daemon registers, and the reverse.
+//! The documents say what the binary does: every `type = "…"` in README.md, the book
+//! (docs/src), the example configs and the Kubernetes ConfigMap is a kind the binary accepts
+//! (source, pagination or auth type), every such kind is documented in the book's reference
+//! pages (each source kind on a page of its own), and every metric the documents name is one
+//! the daemon registers, and every metric it registers is in the book's metrics reference.
 
 mod common;
 
@@ -19,13 +20,63 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// README.md, deploy/kubernetes/README.md, the ConfigMap and every example config, by path.
+/// The book's pages that document configuration keys and kinds: the configuration reference
+/// and the page of each source kind.
+const REFERENCE_PAGES: &[&str] = &[
+    "docs/src/reference/configuration.md",
+    "docs/src/sources/sse.md",
+    "docs/src/sources/websocket.md",
+    "docs/src/sources/webhook.md",
+    "docs/src/sources/rest.md",
+    "docs/src/sources/graphql.md",
+];
+
+/// The book's page that lists every metric family.
+const METRICS_REFERENCE: &str = "docs/src/reference/metrics.md";
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every page of the book (docs/src, recursively), by path.
+fn book_pages() -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                out.push(
+                    path.strip_prefix(root())
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    let mut pages = Vec::new();
+    walk(&root().join("docs/src"), &mut pages);
+    pages.sort();
+    assert!(
+        REFERENCE_PAGES
+            .iter()
+            .chain([&METRICS_REFERENCE])
+            .all(|page| pages.iter().any(|p| p == page)),
+        "the reference pages are in docs/src: {pages:?}"
+    );
+    pages
+}
+
+/// README.md, every page of the book, deploy/kubernetes/README.md, the ConfigMap and every
+/// example config, by path.
 fn documents() -> Vec<(String, String)> {
     let mut paths = vec![
         "README.md".to_owned(),
         "deploy/kubernetes/README.md".to_owned(),
         "deploy/kubernetes/configmap.yaml".to_owned(),
     ];
+    paths.extend(book_pages());
     for entry in std::fs::read_dir(root().join("config")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
@@ -38,7 +89,7 @@ fn documents() -> Vec<(String, String)> {
     paths
         .into_iter()
         .map(|path| {
-            let text = std::fs::read_to_string(root().join(&path)).unwrap();
+            let text = read(&path);
             (path, text)
         })
         .collect()
@@ -92,14 +143,31 @@ fn every_documented_type_is_one_the_binary_accepts_and_the_reverse() {
         "types the binary does not accept: {unknown:#?}"
     );
 
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let reference: String = REFERENCE_PAGES.iter().map(|page| read(page)).collect();
     let undocumented: Vec<&&String> = accepted
         .iter()
-        .filter(|v| !readme.contains(&format!("`{v}`")) && !readme.contains(&format!("\"{v}\"")))
+        .filter(|v| {
+            !reference.contains(&format!("`{v}`")) && !reference.contains(&format!("\"{v}\""))
+        })
         .collect();
     assert!(
         undocumented.is_empty(),
-        "types README.md does not mention: {undocumented:?}"
+        "types the reference pages ({REFERENCE_PAGES:?}) do not mention: {undocumented:?}"
+    );
+
+    // One page per source kind, which documents its `type`.
+    let mut missing = Vec::new();
+    for kind in &sources {
+        let page = format!("docs/src/sources/{kind}.md");
+        match std::fs::read_to_string(root().join(&page)) {
+            Ok(text) if text.contains(&format!("type = \"{kind}\"")) => {}
+            Ok(_) => missing.push(format!("{page} does not document `type = \"{kind}\"`")),
+            Err(e) => missing.push(format!("{page}: {e}")),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "source kinds without their page: {missing:#?}"
     );
 }
 
@@ -162,14 +230,13 @@ fn every_metric_the_documents_name_is_registered_and_the_reverse() {
         "metrics the documents name but the daemon does not register: {unknown:#?}"
     );
 
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let documented = named_in(&readme, &["tributary_", "process_"]);
+    let documented = named_in(&read(METRICS_REFERENCE), &["tributary_", "process_"]);
     let undocumented: Vec<&String> = families
         .iter()
         .filter(|family| !documented.contains(*family))
         .collect();
     assert!(
         undocumented.is_empty(),
-        "metrics the daemon registers but README.md does not name: {undocumented:?}"
+        "metrics the daemon registers but {METRICS_REFERENCE} does not name: {undocumented:?}"
     );
 }
