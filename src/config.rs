@@ -181,6 +181,11 @@ pub struct ServerSection {
     /// connection's start or the previous response); then it is disconnected. Default `10s`.
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Longest time one write of an answer may wait for the client to read (its socket buffer
+    /// full); then the connection is closed, so a client that never reads cannot hold a
+    /// connection slot. Default `30s`.
+    #[serde(default = "default_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// Most connections open at once on each listener; more are closed at once and counted.
     /// Default 512.
     #[serde(default = "default_max_connections")]
@@ -193,6 +198,7 @@ impl Default for ServerSection {
             listen: default_listen(),
             webhook_listen: None,
             header_read_timeout: default_header_read_timeout(),
+            write_timeout: default_write_timeout(),
             max_connections: default_max_connections(),
         }
     }
@@ -203,6 +209,7 @@ impl ServerSection {
     pub fn limits(&self) -> crate::server::listener::ConnectionLimits {
         crate::server::listener::ConnectionLimits {
             header_read_timeout: self.header_read_timeout,
+            write_timeout: self.write_timeout,
             max_connections: self.max_connections,
         }
     }
@@ -213,6 +220,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_header_read_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_max_connections() -> usize {
     512
@@ -481,6 +491,14 @@ impl RawConfig {
                 "server.header_read_timeout",
                 "must be greater than zero",
                 "use e.g. `\"10s\"`",
+            ));
+        }
+        if self.server.write_timeout.is_zero() {
+            errors.push(ConfigError::new(
+                "server",
+                "server.write_timeout",
+                "must be greater than zero",
+                "use e.g. `\"30s\"`",
             ));
         }
         if self.server.max_connections == 0 {

@@ -117,9 +117,10 @@ topic = "wiki"
 fn server_limits_have_defaults_and_zero_is_refused() {
     let config = load(write(VALID).path()).unwrap().validate().unwrap();
     assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.write_timeout, Duration::from_secs(30));
     assert_eq!(config.server.max_connections, 512);
     let file = write(&format!(
-        "{VALID}\n[server]\nheader_read_timeout = \"0s\"\nmax_connections = 0\n"
+        "{VALID}\n[server]\nheader_read_timeout = \"0s\"\nwrite_timeout = \"0s\"\nmax_connections = 0\n"
     ));
     let Err(errors) = load(file.path()).unwrap().validate() else {
         panic!("the config should be invalid");
@@ -127,7 +128,11 @@ fn server_limits_have_defaults_and_zero_is_refused() {
     let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(
         fields,
-        vec!["server.header_read_timeout", "server.max_connections"]
+        vec![
+            "server.header_read_timeout",
+            "server.write_timeout",
+            "server.max_connections"
+        ]
     );
 }
 

@@ -264,3 +264,38 @@ async fn beyond_max_connections_a_connection_is_closed_at_once_and_counted() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].payload, br#"{"delivery":1}"#);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_disconnected_after_write_timeout() {
+    const REQUESTS: usize = 2000;
+    let broker = Broker::mock();
+    broker.create_topic("hooks").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&hooks_config(
+        &broker.brokers(),
+        state.path(),
+        "write_timeout = \"1s\"",
+    ))
+    .await;
+    // A small receive window, then thousands of pipelined scrapes never read: the answers
+    // (megabytes) cannot all fit in the sockets' buffers, so the daemon's writes wait.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut deaf = socket.connect(daemon.metrics_address()).await.unwrap();
+    let requests = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(REQUESTS);
+    deaf.write_all(requests.as_bytes()).await.unwrap();
+    wait_until("the connection to be counted", DEADLINE, || {
+        open_connections(&daemon, "listen") == Some(1)
+    })
+    .await;
+    // Once a write has waited `write_timeout`, the daemon closes the connection: its slot is
+    // free again.
+    wait_until("the deaf client's connection to close", DEADLINE, || {
+        open_connections(&daemon, "listen") == Some(0)
+    })
+    .await;
+    let (status, body) = http_get(&format!("http://{}/healthz", daemon.metrics_address())).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    drop(deaf);
+    daemon.shutdown().await;
+}

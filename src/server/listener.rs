@@ -6,7 +6,10 @@
 //! that has not sent a complete request head (request line and headers) within
 //! [`ConnectionLimits::header_read_timeout`] is disconnected. The clock starts when the
 //! connection opens and again after each response, so it also closes keep-alive connections
-//! left idle that long. How long a body may take is each webhook source's `body_timeout`.
+//! left idle that long. How long a body may take is each webhook source's `body_timeout`. A
+//! client that stops reading its answers is disconnected once one write has waited
+//! [`ConnectionLimits::write_timeout`] (the socket wrapped in `tokio-io-timeout`'s
+//! `TimeoutStream`), so it cannot hold a connection slot.
 //!
 //! At most [`ConnectionLimits::max_connections`] connections are open at once. Beyond that, a
 //! new connection is accepted and closed at once with a reset (`SO_LINGER` 0, no `TIME_WAIT`)
@@ -53,6 +56,9 @@ pub struct ConnectionLimits {
     /// Longest time a client may take to send a request's head, from the connection's start or
     /// the end of the previous response; then the connection is closed. Greater than zero.
     pub header_read_timeout: Duration,
+    /// Longest time one write of an answer may wait for the client to read; then the
+    /// connection is closed. Greater than zero.
+    pub write_timeout: Duration,
     /// Most connections open at once; a connection beyond it is closed as soon as it is
     /// accepted. Greater than zero.
     pub max_connections: usize,
@@ -121,8 +127,12 @@ pub async fn serve(listener: Listener, routes: Router, shutdown: CancellationTok
         };
         refusing = false;
         let open = OpenConnection::new(slot, &metrics);
+        // A write that waits longer than `write_timeout` for the client to read fails the
+        // connection (hyper has no write timeout of its own).
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
         let connection = graceful.watch(http.serve_connection(
-            TokioIo::new(stream),
+            TokioIo::new(Box::pin(stream)),
             TowerToHyperService::new(routes.clone()),
         ));
         tokio::spawn(async move {
