@@ -56,7 +56,8 @@ enum Command {
     /// With `--connect`, also check (one request each, nothing consumed or produced) that the
     /// Kafka brokers answer, that each source's topic and dead-letter topic exist, that each
     /// source's URL answers with its headers and auth, and with `checkpoint.store = "kafka"`
-    /// whether the positions topic exists and is compacted; print one line per check.
+    /// whether the positions topic exists and is compacted, and each source's control topic;
+    /// print one line per check.
     /// Exit codes: 0 all ok; 2 invalid config; 3 Kafka unreachable, a topic missing or the
     /// positions topic not compacted; 4 a source URL failing (3 wins when both fail).
     Check {

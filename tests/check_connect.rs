@@ -164,6 +164,18 @@ signature = {{ scheme = "none" }}
     let positions = line(&stdout, "positions topic");
     assert_eq!(result(positions), "ok", "{positions}");
     assert!(positions.contains("missing"), "{positions}");
+    // Each shared source's control topic; `run` creates the missing ones. Webhooks run on
+    // every replica and have none.
+    for source in ["api", "wiki", "ticks"] {
+        let control = line(&stdout, &format!("control topic ({source})"));
+        assert_eq!(result(control), "ok", "{control}");
+        assert!(
+            control.contains(&format!("tributary.default.assignments.{source}"))
+                && control.contains("missing; `run` creates it with 1 partition"),
+            "{control}"
+        );
+    }
+    assert!(!stdout.contains("control topic (hooks)"), "{stdout}");
     assert_no_secret(&stdout, &stderr);
 
     // One request each, with the source's credentials; nothing else.
@@ -217,6 +229,10 @@ async fn a_positions_topic_without_compaction_exits_3() {
     broker.create_topic("wiki").await;
     // Created with the broker's default `cleanup.policy=delete`.
     broker.create_topics(&["tributary.positions"], 1).await;
+    // A control topic of two partitions could be assigned to two replicas at once.
+    broker
+        .create_topics(&["tributary.default.assignments.wiki"], 2)
+        .await;
     let sse = ScriptedServer::start(vec![Scripted::events("", true)]).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
@@ -230,6 +246,9 @@ async fn a_positions_topic_without_compaction_exits_3() {
     let positions = line(&stdout, "positions topic");
     assert_eq!(result(positions), "FAILED", "{positions}");
     assert!(positions.contains("cleanup.policy=`delete`"), "{positions}");
+    let control = line(&stdout, "control topic (wiki)");
+    assert_eq!(result(control), "FAILED", "{control}");
+    assert!(control.contains("exists with 2 partitions"), "{control}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,4 +321,70 @@ async fn unreachable_kafka_exits_3_even_when_a_url_fails_too() {
         "{stdout}"
     );
     assert_eq!(result(line(&stdout, "url (api)")), "FAILED", "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_probe_answered_401_fetches_a_new_oauth2_token_and_tries_once_more() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+    let broker = Broker::kafka();
+    broker.create_topic("wiki").await;
+    let issued = Arc::new(AtomicUsize::new(0));
+    let tokens = Arc::clone(&issued);
+    // The provider issues token-1, token-2, …; the feed refuses token-1 (revoked) and takes
+    // any later one.
+    let server = ApiServer::start(move |request| {
+        let tokens = Arc::clone(&tokens);
+        async move {
+            if request.path() == "/token" {
+                let n = tokens.fetch_add(1, Ordering::SeqCst) + 1;
+                return api::json(
+                    200,
+                    format!(
+                        r#"{{"access_token":"token-{n}","token_type":"bearer","expires_in":3600}}"#
+                    ),
+                    &[],
+                );
+            }
+            if request.header("authorization") != Some("Bearer token-1") {
+                return axum::response::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(axum::body::Body::from(": ok\n\n"))
+                    .unwrap();
+            }
+            api::status(401, &[])
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"{}
+[sources.wiki]
+type = "sse"
+url = "{base}/stream"
+topic = "wiki"
+auth = {{ type = "oauth2_client_credentials", token_url = "{base}/token", client_id = "tributary", client_secret = "{SSE_TOKEN}" }}
+"#,
+        kafka_section(&broker.brokers(), &dir.path().join("state"), "file"),
+        base = server.base
+    );
+    let output = check_connect(&write_config(dir.path(), &toml)).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let wiki = line(&stdout, "url (wiki)");
+    assert_eq!(result(wiki), "ok", "{wiki}");
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        2,
+        "one new token after the 401"
+    );
+    let streams = server
+        .requests()
+        .iter()
+        .filter(|r| r.path() == "/stream")
+        .count();
+    assert_eq!(streams, 2);
+    assert_no_secret(&stdout, &stderr);
 }

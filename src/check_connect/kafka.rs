@@ -1,5 +1,6 @@
-//! The Kafka half of `check --connect`: brokers, topics and the positions topic, asked through
-//! metadata and DescribeConfigs requests only (no topic is created, nothing is produced).
+//! The Kafka half of `check --connect`: brokers, topics, the positions topic and (with the
+//! Kafka store) each source's control topic, asked through metadata and DescribeConfigs
+//! requests only (no topic is created, nothing is produced).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -31,6 +32,9 @@ pub(super) struct KafkaChecks {
     topics: Topics,
     /// The positions topic, with `checkpoint.store = "kafka"`.
     pub(super) positions: Option<Line>,
+    /// Each shared source's control topic (`<cluster control topic>.<source>`), with
+    /// `checkpoint.store = "kafka"`: the group assigns a source through it.
+    pub(super) control: Vec<Line>,
 }
 
 impl KafkaChecks {
@@ -62,6 +66,22 @@ pub(super) async fn check(config: &Config) -> KafkaChecks {
     let positions_topic =
         (config.checkpoint.store == StoreKind::Kafka).then(|| config.checkpoint.topic.clone());
     wanted.extend(positions_topic.clone());
+    // Webhook sources run on every replica: only the others have a control topic.
+    let control_topics: Vec<(String, String)> = match &config.cluster {
+        Some(cluster) => config
+            .sources
+            .iter()
+            .filter(|(info, _)| info.kind != crate::metrics::SourceKind::Webhook)
+            .map(|(info, _)| {
+                (
+                    info.name.to_string(),
+                    cluster.source_control_topic(&info.name),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let control_names: Vec<String> = control_topics.iter().map(|(_, t)| t.clone()).collect();
     let asked = tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = connection.create().map_err(|e| e.to_string())?;
         let metadata = consumer
@@ -74,13 +94,44 @@ pub(super) async fn check(config: &Config) -> KafkaChecks {
                 (topic, found)
             })
             .collect();
-        Ok::<_, String>((brokers_detail(&metadata), topics))
+        // Control topics are often missing before the first `run` (it creates them): read from
+        // the metadata already fetched, without the grace a missing source topic gets.
+        let control: Topics = control_names
+            .into_iter()
+            .map(|topic| {
+                let partitions = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().len());
+                (topic, control_status(partitions))
+            })
+            .collect();
+        Ok::<_, String>((brokers_detail(&metadata), topics, control))
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
+    let asked = asked.map(|(detail, topics, control)| {
+        let lines = control_topics
+            .iter()
+            .map(|(source, topic)| {
+                let (status, detail) = control.get(topic).cloned().unwrap_or((
+                    Status::Skipped,
+                    "not checked: the brokers did not answer".to_owned(),
+                ));
+                Line {
+                    what: format!("control topic ({source})"),
+                    target: topic.clone(),
+                    status,
+                    detail,
+                }
+            })
+            .collect::<Vec<_>>();
+        (detail, topics, lines)
+    });
     let target = config.kafka.brokers.clone();
-    let (brokers, topics) = match asked {
-        Ok((detail, topics)) => (
+    let (brokers, topics, control) = match asked {
+        Ok((detail, topics, control)) => (
             Line {
                 what: "kafka brokers".to_owned(),
                 target,
@@ -88,6 +139,7 @@ pub(super) async fn check(config: &Config) -> KafkaChecks {
                 detail,
             },
             topics,
+            control,
         ),
         Err(error) => (
             Line {
@@ -97,6 +149,7 @@ pub(super) async fn check(config: &Config) -> KafkaChecks {
                 detail: format!("no answer within {METADATA_TIMEOUT:?}: {error}"),
             },
             Topics::new(),
+            Vec::new(),
         ),
     };
     let positions = match positions_topic {
@@ -107,6 +160,28 @@ pub(super) async fn check(config: &Config) -> KafkaChecks {
         brokers,
         topics,
         positions,
+        control,
+    }
+}
+
+/// A control topic with `partitions` (`None`: missing). `run` creates a missing one; the group
+/// assigns a source through its control topic's one partition, so a topic of several
+/// partitions would let several replicas run the source at once.
+fn control_status(partitions: Option<usize>) -> (Status, String) {
+    match partitions {
+        None => (
+            Status::Ok,
+            "missing; `run` creates it with 1 partition (ACL `Create` on the control topic prefix)"
+                .to_owned(),
+        ),
+        Some(1) => (Status::Ok, "exists, 1 partition".to_owned()),
+        Some(n) => (
+            Status::Failed(Class::Kafka),
+            format!(
+                "exists with {n} partitions: a control topic must have exactly 1 (each partition \
+                 can be assigned to a different replica); delete it, `run` creates it again"
+            ),
+        ),
     }
 }
 

@@ -188,5 +188,6 @@ pub async fn run(config: &Config) -> Report {
         });
     }
     lines.extend(kafka.positions);
+    lines.extend(kafka.control);
     Report { lines }
 }

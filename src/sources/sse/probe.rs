@@ -13,18 +13,44 @@ use crate::sources::Probe;
 /// Opens the stream with the source's headers, authentication and timeouts, and no
 /// `Last-Event-ID` (no replay is asked for). A 2xx other than 204 with content type
 /// `text/event-stream` (WHATWG HTML §9.2) is [`Probe::Ok`]; the connection is dropped at once.
+/// A 401 under OAuth2 is answered as the source answers it: one new token, one more try
+/// (a cached token the provider revoked is not a failure of the source's settings).
 pub(super) async fn connect_once(settings: &SseSettings) -> Probe {
+    match attempt(settings).await {
+        Attempt::Unauthorized if settings.auth.forget_token().await => {
+            match attempt(settings).await {
+                Attempt::Unauthorized => {
+                    Probe::Failed("HTTP 401, also with a new OAuth2 token".to_owned())
+                }
+                Attempt::Answered(probe) => probe,
+            }
+        }
+        Attempt::Unauthorized => Probe::Failed("HTTP 401".to_owned()),
+        Attempt::Answered(probe) => probe,
+    }
+}
+
+/// What one connection attempt of the probe found.
+enum Attempt {
+    /// HTTP 401.
+    Unauthorized,
+    /// Any other outcome.
+    Answered(Probe),
+}
+
+async fn attempt(settings: &SseSettings) -> Attempt {
+    let answered = Attempt::Answered;
     let auth = match settings.auth.header().await {
         Ok(auth) => auth,
-        Err(error) => return Probe::Failed(error.to_string()),
+        Err(error) => return answered(Probe::Failed(error.to_string())),
     };
     let client = match build_client(settings, None, auth) {
         Ok(client) => client,
-        Err(message) => return Probe::Failed(message),
+        Err(message) => return answered(Probe::Failed(message)),
     };
     let mut stream = client.stream();
     while let Some(item) = stream.next().await {
-        return match item {
+        return answered(match item {
             Ok(SSE::Connected(details)) => {
                 let status = details.response().status();
                 let content_type = details
@@ -56,6 +82,8 @@ pub(super) async fn connect_once(settings: &SseSettings) -> Probe {
                     Probe::Failed(format!(
                         "HTTP {status} to `{location}`, which is not followed"
                     ))
+                } else if status == 401 {
+                    return Attempt::Unauthorized;
                 } else {
                     Probe::Failed(format!("HTTP {status}"))
                 }
@@ -71,9 +99,11 @@ pub(super) async fn connect_once(settings: &SseSettings) -> Probe {
                 Probe::Failed("redirected (HTTP 301 or 307), which is not followed".to_owned())
             }
             Err(error) => Probe::Failed(error.to_string()),
-        };
+        });
     }
-    Probe::Failed("the server closed the stream without an answer".to_owned())
+    answered(Probe::Failed(
+        "the server closed the stream without an answer".to_owned(),
+    ))
 }
 
 /// `error` and its causes in one line (the transport's own text omits the cause, such as
