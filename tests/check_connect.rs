@@ -233,6 +233,23 @@ async fn a_positions_topic_without_compaction_exits_3() {
     broker
         .create_topics(&["tributary.default.assignments.wiki"], 2)
         .await;
+    // Both partitions led before the check asks (a topic created a moment ago may not be in
+    // the broker's metadata yet).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while broker
+        .partition_leaders("tributary.default.assignments.wiki")
+        .await
+        .values()
+        .filter(|leader| **leader >= 0)
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the control topic's partitions never had leaders"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let sse = ScriptedServer::start(vec![Scripted::events("", true)]).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
