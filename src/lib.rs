@@ -40,3 +40,4 @@ pub mod status;
 pub mod supervise;
 pub mod systemd;
 pub mod tls;
+pub mod topics;

@@ -92,6 +92,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create the Kafka topics a config names (Tributary's producer never creates topics).
+    Topics {
+        #[command(subcommand)]
+        action: TopicsCommand,
+    },
     /// Work with the JSON Schemas of the record stage (`schema = "…"`).
     Schema {
         #[command(subcommand)]
@@ -122,6 +127,25 @@ enum Command {
         /// Keep serving /metrics after the report until Ctrl-C.
         #[arg(long)]
         keep_running: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create every source's topic and dead-letter topic (a templated `topic` is listed, not
+    /// created); existing topics are left as they are. The positions and control topics of
+    /// the Kafka store are `run`'s own. Exit code 1 when the brokers refuse a topic or do not
+    /// answer.
+    Create {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Partitions of each new topic.
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// Replicas of each new topic (at most the number of brokers).
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i32,
     },
 }
 
@@ -268,6 +292,35 @@ async fn main() -> ExitCode {
                 }
                 Err(error) => {
                     eprintln!("tributary status: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Topics {
+            action:
+                TopicsCommand::Create {
+                    config,
+                    partitions,
+                    replication_factor,
+                },
+        } => {
+            init_logging("warn");
+            let valid = match load_valid(&config) {
+                Ok(valid) => valid,
+                Err(code) => return code,
+            };
+            match tributary::topics::create(&valid, partitions, replication_factor).await {
+                Ok(report) => {
+                    print!("{}", report.render());
+                    if report.ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("tributary topics create: the brokers refused a topic (above)");
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(error) => {
+                    eprintln!("tributary topics create: {error}");
                     ExitCode::FAILURE
                 }
             }

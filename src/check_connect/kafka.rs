@@ -205,7 +205,7 @@ fn topic_status(consumer: &BaseConsumer, topic: &str) -> (Status, String) {
         ),
         Err(why) => (
             Status::Failed(Class::Kafka),
-            format!("missing: {why}; create it (README, \"Topics and ACLs\")"),
+            format!("missing: {why}; create it: `tributary topics create --config <file>`"),
         ),
     }
 }
