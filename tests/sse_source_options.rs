@@ -224,28 +224,36 @@ async fn a_stalled_broker_stops_the_source_reading_and_loses_nothing() {
         .metrics()
         .registered("stall")
         .expect("a registered source");
-    wait_until("the channel to fill", Duration::from_secs(30), || {
-        metrics.channel_records.get() as u64 >= CHANNEL
-    })
+    // The steady state, awaited: the channel full, and the feed's writes stuck (the socket is
+    // no longer read, its buffers full), seen as no event served for a second. A pump still
+    // moving records into the producer queue lets the source read on, so the wait goes on.
+    let served_now = || {
+        feed.stats()
+            .events_served
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut last = (served_now(), std::time::Instant::now());
+    wait_until(
+        "the channel to fill and the feed's writes to stop moving",
+        Duration::from_secs(60),
+        || {
+            let served = served_now();
+            if served != last.0 {
+                last = (served, std::time::Instant::now());
+            }
+            metrics.channel_records.get() as u64 >= CHANNEL
+                && last.1.elapsed() >= Duration::from_secs(1)
+        },
+    )
     .await;
-    // The source is now blocked on the full channel. Watch for a while that it reads no more:
-    // this window observes a steady state, it does not wait for an event.
-    let received_when_full = metrics.records_received.get();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let received_later = metrics.records_received.get();
+    // What the daemon read is bounded by its buffers, not by the feed.
+    let received = metrics.records_received.get();
     let bound = CHANNEL + PRODUCER_QUEUE + PUMP_BATCH + 1;
-    assert_eq!(
-        received_later, received_when_full,
-        "the source kept reading while the channel was full"
-    );
     assert!(
-        received_later <= bound,
-        "{received_later} records read with the broker down; at most {bound} fit in the channel, the pump's batch and the producer queue"
+        received <= bound,
+        "{received} records read with the broker down; at most {bound} fit in the channel, the pump's batch and the producer queue"
     );
-    let served = feed
-        .stats()
-        .events_served
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let served = served_now();
     assert!(
         served < EVENTS as u64,
         "the feed could write all {EVENTS} events: the socket was still read"
