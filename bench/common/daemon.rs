@@ -66,6 +66,14 @@ impl Daemon {
         let config_path = dir.join("tributary.toml");
         // An exactly-once source needs the Kafka store; each run has a positions topic of its
         // own.
+        // Exactly-once runs commit on the interval alone (1 s transactions, as the comparison
+        // is stated), not after `transaction_max_records`, which at these rates would commit
+        // several times a second.
+        let kafka_extra = if source_body.contains(EXACTLY_ONCE) {
+            "transaction_max_records = 1000000000\n"
+        } else {
+            ""
+        };
         let checkpoint = if source_body.contains(EXACTLY_ONCE) {
             format!(
                 "store = \"kafka\"\ntopic = \"bench.positions.{}.{port}\"",
@@ -79,7 +87,7 @@ impl Daemon {
             format!(
                 r#"[kafka]
 brokers = "{brokers}"
-
+{kafka_extra}
 [checkpoint]
 {checkpoint}
 
