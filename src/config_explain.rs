@@ -141,10 +141,10 @@ fn fix_for(problem: &str) -> String {
         };
     }
     if problem.starts_with("unknown variant") {
-        return "use one of the values listed (see the configuration reference in README.md)"
+        return "use one of the values listed (see the configuration reference, docs/src/reference/configuration.md)"
             .to_owned();
     }
-    "see the configuration reference in README.md".to_owned()
+    "see the configuration reference (docs/src/reference/configuration.md)".to_owned()
 }
 
 /// `N` from serde's ``invalid type: integer `N` ``.

@@ -342,3 +342,27 @@ delivery = "exactly_once"
         crate::sources::Delivery::ExactlyOnce
     );
 }
+
+#[test]
+fn a_webhook_secret_that_does_not_resolve_is_one_error_naming_its_variable() {
+    let error = only_error(
+        r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[sources.hooks]
+type = "webhook"
+topic = "hooks"
+signature = { scheme = "github", secrets = ["${env:TRIBUTARY_TEST_NEVER_SET_SECRET}"] }
+"#,
+    );
+    assert_eq!(
+        error.field, "sources.hooks.signature.secrets[0]",
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("TRIBUTARY_TEST_NEVER_SET_SECRET"),
+        "{error}"
+    );
+}

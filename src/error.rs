@@ -126,7 +126,7 @@ pub enum CheckpointError {
     #[error("checkpoint store: the store task failed: {0}")]
     Task(String),
     /// A Kafka store request failed.
-    #[error("checkpoint store topic `{topic}`: {operation} failed: {error}; check `kafka.brokers`, that the brokers answer, and the ACLs on the topic (README, \"Kafka store\")")]
+    #[error("checkpoint store topic `{topic}`: {operation} failed: {error}; check `kafka.brokers`, that the brokers answer, and the ACLs on the topic (the book: Cluster mode, \"The Kafka store\")")]
     Kafka {
         /// The positions topic.
         topic: String,
@@ -137,7 +137,7 @@ pub enum CheckpointError {
     },
     /// An exactly-once source's transactional producer cannot be made or cannot initialize
     /// its transactions.
-    #[error("source `{source_name}`: the transactional producer `{transactional_id}` cannot initialize transactions: {error}; check that `transaction.timeout.ms` (kafka.producer, default 60000) is at most the brokers' `transaction.max.timeout.ms`, that the brokers allow transactions (`transaction.state.log.replication.factor` brokers up), and that the principal has Write and Describe on TransactionalId `{transactional_id}` (README, \"Exactly-once\")")]
+    #[error("source `{source_name}`: the transactional producer `{transactional_id}` cannot initialize transactions: {error}; check that `transaction.timeout.ms` (kafka.producer, default 60000) is at most the brokers' `transaction.max.timeout.ms`, that the brokers allow transactions (`transaction.state.log.replication.factor` brokers up), and that the principal has Write and Describe on TransactionalId `{transactional_id}` (the book: Concepts, \"Exactly-once\")")]
     Transactions {
         /// The source.
         source_name: String,

@@ -3,7 +3,7 @@
 //! Each configured source reads one feed and emits records into a bounded channel; a pump per
 //! source hands them to one idempotent Kafka producer; delivery reports advance each source's
 //! acknowledged position, which the committer stores, so that after any restart the source
-//! resumes where it left off and nothing is lost. See `README.md` for the operator's view.
+//! resumes where it left off and nothing is lost. See the book (`docs/`, an mdBook) for the operator's view.
 
 pub mod backoff;
 pub mod channel;

@@ -243,7 +243,9 @@ async fn main() -> ExitCode {
     };
     match command {
         Command::Check { config, connect } => {
-            init_logging("warn");
+            // Each probe's failure is a line of the report; the SSE client's own warning about
+            // the same failure would only interleave with it.
+            init_logging("warn,eventsource_client=off");
             match config::load(&config).and_then(|raw| raw.validate()) {
                 Ok(valid) => {
                     println!(

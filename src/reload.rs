@@ -13,7 +13,7 @@
 //! What cannot change while the daemon runs needs a restart: `[kafka]`, `[checkpoint]`,
 //! `[server]` (the listen addresses), `[rate_limits]`, `[cluster]`, the webhook sources (their
 //! routes are part of the HTTP server) and, in cluster mode, the sources (the replicas must
-//! roll, README "Rolling updates in a cluster"). A reload that would change one of them
+//! roll, the book's "Rolling updates in a cluster"). A reload that would change one of them
 //! changes nothing and says which. An invalid file changes nothing either: every error is
 //! logged as `check` prints it. Each reload is counted in
 //! `tributary_config_reloads_total{outcome}`.

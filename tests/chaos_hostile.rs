@@ -3,7 +3,7 @@
 //! One daemon (in this process, on Apache Kafka) runs a well-behaved SSE source next to feeds
 //! that misbehave: a line that never ends, a gzip bomb, a huge WebSocket message, an id that
 //! cannot be sent back, a `retry:` of decades, a cross-origin redirect, and slowloris clients
-//! on its webhook listener. Each ends as README's "Failure modes" says, and the good source
+//! on its webhook listener. Each ends as the book's "Failure modes" page says, and the good source
 //! delivers every record exactly once. A second test deletes a topic mid-run, feeds a record
 //! larger than `message.max.bytes`, and has `check` refuse a `transactional.id`: no position
 //! moves past a record Kafka does not hold. A third has a WebSocket peer stop reading: the

@@ -269,7 +269,7 @@ async fn a_positions_topic_without_compaction_exits_3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_url_and_a_401_exit_4() {
+async fn unreachable_urls_and_a_401_exit_4_with_nothing_but_the_report() {
     let broker = Broker::kafka();
     broker.create_topic("items").await;
     broker.create_topic("wiki").await;
@@ -284,10 +284,11 @@ async fn an_unreachable_url_and_a_401_exit_4() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
-        "{}{}{}",
+        "{}{}{}{}",
         kafka_section(&broker.brokers(), &dir.path().join("state"), "file"),
         rest_source("api", &closed, "items"),
         sse_source("wiki", &format!("{}/stream", sse.base_url), "wiki"),
+        sse_source("feed", &closed, "wiki"),
     );
     let started = std::time::Instant::now();
     let output = check_connect(&write_config(dir.path(), &toml)).await;
@@ -307,7 +308,13 @@ async fn an_unreachable_url_and_a_401_exit_4() {
     assert_eq!(result(wiki), "FAILED", "{wiki}");
     assert!(wiki.contains("HTTP 401"), "{wiki}");
     assert_eq!(sse.requests().len(), 1);
-    assert!(stderr.contains("2 check(s) FAILED"), "{stderr}");
+    let feed = line(&stdout, "url (feed)");
+    assert_eq!(result(feed), "FAILED", "{feed}");
+    // The cause behind the transport's "client error (Connect)".
+    assert!(feed.contains("Connection refused"), "{feed}");
+    assert!(stderr.contains("3 check(s) FAILED"), "{stderr}");
+    // The report says it all: no log line of a library interleaves with it.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_no_secret(&stdout, &stderr);
 }
 

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use tributary::health::SourceState;
 
 /// A vector on which eventsource-client 0.18 (the SSE parser) does not behave as WHATWG HTML
-/// §9.2 says, with what it does instead. Listed in README.md; asserted below, so the test
+/// §9.2 says, with what it does instead. Listed in the book's SSE page; asserted below, so the test
 /// notices when a newer parser fixes it.
 struct Deviation {
     vector: &'static str,
@@ -260,7 +260,7 @@ reconnect = {{ initial_delay = "20ms", max_delay = "2s" }}
             assert_eq!(
                 got.len(),
                 deviation.records,
-                "`{}` no longer deviates as documented ({}): update KNOWN_DEVIATIONS and README.md",
+                "`{}` no longer deviates as documented ({}): update KNOWN_DEVIATIONS and docs/src/sources/sse.md",
                 vector.name,
                 deviation.why
             );

@@ -668,3 +668,34 @@ async fn an_event_too_large_on_every_connection_backs_off_and_shows_as_reconnect
     assert_eq!(metrics.records_received.get(), 0);
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_reported_with_its_cause() {
+    let broker = Broker::kafka();
+    broker.create_topic("closed").await;
+    let state = tempfile::tempdir().unwrap();
+    // Nothing listens on this port.
+    let url = format!("http://127.0.0.1:{}/stream", common::free_port());
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "closed",
+        &url,
+        "closed",
+        "",
+    ))
+    .await;
+    // hyper says only "client error (Connect)"; the cause under it is what an operator needs.
+    wait_until(
+        "the source to report the refused connection",
+        Duration::from_secs(30),
+        || {
+            matches!(
+                daemon.health().get("closed"),
+                Some(SourceState::Reconnecting { error, .. }) if error.contains("Connection refused")
+            )
+        },
+    )
+    .await;
+    daemon.shutdown().await;
+}

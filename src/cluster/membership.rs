@@ -302,7 +302,7 @@ async fn watch_members(
             metrics.config_mismatch.set(0);
         } else {
             metrics.config_mismatch.set(1);
-            tracing::error!(replicas = ?differing, "CLUSTER CONFIG MISMATCH: these replicas run sources with different settings than this one; finish the rolling update (README, \"Rolling updates in a cluster\")");
+            tracing::error!(replicas = ?differing, "CLUSTER CONFIG MISMATCH: these replicas run sources with different settings than this one; finish the rolling update (the book: Cluster mode, \"Rolling updates in a cluster\")");
         }
     }
 }

@@ -51,7 +51,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// A Kafka request for the group or the control topic failed.
-    #[error("cluster `{cluster}`: {operation} failed: {error}; check `kafka.brokers` and the ACLs on group `tributary.{cluster}` and the control topic (README, \"Cluster mode\")")]
+    #[error("cluster `{cluster}`: {operation} failed: {error}; check `kafka.brokers` and the ACLs on group `tributary.{cluster}` and the control topic (the book: \"Cluster mode\")")]
     Kafka {
         /// The cluster's name.
         cluster: String,

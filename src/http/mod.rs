@@ -38,6 +38,23 @@ pub fn describe_reqwest_error(error: &reqwest::Error) -> String {
     text
 }
 
+/// `error` and its causes in one line, `: `-separated, each cause left out when the text
+/// before already says it (hyper's "client error (Connect)" hides the DNS or TCP cause in its
+/// `source()`).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Replaces (or adds) query parameter `name` of `url`, keeping the other parameters in order.
 pub fn set_query_param(url: &mut url::Url, name: &str, value: &str) {
     let kept: Vec<(String, String)> = url
@@ -72,6 +89,34 @@ pub fn take_user_info(url: &mut url::Url) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_error_chain_names_the_hidden_cause_once() {
+        let dns = std::io::Error::other("failed to lookup address information");
+        let connect = std::io::Error::new(std::io::ErrorKind::NotConnected, dns);
+        // io::Error's Display repeats its inner error: the chain must not say it twice.
+        assert_eq!(
+            super::error_chain(&connect),
+            "failed to lookup address information"
+        );
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let hidden = Outer(std::io::Error::other("dns error: no such host"));
+        assert_eq!(
+            super::error_chain(&hidden),
+            "client error (Connect): dns error: no such host"
+        );
+    }
+
     #[test]
     fn user_info_is_taken_out_of_the_url_and_decoded() {
         let mut url = url::Url::parse("http://us%20er:p%40ss@host:8080/s?q=1").unwrap();

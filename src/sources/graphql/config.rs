@@ -25,7 +25,7 @@ use crate::{
     },
 };
 
-/// A polled GraphQL endpoint (`type = "graphql"`). See README.md, "GraphQL sources".
+/// A polled GraphQL endpoint (`type = "graphql"`). See the book's GraphQL page (`docs/src/sources/graphql.md`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GraphqlConfig {

@@ -23,7 +23,7 @@ use crate::{
     },
 };
 
-/// A polled REST endpoint (`type = "rest"`). See README.md, "REST sources".
+/// A polled REST endpoint (`type = "rest"`). See the book's REST page (`docs/src/sources/rest.md`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestConfig {

@@ -88,9 +88,10 @@ async fn attempt(settings: &SseSettings) -> Attempt {
                     Probe::Failed(format!("HTTP {status}"))
                 }
             }
-            Err(es::Error::Transport(error)) => {
-                Probe::Failed(format!("transport error: {}", with_causes(error.inner())))
-            }
+            Err(es::Error::Transport(error)) => Probe::Failed(format!(
+                "transport error: {}",
+                crate::http::error_chain(error.inner())
+            )),
             Err(es::Error::TimedOut) => Probe::Failed(format!(
                 "no answer within {:?} (read_timeout)",
                 settings.read_timeout
@@ -104,20 +105,4 @@ async fn attempt(settings: &SseSettings) -> Attempt {
     answered(Probe::Failed(
         "the server closed the stream without an answer".to_owned(),
     ))
-}
-
-/// `error` and its causes in one line (the transport's own text omits the cause, such as
-/// "Connection refused").
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

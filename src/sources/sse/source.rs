@@ -321,7 +321,10 @@ async fn connection(
                 if !answered {
                     context.metrics.http_request(None);
                 }
-                return transient(format!("transport error: {error}"));
+                return transient(format!(
+                    "transport error: {}",
+                    crate::http::error_chain(error.inner())
+                ));
             }
             Err(es::Error::TimedOut) => {
                 return transient(format!(

@@ -228,7 +228,13 @@ impl WebhookConfig {
             .enumerate()
             .filter_map(|(i, s)| checks.secret(&format!("signature.secrets[{i}]"), s))
             .collect();
-        let signature = build_scheme(&mut checks, &self.signature, &secrets);
+        // A secret that did not resolve was reported with its field; the scheme built from the
+        // rest would only add a second error about the same mistake ("no secrets configured").
+        let signature = if secrets.len() == self.signature.secrets.len() {
+            build_scheme(&mut checks, &self.signature, &secrets)
+        } else {
+            None
+        };
         let event_id = match &self.event_id {
             None => EventIdFrom::Scheme,
             Some(EventIdConfig {
@@ -408,7 +414,11 @@ fn build_scheme(
     match built {
         Ok(scheme) => Some(scheme),
         Err(problem) => {
-            checks.error("signature", problem, "see the webhook section of README.md");
+            checks.error(
+                "signature",
+                problem,
+                "see the webhook source page of the book (docs/src/sources/webhook.md)",
+            );
             None
         }
     }
