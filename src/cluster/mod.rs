@@ -120,7 +120,8 @@ pub(crate) fn connection(kafka: &KafkaSinkConfig) -> ClientConfig {
 }
 
 /// The partitions of `topic`, from the brokers' metadata. A topic created a moment ago may
-/// not be in every broker's metadata yet, so this asks again every 100 ms until `timeout`.
+/// not be in every broker's metadata yet, so this asks again every 100 ms until `timeout`; a
+/// zero `timeout` asks once (the request itself may take up to 1 s).
 ///
 /// # Errors
 /// The brokers do not answer, or the topic still has no partitions at `timeout`.
@@ -135,7 +136,7 @@ pub(crate) fn topic_partitions<C: rdkafka::consumer::ConsumerContext>(
         let metadata = consumer
             .fetch_metadata(
                 Some(topic),
-                remaining.max(std::time::Duration::from_millis(100)),
+                remaining.max(std::time::Duration::from_secs(1)),
             )
             .map_err(|e| e.to_string())?;
         let found = metadata.topics().iter().find(|t| t.name() == topic);
@@ -190,7 +191,10 @@ pub(crate) async fn ensure_topic(
                 .unwrap_or(false)
         }
     };
-    if exists(std::time::Duration::from_secs(1)).await {
+    // One metadata request (a zero timeout asks once): a topic missing from it is created, and
+    // one another replica created a moment ago is refused as existing, which is fine. Waiting
+    // for it to appear first cost every first start a second per missing topic.
+    if exists(std::time::Duration::ZERO).await {
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> =

@@ -100,7 +100,8 @@ pub async fn create_topics(
 /// answers that with a count of record batches, not an offset, which would stop the read early.
 ///
 /// # Errors
-/// The brokers cannot be reached, or some partition does not reach its end within `timeout`.
+/// The brokers cannot be reached, or some partition does not reach its end within `timeout`
+/// (brokers that are down meanwhile only delay the read).
 pub fn read_topic(
     brokers: &str,
     topic: &str,
@@ -142,6 +143,11 @@ pub fn read_topic(
                 remaining.remove(&partition);
                 continue;
             }
+            // The consumer reconnects by itself: a broker that is restarting, or briefly fenced
+            // by its controller, only delays the read (until `timeout`).
+            Some(Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure,
+            ))) => continue,
             Some(result) => result?,
         };
         let partition = message.partition();

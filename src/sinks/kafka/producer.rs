@@ -442,7 +442,7 @@ impl KafkaProducer {
             let mut in_flight = 0;
             for producer in producers {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if let Err(error) = producer.flush(left) {
+                if let Err(error) = flush_outstanding(&producer, left) {
                     tracing::warn!(%error, "producer flush did not complete");
                 }
                 in_flight += producer.in_flight_count();
@@ -451,6 +451,34 @@ impl KafkaProducer {
         })
         .await
         .unwrap_or(-1)
+    }
+}
+
+/// Waits (blocking the calling thread) up to `timeout` until every record handed to `producer`
+/// is acknowledged or failed, and its delivery report handled.
+///
+/// This is librdkafka's `rd_kafka_flush`, called directly: with delivery reports as events
+/// (as rust-rdkafka sets them) it waits on librdkafka's count of outstanding records, which
+/// drops as the producer's polling thread handles each report. rust-rdkafka's own `flush`
+/// instead polls the event queue from the calling thread in steps of up to 100 ms; beside a
+/// `ThreadedProducer`'s polling thread it finds nothing to serve and sleeps the whole step, so
+/// every flush with a record in flight took at least 100 ms (an exactly-once commit, ten times
+/// a second of stalled sending at 1 s transactions).
+///
+/// # Errors
+/// [`KafkaError::Flush`] with `OperationTimedOut`: records were still outstanding at
+/// `timeout`.
+pub(crate) fn flush_outstanding(
+    producer: &ThreadedProducer<DeliveryContext>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the pointer is the live librdkafka handle `producer` owns (it outlives the
+    // call); rd_kafka_flush is thread-safe and only takes the handle and a timeout.
+    let code = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), millis) };
+    match rdkafka::types::RDKafkaErrorCode::from(code) {
+        rdkafka::types::RDKafkaErrorCode::NoError => Ok(()),
+        other => Err(KafkaError::Flush(other)),
     }
 }
 

@@ -251,7 +251,11 @@ impl Pump {
     /// Waits (off the runtime) until every record handed to the producer is acknowledged or
     /// failed.
     pub(super) async fn flush_transaction(&self) -> Result<(), Halt> {
-        match blocking(&self.producer, |p| p.flush(CALL_TIMEOUT)).await {
+        match blocking(&self.producer, |p| {
+            super::producer::flush_outstanding(p, CALL_TIMEOUT)
+        })
+        .await
+        {
             Ok(()) => Ok(()),
             Err(error) => {
                 tracing::warn!(source = %self.sink.name, %error, "the transaction's records were not all acknowledged in time");
@@ -401,13 +405,26 @@ impl Pump {
         if let Some(position) = position.as_ref().filter(|_| moved) {
             self.send_position_record(&*store, &name, position).await?;
         }
-        // librdkafka flushes the transaction's records first: the commit fails (an abortable
-        // error) if any of them was refused.
-        let result = blocking(&self.producer, |p| p.commit_transaction(CALL_TIMEOUT)).await;
+        // The transaction's records are flushed first (librdkafka's commit would too, but
+        // rust-rdkafka's wrapper flushes in steps of 100 ms: see `flush_outstanding`); the
+        // commit fails (an abortable error) if any of them was refused.
+        let committing = Instant::now();
+        let result = blocking(&self.producer, |p| {
+            super::producer::flush_outstanding(p, CALL_TIMEOUT)?;
+            p.commit_transaction(CALL_TIMEOUT)
+        })
+        .await;
         let txn = self.txn.as_mut().expect("checked above");
         txn.open = false;
         match result {
             Ok(()) => {
+                tracing::debug!(
+                    source = %self.sink.name,
+                    records = txn.records,
+                    open_seconds = (committing - txn.opened_at).as_secs_f64(),
+                    commit_seconds = committing.elapsed().as_secs_f64(),
+                    "committed the transaction"
+                );
                 let settled =
                     std::mem::take(&mut *txn.deferred.lock().unwrap_or_else(|e| e.into_inner()));
                 for (ack, outcome) in settled {
