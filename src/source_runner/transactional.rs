@@ -93,7 +93,9 @@ impl SourceRunner {
                 let id = self.transactional_id(info);
                 async move {
                     let producer = self.producer.transactional(&id).ok()?;
-                    init_transactions(&producer).await.ok()?;
+                    init_transactions(&producer, &info.dead_letter_topic)
+                        .await
+                        .ok()?;
                     Some((id, producer))
                 }
             });
@@ -140,7 +142,9 @@ impl SourceRunner {
             Some(producer) => producer,
             None => {
                 let producer = self.producer.transactional(&id).map_err(failed)?;
-                init_transactions(&producer).await.map_err(failed)?;
+                init_transactions(&producer, &info.dead_letter_topic)
+                    .await
+                    .map_err(failed)?;
                 producer
             }
         };
@@ -235,7 +239,9 @@ impl Driver {
                 tracing::warn!(source = %name, %reason, "the transactional producer hit a fatal error");
             }
             let renewed = match self.runner.producer.transactional(&self.id) {
-                Ok(producer) => init_transactions(&producer).await.map(|()| producer),
+                Ok(producer) => init_transactions(&producer, &self.info.dead_letter_topic)
+                    .await
+                    .map(|()| producer),
                 Err(error) => Err(error),
             };
             match renewed {

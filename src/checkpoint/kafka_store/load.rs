@@ -7,7 +7,10 @@
 //! end (brokers gone, a partition without a leader, ACLs).
 //!
 //! The reader keeps its consumer between reads, so every read after the first one (each
-//! acquisition, `positions list`) only consumes what was written since.
+//! acquisition, `positions list`) only consumes what was written since. Between reads it is
+//! unassigned and keeps where each partition stands: an idle, assigned reader would keep a
+//! fetch waiting on the broker (`fetch.wait.max.ms`), and the next read's offset request would
+//! queue behind it on the same connection (an exactly-once start waited about 0.4 s for that).
 
 use std::{
     collections::HashMap,
@@ -160,6 +163,9 @@ impl LoadProgress {
 pub(super) struct Reader {
     consumer: BaseConsumer,
     partitions: Vec<i32>,
+    /// Where the next read starts, for every partition of the topic (the reader is assigned
+    /// only while it reads).
+    next: TopicPartitionList,
     pub(super) ledger: Ledger,
 }
 
@@ -186,18 +192,15 @@ impl Reader {
         let partitions =
             crate::cluster::topic_partitions(&consumer, &config.topic, REQUEST_TIMEOUT)
                 .map_err(|e| kafka_error(config, "read the topic's metadata", e))?;
-        let mut assignment = TopicPartitionList::new();
+        let mut next = TopicPartitionList::new();
         for &partition in &partitions {
-            assignment
-                .add_partition_offset(&config.topic, partition, Offset::Beginning)
+            next.add_partition_offset(&config.topic, partition, Offset::Beginning)
                 .map_err(|e| kafka_error(config, "assign the topic", e))?;
         }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| kafka_error(config, "assign the topic", e))?;
         Ok(Reader {
             consumer,
             partitions,
+            next,
             ledger: Ledger::default(),
         })
     }
@@ -239,8 +242,42 @@ impl Reader {
         self.read(config, &[(partition, 0, offset + 1)], stall_timeout)
     }
 
-    /// Consumes until each of `watermarks`' `(partition, low, high)` is at its `high`.
+    /// Consumes until each of `watermarks`' `(partition, low, high)` is at its `high`, assigned
+    /// for that time only (see the module doc).
     fn read(
+        &mut self,
+        config: &KafkaStoreConfig,
+        watermarks: &[(i32, i64, i64)],
+        stall_timeout: Duration,
+    ) -> Result<LoadSummary, CheckpointError> {
+        self.consumer
+            .assign(&self.next)
+            .map_err(|e| kafka_error(config, "assign the topic", e))?;
+        let read = self.consume(config, watermarks, stall_timeout);
+        // Where each partition stands: the next read starts there (a partition not fetched
+        // yet keeps its start).
+        if let Ok(reached) = self.consumer.position() {
+            for element in reached.elements() {
+                if let Offset::Offset(offset) = element.offset() {
+                    if let Some(mut next) = self
+                        .next
+                        .find_partition(element.topic(), element.partition())
+                    {
+                        let _ = next.set_offset(Offset::Offset(offset));
+                    }
+                }
+            }
+        }
+        let unassigned = self
+            .consumer
+            .unassign()
+            .map_err(|e| kafka_error(config, "unassign the topic", e));
+        let summary = read?;
+        unassigned?;
+        Ok(summary)
+    }
+
+    fn consume(
         &mut self,
         config: &KafkaStoreConfig,
         watermarks: &[(i32, i64, i64)],
@@ -252,15 +289,18 @@ impl Reader {
                 .consumer
                 .position()
                 .map_err(|e| kafka_error(config, "read the topic", e))?;
+            let start = &self.next;
             let positions = watermarks.iter().map(|&(partition, _, _)| {
-                let next = match assigned
+                let offset_of = |list: &TopicPartitionList| match list
                     .find_partition(&config.topic, partition)
                     .map(|p| p.offset())
                 {
                     Some(Offset::Offset(next)) => Some(next),
                     _ => None,
                 };
-                (partition, next)
+                // Until it consumes something, a freshly assigned partition reports no
+                // position: it stands where this read assigned it from.
+                (partition, offset_of(&assigned).or_else(|| offset_of(start)))
             });
             match progress.observe(positions, Instant::now()) {
                 Step::Done => return Ok(progress.summary(Instant::now())),

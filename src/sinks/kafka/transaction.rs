@@ -48,6 +48,9 @@ use crate::{
 
 /// How long one transactional call (init, commit, abort) may take before it is tried again.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`init_transactions`] waits for its producer's first broker connection before it
+/// initializes anyway (librdkafka then finds the coordinator on its own timer).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What an exactly-once source keeps across the rewinds of one instance.
 #[derive(Default)]
@@ -171,10 +174,17 @@ async fn blocking<T: Send + 'static>(
 /// Initializes transactions on `producer`: fences any earlier producer of the same id (its
 /// open transaction is aborted), retrying while the coordinator is not reachable yet.
 ///
+/// `topic` (one the source writes to) is asked for in the brokers' metadata first: a new
+/// producer that has no broker connection yet when `init_transactions` is called finds no
+/// broker to ask for its coordinator and tries again only on librdkafka's 500 ms timer,
+/// which every exactly-once start paid. The metadata request connects it.
+///
 /// # Errors
 /// A fatal or non-retriable error (e.g. `transaction.timeout.ms` above the brokers'
 /// `transaction.max.timeout.ms`, or no `TransactionalId` ACL).
-pub async fn init_transactions(producer: &KafkaProducer) -> Result<(), KafkaError> {
+pub async fn init_transactions(producer: &KafkaProducer, topic: &str) -> Result<(), KafkaError> {
+    // Its answer does not matter here: a missing topic is reported where it is used.
+    let _ = producer.topic_exists(topic, CONNECT_TIMEOUT).await;
     let mut wait = Duration::from_millis(100);
     loop {
         match blocking(producer, |p| p.init_transactions(CALL_TIMEOUT)).await {
