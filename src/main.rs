@@ -80,9 +80,15 @@ enum Command {
     /// Show what each source of a running daemon is doing: its state, replica, records per
     /// second over the last minute, the age of its last events and of its stored position,
     /// dead letters, reconnects and last error. Reads the daemon's `GET /api/v1/sources`.
-    /// Exit code 1 when the daemon cannot be asked.
+    ///
+    /// With `--config` of a cluster (`checkpoint.store = "kafka"` and `[cluster]`), shows the
+    /// whole cluster instead, from the brokers alone: the group's members (replica id, config
+    /// fingerprint, the sources each owns) and each source's owner and position in the Kafka
+    /// store. `--url` always asks one daemon.
+    /// Exit code 1 when the daemon (or, for a cluster, the brokers) cannot be asked.
     Status {
-        /// The daemon's config file: the daemon is asked at its `server.listen` address.
+        /// The daemon's config file: the daemon is asked at its `server.listen` address, or,
+        /// with `[cluster]`, the brokers are asked about the whole cluster.
         #[arg(long, short, conflicts_with = "url")]
         config: Option<PathBuf>,
         /// The daemon's metrics listener, e.g. `http://127.0.0.1:9090`.
@@ -274,10 +280,48 @@ async fn main() -> ExitCode {
             init_logging("warn");
             let base = match (url, config) {
                 (Some(url), _) => url,
-                (None, Some(config)) => match load_valid(&config) {
-                    Ok(valid) => tributary::status::table::base_url(valid.server.listen),
-                    Err(code) => return code,
-                },
+                (None, Some(path)) => {
+                    // `[cluster]` (which needs the Kafka store) selects the cluster view; the
+                    // Kafka store alone runs a cluster of one, whose daemon is asked as before.
+                    let raw = match config::load(&path) {
+                        Ok(raw) => raw,
+                        Err(errors) => {
+                            eprintln!("{}: {errors}", path.display());
+                            return ExitCode::from(2);
+                        }
+                    };
+                    let clustered = raw.cluster.is_some();
+                    let valid = match raw.validate() {
+                        Ok(valid) => valid,
+                        Err(errors) => {
+                            eprintln!("{}: {errors}", path.display());
+                            return ExitCode::from(2);
+                        }
+                    };
+                    if !clustered {
+                        tributary::status::table::base_url(valid.server.listen)
+                    } else {
+                        use tributary::status::cluster::{cluster_report, render_cluster};
+                        return match cluster_report(&valid).await {
+                            Ok(report) if json => {
+                                println!(
+                                    "{}",
+                                    serde_json::to_string_pretty(&report)
+                                        .expect("a report serializes")
+                                );
+                                ExitCode::SUCCESS
+                            }
+                            Ok(report) => {
+                                print!("{}", render_cluster(&report));
+                                ExitCode::SUCCESS
+                            }
+                            Err(error) => {
+                                eprintln!("tributary status: {error}");
+                                ExitCode::FAILURE
+                            }
+                        };
+                    }
+                }
                 (None, None) => unreachable!("clap requires --config or --url"),
             };
             match tributary::status::table::fetch(&base).await {

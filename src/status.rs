@@ -8,7 +8,12 @@
 //! path already updates (per batch or per commit, never per record); the rate comes from a
 //! sampler that reads each source's received-records counter every
 //! [`RATE_SAMPLE_INTERVAL`].
+//!
+//! For a cluster, [`cluster`] shows the whole of it from the brokers alone (members, owners,
+//! stored positions); [`assignment`] reads the group members' assignments for it.
 
+pub mod assignment;
+pub mod cluster;
 pub mod table;
 
 use std::{

@@ -81,7 +81,7 @@ pub async fn fetch(base: &str) -> Result<StatusReport, StatusError> {
 }
 
 /// A duration in seconds as a short age: `0.4s`, `12s`, `7m`, `3h`, `2d`; `-` for none.
-fn age(seconds: Option<f64>) -> String {
+pub(super) fn age(seconds: Option<f64>) -> String {
     match seconds {
         None => "-".into(),
         Some(s) if s < 10.0 => format!("{s:.1}s"),
@@ -93,7 +93,7 @@ fn age(seconds: Option<f64>) -> String {
 }
 
 /// `text` cut to `width` characters, with `…` when cut.
-fn fit(text: &str, width: usize) -> String {
+pub(super) fn fit(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         return text.to_owned();
     }
