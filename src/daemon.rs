@@ -223,17 +223,14 @@ pub async fn start(
                 .sources
                 .iter()
                 .map(|(info, _)| info)
-                .filter(|info| !clustered || info.kind == crate::metrics::SourceKind::Webhook),
+                .filter(|info| !clustered || info.kind.is_pushed()),
         )
         .await;
     for (info, source) in std::mem::take(&mut config.sources) {
-        let webhook = match source.http_routes() {
-            Some(source_routes) => {
-                routes = routes.merge(source_routes);
-                true
-            }
-            None => false,
-        };
+        let webhook = info.kind.is_pushed();
+        if let Some(source_routes) = source.http_routes() {
+            routes = routes.merge(source_routes);
+        }
         if !webhook && config.cluster.is_some() {
             // Cluster mode: the group assigns this source to one replica.
             assigned.push(info);

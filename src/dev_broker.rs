@@ -75,7 +75,7 @@ pub fn topics_of(config: &Config) -> BTreeMap<String, i32> {
             // shared); the bare one for a replica with none.
             let mut shared = 0;
             for (name, source) in &config.source_configs {
-                if !matches!(source, crate::sources::SourceConfig::Webhook(_)) {
+                if !source.is_pushed() {
                     topics.insert(cluster.source_control_topic(name), 1);
                     shared += 1;
                 }

@@ -57,6 +57,14 @@ impl SourceKind {
         }
     }
 
+    /// Whether sources of this kind are pushed to (webhooks): they serve HTTP routes instead
+    /// of reading a feed, and in a cluster every replica runs them (no control topic, no
+    /// single owner). The one test of it: the daemon's start, reloads, cluster membership,
+    /// `check --connect`, `dev-broker` and `status` all ask here.
+    pub fn is_pushed(self) -> bool {
+        matches!(self, SourceKind::Webhook)
+    }
+
     pub(crate) fn polled(self) -> bool {
         matches!(self, SourceKind::Rest | SourceKind::Graphql)
     }
@@ -495,7 +503,7 @@ impl Metrics {
                 }
             }
         };
-        let checkpointed = kind != SourceKind::Webhook;
+        let checkpointed = !kind.is_pushed();
         each(&self.polls, &POLL_OUTCOMES, kind.polled());
         each(
             &self.http_requests,

@@ -130,7 +130,7 @@ fn restart_settings(config: &Config) -> BTreeMap<&'static str, String> {
     let webhooks: Vec<String> = config
         .source_configs
         .iter()
-        .filter(|(_, source)| matches!(source, SourceConfig::Webhook(_)))
+        .filter(|(_, source)| source.is_pushed())
         .map(|(name, source)| format!("{name}={}", source_fingerprint(source)))
         .collect();
     BTreeMap::from([
@@ -160,7 +160,7 @@ fn assigned_sources(config: &Config) -> BTreeMap<String, String> {
     config
         .source_configs
         .iter()
-        .filter(|(_, source)| !matches!(source, SourceConfig::Webhook(_)))
+        .filter(|(_, source)| !source.is_pushed())
         .map(|(name, source)| (name.clone(), source_fingerprint(source)))
         .collect()
 }

@@ -22,7 +22,7 @@ use crate::{
     channel,
     config::Config,
     health::{Health, SourceState},
-    metrics::{Metrics, SourceKind},
+    metrics::Metrics,
     sources::SourceContext,
     stage::{infer::Inference, Stage},
 };
@@ -122,7 +122,7 @@ pub async fn infer(mut config: Config, request: &Request) -> Result<Inferred, In
     if let Some(path) = &request.input {
         read_recorded(path, &mut collector)?;
     } else {
-        if info.kind == SourceKind::Webhook {
+        if info.kind.is_pushed() {
             return Err(InferError::Webhook(request.source.clone()));
         }
         let metrics = Metrics::new().source(&info.name, info.kind);

@@ -71,7 +71,7 @@ pub(super) async fn check(config: &Config) -> KafkaChecks {
         Some(cluster) => config
             .sources
             .iter()
-            .filter(|(info, _)| info.kind != crate::metrics::SourceKind::Webhook)
+            .filter(|(info, _)| !info.kind.is_pushed())
             .map(|(info, _)| {
                 (
                     info.name.to_string(),

@@ -65,14 +65,13 @@ impl SourceRunner {
     /// and for a push source (which runs on every replica, each instance its own owner)
     /// `.<replica>` after it.
     fn transactional_id(&self, info: &SourceInfo) -> String {
-        match info.kind {
-            crate::metrics::SourceKind::Webhook => {
-                format!(
-                    "{}{}.{}",
-                    self.transactional_id_prefix, info.name, self.replica
-                )
-            }
-            _ => format!("{}{}", self.transactional_id_prefix, info.name),
+        if info.kind.is_pushed() {
+            format!(
+                "{}{}.{}",
+                self.transactional_id_prefix, info.name, self.replica
+            )
+        } else {
+            format!("{}{}", self.transactional_id_prefix, info.name)
         }
     }
 

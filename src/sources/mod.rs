@@ -273,6 +273,11 @@ impl SourceConfig {
         self.stage_fields().0
     }
 
+    /// Whether this source is pushed to (a webhook; see [`SourceKind::is_pushed`]).
+    pub fn is_pushed(&self) -> bool {
+        self.kind().is_pushed()
+    }
+
     /// The kind this `type` names.
     pub fn kind(&self) -> SourceKind {
         match self {

@@ -30,7 +30,6 @@ use crate::{
     cluster::assignment::{self, parse_client_id},
     config::Config,
     error::CheckpointError,
-    metrics::SourceKind,
 };
 
 use super::{
@@ -215,13 +214,13 @@ pub async fn cluster_report(config: &Config) -> Result<ClusterReport, ClusterSta
     let shared: BTreeSet<String> = config
         .sources
         .iter()
-        .filter(|(info, _)| info.kind != SourceKind::Webhook)
+        .filter(|(info, _)| !info.kind.is_pushed())
         .map(|(info, _)| info.name.to_string())
         .collect();
     let webhooks: BTreeSet<String> = config
         .sources
         .iter()
-        .filter(|(info, _)| info.kind == SourceKind::Webhook)
+        .filter(|(info, _)| info.kind.is_pushed())
         .map(|(info, _)| info.name.to_string())
         .collect();
     let shared_configs = config
