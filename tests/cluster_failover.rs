@@ -122,7 +122,6 @@ listen = "127.0.0.1:{port}"
 /// A replica process.
 struct Replica {
     name: String,
-    port: u16,
     daemon: Daemon,
 }
 
@@ -135,25 +134,13 @@ impl Replica {
         let daemon = Daemon::spawn(&path, port);
         Replica {
             name: name.to_owned(),
-            port,
             daemon,
         }
     }
 
     /// The sources this replica runs now (from `/readyz`), empty while it is not up.
     async fn owned(&mut self) -> BTreeSet<String> {
-        if let Some(status) = self.daemon.child.try_wait().unwrap() {
-            panic!("replica {} exited early with {status}", self.name);
-        }
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        let Some((_, body)) = try_http_get(&url).await else {
-            return BTreeSet::new();
-        };
-        let readiness: serde_json::Value = serde_json::from_str(&body).unwrap();
-        readiness["sources"]
-            .as_object()
-            .map(|sources| sources.keys().cloned().collect())
-            .unwrap_or_default()
+        self.daemon.running_sources(&self.name).await
     }
 
     /// `tributary_records_produced_total{source}` on this replica.

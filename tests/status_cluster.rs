@@ -80,7 +80,6 @@ listen = "127.0.0.1:{port}"
 /// A replica process.
 struct Replica {
     name: String,
-    port: u16,
     config: PathBuf,
     daemon: Daemon,
 }
@@ -93,7 +92,6 @@ impl Replica {
         let config = write_config(&dir, &config(feeds, brokers, port, name));
         Replica {
             name: name.to_owned(),
-            port,
             daemon: Daemon::spawn(&config, port),
             config,
         }
@@ -101,18 +99,7 @@ impl Replica {
 
     /// The sources this replica runs now (from `/readyz`), empty while it is not up.
     async fn owned(&mut self) -> BTreeSet<String> {
-        if let Some(status) = self.daemon.child.try_wait().unwrap() {
-            panic!("replica {} exited early with {status}", self.name);
-        }
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        let Some((_, body)) = try_http_get(&url).await else {
-            return BTreeSet::new();
-        };
-        let readiness: serde_json::Value = serde_json::from_str(&body).unwrap();
-        readiness["sources"]
-            .as_object()
-            .map(|sources| sources.keys().cloned().collect())
-            .unwrap_or_default()
+        self.daemon.running_sources(&self.name).await
     }
 }
 

@@ -49,6 +49,24 @@ impl Daemon {
         }
     }
 
+    /// The sources this daemon runs now (the keys of `/readyz`'s `sources`), empty while it is
+    /// not up. Fails the test when the daemon (`name`, for the message) has exited.
+    #[allow(dead_code)] // Used by the cluster suites only.
+    pub async fn running_sources(&mut self, name: &str) -> std::collections::BTreeSet<String> {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("replica {name} exited early with {status}");
+        }
+        let url = self.metrics_url.replace("/metrics", "/readyz");
+        let Some((_, body)) = try_http_get(&url).await else {
+            return Default::default();
+        };
+        let readiness: serde_json::Value = serde_json::from_str(&body).unwrap();
+        readiness["sources"]
+            .as_object()
+            .map(|sources| sources.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The `/metrics` text, or `None` while the server is not up yet.
     pub async fn scrape(&self) -> Option<String> {
         try_http_get(&self.metrics_url)
