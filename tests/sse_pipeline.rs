@@ -115,13 +115,15 @@ async fn a_restarted_daemon_resumes_from_its_checkpoint() {
     const EVENTS: usize = 1_200;
     let broker = Broker::kafka();
     broker.create_topic("restart").await;
-    // The first connection ends after 500 events; the first daemon is stopped once they are
-    // acknowledged, so the second starts from a stored position in the middle of the feed.
+    // The feed holds back every event after the first 500 (its connection stays open and
+    // idle); the first daemon is stopped once they are acknowledged, so the second starts from
+    // a stored position in the middle of the feed. (A dropped connection would not do: the
+    // reconnect delay is jittered from zero, so the first daemon could read on before it
+    // stopped.)
     let feed = ReplayServer::start(
         replay::wikimedia_feed(EVENTS),
         ReplayOptions {
-            drop_after: Some(500),
-            drops: 1,
+            pause_before: Some(500),
             ..ReplayOptions::default()
         },
     )
@@ -150,6 +152,7 @@ async fn a_restarted_daemon_resumes_from_its_checkpoint() {
         .map(|p| p.0.to_string());
     assert_eq!(stored, Some(replay::wikimedia_event_id(499)));
 
+    feed.release();
     let second = start_daemon(&toml).await;
     wait_for_acknowledged(&second, "restart", (EVENTS - 500) as u64).await;
     second.shutdown().await;
