@@ -68,6 +68,12 @@ pub struct KafkaSection {
     /// Exactly-once sources: longest time between transaction commits. Default `1s`.
     #[serde(default = "default_transaction_interval", with = "humantime_serde")]
     pub transaction_interval: Duration,
+    /// Exactly-once sources: a transaction also commits once its source has sent nothing for
+    /// this long (the feed paused or a burst ended), so that `read_committed` readers and
+    /// webhook senders do not wait out the interval. Default `100ms`; at most
+    /// `transaction_interval` (equal turns it off).
+    #[serde(default = "default_transaction_idle", with = "humantime_serde")]
+    pub transaction_idle: Duration,
     /// Exactly-once sources: commit as soon as a transaction holds this many records.
     /// Default 100000 (each commit stops the source's pump for a flush and a round trip to
     /// the transaction coordinator, so a fast feed should commit on the interval).
@@ -77,6 +83,9 @@ pub struct KafkaSection {
 
 fn default_transaction_interval() -> Duration {
     Duration::from_secs(1)
+}
+fn default_transaction_idle() -> Duration {
+    Duration::from_millis(100)
 }
 fn default_transaction_max_records() -> u64 {
     100_000
@@ -394,6 +403,14 @@ impl RawConfig {
                 "use e.g. `\"1s\"`",
             ));
         }
+        if self.kafka.transaction_idle > self.kafka.transaction_interval {
+            errors.push(ConfigError::new(
+                "kafka",
+                "kafka.transaction_idle",
+                "must not be longer than `kafka.transaction_interval`",
+                "use e.g. `\"100ms\"`, or the interval itself to commit on the interval only",
+            ));
+        }
         if self.kafka.transaction_max_records == 0 {
             errors.push(ConfigError::new(
                 "kafka",
@@ -584,6 +601,7 @@ impl RawConfig {
                 properties,
                 flush_timeout: self.kafka.flush_timeout,
                 transaction_interval: self.kafka.transaction_interval,
+                transaction_idle: self.kafka.transaction_idle,
                 transaction_max_records: self.kafka.transaction_max_records,
             },
             checkpoint,

@@ -366,3 +366,17 @@ signature = { scheme = "github", secrets = ["${env:TRIBUTARY_TEST_NEVER_SET_SECR
         "{error}"
     );
 }
+
+#[test]
+fn a_transaction_idle_longer_than_the_interval_is_refused_by_name() {
+    let file = write(&VALID.replace(
+        "brokers = \"127.0.0.1:9092\"",
+        "brokers = \"127.0.0.1:9092\"\ntransaction_interval = \"1s\"\ntransaction_idle = \"2s\"",
+    ));
+    let Err(errors) = load(file.path()).unwrap().validate() else {
+        panic!("a transaction_idle longer than the interval was accepted");
+    };
+    let text = errors.to_string();
+    assert!(text.contains("kafka.transaction_idle"), "{text}");
+    assert!(text.contains("kafka.transaction_interval"), "{text}");
+}

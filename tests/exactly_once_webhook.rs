@@ -1,6 +1,7 @@
 //! Webhooks with `delivery = "exactly_once"`, on Apache Kafka: a request is answered 2xx only
 //! after the transaction that holds its record has committed, so a `read_committed` reader
-//! finds the record as soon as the sender has its answer; a record Kafka refuses aborts the
+//! finds the record as soon as the sender has its answer; the transaction commits once the
+//! source goes idle (`kafka.transaction_idle`), not at the end of a long interval; a record Kafka refuses aborts the
 //! transaction, its sender is answered 503, and the source, rewound, still serves its route
 //! and ends by dead-lettering the record the sender sends again.
 
@@ -40,7 +41,10 @@ async fn a_webhook_is_answered_after_the_commit_and_a_refused_record_rewinds_wit
 [kafka]
 brokers = "{brokers}"
 flush_timeout = "5s"
-transaction_interval = "500ms"
+# Longer than the webhook's ack_timeout: a request is answered 200 only because the source
+# went idle and its transaction committed then.
+transaction_interval = "10m"
+transaction_idle = "100ms"
 
 [checkpoint]
 store = "kafka"
@@ -99,6 +103,17 @@ retry_after = "1s"
     // And the source still takes new events after its rewinds.
     let (status, text) = post(&client, &url, r#"{"n":3}"#).await;
     assert_eq!(status, 200, "{text}");
+    // Counted once committed: the refused record's aborted attempts count nowhere.
+    let scrape = daemon.metrics().render();
+    let counted = |name| common::process::metric(&scrape, name, "hooks");
+    assert_eq!(
+        (
+            counted("tributary_records_produced_total"),
+            counted("tributary_records_dead_lettered_total")
+        ),
+        (4, 1),
+        "records produced and dead-lettered, as committed"
+    );
     daemon.shutdown().await;
 
     let held = values(&broker.read("hooks").await);

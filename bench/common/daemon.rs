@@ -179,29 +179,6 @@ listen = "{address}"
         })
     }
 
-    /// Waits until an exactly-once source commits one more transaction than `last` shows:
-    /// the pump sends and commits in turn, so that commit holds every record acknowledged
-    /// before the scrape. Returns the time since the start.
-    pub async fn wait_next_commit(&mut self, last: &str) -> anyhow::Result<Duration> {
-        let committed = "outcome=\"committed\"";
-        let before = metric_where(last, "tributary_transactions_total", committed);
-        let deadline = Instant::now() + STALL_TIMEOUT;
-        loop {
-            self.check_running("waiting for the last commit")?;
-            if let Ok(text) = scrape(self.address).await {
-                if metric_where(&text, "tributary_transactions_total", committed) > before {
-                    return Ok(self.started.elapsed());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(self.fail(format!(
-                    "no transaction committed within {STALL_TIMEOUT:?} after the last record"
-                )));
-            }
-            tokio::time::sleep(SCRAPE_INTERVAL).await;
-        }
-    }
-
     /// Peak resident set (VmHWM) so far, KiB.
     pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         let pid = self.pid();
@@ -271,10 +248,8 @@ pub async fn daemon_run(
     payload_bytes: u64,
 ) -> anyhow::Result<DaemonRun> {
     let mut daemon = Daemon::start(brokers, dir, source_body)?;
-    let mut produced = daemon.wait_produced(n as u64).await?;
-    if source_body.contains(EXACTLY_ONCE) {
-        produced.elapsed = daemon.wait_next_commit(&produced.scrape).await?;
-    }
+    // An exactly-once source counts its records produced when their transaction commits.
+    let produced = daemon.wait_produced(n as u64).await?;
     let peak_rss_kib = daemon.peak_rss_kib()?;
     let dead_lettered = metric(&produced.scrape, "tributary_records_dead_lettered_total");
     let cpu = daemon.cpu()?;

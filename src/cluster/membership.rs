@@ -321,6 +321,7 @@ mod tests {
             properties: BTreeMap::new(),
             flush_timeout: Duration::from_secs(1),
             transaction_interval: Duration::from_secs(1),
+            transaction_idle: Duration::from_millis(100),
             transaction_max_records: 10_000,
         };
         let assigned = ["feed.a", "feed_a"]

@@ -178,6 +178,18 @@ fn acknowledge(ticket: &mut DeliveryTicket) {
     sink.metrics
         .kafka_delivery_seconds
         .observe(ticket.enqueued_at.elapsed().as_secs_f64());
+    if let Some(deferred) = &sink.deferred {
+        // Exactly-once: counted when the transaction commits.
+        let mut uncommitted = deferred.lock().unwrap_or_else(|e| e.into_inner());
+        match ticket.dead_letter_kind {
+            Some(kind) => uncommitted.dead_letters.push(kind),
+            None => {
+                uncommitted.records += 1;
+                uncommitted.bytes += ticket.payload_bytes as u64;
+            }
+        }
+        return;
+    }
     match ticket.dead_letter_kind {
         Some(kind) => sink.metrics.dead_lettered(kind),
         None => {

@@ -48,6 +48,9 @@ pub struct KafkaSinkConfig {
     pub flush_timeout: Duration,
     /// Exactly-once sources: longest time between transaction commits.
     pub transaction_interval: Duration,
+    /// Exactly-once sources: a transaction commits once its source has sent nothing for this
+    /// long.
+    pub transaction_idle: Duration,
     /// Exactly-once sources: records after which a transaction commits early.
     pub transaction_max_records: u64,
 }
@@ -85,6 +88,7 @@ impl SourceSink {
             Some(deferred) => deferred
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
+                .acks
                 .push((ack, outcome)),
             None => ack.settle(outcome),
         }
@@ -186,6 +190,9 @@ pub struct KafkaProducer {
     queue_budget: QueueBudget,
     /// Exactly-once sources: longest time between transaction commits.
     transaction_interval: Duration,
+    /// Exactly-once sources: a transaction commits once its source has sent nothing for this
+    /// long.
+    transaction_idle: Duration,
     /// Exactly-once sources: records after which a transaction commits early.
     transaction_max_records: u64,
 }
@@ -256,6 +263,7 @@ impl KafkaProducer {
             flush_timeout: config.flush_timeout,
             queue_budget,
             transaction_interval: config.transaction_interval,
+            transaction_idle: config.transaction_idle,
             transaction_max_records: config.transaction_max_records,
         })
     }
@@ -295,6 +303,7 @@ impl KafkaProducer {
             flush_timeout: self.flush_timeout,
             queue_budget: self.queue_budget.clone(),
             transaction_interval: self.transaction_interval,
+            transaction_idle: self.transaction_idle,
             transaction_max_records: self.transaction_max_records,
         })
     }
@@ -302,6 +311,12 @@ impl KafkaProducer {
     /// Exactly-once sources: longest time between commits (`kafka.transaction_interval`).
     pub fn transaction_interval(&self) -> Duration {
         self.transaction_interval
+    }
+
+    /// Exactly-once sources: how long a source may send nothing before its open transaction
+    /// commits (`kafka.transaction_idle`).
+    pub fn transaction_idle(&self) -> Duration {
+        self.transaction_idle
     }
 
     /// Exactly-once sources: records after which a transaction commits early
@@ -494,6 +509,7 @@ mod tests {
             properties: BTreeMap::new(),
             flush_timeout: Duration::from_secs(1),
             transaction_interval: Duration::from_secs(1),
+            transaction_idle: Duration::from_millis(100),
             transaction_max_records: 10_000,
         })
         .unwrap();

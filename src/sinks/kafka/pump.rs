@@ -147,9 +147,16 @@ impl Pump {
     async fn run(&mut self, mut records: RecordReceiver) -> PumpEnd {
         let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
         let mut staged: Vec<Record> = Vec::with_capacity(4);
-        let interval = self.producer.transaction_interval();
+        let (interval, idle) = (
+            self.producer.transaction_interval(),
+            self.producer.transaction_idle(),
+        );
+        let mut last_received = std::time::Instant::now();
         loop {
-            let due = self.txn.as_ref().and_then(|txn| txn.due_at(interval));
+            let due = self
+                .txn
+                .as_ref()
+                .and_then(|txn| txn.due_at(interval, idle, last_received));
             tokio::select! {
                 biased;
                 // Past the shutdown deadline: a sender still held (a slow webhook request) must
@@ -160,16 +167,19 @@ impl Pump {
                         return halt.into();
                     }
                 }
-                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                    if let Err(halt) = self.commit().await {
-                        return halt.into();
-                    }
-                }
                 received = records.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
                         break;
                     }
+                    last_received = std::time::Instant::now();
                     if let Err(halt) = self.pump_batch(&mut batch, &mut staged).await {
+                        return halt.into();
+                    }
+                }
+                // After the channel: a due transaction commits only while no event waits (a
+                // busy source commits on the interval as it sends, `sent_in_transaction`).
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    if let Err(halt) = self.commit().await {
                         return halt.into();
                     }
                 }

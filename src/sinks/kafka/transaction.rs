@@ -4,7 +4,9 @@
 //!
 //! - **Transactions.** One opens with the first record sent after a commit, and commits every
 //!   `kafka.transaction_interval` or after `kafka.transaction_max_records` records, whichever
-//!   comes first, and when the source stops. A commit writes the source's position (that of
+//!   comes first, when its source has sent nothing for `kafka.transaction_idle` (a burst
+//!   ended: its records need not wait out the interval to be visible), and when the source
+//!   stops. A commit writes the source's position (that of
 //!   the last record sent) to the Kafka store's topic inside the transaction
 //!   ([`CheckpointStore::position_record`]), and commits: librdkafka waits until every record
 //!   of the transaction is acknowledged by its partition leader, and the commit fails if one
@@ -95,7 +97,7 @@ pub struct Transaction {
     store: Arc<dyn CheckpointStore>,
     replay: Arc<Mutex<Replay>>,
     /// Event completions held until the transaction that holds their records commits.
-    deferred: Arc<Mutex<Vec<(EventAck, DeliveryOutcome)>>>,
+    deferred: Deferred,
     open: bool,
     /// Records sent in the open transaction.
     records: u64,
@@ -115,7 +117,45 @@ pub struct Transaction {
 }
 
 /// What the sink of an exactly-once source needs from its pump's transaction.
-pub type Deferred = Arc<Mutex<Vec<(EventAck, DeliveryOutcome)>>>;
+pub type Deferred = Arc<Mutex<Uncommitted>>;
+
+/// What the open transaction of an exactly-once source holds until it commits: the event
+/// completions it defers, and what its acknowledged records add to the source's metrics
+/// (`tributary_records_produced_total`, `_record_bytes_total`, `_records_dead_lettered_total`
+/// count a record once its transaction commits, never one of an aborted transaction).
+#[derive(Default)]
+pub struct Uncommitted {
+    /// Completions to settle at the commit.
+    pub(super) acks: Vec<(EventAck, DeliveryOutcome)>,
+    /// Records acknowledged into the topic.
+    pub(super) records: u64,
+    /// Their payload bytes.
+    pub(super) bytes: u64,
+    /// Records acknowledged into the dead-letter topic, by error kind.
+    pub(super) dead_letters: Vec<&'static str>,
+}
+
+impl Uncommitted {
+    /// Counts what a commit made visible into `metrics`, settles the held completions, and
+    /// starts empty.
+    fn committed(&mut self, metrics: &crate::metrics::SourceMetrics) {
+        for (ack, outcome) in self.acks.drain(..) {
+            ack.settle(outcome);
+        }
+        metrics
+            .records_produced
+            .inc_by(std::mem::take(&mut self.records));
+        metrics.record_bytes.inc_by(std::mem::take(&mut self.bytes));
+        for kind in self.dead_letters.drain(..) {
+            metrics.dead_lettered(kind);
+        }
+    }
+
+    /// Drops what an aborted transaction held: its completions unsettled, its counts uncounted.
+    fn aborted(&mut self) {
+        *self = Uncommitted::default();
+    }
+}
 
 impl Transaction {
     /// The transaction state of a pump writing positions to `store`, deferring completions
@@ -142,11 +182,24 @@ impl Transaction {
         }
     }
 
-    /// When the open transaction is due to commit (`None`: none is open, or it is between two
-    /// positions, where only the next position lets it commit).
-    pub(super) fn due_at(&self, interval: Duration) -> Option<tokio::time::Instant> {
-        (self.open && self.at_boundary)
-            .then(|| tokio::time::Instant::from_std(self.opened_at + interval))
+    /// When the open transaction is due to commit if its source sends nothing more: at
+    /// `interval` after it opened, or at `idle` after `last_received` (when the pump last took
+    /// events from the channel), whichever comes first. `None`: none is open, or it is between
+    /// two positions, where only the next position lets it commit.
+    pub(super) fn due_at(
+        &self,
+        interval: Duration,
+        idle: Duration,
+        last_received: Instant,
+    ) -> Option<tokio::time::Instant> {
+        (self.open && self.at_boundary).then(|| {
+            tokio::time::Instant::from_std(commit_due(
+                self.opened_at,
+                interval,
+                idle,
+                last_received,
+            ))
+        })
     }
 
     /// After an event whose last record carried a position (`positioned`) or not: whether
@@ -156,6 +209,17 @@ impl Transaction {
     pub(super) fn event_sent(&mut self, positioned: bool) {
         self.at_boundary = !self.page_boundaries || positioned;
     }
+}
+
+/// When a transaction opened at `opened_at` commits if nothing more is sent: `interval` after
+/// it opened, or `idle` after the later of its opening and `last_received`, whichever is first.
+fn commit_due(
+    opened_at: Instant,
+    interval: Duration,
+    idle: Duration,
+    last_received: Instant,
+) -> Instant {
+    (opened_at + interval).min(last_received.max(opened_at) + idle)
 }
 
 /// Runs a blocking transactional call of `producer` on the blocking pool.
@@ -435,11 +499,10 @@ impl Pump {
                     commit_seconds = committing.elapsed().as_secs_f64(),
                     "committed the transaction"
                 );
-                let settled =
-                    std::mem::take(&mut *txn.deferred.lock().unwrap_or_else(|e| e.into_inner()));
-                for (ack, outcome) in settled {
-                    ack.settle(outcome);
-                }
+                txn.deferred
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .committed(&self.sink.metrics);
                 if moved {
                     if let Some(position) = &position {
                         self.sink.metrics.status.committed(position.as_str());
@@ -512,7 +575,7 @@ impl Pump {
         txn.deferred
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clear();
+            .aborted();
         if !txn.open {
             return;
         }
@@ -528,6 +591,11 @@ impl Pump {
                 tracing::warn!(source = %self.sink.name, %error, "the open transaction could not be aborted; the coordinator aborts it at `transaction.timeout.ms`, or the next producer of this source does")
             }
         }
+        // Acknowledgements that came in while it aborted are not counted either.
+        txn.deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .aborted();
         // What the refusals still waiting said is kept for the replay; the reports of purged
         // records carry nothing.
         while let Ok(failed) = self.failures.try_recv() {
@@ -572,5 +640,44 @@ impl Pump {
             return Halt::Fenced;
         }
         Halt::Rewind
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(1);
+    const IDLE: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn a_quiet_source_commits_idle_after_its_last_events() {
+        let opened = Instant::now();
+        let last = opened + Duration::from_millis(300);
+        assert_eq!(commit_due(opened, INTERVAL, IDLE, last), last + IDLE);
+    }
+
+    #[test]
+    fn a_busy_source_commits_on_the_interval() {
+        let opened = Instant::now();
+        let last = opened + Duration::from_millis(950);
+        assert_eq!(commit_due(opened, INTERVAL, IDLE, last), opened + INTERVAL);
+    }
+
+    #[test]
+    fn events_taken_before_the_transaction_opened_count_from_its_opening() {
+        let last = Instant::now();
+        let opened = last + Duration::from_millis(500);
+        assert_eq!(commit_due(opened, INTERVAL, IDLE, last), opened + IDLE);
+    }
+
+    #[test]
+    fn an_idle_as_long_as_the_interval_commits_on_the_interval_only() {
+        let opened = Instant::now();
+        let last = opened + Duration::from_millis(10);
+        assert_eq!(
+            commit_due(opened, INTERVAL, INTERVAL, last),
+            opened + INTERVAL
+        );
     }
 }
