@@ -10,6 +10,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -119,11 +120,14 @@ impl RunningDaemon {
     }
 }
 
-/// Starts every part of the daemon and returns once they run.
+/// Starts every part of the daemon and returns once they run: the producer and the
+/// checkpoint store, the listeners (bound before any source starts, so that a taken address
+/// fails the start before data moves), the sources (or the cluster's share of them), the HTTP
+/// server, the watchers, and the task that runs the shutdown (see the module doc).
 ///
 /// # Errors
-/// The producer cannot be created, the checkpoint store cannot be opened, or the server's
-/// address cannot be bound.
+/// The producer cannot be created, the checkpoint store cannot be opened, the server's
+/// address cannot be bound, or the cluster's group cannot be joined.
 pub async fn start(
     config: Config,
     shutdown: CancellationToken,
@@ -132,7 +136,118 @@ pub async fn start(
     let metrics = Metrics::new();
     let health = Health::default();
     let producer = KafkaProducer::new(&config.kafka)?;
-    let store: Arc<dyn CheckpointStore> = match &config.cluster {
+    let store = open_store(&config).await?;
+    let committer = Committer::new(
+        Arc::clone(&store),
+        config.checkpoint.commit_interval,
+        config.checkpoint.commit_every_records,
+        health.clone(),
+    );
+    let sockets = Sockets::bind(&config.server).await?;
+    let supervisor = Supervisor::new(health.clone(), shutdown.clone());
+    let runner = SourceRunner {
+        producer: producer.clone(),
+        store,
+        committer: committer.clone(),
+        metrics: Arc::clone(&metrics),
+        health: health.clone(),
+        hosts: Arc::new(crate::http::HostLimits::new(config.rate_limits.clone())),
+        supervisor: supervisor.clone(),
+        abandon_pumps: CancellationToken::new(),
+        shutdown: shutdown.clone(),
+        sources: TaskTracker::new(),
+        pumps: TaskTracker::new(),
+        transactional_id_prefix: format!("tributary.{}.", cluster_name(&config)).into(),
+        replica: config
+            .cluster
+            .as_ref()
+            .map_or_else(|| "single".to_owned(), |c| c.replica_id())
+            .into(),
+        fenced: Default::default(),
+    };
+    let (config, started) = start_sources(config, &runner).await?;
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        &config,
+        runner.clone(),
+        started.running,
+    ));
+    let membership = match &config.cluster {
+        Some(cluster) => Some(
+            crate::cluster::join(
+                cluster,
+                &config.kafka,
+                started.assigned,
+                config.source_configs.clone(),
+                runner.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    runner.sources.close();
+    runner.pumps.close();
+
+    let server_stop = CancellationToken::new();
+    let endpoints = server::router(ServerState {
+        metrics: Arc::clone(&metrics),
+        health: health.clone(),
+        producer: producer.clone(),
+        replica: Arc::clone(&runner.replica),
+        rates: crate::status::RateSampler::start(Arc::clone(&metrics)),
+    });
+    let (metrics_address, webhook_address) = (sockets.metrics_address, sockets.webhook_address);
+    let servers = sockets.serve(&config, &metrics, endpoints, started.routes, &server_stop);
+    probe_brokers(producer.clone(), shutdown.clone());
+    let fatal_watch = watch_fatal_error(producer.clone(), shutdown.clone());
+    let committer_stop = CancellationToken::new();
+    let committer_task = tokio::spawn(supervisor.clone().committer(
+        committer_stop.clone(),
+        config.checkpoint.commit_interval,
+        committer.run(committer_stop.clone()),
+    ));
+    let liveness = supervisor.liveness().clone();
+    let root = shutdown.clone();
+    let finished = tokio::spawn(async move {
+        root.cancelled().await;
+        shut_down(Stopping {
+            producer,
+            runner,
+            supervisor,
+            committer: (committer_stop, committer_task),
+            membership,
+            servers: (server_stop, servers),
+            fatal_watch,
+        })
+        .await
+    });
+    Ok(RunningDaemon {
+        shutdown,
+        reloader,
+        metrics_address,
+        webhook_address,
+        metrics,
+        health,
+        liveness,
+        finished,
+    })
+}
+
+/// The cluster's name (`cluster.name`), `default` without `[cluster]`: it prefixes the
+/// transactional ids of exactly-once sources.
+fn cluster_name(config: &Config) -> &str {
+    config
+        .cluster
+        .as_ref()
+        .map_or("default", |c| c.name.as_str())
+}
+
+/// Opens the checkpoint store: the directory (locked for this process) or, in cluster mode,
+/// the Kafka store.
+///
+/// # Errors
+/// The directory is locked or unreadable, or the Kafka store's topic cannot be read.
+async fn open_store(config: &Config) -> Result<Arc<dyn CheckpointStore>, StartError> {
+    Ok(match &config.cluster {
         None => {
             let dir = config.checkpoint.dir.clone();
             let store = tokio::task::spawn_blocking(move || FileStore::open_exclusive(dir))
@@ -148,74 +263,105 @@ pub async fn start(
             ))
             .await?,
         ),
-    };
-    let committer = Committer::new(
-        Arc::clone(&store),
-        config.checkpoint.commit_interval,
-        config.checkpoint.commit_every_records,
-        health.clone(),
-    );
-    // Bind before any source starts, so a taken address fails the start before data moves.
-    let listen_socket = server::bind(config.server.listen)
-        .await
-        .map_err(|e| StartError::Listen(config.server.listen, e))?;
-    let metrics_address = listen_socket
-        .local_addr()
-        .map_err(|e| StartError::Listen(config.server.listen, e))?;
-    let webhook_listener = match config.server.webhook_listen {
-        Some(address) => Some(
-            server::bind(address)
+    })
+}
+
+/// The listeners, bound.
+struct Sockets {
+    /// `server.listen`: `/metrics`, the probes, the API, and the webhook routes unless they
+    /// have a listener of their own.
+    listen: TcpListener,
+    metrics_address: SocketAddr,
+    /// `server.webhook_listen`, when set.
+    webhook: Option<TcpListener>,
+    webhook_address: SocketAddr,
+}
+
+impl Sockets {
+    /// Binds `server.listen` and `server.webhook_listen`.
+    ///
+    /// # Errors
+    /// [`StartError::Listen`]: an address is taken or not this host's.
+    async fn bind(server: &crate::config::ServerSection) -> Result<Sockets, StartError> {
+        let bound = |address| async move {
+            let socket = server::bind(address)
                 .await
-                .map_err(|e| StartError::Listen(address, e))?,
-        ),
-        None => None,
-    };
-    let webhook_address = match &webhook_listener {
-        Some(listener) => {
-            let configured = config.server.webhook_listen.unwrap_or(config.server.listen);
-            listener
+                .map_err(|e| StartError::Listen(address, e))?;
+            let local = socket
                 .local_addr()
-                .map_err(|e| StartError::Listen(configured, e))?
+                .map_err(|e| StartError::Listen(address, e))?;
+            Ok::<_, StartError>((socket, local))
+        };
+        let (listen, metrics_address) = bound(server.listen).await?;
+        let (webhook, webhook_address) = match server.webhook_listen {
+            Some(address) => {
+                let (socket, local) = bound(address).await?;
+                (Some(socket), local)
+            }
+            None => (None, metrics_address),
+        };
+        Ok(Sockets {
+            listen,
+            metrics_address,
+            webhook,
+            webhook_address,
+        })
+    }
+
+    /// Serves the `endpoints` and the webhook `routes` until `stop`: on one listener, or on
+    /// two when `server.webhook_listen` is set.
+    fn serve(
+        self,
+        config: &Config,
+        metrics: &Metrics,
+        endpoints: axum::Router,
+        routes: axum::Router,
+        stop: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let limits = config.server.limits();
+        let serve = |name: &'static str, socket, router| {
+            tokio::spawn(server::listener::serve(
+                server::listener::Listener {
+                    name,
+                    socket,
+                    limits,
+                    metrics: metrics.listener(name),
+                },
+                router,
+                stop.clone(),
+            ))
+        };
+        match self.webhook {
+            Some(webhook) => vec![
+                serve("webhook_listen", webhook, routes),
+                serve("listen", self.listen, endpoints),
+            ],
+            None => vec![serve("listen", self.listen, endpoints.merge(routes))],
         }
-        None => metrics_address,
-    };
-    let sources = TaskTracker::new();
-    let pumps = TaskTracker::new();
-    let abandon_pumps = CancellationToken::new();
-    let supervisor = Supervisor::new(health.clone(), shutdown.clone());
-    let runner = SourceRunner {
-        producer: producer.clone(),
-        store,
-        committer: committer.clone(),
-        metrics: Arc::clone(&metrics),
-        health: health.clone(),
-        hosts: Arc::new(crate::http::HostLimits::new(config.rate_limits.clone())),
-        supervisor: supervisor.clone(),
-        abandon_pumps: abandon_pumps.clone(),
-        shutdown: shutdown.clone(),
-        sources: sources.clone(),
-        pumps: pumps.clone(),
-        transactional_id_prefix: format!(
-            "tributary.{}.",
-            config
-                .cluster
-                .as_ref()
-                .map_or("default", |c| c.name.as_str())
-        )
-        .into(),
-        replica: config
-            .cluster
-            .as_ref()
-            .map_or_else(|| "single".to_owned(), |c| c.replica_id())
-            .into(),
-        fenced: Default::default(),
-    };
-    let mut routes = axum::Router::new();
-    let mut assigned = Vec::new();
-    let mut running = std::collections::BTreeMap::new();
-    let mut config = config;
-    // The exactly-once sources this instance starts now (in cluster mode, only the push
-    // sources: the group assigns the others) fence their earlier owners first, together.
+    }
+}
+
+/// What [`start_sources`] started, and what it left to others.
+struct Started {
+    /// Every webhook source's routes.
+    routes: axum::Router,
+    /// Cluster mode: the sources the group assigns to one replica each.
+    assigned: Vec<crate::sources::SourceInfo>,
+    /// The sources this instance runs alone (all but webhooks), for reloads.
+    running: std::collections::BTreeMap<String, crate::source_runner::RunningSource>,
+}
+
+/// Starts the sources this instance runs: all of them on a single node; in cluster mode only
+/// the pushed ones (webhooks run on every replica), the others left to the group. The
+/// exactly-once sources among them fence their earlier owners first, together. Returns the
+/// config without its sources (they are moved into the runner).
+///
+/// # Errors
+/// A source cannot start (see [`SourceRunner::start`]).
+async fn start_sources(
+    mut config: Config,
+    runner: &SourceRunner,
+) -> Result<(Config, Started), StartError> {
     let clustered = config.cluster.is_some();
     runner
         .fence_exactly_once(
@@ -226,163 +372,125 @@ pub async fn start(
                 .filter(|info| !clustered || info.kind.is_pushed()),
         )
         .await;
+    let mut started = Started {
+        routes: axum::Router::new(),
+        assigned: Vec::new(),
+        running: Default::default(),
+    };
     for (info, source) in std::mem::take(&mut config.sources) {
-        let webhook = info.kind.is_pushed();
+        let pushed = info.kind.is_pushed();
         if let Some(source_routes) = source.http_routes() {
-            routes = routes.merge(source_routes);
+            started.routes = started.routes.merge(source_routes);
         }
-        if !webhook && config.cluster.is_some() {
-            // Cluster mode: the group assigns this source to one replica.
-            assigned.push(info);
+        if !pushed && clustered {
+            started.assigned.push(info);
             continue;
         }
-        // Webhook sources run on every replica; every source runs on a single node.
         let name = info.name.to_string();
-        let started = runner.start(info, source).await?;
-        if !webhook {
-            running.insert(name, started);
+        let source = runner.start(info, source).await?;
+        if !pushed {
+            started.running.insert(name, source);
         }
     }
     runner.discard_fenced();
-    let reloader = Arc::new(crate::reload::Reloader::new(
-        &config,
-        runner.clone(),
-        running,
-    ));
-    let membership = match &config.cluster {
-        Some(cluster) => Some(
-            crate::cluster::join(
-                cluster,
-                &config.kafka,
-                assigned,
-                config.source_configs.clone(),
-                runner.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    sources.close();
-    pumps.close();
+    Ok((config, started))
+}
 
-    let server_stop = CancellationToken::new();
-    let endpoints = server::router(ServerState {
-        metrics: Arc::clone(&metrics),
-        health: health.clone(),
-        producer: producer.clone(),
-        replica: Arc::clone(&runner.replica),
-        rates: crate::status::RateSampler::start(Arc::clone(&metrics)),
-    });
-    let limits = config.server.limits();
-    let listener = |name: &'static str, socket| server::listener::Listener {
-        name,
-        socket,
-        limits,
-        metrics: metrics.listener(name),
-    };
-    let mut servers = Vec::new();
-    match webhook_listener {
-        Some(webhook_listener) => {
-            servers.push(tokio::spawn(server::listener::serve(
-                listener("webhook_listen", webhook_listener),
-                routes,
-                server_stop.clone(),
-            )));
-            servers.push(tokio::spawn(server::listener::serve(
-                listener("listen", listen_socket),
-                endpoints,
-                server_stop.clone(),
-            )));
-        }
-        None => servers.push(tokio::spawn(server::listener::serve(
-            listener("listen", listen_socket),
-            endpoints.merge(routes),
-            server_stop.clone(),
-        ))),
-    }
-    let probe_stop = shutdown.clone();
-    let probe_producer = producer.clone();
+/// Probes the brokers every [`BROKER_PROBE_INTERVAL`] for `/readyz`, until `stop`.
+fn probe_brokers(producer: KafkaProducer, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
-            probe_producer.probe_brokers(BROKER_PROBE_INTERVAL).await;
+            producer.probe_brokers(BROKER_PROBE_INTERVAL).await;
             tokio::select! {
-                _ = probe_stop.cancelled() => break,
+                _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(BROKER_PROBE_INTERVAL) => {}
             }
         }
     });
-    // A fatal producer error ends the daemon: nothing more can be produced.
-    let fatal_producer = producer.clone();
-    let fatal_shutdown = shutdown.clone();
-    let fatal_watch = tokio::spawn(async move {
+}
+
+/// Ends the daemon on a fatal producer error (nothing more can be produced): cancels
+/// `shutdown`. The task's result says whether the producer failed fatally.
+fn watch_fatal_error(
+    producer: KafkaProducer,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<bool> {
+    tokio::spawn(async move {
         tokio::select! {
-            reason = fatal_producer.fatal_error() => {
+            reason = producer.fatal_error() => {
                 tracing::error!(%reason, "fatal producer error: stopping; records not acknowledged will be read again after the restart");
-                fatal_shutdown.cancel();
+                shutdown.cancel();
                 true
             }
-            _ = fatal_shutdown.cancelled() => fatal_producer.fatal_error_now().is_some(),
+            _ = shutdown.cancelled() => producer.fatal_error_now().is_some(),
         }
-    });
-    let committer_stop = CancellationToken::new();
-    let committer_task = tokio::spawn(supervisor.clone().committer(
-        committer_stop.clone(),
-        config.checkpoint.commit_interval,
-        committer.run(committer_stop.clone()),
-    ));
-
-    let liveness = supervisor.liveness().clone();
-    let root = shutdown.clone();
-    let finished = tokio::spawn(async move {
-        root.cancelled().await;
-        // One deadline for draining the channels and flushing the producer together.
-        let deadline = tokio::time::Instant::now() + producer.flush_timeout();
-        tracing::info!(flush_timeout_seconds = producer.flush_timeout().as_secs_f64(), "shutting down: stopping sources; draining and flushing may take up to kafka.flush_timeout");
-        sources.wait().await;
-        tokio::select! {
-            _ = pumps.wait() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                abandon_pumps.cancel();
-                pumps.wait().await;
-            }
-        }
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        tracing::info!(
-            in_flight = producer.in_flight(),
-            wait_at_most_seconds = remaining.as_secs_f64(),
-            "flushing the producer: waiting for Kafka's acknowledgements"
-        );
-        let abandoned = producer.flush(remaining).await;
-        if abandoned > 0 {
-            tracing::warn!(abandoned, "records were not acknowledged before the flush timeout; they will be read again after restart");
-        }
-        committer_stop.cancel();
-        let _ = committer_task.await;
-        // The positions are stored: the group may now give this replica's sources to others.
-        if let Some(membership) = membership {
-            membership.leave().await;
-        }
-        server_stop.cancel();
-        for server in servers {
-            let _ = server.await;
-        }
-        let fatal = fatal_watch.await.unwrap_or(true)
-            || producer.fatal_error_now().is_some()
-            || supervisor.failed();
-        tracing::info!("shutdown complete");
-        ShutdownReport {
-            abandoned_in_flight: abandoned,
-            fatal,
-        }
-    });
-    Ok(RunningDaemon {
-        shutdown,
-        reloader,
-        metrics_address,
-        webhook_address,
-        metrics,
-        health,
-        liveness,
-        finished,
     })
+}
+
+/// Everything the shutdown stops, in its order.
+struct Stopping {
+    producer: KafkaProducer,
+    /// Its task trackers (sources, pumps) and the token that abandons the pumps.
+    runner: SourceRunner,
+    supervisor: Supervisor,
+    committer: (CancellationToken, tokio::task::JoinHandle<()>),
+    membership: Option<crate::cluster::Membership>,
+    servers: (CancellationToken, Vec<tokio::task::JoinHandle<()>>),
+    fatal_watch: tokio::task::JoinHandle<bool>,
+}
+
+/// The shutdown (see the module doc): sources stop; pumps drain their channels into the
+/// producer, and the producer is flushed, within one `kafka.flush_timeout`; the committer
+/// stores the last positions; the replica leaves the cluster's group; the server stops.
+async fn shut_down(parts: Stopping) -> ShutdownReport {
+    let Stopping {
+        producer,
+        runner,
+        supervisor,
+        committer: (committer_stop, committer_task),
+        membership,
+        servers: (server_stop, servers),
+        fatal_watch,
+    } = parts;
+    let deadline = tokio::time::Instant::now() + producer.flush_timeout();
+    tracing::info!(
+        flush_timeout_seconds = producer.flush_timeout().as_secs_f64(),
+        "shutting down: stopping sources; draining and flushing may take up to kafka.flush_timeout"
+    );
+    runner.sources.wait().await;
+    tokio::select! {
+        _ = runner.pumps.wait() => {}
+        _ = tokio::time::sleep_until(deadline) => {
+            runner.abandon_pumps.cancel();
+            runner.pumps.wait().await;
+        }
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    tracing::info!(
+        in_flight = producer.in_flight(),
+        wait_at_most_seconds = remaining.as_secs_f64(),
+        "flushing the producer: waiting for Kafka's acknowledgements"
+    );
+    let abandoned = producer.flush(remaining).await;
+    if abandoned > 0 {
+        tracing::warn!(abandoned, "records were not acknowledged before the flush timeout; they will be read again after restart");
+    }
+    committer_stop.cancel();
+    let _ = committer_task.await;
+    // The positions are stored: the group may now give this replica's sources to others.
+    if let Some(membership) = membership {
+        membership.leave().await;
+    }
+    server_stop.cancel();
+    for server in servers {
+        let _ = server.await;
+    }
+    let fatal = fatal_watch.await.unwrap_or(true)
+        || producer.fatal_error_now().is_some()
+        || supervisor.failed();
+    tracing::info!("shutdown complete");
+    ShutdownReport {
+        abandoned_in_flight: abandoned,
+        fatal,
+    }
 }
