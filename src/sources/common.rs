@@ -69,7 +69,9 @@ fn default_max_delay() -> Duration {
 /// keys refused) from the kind's own fields: the record stage's keys come first
 /// ([`crate::stage::with_stage_keys`]), then `delivery`, `topic` and `dead_letter_topic`, the
 /// kind's fields, and last the channel bounds. Also gives the struct `stage_config()` (the
-/// record stage's settings).
+/// record stage's settings) and `source_info()` (the [`SourceInfo`] of its output keys).
+///
+/// [`SourceInfo`]: crate::sources::SourceInfo
 macro_rules! source_table {
     ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
         $crate::stage::with_stage_keys! {
@@ -110,6 +112,23 @@ macro_rules! source_table {
                     schema: self.schema.clone(),
                     on_drift: self.on_drift,
                 }
+            }
+
+            /// The info of source `name` from its topics and channel bounds, with the feed's
+            /// URL (secrets stripped).
+            pub(crate) fn source_info(
+                &self,
+                name: &str,
+                redacted_url: String,
+            ) -> $crate::sources::SourceInfo {
+                $crate::sources::SourceInfo::new(
+                    name,
+                    &self.topic,
+                    self.dead_letter_topic.as_deref(),
+                    redacted_url,
+                    self.channel_max_records,
+                    self.channel_max_bytes,
+                )
             }
         }
     };

@@ -159,14 +159,7 @@ impl GraphqlConfig {
             unreachable!("no errors means every part resolved");
         };
         let redacted_url = settings.redactor.redact(url.expose_secret());
-        let mut info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            redacted_url.clone(),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let mut info = self.source_info(name, redacted_url.clone());
         info.commit_each_position = true;
         let endpoint = GraphqlEndpoint {
             url,

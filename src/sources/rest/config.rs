@@ -154,14 +154,7 @@ impl RestConfig {
             crate::http::set_query_param(&mut base, param, value.expose_secret());
         }
         let redacted_url = settings.redactor.redact(base.as_str());
-        let mut info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            redacted_url.clone(),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let mut info = self.source_info(name, redacted_url.clone());
         info.commit_each_position = true;
         let endpoint = RestEndpoint {
             base: SecretString::from(base.to_string()),

@@ -179,14 +179,7 @@ impl SseConfig {
             use secrecy::ExposeSecret;
             redactor.redact(url.expose_secret())
         };
-        let info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            redacted_url.clone(),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let info = self.source_info(name, redacted_url.clone());
         let settings = SseSettings {
             url,
             redacted_url,

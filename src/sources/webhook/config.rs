@@ -280,14 +280,7 @@ impl WebhookConfig {
         checks.channel(self.channel_max_records, self.channel_max_bytes);
         checks.finish()?;
 
-        let info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            format!("webhook:{path}"),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let info = self.source_info(name, format!("webhook:{path}"));
         let settings = WebhookSettings {
             path,
             signature,

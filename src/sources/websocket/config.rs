@@ -338,14 +338,7 @@ impl WebSocketConfig {
         let url = url.expect("no errors means the URL resolved");
         let redacted_url =
             secret::UrlRedactor::new(Vec::new(), [self.url.as_str()]).redact(url.expose_secret());
-        let info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            redacted_url.clone(),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let info = self.source_info(name, redacted_url.clone());
         let settings = WebSocketSettings {
             url,
             redacted_url,
