@@ -380,3 +380,73 @@ fn a_transaction_idle_longer_than_the_interval_is_refused_by_name() {
     assert!(text.contains("kafka.transaction_idle"), "{text}");
     assert!(text.contains("kafka.transaction_interval"), "{text}");
 }
+
+/// Each kind's own required keys, for a table that is otherwise only shared keys.
+const KINDS: &[(&str, &str)] = &[
+    ("sse", "url = \"https://example.com/stream\""),
+    ("websocket", "url = \"wss://example.com/ws\""),
+    ("webhook", "signature = { scheme = \"none\" }"),
+    ("rest", "url = \"https://example.com/items\"\nrecords = \"/items\""),
+    (
+        "graphql",
+        "url = \"https://example.com/graphql\"\nquery = \"{ items { id } }\"\nrecords = \"/data/items\"",
+    ),
+];
+
+#[test]
+fn every_kind_takes_the_shared_keys_and_refuses_an_unknown_key_beside_them() {
+    for (kind, own) in KINDS {
+        let table = format!(
+            r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[sources.feed]
+type = "{kind}"
+{own}
+topic = "feed"
+dead_letter_topic = "feed.dead"
+transform = "."
+timestamp = "/at"
+timestamp_unit = "seconds"
+record_headers = {{ pipeline = "p" }}
+on_drift = "count"
+delivery = "at_least_once"
+channel_max_records = 10
+channel_max_bytes = 1000
+"#
+        );
+        let config = parse_toml(&table)
+            .and_then(|raw| raw.validate())
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let info = &config.sources[0].0;
+        assert_eq!(info.dead_letter_topic, "feed.dead", "{kind}");
+        assert_eq!(
+            (info.channel_max_records, info.channel_max_bytes),
+            (10, 1000),
+            "{kind}"
+        );
+        assert_eq!(
+            info.stage.headers(),
+            [("pipeline".to_owned(), "p".to_owned())],
+            "{kind}"
+        );
+        assert!(info.stage.is_costly(), "{kind}: the transform is set");
+
+        let error = only_error(&table.replace("on_drift", "on_drfit"));
+        assert_eq!(error.field, "sources.feed.on_drfit", "{kind}: {error}");
+        assert_eq!(error.scope, "source `feed`", "{kind}: {error}");
+        assert!(
+            error.problem.contains("unknown field `on_drfit`"),
+            "{kind}: {error}"
+        );
+        // The known keys listed are the shared ones and the kind's own.
+        for known in ["`on_drift`", "`topic`", "`channel_max_bytes`"] {
+            assert!(error.problem.contains(known), "{kind}: {error}");
+        }
+        let own_key = own.split(' ').next().unwrap();
+        assert!(
+            error.problem.contains(&format!("`{own_key}`")),
+            "{kind}: {error}"
+        );
+    }
+}

@@ -1,6 +1,23 @@
-//! What every source kind's config shares: the reconnect policy and the checks of URLs,
-//! headers, topics, durations and channel bounds, each reporting a [`ConfigError`] that names
-//! the source, the field and the fix.
+//! What every source kind's config shares: the keys of every `[sources.<name>]` table
+//! ([`source_table`]), the reconnect policy and the checks of URLs, headers, topics, durations
+//! and channel bounds, each reporting a [`ConfigError`] that names the source, the field and the
+//! fix.
+//!
+//! # Why the shared keys are a macro, not a flattened struct
+//!
+//! Every kind's table has the record stage's keys (`transform`, `timestamp`, `schema`, …, see
+//! [`crate::stage::StageConfig`]) and the output keys (`delivery`, `topic`,
+//! `dead_letter_topic`, the channel bounds). With those in a `#[serde(flatten)]` struct, serde
+//! (which does not support `deny_unknown_fields` beside `flatten`) still refuses
+//! `read_timout = "30s"`, but only as ``unknown field `read_timout` `` at the table itself: the
+//! error loses the key's path (`sources.wiki.read_timout`) and the list of known keys. Parsing
+//! the shared keys out of the table first would need both rebuilt by hand.
+//!
+//! So [`source_table`] declares the kind's struct with the shared keys written into it: each
+//! key is declared once (the stage's in [`crate::stage::with_stage_keys`], the output keys
+//! here), each kind is still one flat struct, and serde's own `deny_unknown_fields` names the
+//! path of an unknown key and every known key, the shared ones included. Nothing changes at run
+//! time.
 
 use std::time::Duration;
 
@@ -47,6 +64,76 @@ fn default_initial_delay() -> Duration {
 fn default_max_delay() -> Duration {
     Duration::from_secs(60)
 }
+
+/// Declares a source kind's `[sources.<name>]` struct (`Clone`, `Debug`, `Deserialize`, unknown
+/// keys refused) from the kind's own fields: the record stage's keys come first
+/// ([`crate::stage::with_stage_keys`]), then `delivery`, `topic` and `dead_letter_topic`, the
+/// kind's fields, and last the channel bounds. Also gives the struct `stage_config()` (the
+/// record stage's settings) and `source_info()` (the [`SourceInfo`] of its output keys).
+///
+/// [`SourceInfo`]: crate::sources::SourceInfo
+macro_rules! source_table {
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $crate::stage::with_stage_keys! {
+            $(#[$meta])*
+            #[derive(Clone, Debug, serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub struct $name {
+                /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
+                /// `checkpoint.store = "kafka"`).
+                #[serde(default)]
+                pub delivery: $crate::sources::Delivery,
+                /// The Kafka topic records go to: a name, or a template filled from each record
+                /// such as `"github.{/type}"` (which needs `dead_letter_topic`).
+                pub topic: String,
+                /// The topic for records that cannot go to `topic`. Default: `<topic>.dlq`.
+                #[serde(default)]
+                pub dead_letter_topic: Option<String>,
+                $($fields)*
+                /// Channel bound in records between this source and the sink. Default 10000.
+                #[serde(default = "crate::sources::common::default_channel_max_records")]
+                pub channel_max_records: usize,
+                /// Channel bound in bytes. Default 16 MiB.
+                #[serde(default = "crate::sources::common::default_channel_max_bytes")]
+                pub channel_max_bytes: u32,
+            }
+        }
+
+        impl $name {
+            /// The record stage's settings of this source (`transform`, `transform_file`,
+            /// `timestamp`, `timestamp_unit`, `record_headers`, `schema`, `on_drift`).
+            pub fn stage_config(&self) -> $crate::stage::StageConfig {
+                $crate::stage::StageConfig {
+                    transform: self.transform.clone(),
+                    transform_file: self.transform_file.clone(),
+                    timestamp: self.timestamp.clone(),
+                    timestamp_unit: self.timestamp_unit,
+                    record_headers: self.record_headers.clone(),
+                    schema: self.schema.clone(),
+                    on_drift: self.on_drift,
+                }
+            }
+
+            /// The info of source `name` from its topics and channel bounds, with the feed's
+            /// URL (secrets stripped).
+            pub(crate) fn source_info(
+                &self,
+                name: &str,
+                redacted_url: String,
+            ) -> $crate::sources::SourceInfo {
+                $crate::sources::SourceInfo::new(
+                    name,
+                    &self.topic,
+                    self.dead_letter_topic.as_deref(),
+                    redacted_url,
+                    self.channel_max_records,
+                    self.channel_max_bytes,
+                )
+            }
+        }
+    };
+}
+pub(crate) use source_table;
 
 /// Default `channel_max_records` of every source kind: 10000 records.
 pub(crate) fn default_channel_max_records() -> usize {

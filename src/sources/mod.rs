@@ -31,22 +31,6 @@ use crate::{
     stage::{Admission, SourceRules, Stage, StageConfig, Template},
 };
 
-/// The record stage's keys of a source kind's config `$c`, which every kind declares (they are
-/// not a flattened table, so that an unknown key is still reported with the list of known ones).
-macro_rules! stage_config {
-    ($c:expr) => {
-        StageConfig {
-            transform: $c.transform.clone(),
-            transform_file: $c.transform_file.clone(),
-            timestamp: $c.timestamp.clone(),
-            timestamp_unit: $c.timestamp_unit,
-            record_headers: $c.record_headers.clone(),
-            schema: $c.schema.clone(),
-            on_drift: $c.on_drift,
-        }
-    };
-}
-
 /// A source's delivery guarantee into Kafka (`delivery`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -239,7 +223,7 @@ impl SourceConfig {
             // The SSE source admits its events (the JSON check, a pointer key) in its own task,
             // in parallel with the pump: done in the pump, they cost a fifth of the throughput.
             SourceConfig::Sse(c) => (
-                stage_config!(c),
+                c.stage_config(),
                 &c.topic,
                 SourceRules {
                     json: c.format == PayloadFormat::Json,
@@ -253,7 +237,7 @@ impl SourceConfig {
             // The WebSocket source parses each message anyway (splitting, sequence numbers) and
             // reads a pointer key there; the stage fills a key template.
             SourceConfig::Websocket(c) => (
-                stage_config!(c),
+                c.stage_config(),
                 &c.topic,
                 SourceRules {
                     json: false,
@@ -261,9 +245,9 @@ impl SourceConfig {
                     admission: Admission::Source,
                 },
             ),
-            SourceConfig::Webhook(c) => (stage_config!(c), &c.topic, SourceRules::default()),
-            SourceConfig::Rest(c) => (stage_config!(c), &c.topic, SourceRules::default()),
-            SourceConfig::Graphql(c) => (stage_config!(c), &c.topic, SourceRules::default()),
+            SourceConfig::Webhook(c) => (c.stage_config(), &c.topic, SourceRules::default()),
+            SourceConfig::Rest(c) => (c.stage_config(), &c.topic, SourceRules::default()),
+            SourceConfig::Graphql(c) => (c.stage_config(), &c.topic, SourceRules::default()),
         }
     }
 

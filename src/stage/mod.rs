@@ -25,7 +25,7 @@ pub mod schema;
 pub mod template;
 pub mod transform;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::UNIX_EPOCH};
+use std::{sync::Arc, time::UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -44,34 +44,52 @@ pub use schema::{OnDrift, Schema};
 pub use template::{Template, Unfilled};
 pub use transform::Transform;
 
-/// The stage's settings, part of every `[sources.<name>]` table whatever its `type`.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct StageConfig {
-    /// A jq program run on each event; each value it yields becomes a record. Default: none
-    /// (the event is the record).
-    #[serde(default)]
-    pub transform: Option<String>,
-    /// A file holding the jq program, instead of `transform`.
-    #[serde(default)]
-    pub transform_file: Option<PathBuf>,
-    /// JSON pointer of the record's event time: the Kafka record timestamp (CreateTime) and the
-    /// `tributary.event_time` header. Default: none (Kafka stamps the time of sending).
-    #[serde(default)]
-    pub timestamp: Option<String>,
-    /// How the `timestamp` field is written: `rfc3339` (default), `seconds` or `milliseconds`.
-    #[serde(default)]
-    pub timestamp_unit: TimestampUnit,
-    /// Fixed headers added to every record of the source (name → value).
-    #[serde(default)]
-    pub record_headers: BTreeMap<String, String>,
-    /// A JSON Schema (2020-12) file every record (after the transform) must match; a record
-    /// that does not goes to the dead-letter topic (`schema_violation`). Default: none.
-    #[serde(default)]
-    pub schema: Option<PathBuf>,
-    /// What a record carrying a field the schema does not name does: `count` (default),
-    /// `dead_letter` or `fail`.
-    #[serde(default)]
-    pub on_drift: OnDrift,
+/// Declares the struct it is given with the record stage's keys first, then the struct's own
+/// fields. The keys are written here once: [`StageConfig`] is this list alone, and every source
+/// kind's table is declared through [`crate::sources::common::source_table`], which adds them to
+/// the kind's own keys (see that module for why they are not a flattened struct).
+macro_rules! with_stage_keys {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        $vis struct $name {
+            /// A jq program run on each event; each value it yields becomes a record. Default:
+            /// none (the event is the record).
+            #[serde(default)]
+            pub transform: Option<String>,
+            /// A file holding the jq program, instead of `transform`.
+            #[serde(default)]
+            pub transform_file: Option<std::path::PathBuf>,
+            /// JSON pointer of the record's event time: the Kafka record timestamp (CreateTime)
+            /// and the `tributary.event_time` header. Default: none (Kafka stamps the time of
+            /// sending).
+            #[serde(default)]
+            pub timestamp: Option<String>,
+            /// How the `timestamp` field is written: `rfc3339` (default), `seconds` or
+            /// `milliseconds`.
+            #[serde(default)]
+            pub timestamp_unit: $crate::stage::TimestampUnit,
+            /// Fixed headers added to every record of the source (name → value).
+            #[serde(default)]
+            pub record_headers: std::collections::BTreeMap<String, String>,
+            /// A JSON Schema (2020-12) file every record (after the transform) must match; a
+            /// record that does not goes to the dead-letter topic (`schema_violation`). Default:
+            /// none.
+            #[serde(default)]
+            pub schema: Option<std::path::PathBuf>,
+            /// What a record carrying a field the schema does not name does: `count` (default),
+            /// `dead_letter` or `fail`.
+            #[serde(default)]
+            pub on_drift: $crate::stage::OnDrift,
+            $($fields)*
+        }
+    };
+}
+pub(crate) use with_stage_keys;
+
+with_stage_keys! {
+    /// The stage's settings, part of every `[sources.<name>]` table whatever its `type`.
+    #[derive(Clone, Debug, Default, Deserialize)]
+    pub struct StageConfig {}
 }
 
 /// The compiled stage of one source.

@@ -4,7 +4,6 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::{
@@ -12,7 +11,7 @@ use crate::{
     http::{AuthConfig, HttpRequest, RetryConfig},
     json::{child, is_null, text_of, Pointer},
     sources::{
-        common::{default_channel_max_bytes, default_channel_max_records, Checks},
+        common::{source_table, Checks},
         poll::{
             self,
             config::{
@@ -25,97 +24,64 @@ use crate::{
     },
 };
 
-/// A polled GraphQL endpoint (`type = "graphql"`). See the book's GraphQL page (`docs/src/sources/graphql.md`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GraphqlConfig {
-    /// A jq program run on each event (the record stage, see [`crate::stage`]). Default: none.
-    #[serde(default)]
-    pub transform: Option<String>,
-    /// A file holding the jq program, instead of `transform`.
-    #[serde(default)]
-    pub transform_file: Option<std::path::PathBuf>,
-    /// JSON pointer of the record's event time (the Kafka timestamp). Default: none.
-    #[serde(default)]
-    pub timestamp: Option<String>,
-    /// How the `timestamp` field is written. Default `rfc3339`.
-    #[serde(default)]
-    pub timestamp_unit: crate::stage::TimestampUnit,
-    /// Fixed headers added to every record. Default: none.
-    #[serde(default)]
-    pub record_headers: BTreeMap<String, String>,
-    /// A JSON Schema file every record must match. Default: none.
-    #[serde(default)]
-    pub schema: Option<std::path::PathBuf>,
-    /// What a record with a field the schema does not name does. Default `count`.
-    #[serde(default)]
-    pub on_drift: crate::stage::OnDrift,
-    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
-    /// `checkpoint.store = "kafka"`).
-    #[serde(default)]
-    pub delivery: crate::sources::Delivery,
-    /// The endpoint (`http`/`https`).
-    pub url: String,
-    /// The query text; or give `query_file`.
-    pub query: Option<String>,
-    /// A file holding the query text.
-    pub query_file: Option<PathBuf>,
-    /// Variables sent with every page.
-    #[serde(default)]
-    pub variables: serde_json::Map<String, serde_json::Value>,
-    /// Request headers; values may hold `${env:…}` references.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// The topic records go to.
-    pub topic: String,
-    /// Where records that cannot be produced go. Default `<topic>.dlq`.
-    pub dead_letter_topic: Option<String>,
-    /// JSON pointer to the records array, e.g. `/data/repository/issues/nodes`.
-    pub records: String,
-    /// JSON pointer to the connection's `pageInfo`, e.g. `/data/repository/issues/pageInfo`.
-    /// Without it, one request per poll.
-    pub page_info: Option<String>,
-    /// The variable that carries the cursor (`endCursor` of the previous page). Default `after`.
-    #[serde(default = "default_cursor_variable")]
-    pub cursor_variable: String,
-    /// JSON pointer to each record's id: the Kafka key and `tributary.event_id`.
-    pub key: Option<String>,
-    /// The incremental watermark; its `param` is a variable name.
-    pub watermark: Option<WatermarkConfig>,
-    /// `errors` in an HTTP 200 answer: `fail` the poll (the default) or `dead_letter` them
-    /// and produce the partial data.
-    #[serde(default)]
-    pub errors: ErrorsPolicy,
-    /// Authentication, if any.
-    pub auth: Option<AuthConfig>,
-    /// Retries of transient failures.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Time between poll starts. Default `60s`.
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Up to this much, at random, is added to each interval. Default `0s`.
-    #[serde(default, with = "humantime_serde")]
-    pub jitter: Duration,
-    /// Pages per poll at most; a longer walk goes on at the next poll. Default 1000.
-    #[serde(default = "default_max_pages")]
-    pub max_pages_per_poll: u64,
-    /// Whole-request timeout. Default `30s`.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Connect timeout. Default `10s`.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Largest response body, bytes, after decompression; a larger page fails the poll.
-    /// Default 67108864 (64 MiB).
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// Channel bound in records. Default 10000.
-    #[serde(default = "default_channel_max_records")]
-    pub channel_max_records: usize,
-    /// Channel bound in bytes. Default 16 MiB.
-    #[serde(default = "default_channel_max_bytes")]
-    pub channel_max_bytes: u32,
+source_table! {
+    /// A polled GraphQL endpoint (`type = "graphql"`). See the book's GraphQL page
+    /// (`docs/src/sources/graphql.md`).
+    pub struct GraphqlConfig {
+        /// The endpoint (`http`/`https`).
+        pub url: String,
+        /// The query text; or give `query_file`.
+        pub query: Option<String>,
+        /// A file holding the query text.
+        pub query_file: Option<PathBuf>,
+        /// Variables sent with every page.
+        #[serde(default)]
+        pub variables: serde_json::Map<String, serde_json::Value>,
+        /// Request headers; values may hold `${env:…}` references.
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        /// JSON pointer to the records array, e.g. `/data/repository/issues/nodes`.
+        pub records: String,
+        /// JSON pointer to the connection's `pageInfo`, e.g. `/data/repository/issues/pageInfo`.
+        /// Without it, one request per poll.
+        pub page_info: Option<String>,
+        /// The variable that carries the cursor (`endCursor` of the previous page). Default
+        /// `after`.
+        #[serde(default = "default_cursor_variable")]
+        pub cursor_variable: String,
+        /// JSON pointer to each record's id: the Kafka key and `tributary.event_id`.
+        pub key: Option<String>,
+        /// The incremental watermark; its `param` is a variable name.
+        pub watermark: Option<WatermarkConfig>,
+        /// `errors` in an HTTP 200 answer: `fail` the poll (the default) or `dead_letter` them
+        /// and produce the partial data.
+        #[serde(default)]
+        pub errors: ErrorsPolicy,
+        /// Authentication, if any.
+        pub auth: Option<AuthConfig>,
+        /// Retries of transient failures.
+        #[serde(default)]
+        pub retry: RetryConfig,
+        /// Time between poll starts. Default `60s`.
+        #[serde(default = "default_interval", with = "humantime_serde")]
+        pub interval: Duration,
+        /// Up to this much, at random, is added to each interval. Default `0s`.
+        #[serde(default, with = "humantime_serde")]
+        pub jitter: Duration,
+        /// Pages per poll at most; a longer walk goes on at the next poll. Default 1000.
+        #[serde(default = "default_max_pages")]
+        pub max_pages_per_poll: u64,
+        /// Whole-request timeout. Default `30s`.
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        pub timeout: Duration,
+        /// Connect timeout. Default `10s`.
+        #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+        pub connect_timeout: Duration,
+        /// Largest response body, bytes, after decompression; a larger page fails the poll.
+        /// Default 67108864 (64 MiB).
+        #[serde(default = "default_max_body_bytes")]
+        pub max_body_bytes: usize,
+    }
 }
 
 fn default_cursor_variable() -> String {
@@ -193,14 +159,7 @@ impl GraphqlConfig {
             unreachable!("no errors means every part resolved");
         };
         let redacted_url = settings.redactor.redact(url.expose_secret());
-        let mut info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            redacted_url.clone(),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let mut info = self.source_info(name, redacted_url.clone());
         info.commit_each_position = true;
         let endpoint = GraphqlEndpoint {
             url,

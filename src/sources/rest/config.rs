@@ -3,14 +3,13 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 
 use super::pagination::{PaginationConfig, Paginator};
 use crate::{
     error::ConfigError,
     http::{AuthConfig, HttpRequest, RetryConfig},
     sources::{
-        common::{default_channel_max_bytes, default_channel_max_records, Checks},
+        common::{source_table, Checks},
         poll::{
             self,
             config::{
@@ -23,92 +22,58 @@ use crate::{
     },
 };
 
-/// A polled REST endpoint (`type = "rest"`). See the book's REST page (`docs/src/sources/rest.md`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestConfig {
-    /// A jq program run on each event (the record stage, see [`crate::stage`]). Default: none.
-    #[serde(default)]
-    pub transform: Option<String>,
-    /// A file holding the jq program, instead of `transform`.
-    #[serde(default)]
-    pub transform_file: Option<std::path::PathBuf>,
-    /// JSON pointer of the record's event time (the Kafka timestamp). Default: none.
-    #[serde(default)]
-    pub timestamp: Option<String>,
-    /// How the `timestamp` field is written. Default `rfc3339`.
-    #[serde(default)]
-    pub timestamp_unit: crate::stage::TimestampUnit,
-    /// Fixed headers added to every record. Default: none.
-    #[serde(default)]
-    pub record_headers: BTreeMap<String, String>,
-    /// A JSON Schema file every record must match. Default: none.
-    #[serde(default)]
-    pub schema: Option<std::path::PathBuf>,
-    /// What a record with a field the schema does not name does. Default `count`.
-    #[serde(default)]
-    pub on_drift: crate::stage::OnDrift,
-    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
-    /// `checkpoint.store = "kafka"`).
-    #[serde(default)]
-    pub delivery: crate::sources::Delivery,
-    /// The endpoint (`http`/`https`); may hold `${env:…}` references.
-    pub url: String,
-    /// Query parameters added to every request; values may hold `${env:…}` references (such
-    /// values are redacted from `tributary.url`).
-    #[serde(default)]
-    pub query: BTreeMap<String, String>,
-    /// Request headers; values may hold `${env:…}` references.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// The topic records go to.
-    pub topic: String,
-    /// Where records that cannot be produced go. Default `<topic>.dlq`.
-    pub dead_letter_topic: Option<String>,
-    /// JSON pointer to the records array in each page; `""` (the default) when the body is the
-    /// array.
-    #[serde(default)]
-    pub records: String,
-    /// JSON pointer to each record's id: the Kafka key and the `tributary.event_id` header.
-    pub key: Option<String>,
-    /// How pages follow each other. Default: one request per poll.
-    #[serde(default)]
-    pub pagination: PaginationConfig,
-    /// The incremental watermark, if any.
-    pub watermark: Option<WatermarkConfig>,
-    /// Authentication, if any.
-    pub auth: Option<AuthConfig>,
-    /// Retries of transient failures.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Time between poll starts. Default `60s`.
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Up to this much, at random, is added to each interval. Default `0s`.
-    #[serde(default, with = "humantime_serde")]
-    pub jitter: Duration,
-    /// Pages per poll at most; a longer walk goes on at the next poll. Default 1000.
-    #[serde(default = "default_max_pages")]
-    pub max_pages_per_poll: u64,
-    /// Whole-request timeout. Default `30s`.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Connect timeout. Default `10s`.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Largest response body, bytes, after decompression; a larger page fails the poll.
-    /// Default 67108864 (64 MiB).
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// Send `If-None-Match`/`If-Modified-Since` from the last poll's first page. Default true.
-    #[serde(default = "default_true")]
-    pub conditional: bool,
-    /// Channel bound in records. Default 10000.
-    #[serde(default = "default_channel_max_records")]
-    pub channel_max_records: usize,
-    /// Channel bound in bytes. Default 16 MiB.
-    #[serde(default = "default_channel_max_bytes")]
-    pub channel_max_bytes: u32,
+source_table! {
+    /// A polled REST endpoint (`type = "rest"`). See the book's REST page
+    /// (`docs/src/sources/rest.md`).
+    pub struct RestConfig {
+        /// The endpoint (`http`/`https`); may hold `${env:…}` references.
+        pub url: String,
+        /// Query parameters added to every request; values may hold `${env:…}` references (such
+        /// values are redacted from `tributary.url`).
+        #[serde(default)]
+        pub query: BTreeMap<String, String>,
+        /// Request headers; values may hold `${env:…}` references.
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        /// JSON pointer to the records array in each page; `""` (the default) when the body is the
+        /// array.
+        #[serde(default)]
+        pub records: String,
+        /// JSON pointer to each record's id: the Kafka key and the `tributary.event_id` header.
+        pub key: Option<String>,
+        /// How pages follow each other. Default: one request per poll.
+        #[serde(default)]
+        pub pagination: PaginationConfig,
+        /// The incremental watermark, if any.
+        pub watermark: Option<WatermarkConfig>,
+        /// Authentication, if any.
+        pub auth: Option<AuthConfig>,
+        /// Retries of transient failures.
+        #[serde(default)]
+        pub retry: RetryConfig,
+        /// Time between poll starts. Default `60s`.
+        #[serde(default = "default_interval", with = "humantime_serde")]
+        pub interval: Duration,
+        /// Up to this much, at random, is added to each interval. Default `0s`.
+        #[serde(default, with = "humantime_serde")]
+        pub jitter: Duration,
+        /// Pages per poll at most; a longer walk goes on at the next poll. Default 1000.
+        #[serde(default = "default_max_pages")]
+        pub max_pages_per_poll: u64,
+        /// Whole-request timeout. Default `30s`.
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        pub timeout: Duration,
+        /// Connect timeout. Default `10s`.
+        #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+        pub connect_timeout: Duration,
+        /// Largest response body, bytes, after decompression; a larger page fails the poll.
+        /// Default 67108864 (64 MiB).
+        #[serde(default = "default_max_body_bytes")]
+        pub max_body_bytes: usize,
+        /// Send `If-None-Match`/`If-Modified-Since` from the last poll's first page. Default true.
+        #[serde(default = "default_true")]
+        pub conditional: bool,
+    }
 }
 
 impl RestConfig {
@@ -189,14 +154,7 @@ impl RestConfig {
             crate::http::set_query_param(&mut base, param, value.expose_secret());
         }
         let redacted_url = settings.redactor.redact(base.as_str());
-        let mut info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            redacted_url.clone(),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let mut info = self.source_info(name, redacted_url.clone());
         info.commit_each_position = true;
         let endpoint = RestEndpoint {
             base: SecretString::from(base.to_string()),

@@ -3,13 +3,15 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use secrecy::SecretString;
-use serde::Deserialize;
 
 use super::source::SseSource;
 use crate::{
     error::ConfigError,
     secret,
-    sources::{common::Checks, PayloadFormat, ReconnectConfig, SourceInfo},
+    sources::{
+        common::{source_table, Checks},
+        PayloadFormat, ReconnectConfig, SourceInfo,
+    },
 };
 
 /// Where the source takes the record key from. A JSON-pointer or template `key` is read by the
@@ -35,83 +37,47 @@ fn default_max_event_bytes() -> usize {
     8 * 1024 * 1024
 }
 
-/// `[sources.<name>]` with `type = "sse"`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SseConfig {
-    /// A jq program run on each event (the record stage, see [`crate::stage`]). Default: none.
-    #[serde(default)]
-    pub transform: Option<String>,
-    /// A file holding the jq program, instead of `transform`.
-    #[serde(default)]
-    pub transform_file: Option<std::path::PathBuf>,
-    /// JSON pointer of the record's event time (the Kafka timestamp). Default: none.
-    #[serde(default)]
-    pub timestamp: Option<String>,
-    /// How the `timestamp` field is written. Default `rfc3339`.
-    #[serde(default)]
-    pub timestamp_unit: crate::stage::TimestampUnit,
-    /// Fixed headers added to every record. Default: none.
-    #[serde(default)]
-    pub record_headers: BTreeMap<String, String>,
-    /// A JSON Schema file every record must match. Default: none.
-    #[serde(default)]
-    pub schema: Option<std::path::PathBuf>,
-    /// What a record with a field the schema does not name does. Default `count`.
-    #[serde(default)]
-    pub on_drift: crate::stage::OnDrift,
-    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
-    /// `checkpoint.store = "kafka"`).
-    #[serde(default)]
-    pub delivery: crate::sources::Delivery,
-    /// The event stream URL (`http` or `https`). May contain `${env:…}`/`${file:…}`.
-    pub url: String,
-    /// The Kafka topic records go to.
-    pub topic: String,
-    /// The topic for records that cannot go to `topic`. Default: `<topic>.dlq`.
-    #[serde(default)]
-    pub dead_letter_topic: Option<String>,
-    /// Extra request headers; values may contain `${env:…}`/`${file:…}`.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Only events whose `event:` type is listed become records. Default: all types.
-    #[serde(default)]
-    pub event_types: Vec<String>,
-    /// `json` (default) or `text`.
-    #[serde(default)]
-    pub format: PayloadFormat,
-    /// The record key: `"id"` (the SSE id, default), `"none"`, a JSON pointer such as
-    /// `"/meta/id"`, or a template such as `"{/wiki}:{/id}"` (both need `format = "json"`).
-    #[serde(default = "default_key")]
-    pub key: String,
-    /// `Last-Event-ID` to send on the first connection when no position is stored yet.
-    #[serde(default)]
-    pub start_from: Option<String>,
-    /// A connection that delivers nothing (not even a comment) for this long is considered
-    /// dead and is reconnected. Default `60s`.
-    #[serde(default = "default_read_timeout", with = "humantime_serde")]
-    pub read_timeout: Duration,
-    /// Time allowed to open the TCP/TLS connection. Default `10s`.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Largest line, and largest event (its lines up to the blank line, comments excepted),
-    /// in bytes; a larger one ends the connection, which is reconnected from the last event
-    /// id. Default 8388608 (8 MiB).
-    #[serde(default = "default_max_event_bytes")]
-    pub max_event_bytes: usize,
-    /// Reconnect policy.
-    #[serde(default)]
-    pub reconnect: ReconnectConfig,
-    /// Authentication of each connect (API key, bearer, basic or OAuth2 client credentials),
-    /// as for REST sources.
-    #[serde(default)]
-    pub auth: Option<crate::http::AuthConfig>,
-    /// Channel bound in records between this source and the sink. Default 10000.
-    #[serde(default = "crate::sources::common::default_channel_max_records")]
-    pub channel_max_records: usize,
-    /// Channel bound in bytes. Default 16 MiB.
-    #[serde(default = "crate::sources::common::default_channel_max_bytes")]
-    pub channel_max_bytes: u32,
+source_table! {
+    /// `[sources.<name>]` with `type = "sse"`.
+    pub struct SseConfig {
+        /// The event stream URL (`http` or `https`). May contain `${env:…}`/`${file:…}`.
+        pub url: String,
+        /// Extra request headers; values may contain `${env:…}`/`${file:…}`.
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        /// Only events whose `event:` type is listed become records. Default: all types.
+        #[serde(default)]
+        pub event_types: Vec<String>,
+        /// `json` (default) or `text`.
+        #[serde(default)]
+        pub format: PayloadFormat,
+        /// The record key: `"id"` (the SSE id, default), `"none"`, a JSON pointer such as
+        /// `"/meta/id"`, or a template such as `"{/wiki}:{/id}"` (both need `format = "json"`).
+        #[serde(default = "default_key")]
+        pub key: String,
+        /// `Last-Event-ID` to send on the first connection when no position is stored yet.
+        #[serde(default)]
+        pub start_from: Option<String>,
+        /// A connection that delivers nothing (not even a comment) for this long is considered
+        /// dead and is reconnected. Default `60s`.
+        #[serde(default = "default_read_timeout", with = "humantime_serde")]
+        pub read_timeout: Duration,
+        /// Time allowed to open the TCP/TLS connection. Default `10s`.
+        #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+        pub connect_timeout: Duration,
+        /// Largest line, and largest event (its lines up to the blank line, comments excepted),
+        /// in bytes; a larger one ends the connection, which is reconnected from the last event
+        /// id. Default 8388608 (8 MiB).
+        #[serde(default = "default_max_event_bytes")]
+        pub max_event_bytes: usize,
+        /// Reconnect policy.
+        #[serde(default)]
+        pub reconnect: ReconnectConfig,
+        /// Authentication of each connect (API key, bearer, basic or OAuth2 client credentials),
+        /// as for REST sources.
+        #[serde(default)]
+        pub auth: Option<crate::http::AuthConfig>,
+    }
 }
 
 /// The validated, resolved settings the source runs with.
@@ -213,14 +179,7 @@ impl SseConfig {
             use secrecy::ExposeSecret;
             redactor.redact(url.expose_secret())
         };
-        let info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            redacted_url.clone(),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let info = self.source_info(name, redacted_url.clone());
         let settings = SseSettings {
             url,
             redacted_url,

@@ -14,7 +14,10 @@ use super::{
 };
 use crate::{
     error::ConfigError,
-    sources::{common::Checks, PayloadFormat, SourceInfo},
+    sources::{
+        common::{source_table, Checks},
+        PayloadFormat, SourceInfo,
+    },
     stage::Key,
 };
 
@@ -56,87 +59,51 @@ pub struct EventIdConfig {
     pub pointer: Option<String>,
 }
 
-/// `[sources.<name>]` with `type = "webhook"`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// A jq program run on each event (the record stage, see [`crate::stage`]). Default: none.
-    #[serde(default)]
-    pub transform: Option<String>,
-    /// A file holding the jq program, instead of `transform`.
-    #[serde(default)]
-    pub transform_file: Option<std::path::PathBuf>,
-    /// JSON pointer of the record's event time (the Kafka timestamp). Default: none.
-    #[serde(default)]
-    pub timestamp: Option<String>,
-    /// How the `timestamp` field is written. Default `rfc3339`.
-    #[serde(default)]
-    pub timestamp_unit: crate::stage::TimestampUnit,
-    /// Fixed headers added to every record. Default: none.
-    #[serde(default)]
-    pub record_headers: std::collections::BTreeMap<String, String>,
-    /// A JSON Schema file every record must match. Default: none.
-    #[serde(default)]
-    pub schema: Option<std::path::PathBuf>,
-    /// What a record with a field the schema does not name does. Default `count`.
-    #[serde(default)]
-    pub on_drift: crate::stage::OnDrift,
-    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
-    /// `checkpoint.store = "kafka"`).
-    #[serde(default)]
-    pub delivery: crate::sources::Delivery,
-    /// The Kafka topic records go to.
-    pub topic: String,
-    /// The topic for records that cannot go to `topic`. Default: `<topic>.dlq`.
-    #[serde(default)]
-    pub dead_letter_topic: Option<String>,
-    /// The route on the HTTP server (`server.listen`). Default `/webhooks/<name>`.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// How requests are authenticated. Required.
-    pub signature: SignatureConfig,
-    /// Where the event id (record key, deduplication key, `tributary.event_id`) comes from.
-    /// Default: the scheme's delivery id (`webhook-id`, `X-GitHub-Delivery`), if any.
-    #[serde(default)]
-    pub event_id: Option<EventIdConfig>,
-    /// `json` (default: a body that is not JSON is refused with 400) or `text`.
-    #[serde(default)]
-    pub format: PayloadFormat,
-    /// Largest accepted body, bytes; larger requests get 413. At most the producer's
-    /// `message.max.bytes`. Default 1000000 (librdkafka's `message.max.bytes`).
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// Accepted `Content-Type` media types; others get 415. Default `["application/json"]`
-    /// (empty: any).
-    #[serde(default = "default_content_types")]
-    pub content_types: Vec<String>,
-    /// An event id seen (and acknowledged by Kafka) within this window is answered 2xx and
-    /// not produced again. Default `24h`, at most `365d`.
-    #[serde(default = "default_dedupe_window", with = "humantime_serde")]
-    pub dedupe_window: Duration,
-    /// At most this many event ids are remembered (the oldest go first). Default 100000.
-    #[serde(default = "default_dedupe_max_ids")]
-    pub dedupe_max_ids: u64,
-    /// Longest time to receive a request's body; slower requests get 408. Default `10s`.
-    #[serde(default = "default_body_timeout", with = "humantime_serde")]
-    pub body_timeout: Duration,
-    /// Requests served at once; more get 503 with `Retry-After`. Default 256, at most
-    /// 1000000.
-    #[serde(default = "default_max_concurrent_requests")]
-    pub max_concurrent_requests: usize,
-    /// Longest wait for Kafka's acknowledgement before answering 503 (the sender retries).
-    /// Default `10s`.
-    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
-    pub ack_timeout: Duration,
-    /// `Retry-After` sent with 503 answers. Default `5s`.
-    #[serde(default = "default_retry_after", with = "humantime_serde")]
-    pub retry_after: Duration,
-    /// Channel bound in records between this source and the sink. Default 10000.
-    #[serde(default = "crate::sources::common::default_channel_max_records")]
-    pub channel_max_records: usize,
-    /// Channel bound in bytes. Default 16 MiB.
-    #[serde(default = "crate::sources::common::default_channel_max_bytes")]
-    pub channel_max_bytes: u32,
+source_table! {
+    /// `[sources.<name>]` with `type = "webhook"`.
+    pub struct WebhookConfig {
+        /// The route on the HTTP server (`server.listen`). Default `/webhooks/<name>`.
+        #[serde(default)]
+        pub path: Option<String>,
+        /// How requests are authenticated. Required.
+        pub signature: SignatureConfig,
+        /// Where the event id (record key, deduplication key, `tributary.event_id`) comes from.
+        /// Default: the scheme's delivery id (`webhook-id`, `X-GitHub-Delivery`), if any.
+        #[serde(default)]
+        pub event_id: Option<EventIdConfig>,
+        /// `json` (default: a body that is not JSON is refused with 400) or `text`.
+        #[serde(default)]
+        pub format: PayloadFormat,
+        /// Largest accepted body, bytes; larger requests get 413. At most the producer's
+        /// `message.max.bytes`. Default 1000000 (librdkafka's `message.max.bytes`).
+        #[serde(default = "default_max_body_bytes")]
+        pub max_body_bytes: usize,
+        /// Accepted `Content-Type` media types; others get 415. Default `["application/json"]`
+        /// (empty: any).
+        #[serde(default = "default_content_types")]
+        pub content_types: Vec<String>,
+        /// An event id seen (and acknowledged by Kafka) within this window is answered 2xx and
+        /// not produced again. Default `24h`, at most `365d`.
+        #[serde(default = "default_dedupe_window", with = "humantime_serde")]
+        pub dedupe_window: Duration,
+        /// At most this many event ids are remembered (the oldest go first). Default 100000.
+        #[serde(default = "default_dedupe_max_ids")]
+        pub dedupe_max_ids: u64,
+        /// Longest time to receive a request's body; slower requests get 408. Default `10s`.
+        #[serde(default = "default_body_timeout", with = "humantime_serde")]
+        pub body_timeout: Duration,
+        /// Requests served at once; more get 503 with `Retry-After`. Default 256, at most
+        /// 1000000.
+        #[serde(default = "default_max_concurrent_requests")]
+        pub max_concurrent_requests: usize,
+        /// Longest wait for Kafka's acknowledgement before answering 503 (the sender retries).
+        /// Default `10s`.
+        #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+        pub ack_timeout: Duration,
+        /// `Retry-After` sent with 503 answers. Default `5s`.
+        #[serde(default = "default_retry_after", with = "humantime_serde")]
+        pub retry_after: Duration,
+    }
 }
 
 /// The most requests a source may serve at once. tokio's semaphore holds at most
@@ -313,14 +280,7 @@ impl WebhookConfig {
         checks.channel(self.channel_max_records, self.channel_max_bytes);
         checks.finish()?;
 
-        let info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            format!("webhook:{path}"),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let info = self.source_info(name, format!("webhook:{path}"));
         let settings = WebhookSettings {
             path,
             signature,

@@ -13,7 +13,10 @@ use crate::{
     error::ConfigError,
     json::Pointer,
     secret,
-    sources::{common::Checks, PayloadFormat, ReconnectConfig, SourceInfo},
+    sources::{
+        common::{source_table, Checks},
+        PayloadFormat, ReconnectConfig, SourceInfo,
+    },
 };
 
 /// The placeholder replaced by the stored position in `url` and `subscribe` messages.
@@ -40,111 +43,75 @@ pub struct HeartbeatConfig {
     pub interval: Duration,
 }
 
-/// `[sources.<name>]` with `type = "websocket"`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebSocketConfig {
-    /// A jq program run on each event (the record stage, see [`crate::stage`]). Default: none.
-    #[serde(default)]
-    pub transform: Option<String>,
-    /// A file holding the jq program, instead of `transform`.
-    #[serde(default)]
-    pub transform_file: Option<std::path::PathBuf>,
-    /// JSON pointer of the record's event time (the Kafka timestamp). Default: none.
-    #[serde(default)]
-    pub timestamp: Option<String>,
-    /// How the `timestamp` field is written. Default `rfc3339`.
-    #[serde(default)]
-    pub timestamp_unit: crate::stage::TimestampUnit,
-    /// Fixed headers added to every record. Default: none.
-    #[serde(default)]
-    pub record_headers: BTreeMap<String, String>,
-    /// A JSON Schema file every record must match. Default: none.
-    #[serde(default)]
-    pub schema: Option<std::path::PathBuf>,
-    /// What a record with a field the schema does not name does. Default `count`.
-    #[serde(default)]
-    pub on_drift: crate::stage::OnDrift,
-    /// `"at_least_once"` (default) or `"exactly_once"` (Kafka transactions; needs
-    /// `checkpoint.store = "kafka"`).
-    #[serde(default)]
-    pub delivery: crate::sources::Delivery,
-    /// `ws://` or `wss://` URL. May contain `${env:…}`/`${file:…}`, and `{position}` (the
-    /// stored position, empty when there is none).
-    pub url: String,
-    /// The Kafka topic records go to.
-    pub topic: String,
-    /// The topic for records that cannot go to `topic`. Default: `<topic>.dlq`.
-    #[serde(default)]
-    pub dead_letter_topic: Option<String>,
-    /// Extra handshake request headers; values may contain `${env:…}`/`${file:…}`.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Text messages sent, in order, after every (re)connect. Each may contain `{position}`
-    /// and `${env:…}`/`${file:…}`.
-    #[serde(default)]
-    pub subscribe: Vec<String>,
-    /// `json` (default; anything else goes to the dead-letter topic) or `text`.
-    #[serde(default)]
-    pub format: PayloadFormat,
-    /// A JSON array message becomes one record per element. Default `false`.
-    #[serde(default)]
-    pub split_arrays: bool,
-    /// Only messages whose value at `pointer` is in `values` become records; others are
-    /// counted in `tributary_records_filtered_total`. Default: every message.
-    #[serde(default)]
-    pub filter: Option<FilterConfig>,
-    /// JSON pointer of the record key, or a template such as `"{/product_id}:{/side}"`. Default:
-    /// no key.
-    #[serde(default)]
-    pub key: Option<String>,
-    /// JSON pointer of a sequence number: the source's position (stored once Kafka has the
-    /// record), and a jump in it is a gap (`tributary_sequence_gaps_total`). Default: none.
-    #[serde(default)]
-    pub sequence: Option<String>,
-    /// JSON pointer of the stream a sequence number belongs to, when the feed numbers each
-    /// stream separately (e.g. `/product_id`). Default: one sequence for the whole feed.
-    #[serde(default)]
-    pub sequence_scope: Option<String>,
-    /// Reconnect (and so resubscribe) when a gap is found. Default `false`.
-    #[serde(default)]
-    pub resubscribe_on_gap: bool,
-    /// Interval of WebSocket pings. Default `20s`.
-    #[serde(default = "default_ping_interval", with = "humantime_serde")]
-    pub ping_interval: Duration,
-    /// A ping not answered within this time means the connection is dead. Default `10s`.
-    #[serde(default = "default_pong_timeout", with = "humantime_serde")]
-    pub pong_timeout: Duration,
-    /// A connection with no data message (text or binary; pongs do not count) for this long
-    /// is reconnected. Default `60s`.
-    #[serde(default = "default_read_timeout", with = "humantime_serde")]
-    pub read_timeout: Duration,
-    /// Time allowed for the TCP/TLS connection and the WebSocket handshake. Default `10s`.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Time allowed for one send (subscribe, ping, heartbeat): a peer that stops reading is a
-    /// dead connection, reconnected. Default `10s`.
-    #[serde(default = "default_send_timeout", with = "humantime_serde")]
-    pub send_timeout: Duration,
-    /// Largest message, bytes (all its frames together); a larger one ends the connection,
-    /// which is reconnected. Default 16777216 (16 MiB).
-    #[serde(default = "default_max_message_bytes")]
-    pub max_message_bytes: usize,
-    /// Largest single frame, bytes; at most `max_message_bytes`. Default 16777216 (16 MiB).
-    #[serde(default = "default_max_message_bytes")]
-    pub max_frame_bytes: usize,
-    /// An application-level heartbeat message. Default: none.
-    #[serde(default)]
-    pub heartbeat: Option<HeartbeatConfig>,
-    /// Reconnect policy (forever, exponential backoff with full jitter).
-    #[serde(default)]
-    pub reconnect: ReconnectConfig,
-    /// Channel bound in records between this source and the sink. Default 10000.
-    #[serde(default = "crate::sources::common::default_channel_max_records")]
-    pub channel_max_records: usize,
-    /// Channel bound in bytes. Default 16 MiB.
-    #[serde(default = "crate::sources::common::default_channel_max_bytes")]
-    pub channel_max_bytes: u32,
+source_table! {
+    /// `[sources.<name>]` with `type = "websocket"`.
+    pub struct WebSocketConfig {
+        /// `ws://` or `wss://` URL. May contain `${env:…}`/`${file:…}`, and `{position}` (the
+        /// stored position, empty when there is none).
+        pub url: String,
+        /// Extra handshake request headers; values may contain `${env:…}`/`${file:…}`.
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        /// Text messages sent, in order, after every (re)connect. Each may contain `{position}`
+        /// and `${env:…}`/`${file:…}`.
+        #[serde(default)]
+        pub subscribe: Vec<String>,
+        /// `json` (default; anything else goes to the dead-letter topic) or `text`.
+        #[serde(default)]
+        pub format: PayloadFormat,
+        /// A JSON array message becomes one record per element. Default `false`.
+        #[serde(default)]
+        pub split_arrays: bool,
+        /// Only messages whose value at `pointer` is in `values` become records; others are
+        /// counted in `tributary_records_filtered_total`. Default: every message.
+        #[serde(default)]
+        pub filter: Option<FilterConfig>,
+        /// JSON pointer of the record key, or a template such as `"{/product_id}:{/side}"`.
+        /// Default: no key.
+        #[serde(default)]
+        pub key: Option<String>,
+        /// JSON pointer of a sequence number: the source's position (stored once Kafka has the
+        /// record), and a jump in it is a gap (`tributary_sequence_gaps_total`). Default: none.
+        #[serde(default)]
+        pub sequence: Option<String>,
+        /// JSON pointer of the stream a sequence number belongs to, when the feed numbers each
+        /// stream separately (e.g. `/product_id`). Default: one sequence for the whole feed.
+        #[serde(default)]
+        pub sequence_scope: Option<String>,
+        /// Reconnect (and so resubscribe) when a gap is found. Default `false`.
+        #[serde(default)]
+        pub resubscribe_on_gap: bool,
+        /// Interval of WebSocket pings. Default `20s`.
+        #[serde(default = "default_ping_interval", with = "humantime_serde")]
+        pub ping_interval: Duration,
+        /// A ping not answered within this time means the connection is dead. Default `10s`.
+        #[serde(default = "default_pong_timeout", with = "humantime_serde")]
+        pub pong_timeout: Duration,
+        /// A connection with no data message (text or binary; pongs do not count) for this long
+        /// is reconnected. Default `60s`.
+        #[serde(default = "default_read_timeout", with = "humantime_serde")]
+        pub read_timeout: Duration,
+        /// Time allowed for the TCP/TLS connection and the WebSocket handshake. Default `10s`.
+        #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+        pub connect_timeout: Duration,
+        /// Time allowed for one send (subscribe, ping, heartbeat): a peer that stops reading is a
+        /// dead connection, reconnected. Default `10s`.
+        #[serde(default = "default_send_timeout", with = "humantime_serde")]
+        pub send_timeout: Duration,
+        /// Largest message, bytes (all its frames together); a larger one ends the connection,
+        /// which is reconnected. Default 16777216 (16 MiB).
+        #[serde(default = "default_max_message_bytes")]
+        pub max_message_bytes: usize,
+        /// Largest single frame, bytes; at most `max_message_bytes`. Default 16777216 (16 MiB).
+        #[serde(default = "default_max_message_bytes")]
+        pub max_frame_bytes: usize,
+        /// An application-level heartbeat message. Default: none.
+        #[serde(default)]
+        pub heartbeat: Option<HeartbeatConfig>,
+        /// Reconnect policy (forever, exponential backoff with full jitter).
+        #[serde(default)]
+        pub reconnect: ReconnectConfig,
+    }
 }
 
 fn default_ping_interval() -> Duration {
@@ -371,14 +338,7 @@ impl WebSocketConfig {
         let url = url.expect("no errors means the URL resolved");
         let redacted_url =
             secret::UrlRedactor::new(Vec::new(), [self.url.as_str()]).redact(url.expose_secret());
-        let info = SourceInfo::new(
-            name,
-            &self.topic,
-            self.dead_letter_topic.as_deref(),
-            redacted_url.clone(),
-            self.channel_max_records,
-            self.channel_max_bytes,
-        );
+        let info = self.source_info(name, redacted_url.clone());
         let settings = WebSocketSettings {
             url,
             redacted_url,
