@@ -435,6 +435,25 @@ impl KafkaProducer {
         .unwrap_or(Err(KafkaError::Canceled))
     }
 
+    /// Asks the brokers for `topic`'s metadata and returns the id of the broker that answered:
+    /// `-1` when it came over a bootstrap connection (`bootstrap.servers`), before a connection
+    /// to a broker the cluster's metadata names was up.
+    ///
+    /// # Errors
+    /// No broker answered within `timeout`.
+    pub async fn metadata_origin(&self, topic: &str, timeout: Duration) -> Result<i32, KafkaError> {
+        let producer = self.inner.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(|metadata| metadata.orig_broker_id())
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+    }
+
     /// Records handed to librdkafka (either producer) and not yet acknowledged or failed.
     pub fn in_flight(&self) -> i32 {
         self.producers()

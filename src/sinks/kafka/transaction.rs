@@ -53,6 +53,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long [`init_transactions`] waits for its producer's first broker connection before it
 /// initializes anyway (librdkafka then finds the coordinator on its own timer).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`init_transactions`] waits before it asks again whether a named broker is
+/// connected.
+const CONNECT_RECHECK: Duration = Duration::from_millis(5);
 
 /// What an exactly-once source keeps across the rewinds of one instance.
 #[derive(Default)]
@@ -247,8 +250,7 @@ async fn blocking<T: Send + 'static>(
 /// A fatal or non-retriable error (e.g. `transaction.timeout.ms` above the brokers'
 /// `transaction.max.timeout.ms`, or no `TransactionalId` ACL).
 pub async fn init_transactions(producer: &KafkaProducer, topic: &str) -> Result<(), KafkaError> {
-    // Its answer does not matter here: a missing topic is reported where it is used.
-    let _ = producer.topic_exists(topic, CONNECT_TIMEOUT).await;
+    connect(producer, topic).await;
     let mut wait = Duration::from_millis(100);
     loop {
         match blocking(producer, |p| p.init_transactions(CALL_TIMEOUT)).await {
@@ -260,6 +262,23 @@ pub async fn init_transactions(producer: &KafkaProducer, topic: &str) -> Result<
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Waits until `producer` has a connection to a broker the cluster's metadata names, for at
+/// most [`CONNECT_TIMEOUT`]: librdkafka looks for the transaction coordinator only over such a
+/// connection, and when none is up yet it tries again on a 500 ms timer. A metadata request
+/// answered by a named broker (not over the bootstrap connection) shows one is up; `topic`
+/// (the source's dead-letter topic) is what it asks about, and whether it exists does not
+/// matter here (a missing topic is reported where it is used).
+async fn connect(producer: &KafkaProducer, topic: &str) {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match producer.metadata_origin(topic, left).await {
+            Ok(broker) if broker >= 0 => return,
+            Ok(_) => tokio::time::sleep(CONNECT_RECHECK).await,
+            Err(_) => return,
+        }
     }
 }
 
