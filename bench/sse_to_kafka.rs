@@ -39,7 +39,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tributary::demo::replay::{self, ReplayOptions, ReplayServer};
+use tributary::cli::demo::replay::{self, ReplayOptions, ReplayServer};
 
 /// Default number of events per run.
 const DEFAULT_EVENTS: usize = 200_000;

@@ -43,7 +43,7 @@ use common::{
     Daemon, PARTITIONS, SOURCE,
 };
 use tributary::{
-    demo::{kafka_admin, replay},
+    cli::demo::{kafka_admin, replay},
     sources::webhook::signature::GitHubScheme,
 };
 

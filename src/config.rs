@@ -16,16 +16,18 @@ use std::{
 
 use serde::Deserialize;
 
+use explain::describe;
+
 use crate::{
-    config_explain::{self, describe},
     error::{ConfigError, ConfigErrors},
     http::RateLimitConfig,
     sinks::kafka::KafkaSinkConfig,
     sources::{Source, SourceConfig, SourceInfo},
 };
 
-pub use crate::cluster::ClusterSection;
+pub use crate::state::cluster::ClusterSection;
 
+pub(crate) mod explain;
 mod validate;
 
 /// The whole config file.
@@ -105,10 +107,7 @@ pub struct CheckpointSection {
     pub store: StoreKind,
     /// Directory of the file store (`checkpoints.json`). Default `./state`. A relative path is
     /// resolved against the working directory when the config is validated.
-    #[serde(
-        default = "default_state_dir",
-        deserialize_with = "config_explain::directory"
-    )]
+    #[serde(default = "default_state_dir", deserialize_with = "explain::directory")]
     pub dir: PathBuf,
     /// The Kafka store's compacted topic. Default `tributary.positions`.
     #[serde(default = "default_positions_topic")]
@@ -180,12 +179,12 @@ pub struct ServerSection {
     /// Address of `/metrics`, `/healthz` and `/readyz`. Default `0.0.0.0:9464`.
     #[serde(
         default = "default_listen",
-        deserialize_with = "config_explain::socket_address"
+        deserialize_with = "explain::socket_address"
     )]
     pub listen: SocketAddr,
     /// A separate address for the webhook sources' routes (e.g. the only port exposed to the
     /// internet). Default: none, webhooks are served on `listen`.
-    #[serde(default, deserialize_with = "config_explain::optional_socket_address")]
+    #[serde(default, deserialize_with = "explain::optional_socket_address")]
     pub webhook_listen: Option<SocketAddr>,
     /// Longest time a client may take to send a request's line and headers (from the
     /// connection's start or the previous response); then it is disconnected. Default `10s`.
@@ -216,8 +215,8 @@ impl Default for ServerSection {
 
 impl ServerSection {
     /// The bounds every listener applies.
-    pub fn limits(&self) -> crate::server::listener::ConnectionLimits {
-        crate::server::listener::ConnectionLimits {
+    pub fn limits(&self) -> crate::runtime::server::listener::ConnectionLimits {
+        crate::runtime::server::listener::ConnectionLimits {
             header_read_timeout: self.header_read_timeout,
             write_timeout: self.write_timeout,
             max_connections: self.max_connections,
@@ -302,11 +301,11 @@ fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
             )])
         })?;
     serde_path_to_error::deserialize(built.clone()).map_err(|e| {
-        ConfigErrors(vec![config_explain::explain(
+        ConfigErrors(vec![explain::explain(
             e.path().to_string(),
             describe(e.inner(), text),
             &built,
-            &config_explain::tributary_env(),
+            &explain::tributary_env(),
         )])
     })
 }
@@ -336,5 +335,4 @@ pub(crate) fn check_topic(errors: &mut Vec<ConfigError>, scope: &str, field: &st
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

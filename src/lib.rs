@@ -3,41 +3,54 @@
 //! Each configured source reads one feed and emits records into a bounded channel; a pump per
 //! source hands them to one idempotent Kafka producer; delivery reports advance each source's
 //! acknowledged position, which the committer stores, so that after any restart the source
-//! resumes where it left off and nothing is lost. See the book (`docs/`, an mdBook) for the operator's view.
+//! resumes where it left off and nothing is lost. See the book (`docs/`, an mdBook) for the
+//! operator's view.
+//!
+//! # How a record flows, by module
+//!
+//! ```text
+//!  feed ──▶ sources::<kind> ──▶ channel ──▶ sinks::kafka::pump ──▶ stage ──▶ producer ──▶ Kafka
+//!           (SSE, WebSocket,     (bounded,    (one per source)      (transform,   (librdkafka)
+//!            REST, GraphQL,       bytes and                          schema, key,      │
+//!            webhook)             records)                           topic: router)    │
+//!                                                                                      ▼
+//!  state::checkpoint ◀── committer ◀── acknowledged positions ◀── sinks::kafka::delivery reports
+//!  (file or Kafka store)                (per source, in order)
+//! ```
+//!
+//! - **The pipeline:** [`sources`] (one module per kind), [`channel`], [`stage`] (the record
+//!   stage), [`router`] (topic templates), [`sinks`] (the Kafka producer, the pump, delivery
+//!   reports, dead letters, transactions), [`record`] (what flows between them).
+//! - **The state:** [`state`]: where each source stands ([`state::checkpoint`]) and which
+//!   replica runs it ([`state::cluster`]).
+//! - **The runtime:** [`runtime`]: the daemon that assembles the pipeline
+//!   ([`runtime::daemon`]), runs each source ([`runtime::source_runner`]), supervises and
+//!   reloads it, serves `/metrics`, the probes and the webhook routes ([`runtime::server`]),
+//!   and shuts it down.
+//! - **The commands:** [`cli`]: every subcommand besides `run` (`check --connect`,
+//!   `positions`, `topics`, `schema infer`, `dev-broker`, `demo`); [`status`] is both the
+//!   `/api/v1/sources` endpoint and `tributary status`.
+//! - **Configuration and observability:** [`config`], [`metrics`].
+//! - **Helpers:** [`http`] (the shared HTTP policy), [`tls`], [`secret`], [`backoff`],
+//!   [`json`], [`error`].
 
 pub mod backoff;
 pub mod channel;
-pub mod check_connect;
-pub mod checkpoint;
-pub mod cluster;
+pub mod cli;
 pub mod config;
-mod config_explain;
-pub mod daemon;
-pub mod demo;
-pub mod dev_broker;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod health;
 pub mod http;
 pub mod json;
-pub mod liveness;
-pub mod logging;
 pub mod metrics;
-pub mod positions;
 pub mod record;
-pub mod reload;
 pub mod router;
-pub mod schema_infer;
+pub mod runtime;
 pub mod secret;
-pub mod server;
-pub mod shutdown;
 pub mod sinks;
-pub mod source_runner;
 pub mod sources;
 pub mod stage;
+pub mod state;
 pub mod status;
-pub mod supervise;
-pub mod systemd;
 pub mod tls;
-pub mod topics;

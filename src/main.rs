@@ -10,8 +10,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tributary::{
-    check_connect, config, daemon, demo, dev_broker, logging, positions, schema_infer, shutdown,
-    systemd,
+    cli::check_connect, cli::demo, cli::dev_broker, cli::positions, cli::schema_infer, config,
+    runtime::daemon, runtime::logging, runtime::shutdown, runtime::systemd,
 };
 
 /// Turns API feeds (Server-Sent Events, WebSocket, webhooks, polled REST and GraphQL) into Kafka topics, resuming after any restart.
@@ -355,7 +355,7 @@ async fn main() -> ExitCode {
                 Ok(valid) => valid,
                 Err(code) => return code,
             };
-            match tributary::topics::create(&valid, partitions, replication_factor).await {
+            match tributary::cli::topics::create(&valid, partitions, replication_factor).await {
                 Ok(report) => {
                     print!("{}", report.render());
                     if report.ok() {
@@ -447,7 +447,7 @@ async fn main() -> ExitCode {
             match daemon::start(valid, token.clone()).await {
                 Ok(running) => {
                     tracing::info!(address = %running.metrics_address(), "serving /metrics, /healthz, /readyz");
-                    if let Err(error) = tributary::reload::spawn_triggers(
+                    if let Err(error) = tributary::runtime::reload::spawn_triggers(
                         running.reloader(),
                         config.clone(),
                         watch_config,

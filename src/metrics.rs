@@ -23,7 +23,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::health::{Readiness, SourceState};
+use crate::runtime::health::{Readiness, SourceState};
 
 mod handles;
 
@@ -657,5 +657,4 @@ impl Metrics {
 }
 
 #[cfg(test)]
-#[path = "metrics_tests.rs"]
 mod tests;

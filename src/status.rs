@@ -24,7 +24,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{health::Health, metrics::Metrics};
+use crate::{metrics::Metrics, runtime::health::Health};
 
 /// The endpoint's path.
 pub const API_PATH: &str = "/api/v1/sources";

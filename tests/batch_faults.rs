@@ -8,7 +8,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
-use tributary::checkpoint::FileStore;
+use tributary::state::checkpoint::FileStore;
 
 fn stored(state: &std::path::Path, source: &str) -> Option<String> {
     FileStore::open(state)

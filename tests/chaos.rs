@@ -18,7 +18,7 @@ use std::{
 
 use common::{feeds::*, process::*, *};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use tributary::{checkpoint::FileStore, demo::replay};
+use tributary::{cli::demo::replay, state::checkpoint::FileStore};
 
 /// The three sources, their topics and their feeds.
 const SOURCES: [&str; 3] = ["sse", "ws", "rest"];

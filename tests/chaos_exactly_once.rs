@@ -16,7 +16,7 @@ use std::{
 
 use common::{feeds::*, process::*, *};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use tributary::demo::replay;
+use tributary::cli::demo::replay;
 
 /// The three sources, their topics and their feeds.
 const SOURCES: [&str; 3] = ["sse", "ws", "rest"];

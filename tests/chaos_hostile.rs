@@ -26,9 +26,9 @@ use futures::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tributary::{
-    checkpoint::FileStore,
-    demo::replay::{self, ReplayOptions, ReplayServer},
-    health::SourceState,
+    cli::demo::replay::{self, ReplayOptions, ReplayServer},
+    runtime::health::SourceState,
+    state::checkpoint::FileStore,
 };
 
 /// Serves `router` on 127.0.0.1 and returns its base URL.

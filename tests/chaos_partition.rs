@@ -21,7 +21,7 @@ use rdkafka::{
     client::DefaultClientContext,
     ClientConfig,
 };
-use tributary::demo::replay::{FeedEvent, ReplayOptions, ReplayServer};
+use tributary::cli::demo::replay::{FeedEvent, ReplayOptions, ReplayServer};
 
 const SOURCE: &str = "stuck";
 /// Events in the feed.

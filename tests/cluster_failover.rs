@@ -31,10 +31,10 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use tributary::{
-    checkpoint::{KafkaStore, KafkaStoreConfig},
-    cluster::assignment::control_partition,
-    demo::replay,
+    cli::demo::replay,
     record::Position,
+    state::checkpoint::{KafkaStore, KafkaStoreConfig},
+    state::cluster::assignment::control_partition,
 };
 
 /// Control partitions: one per source here, so that every source moves on its own.

@@ -15,8 +15,8 @@ use std::{
 
 use common::{process::*, *};
 use tributary::{
-    checkpoint::FileStore,
-    demo::replay::{self, ReplayOptions, ReplayServer},
+    cli::demo::replay::{self, ReplayOptions, ReplayServer},
+    state::checkpoint::FileStore,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

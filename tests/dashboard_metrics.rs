@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{api::*, metric_names::*, process::*, *};
-use tributary::demo::replay::{self, ReplayOptions, ReplayServer};
+use tributary::cli::demo::replay::{self, ReplayOptions, ReplayServer};
 
 /// The scrape of a daemon that runs every source kind, once its SSE records are acknowledged
 /// and its polled sources have polled.

@@ -191,8 +191,8 @@ fn registered_families() -> BTreeSet<String> {
         .dead_lettered("invalid_json");
     metrics.registered("s").unwrap().transaction("committed");
     metrics.listener("listen");
-    tributary::cluster::ClusterMetrics::new(metrics.registry());
-    tributary::reload::register_metrics(metrics.registry());
+    tributary::state::cluster::ClusterMetrics::new(metrics.registry());
+    tributary::runtime::reload::register_metrics(metrics.registry());
     metrics
         .render()
         .lines()

@@ -51,7 +51,7 @@ async fn post(client: &reqwest::Client, url: &str, body: &str) -> (u16, String) 
     (status, response.text().await.unwrap())
 }
 
-fn values(records: &[tributary::demo::kafka_admin::ConsumedRecord]) -> Vec<String> {
+fn values(records: &[tributary::cli::demo::kafka_admin::ConsumedRecord]) -> Vec<String> {
     records
         .iter()
         .map(|r| String::from_utf8(r.payload.clone()).unwrap())

@@ -17,7 +17,7 @@ use std::{
 };
 
 use common::{feeds::*, process::*, *};
-use tributary::demo::replay;
+use tributary::cli::demo::replay;
 
 const CLUSTER: &str = "eos";
 const POSITIONS_TOPIC: &str = "eos.positions";

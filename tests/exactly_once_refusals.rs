@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tributary::demo::replay::{FeedEvent, ReplayOptions, ReplayServer};
+use tributary::cli::demo::replay::{FeedEvent, ReplayOptions, ReplayServer};
 
 /// Waits until `source`'s position committed in the Kafka store is `position`.
 async fn wait_for_committed(broker: &Broker, source: &str, position: &str) {

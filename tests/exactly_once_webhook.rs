@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn values(records: &[tributary::demo::kafka_admin::ConsumedRecord]) -> Vec<String> {
+fn values(records: &[tributary::cli::demo::kafka_admin::ConsumedRecord]) -> Vec<String> {
     records
         .iter()
         .map(|record| String::from_utf8_lossy(&record.payload).into_owned())

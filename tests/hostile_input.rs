@@ -13,7 +13,9 @@
 mod common;
 
 use common::{api::*, *};
-use tributary::{daemon::RunningDaemon, health::SourceState, stage::transform::MAX_OUTPUTS};
+use tributary::{
+    runtime::daemon::RunningDaemon, runtime::health::SourceState, stage::transform::MAX_OUTPUTS,
+};
 
 /// An SSE stream of `events` (id, data), kept open as a live feed would.
 fn feed(events: &[(&str, &str)]) -> Scripted {
@@ -33,7 +35,7 @@ fn sse_source(name: &str, url: &str, extra: &str) -> String {
 }
 
 /// The keys (SSE ids) of `records`, sorted.
-fn ids(records: &[tributary::demo::kafka_admin::ConsumedRecord]) -> Vec<String> {
+fn ids(records: &[tributary::cli::demo::kafka_admin::ConsumedRecord]) -> Vec<String> {
     let mut ids: Vec<String> = records
         .iter()
         .map(|r| String::from_utf8(r.key.clone().expect("keyed by the SSE id")).unwrap())

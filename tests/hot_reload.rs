@@ -13,8 +13,8 @@ use std::{
 
 use common::{process::*, *};
 use tributary::{
-    checkpoint::FileStore,
-    demo::replay::{self, ReplayOptions, ReplayServer},
+    cli::demo::replay::{self, ReplayOptions, ReplayServer},
+    state::checkpoint::FileStore,
 };
 
 /// A live feed: 200 events per second for a minute.

@@ -16,7 +16,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tributary::daemon::RunningDaemon;
+use tributary::runtime::daemon::RunningDaemon;
 
 /// A generous bound for what the daemon does within a few seconds; exceeding it fails the test.
 const DEADLINE: Duration = Duration::from_secs(30);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use sha2::Digest as _;
-use tributary::{checkpoint::FileStore, health::SourceState};
+use tributary::{runtime::health::SourceState, state::checkpoint::FileStore};
 
 /// A JSON event whose `blob` is `len` bytes of text that compresses badly.
 fn incompressible_event(len: usize) -> String {

@@ -10,7 +10,7 @@ use std::{
 
 use common::{process::*, *};
 use tributary::{
-    demo::replay::{self, ReplayOptions, ReplayServer},
+    cli::demo::replay::{self, ReplayOptions, ReplayServer},
     sinks::kafka::client_log::{MAX_LINES_PER_WINDOW, WINDOW},
 };
 

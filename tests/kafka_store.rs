@@ -17,9 +17,9 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use tributary::{
-    checkpoint::{compaction, CheckpointStore, Compaction, KafkaStore, KafkaStoreConfig},
     error::CheckpointError,
     record::Position,
+    state::checkpoint::{compaction, CheckpointStore, Compaction, KafkaStore, KafkaStoreConfig},
 };
 
 fn store_config(broker: &Broker, topic: &str, cluster: &str, replica: &str) -> KafkaStoreConfig {

@@ -16,9 +16,9 @@ use std::{
 
 use common::{process::*, *};
 use tributary::{
-    checkpoint::FileStore,
-    demo::kafka_admin::{self, ConsumedRecord},
-    demo::replay::{FeedEvent, ReplayOptions, ReplayServer},
+    cli::demo::kafka_admin::{self, ConsumedRecord},
+    cli::demo::replay::{FeedEvent, ReplayOptions, ReplayServer},
+    state::checkpoint::FileStore,
 };
 
 const SOURCE: &str = "lagging";

@@ -5,7 +5,7 @@ mod common;
 use std::{path::Path, process::Output};
 
 use common::process::{binary, try_http_get, write_config, Daemon};
-use tributary::checkpoint::FileStore;
+use tributary::state::checkpoint::FileStore;
 
 fn positions(config: &Path, args: &[&str]) -> Output {
     std::process::Command::new(binary())

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{api::*, *};
-use tributary::demo::kafka_admin::ConsumedRecord;
+use tributary::cli::demo::kafka_admin::ConsumedRecord;
 
 fn header<'a>(record: &'a ConsumedRecord, name: &str) -> Option<&'a str> {
     record

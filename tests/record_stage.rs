@@ -8,14 +8,14 @@ use std::{collections::BTreeMap, time::Duration};
 use bytes::Bytes;
 use common::*;
 use tributary::{
-    checkpoint::FileStore,
+    cli::demo::replay::{self, ReplayOptions, ReplayServer},
     config,
-    demo::replay::{self, ReplayOptions, ReplayServer},
-    health::SourceState,
     metrics::{Metrics, SourceKind},
     record::{Position, Record},
+    runtime::health::SourceState,
     sources::SourceConfig,
     stage::{Admission, SourceRules, Stage},
+    state::checkpoint::FileStore,
 };
 
 /// The stage of the only source of example config `file`, built as the daemon builds it.
@@ -455,7 +455,7 @@ listen = "127.0.0.1:0"
     assert_eq!(broker.read("errors").await.len(), count_ns(0));
     let failed = broker.read("errors.dlq").await;
     assert_eq!(failed.len(), not_articles);
-    let by_id: BTreeMap<usize, &tributary::demo::kafka_admin::ConsumedRecord> = failed
+    let by_id: BTreeMap<usize, &tributary::cli::demo::kafka_admin::ConsumedRecord> = failed
         .iter()
         .map(|r| {
             let id = r.header("tributary.event_id").unwrap();

@@ -10,10 +10,10 @@ use std::path::Path;
 use common::{process::write_config, *};
 use tokio_util::sync::CancellationToken;
 use tributary::{
+    cli::demo::replay::{ReplayOptions, ReplayServer},
     config,
-    daemon::{self, RunningDaemon},
-    demo::replay::{ReplayOptions, ReplayServer},
-    reload::ReloadOutcome,
+    runtime::daemon::{self, RunningDaemon},
+    runtime::reload::ReloadOutcome,
 };
 
 async fn start(path: &Path) -> RunningDaemon {

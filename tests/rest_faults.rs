@@ -15,7 +15,7 @@ use std::{
 
 use common::{api::*, process::*, *};
 use serde_json::json;
-use tributary::checkpoint::FileStore;
+use tributary::state::checkpoint::FileStore;
 
 /// A source table polling `path` of `server` with cursor pagination (`/next`, `cursor`).
 fn cursor_source(name: &str, url: &str, extra: &str) -> String {

@@ -10,7 +10,7 @@ use common::{
     *,
 };
 use serde_json::Value;
-use tributary::demo::replay::{self, ReplayOptions, ReplayServer};
+use tributary::cli::demo::replay::{self, ReplayOptions, ReplayServer};
 
 const RECORDED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

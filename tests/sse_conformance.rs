@@ -27,7 +27,7 @@ use axum::{
 };
 use common::*;
 use serde::Deserialize;
-use tributary::health::SourceState;
+use tributary::runtime::health::SourceState;
 
 /// A vector on which eventsource-client 0.18 (the SSE parser) does not behave as WHATWG HTML
 /// §9.2 says, with what it does instead. Listed in the book's SSE page; asserted below, so the test

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tributary::{
-    checkpoint::FileStore,
-    demo::replay::{self, FeedEvent, ReplayOptions, ReplayServer},
-    health::SourceState,
+    cli::demo::replay::{self, FeedEvent, ReplayOptions, ReplayServer},
+    runtime::health::SourceState,
+    state::checkpoint::FileStore,
 };
 
 async fn every_event_arrives_once_in_feed_order(broker: Broker) {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use tributary::{
-    checkpoint::FileStore,
-    demo::replay::{self, ReplayOptions, ReplayServer},
-    health::SourceState,
+    cli::demo::replay::{self, ReplayOptions, ReplayServer},
+    runtime::health::SourceState,
+    state::checkpoint::FileStore,
 };
 
 /// Writes `value` to a file in `dir` and returns its path (for `${file:…}` references).

@@ -12,7 +12,7 @@ use std::{
 
 use common::{process::*, *};
 use tributary::{
-    demo::replay::{self, ReplayOptions, ReplayServer},
+    cli::demo::replay::{self, ReplayOptions, ReplayServer},
     status::StatusReport,
 };
 

@@ -16,8 +16,8 @@ use std::{
 use common::{feeds::*, process::*, *};
 use rdkafka::config::ClientConfig;
 use tributary::{
-    checkpoint::{KafkaStore, KafkaStoreConfig, StoredPosition},
-    demo::replay,
+    cli::demo::replay,
+    state::checkpoint::{KafkaStore, KafkaStoreConfig, StoredPosition},
     status::cluster::ClusterReport,
 };
 

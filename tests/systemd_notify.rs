@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{process::*, *};
-use tributary::demo::replay::{self, ReplayOptions, ReplayServer};
+use tributary::cli::demo::replay::{self, ReplayOptions, ReplayServer};
 
 /// Every datagram received on the socket, in order, each split into its `KEY=value` lines.
 fn listen(socket: UnixDatagram) -> Arc<Mutex<Vec<Vec<String>>>> {

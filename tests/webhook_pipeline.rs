@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use tributary::{
-    daemon::RunningDaemon,
-    health::SourceState,
+    runtime::daemon::RunningDaemon,
+    runtime::health::SourceState,
     sources::webhook::signature::{GitHubScheme, StandardWebhooksScheme},
 };
 

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{
     protocol::{frame::coding::CloseCode, CloseFrame},
     Message,
 };
-use tributary::health::SourceState;
+use tributary::runtime::health::SourceState;
 
 /// A daemon config with one WebSocket source named `source` (topic of the same name).
 fn ws_config(
@@ -229,7 +229,7 @@ key = "/type""#,
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].payload, b"{malformed");
     assert_eq!(dead[0].header("tributary.error_kind"), Some("invalid_json"));
-    let stored = tributary::checkpoint::FileStore::open(state.path()).unwrap();
+    let stored = tributary::state::checkpoint::FileStore::open(state.path()).unwrap();
     assert_eq!(
         stored.load("ticks").unwrap().map(|p| p.0.to_string()),
         Some("600".to_owned())
@@ -484,7 +484,7 @@ filter = { pointer = "type", values = [] }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_restart_resumes_from_the_stored_sequence() {
     use common::process::{process_toml, write_config, Daemon};
-    use tributary::checkpoint::FileStore;
+    use tributary::state::checkpoint::FileStore;
     const FRAMES: u64 = 20_000;
     // Every connection resumes after the `after` query parameter (`{position}`). The first
     // one stops at half the feed and holds, so the kill always lands mid-stream.

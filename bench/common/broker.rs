@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use rdkafka::{mocking::MockCluster, producer::DefaultProducerContext};
-use tributary::demo::kafka_admin;
+use tributary::cli::demo::kafka_admin;
 
 use super::{free_port, tail, BrokerKind, PARTITIONS};
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tributary::{demo::kafka_admin, router::HEADER_EVENT_ID};
+use tributary::{cli::demo::kafka_admin, router::HEADER_EVENT_ID};
 
 use crate::{
     api::Api,

@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     channel::RecordSender,
     error::{ConfigError, SourceError},
-    health::{Health, SourceState},
     metrics::{SourceKind, SourceMetrics},
     record::Position,
+    runtime::health::{Health, SourceState},
     stage::{Admission, SourceRules, Stage, StageConfig, Template},
 };
 

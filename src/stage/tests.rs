@@ -2,9 +2,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 use crate::{
-    checkpoint::AckWindow,
     metrics::{Metrics, SourceKind},
     record::{DeliveryOutcome, Position},
+    state::checkpoint::AckWindow,
 };
 
 fn stage(config: StageConfig, topic: &str, key: Option<&str>) -> Stage {

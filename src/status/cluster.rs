@@ -26,10 +26,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    checkpoint::{KafkaStore, StoredPosition},
-    cluster::assignment::{self, parse_client_id},
     config::Config,
     error::CheckpointError,
+    state::checkpoint::{KafkaStore, StoredPosition},
+    state::cluster::assignment::{self, parse_client_id},
 };
 
 use super::{
@@ -171,7 +171,7 @@ pub async fn cluster_report(config: &Config) -> Result<ClusterReport, ClusterSta
     let brokers = config.kafka.brokers.clone();
     let group = cluster.group_id();
     let positions_topic = config.checkpoint.topic.clone();
-    let connection = crate::cluster::connection(&config.kafka);
+    let connection = crate::state::cluster::connection(&config.kafka);
     let (group_state, listed, store_exists) = tokio::task::spawn_blocking({
         let (group, topic) = (group.clone(), positions_topic.clone());
         let brokers = brokers.clone();
@@ -199,7 +199,7 @@ pub async fn cluster_report(config: &Config) -> Result<ClusterReport, ClusterSta
     })??;
     let stored = if store_exists {
         let mut store_config =
-            crate::cluster::store_config(&config.kafka, &config.checkpoint, cluster);
+            crate::state::cluster::store_config(&config.kafka, &config.checkpoint, cluster);
         store_config.replica = format!("tributary-status-{}", std::process::id());
         let read = async { KafkaStore::open(store_config).await?.positions().await };
         read.await.map_err(|error| ClusterStatusError::Store {

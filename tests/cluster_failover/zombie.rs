@@ -15,7 +15,7 @@ use rdkafka::{
     message::Message,
     Offset, TopicPartitionList,
 };
-use tributary::checkpoint::StoredPosition;
+use tributary::state::checkpoint::StoredPosition;
 
 use super::*;
 

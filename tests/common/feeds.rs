@@ -11,8 +11,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tributary::{
-    demo::kafka_admin::ConsumedRecord,
-    demo::replay::{self, ReplayOptions, ReplayServer},
+    cli::demo::kafka_admin::ConsumedRecord,
+    cli::demo::replay::{self, ReplayOptions, ReplayServer},
 };
 
 use super::{api::*, ws::*, Broker};

@@ -22,10 +22,10 @@ use kafka::KafkaCluster;
 use rdkafka::{mocking::MockCluster, producer::DefaultProducerContext};
 use tokio_util::sync::CancellationToken;
 use tributary::{
+    cli::demo::kafka_admin::{self, ConsumedRecord},
+    cli::demo::replay,
     config,
-    daemon::{self, RunningDaemon},
-    demo::kafka_admin::{self, ConsumedRecord},
-    demo::replay,
+    runtime::daemon::{self, RunningDaemon},
 };
 
 /// Partitions per test topic (a mock partition keeps only 5 MiB, so spread the data).
@@ -591,10 +591,10 @@ pub async fn positions_store(
     broker: &Broker,
     topic: &str,
     cluster: &str,
-) -> tributary::checkpoint::KafkaStore {
+) -> tributary::state::checkpoint::KafkaStore {
     let mut connection = rdkafka::ClientConfig::new();
     connection.set("bootstrap.servers", broker.brokers());
-    tributary::checkpoint::KafkaStore::open(tributary::checkpoint::KafkaStoreConfig {
+    tributary::state::checkpoint::KafkaStore::open(tributary::state::checkpoint::KafkaStoreConfig {
         connection,
         topic: topic.into(),
         partitions: 1,

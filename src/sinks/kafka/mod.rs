@@ -1,6 +1,6 @@
 //! The Kafka sink: an idempotent rdkafka producer shared by every source, one pump task per
 //! source that moves records from the source's channel into the producer, and the delivery
-//! callback that feeds each source's [`crate::checkpoint::Acknowledger`].
+//! callback that feeds each source's [`crate::state::checkpoint::Acknowledger`].
 //!
 //! `producer.rs` owns the producer, its context (delivery reports) and broker health;
 //! `pump.rs` runs each event through the record stage and forwards its records, `send.rs` is

@@ -31,10 +31,10 @@ use super::{
     queue_budget::{QueueBudget, QueuedBytes},
 };
 use crate::{
-    checkpoint::Acknowledger,
-    health::{Health, SourceState},
     metrics::SourceMetrics,
     record::{DeadLetter, DeliveryOutcome, EventAck},
+    runtime::health::{Health, SourceState},
+    state::checkpoint::Acknowledger,
 };
 
 /// Producer settings, validated.

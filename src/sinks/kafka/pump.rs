@@ -358,8 +358,10 @@ impl Pump {
 /// is not acknowledged, so the position stays before it.
 fn stage_stops(sink: &SourceSink, reason: Stop) -> Halt {
     tracing::error!(source = %sink.name, reason = %reason.0, "the record stage stops the source");
-    sink.health
-        .set(&sink.name, crate::health::SourceState::Failed(reason.0));
+    sink.health.set(
+        &sink.name,
+        crate::runtime::health::SourceState::Failed(reason.0),
+    );
     Halt::Faulted
 }
 

@@ -44,8 +44,8 @@ use super::{
     pump::{Halt, Pump},
 };
 use crate::{
-    checkpoint::CheckpointStore,
     record::{DeliveryOutcome, EventAck, Position, Record},
+    state::checkpoint::CheckpointStore,
 };
 
 /// How long one transactional call (init, commit, abort) may take before it is tried again.
@@ -652,7 +652,7 @@ impl Pump {
             tracing::error!(source = %self.sink.name, %error, "the source's transactional producer was fenced: another owner runs this source now; this instance stops");
             self.sink.health.set(
                 &self.sink.name,
-                crate::health::SourceState::Failed(format!(
+                crate::runtime::health::SourceState::Failed(format!(
                     "fenced: another owner runs this source now ({error})"
                 )),
             );

@@ -30,10 +30,10 @@ pub use position::{compare, PageState, PollPosition, Validators, Walk};
 
 use crate::{
     error::SourceError,
-    health::SourceState,
     http::{Auth, HttpError, HttpPolicy, HttpRequest, RetryConfig, Timeouts},
     json::{is_null, Pointer},
     record::{PageLineage, Position, Record},
+    runtime::health::SourceState,
     sources::{Probe, Source, SourceContext},
     stage::Key,
 };

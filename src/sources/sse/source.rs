@@ -27,9 +27,9 @@ use super::{
 use crate::{
     backoff::Backoff,
     error::SourceError,
-    health::SourceState,
     http::{classify_status, parse_retry_after, StatusClass},
     record::{Position, Record},
+    runtime::health::SourceState,
     sources::{Probe, Source, SourceContext},
     stage::Stage,
 };

@@ -38,9 +38,9 @@ use super::config::{EventIdFrom, WebhookSettings};
 use crate::{
     channel::{RecordSender, TrySendError},
     error::SourceError,
-    health::SourceState,
     metrics::SourceMetrics,
     record::{DeliveryOutcome, EventAck, Record},
+    runtime::health::SourceState,
     sources::{PayloadFormat, Source, SourceContext},
 };
 

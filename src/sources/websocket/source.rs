@@ -31,7 +31,7 @@ use super::{config::WebSocketSettings, frames::FrameDecoder, handshake::Handshak
 use crate::{
     backoff::Backoff,
     error::SourceError,
-    health::SourceState,
+    runtime::health::SourceState,
     sources::{Probe, Source, SourceContext},
 };
 
