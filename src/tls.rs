@@ -8,7 +8,9 @@
 use std::sync::Once;
 
 /// Installs aws-lc-rs as the process's rustls crypto provider, once. A provider installed
-/// earlier by the embedding program is kept.
+/// earlier by the embedding program is kept. Called wherever a TLS client is built (rustls
+/// panics on a handshake without a provider), so that a source or a client made outside the
+/// daemon's start, as in tests or an embedding program, works too.
 pub fn install_crypto_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {

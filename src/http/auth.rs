@@ -297,6 +297,7 @@ impl OAuth2Tokens {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
+        crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))

@@ -184,6 +184,7 @@ impl HttpPolicy {
                 attempt.follow()
             }
         });
+        crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(redirects)
             .connect_timeout(timeouts.connect)

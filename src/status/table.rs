@@ -53,6 +53,7 @@ pub async fn fetch(base: &str) -> Result<StatusReport, StatusError> {
         url: url.clone(),
         reason,
     };
+    crate::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())

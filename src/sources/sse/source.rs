@@ -363,6 +363,7 @@ pub(super) fn build_client(
     last_event_id: Option<&str>,
     auth: Option<(http::HeaderName, http::HeaderValue)>,
 ) -> Result<impl es::Client, String> {
+    crate::tls::install_crypto_provider();
     let transport = HyperTransport::builder()
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)

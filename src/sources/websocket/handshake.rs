@@ -60,6 +60,7 @@ pub(super) async fn connect(
     let limits = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_frame_bytes));
+    crate::tls::install_crypto_provider();
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(limits), false);
     match tokio::time::timeout(settings.connect_timeout, connect).await {
         Err(_) => Err(HandshakeError::Transient(format!(
