@@ -12,6 +12,9 @@
 //! kinds) start every series at 0, so that `increase()` sees the first occurrence. Next to them
 //! the registry holds `tributary_build_info` and the process collector's `process_*` families
 //! (resident memory, CPU seconds, open file descriptors; Linux only).
+//!
+//! `families.rs` registers the families (and notes those labelled by source, for
+//! [`Metrics::remove_source`]); `handles.rs` holds the handles hot paths count with.
 
 use std::{
     collections::HashMap,
@@ -19,12 +22,13 @@ use std::{
 };
 
 use prometheus::{
-    Counter, CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+    TextEncoder,
 };
 
 use crate::runtime::health::{Readiness, SourceState};
 
+mod families;
 mod handles;
 
 use handles::detached_counter;
@@ -127,6 +131,8 @@ pub const REVISION: &str = env!("TRIBUTARY_REVISION");
 /// All metric families of one daemon, on their own [`Registry`].
 pub struct Metrics {
     registry: Registry,
+    /// Every family with a `source` label, noted as it was registered.
+    per_source: Vec<Box<dyn families::PerSource>>,
     sources: Mutex<HashMap<Arc<str>, SourceMetrics>>,
     ready: IntGauge,
     records_received: IntCounterVec,
@@ -164,314 +170,7 @@ pub struct Metrics {
     http_connections_rejected: IntCounterVec,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let family = IntCounterVec::new(Opts::new(name, help), labels)
-        .expect("metric names and labels are static and valid");
-    registry
-        .register(Box::new(family.clone()))
-        .expect("each metric is registered once");
-    family
-}
-
-/// Removes every series of `family` whose `source` label is `source`, whatever its other
-/// labels.
-fn remove_series<T: prometheus::core::MetricVecBuilder>(
-    family: &prometheus::core::MetricVec<T>,
-    source: &str,
-) {
-    use prometheus::core::Collector;
-    for metric_family in family.collect() {
-        for metric in metric_family.get_metric() {
-            let labels: HashMap<&str, &str> = metric
-                .get_label()
-                .iter()
-                .map(|pair| (pair.name(), pair.value()))
-                .collect();
-            if labels.get("source") == Some(&source) {
-                // Absent already (removed between the collect and now): nothing to do.
-                let _ = family.remove(&labels);
-            }
-        }
-    }
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let family = IntGaugeVec::new(Opts::new(name, help), labels)
-        .expect("metric names and labels are static and valid");
-    registry
-        .register(Box::new(family.clone()))
-        .expect("each metric is registered once");
-    family
-}
-
 impl Metrics {
-    /// Registers every family on a fresh registry, with `tributary_build_info` and (on Linux)
-    /// the process collector.
-    pub fn new() -> Arc<Self> {
-        let r = Registry::new();
-        let build_info = gauge(
-            &r,
-            "tributary_build_info",
-            "Always 1; the labels say which build runs (the crate version and the git revision).",
-            &["version", "revision"],
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), REVISION])
-            .set(1);
-        #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .expect("the process collector is registered once");
-        let ready = IntGauge::new(
-            "tributary_ready",
-            "1 while /readyz answers 200, else 0 (read at each scrape).",
-        )
-        .expect("static gauge definition");
-        r.register(Box::new(ready.clone()))
-            .expect("each metric is registered once");
-        let kafka_delivery_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "tributary_kafka_delivery_seconds",
-                "Seconds from handing a record to the producer to Kafka's acknowledgement.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["source"],
-        )
-        .expect("static histogram definition");
-        r.register(Box::new(kafka_delivery_seconds.clone()))
-            .expect("each metric is registered once");
-        let event_lag_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "tributary_event_lag_seconds",
-                "Seconds from a record's event time (its `timestamp` field) to when it was read \
-                 from the feed.",
-            )
-            .buckets(vec![
-                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0,
-                86400.0,
-            ]),
-            &["source"],
-        )
-        .expect("static histogram definition");
-        r.register(Box::new(event_lag_seconds.clone()))
-            .expect("each metric is registered once");
-        Arc::new(Metrics {
-            sources: Mutex::new(HashMap::new()),
-            ready,
-            records_received: counter(
-                &r,
-                "tributary_records_received_total",
-                "Records read from the feed.",
-                &["source"],
-            ),
-            records_produced: counter(
-                &r,
-                "tributary_records_produced_total",
-                "Records acknowledged by Kafka on their own topic.",
-                &["source"],
-            ),
-            record_bytes: counter(
-                &r,
-                "tributary_record_bytes_total",
-                "Bytes of record payload acknowledged by Kafka.",
-                &["source"],
-            ),
-            records_filtered: counter(
-                &r,
-                "tributary_records_filtered_total",
-                "Events read from the feed and left out by the source's filter or transform.",
-                &["source"],
-            ),
-            sequence_gaps: counter(
-                &r,
-                "tributary_sequence_gaps_total",
-                "Jumps in the feed's sequence numbers (records the feed skipped).",
-                &["source"],
-            ),
-            webhook_requests: counter(
-                &r,
-                "tributary_webhook_requests_total",
-                "Webhook requests, by outcome (accepted, duplicate, rejected_signature, rejected_timestamp, too_large, bad_request, overloaded, delivery_timeout).",
-                &["source", "outcome"],
-            ),
-            retries: counter(
-                &r,
-                "tributary_retries_total",
-                "HTTP requests retried after a transient failure (connect error, timeout, 408, 425, 429, 5xx).",
-                &["source"],
-            ),
-            rate_limit_wait_seconds: {
-                let family = CounterVec::new(
-                    Opts::new(
-                        "tributary_rate_limit_wait_seconds_total",
-                        "Seconds requests waited for the host's budget (token bucket, spent X-RateLimit/RateLimit budget, Retry-After).",
-                    ),
-                    &["source"],
-                )
-                .expect("static counter definition");
-                r.register(Box::new(family.clone()))
-                    .expect("each metric is registered once");
-                family
-            },
-            rate_limit_waiting: gauge(
-                &r,
-                "tributary_rate_limit_waiting",
-                "1 while the source's next request waits for the host's budget (token bucket, \
-                 spent X-RateLimit/RateLimit budget, Retry-After), else 0.",
-                &["source"],
-            ),
-            polls: counter(
-                &r,
-                "tributary_polls_total",
-                "Polls of a REST or GraphQL source, by outcome (complete, not_modified, page_limit, incomplete, failed).",
-                &["source", "outcome"],
-            ),
-            pages: counter(
-                &r,
-                "tributary_pages_total",
-                "Pages fetched by a REST or GraphQL source.",
-                &["source"],
-            ),
-            not_modified: counter(
-                &r,
-                "tributary_http_not_modified_total",
-                "Conditional requests answered 304 Not Modified (nothing produced).",
-                &["source"],
-            ),
-            records_duplicate: counter(
-                &r,
-                "tributary_records_duplicate_total",
-                "Records left out because they were already produced (the watermark boundary).",
-                &["source"],
-            ),
-            invalid_event_ids: counter(
-                &r,
-                "tributary_invalid_event_ids_total",
-                "SSE event ids not taken as the position: they cannot be sent back in a \
-                 Last-Event-ID header (control characters, non-ASCII).",
-                &["source"],
-            ),
-            oversized_events: counter(
-                &r,
-                "tributary_oversized_events_total",
-                "SSE connections ended because a line or an event passed the source's \
-                 `max_event_bytes` (reconnected from the last event id).",
-                &["source"],
-            ),
-            checkpoint_commit_failures: counter(
-                &r,
-                "tributary_checkpoint_commit_failures_total",
-                "Checkpoint commits that failed for the source's position (retried on the next \
-                 round; the stored position stays where it was).",
-                &["source"],
-            ),
-            records_dead_lettered: counter(
-                &r,
-                "tributary_records_dead_lettered_total",
-                "Records sent to the dead-letter topic, by reason.",
-                &["source", "kind"],
-            ),
-            schema_drift: counter(
-                &r,
-                "tributary_schema_drift_total",
-                "Records carrying a field their source's schema does not name, by kind of drift.",
-                &["source", "kind"],
-            ),
-            http_requests: counter(
-                &r,
-                "tributary_http_requests_total",
-                "HTTP requests made to the feed, by status class (2xx, 3xx, 4xx, 5xx, other; error when no response came).",
-                &["source", "status_class"],
-            ),
-            reconnects: counter(
-                &r,
-                "tributary_reconnects_total",
-                "Reconnect attempts after a feed connection ended or failed.",
-                &["source"],
-            ),
-            connected: gauge(
-                &r,
-                "tributary_connected",
-                "1 while /readyz reports the source `connected` (SSE, WebSocket: a feed connection \
-                 is open; REST, GraphQL: the last poll succeeded) or `listening` (webhook: its \
-                 route is served), else 0 (read at each scrape).",
-                &["source"],
-            ),
-            finished: gauge(
-                &r,
-                "tributary_finished",
-                "1 while /readyz reports the source `finished`: the feed said it has nothing more \
-                 (SSE: HTTP 204), so it is not connected and does not try to be; else 0 (read at \
-                 each scrape).",
-                &["source"],
-            ),
-            channel_records: gauge(
-                &r,
-                "tributary_channel_records",
-                "Records waiting in the source's channel to the sink.",
-                &["source"],
-            ),
-            channel_bytes: gauge(
-                &r,
-                "tributary_channel_bytes",
-                "Bytes waiting in the source's channel to the sink.",
-                &["source"],
-            ),
-            kafka_delivery_seconds,
-            event_lag_seconds,
-            kafka_errors: counter(
-                &r,
-                "tributary_kafka_errors_total",
-                "Errors from the Kafka producer, by kind.",
-                &["source", "kind"],
-            ),
-            pipeline_faults: counter(
-                &r,
-                "tributary_pipeline_faults_total",
-                "Producer errors that concern the producer or the topic, not one record: the \
-                 source stopped with its position kept, by kind.",
-                &["source", "kind"],
-            ),
-            transactions: counter(
-                &r,
-                "tributary_transactions_total",
-                "Kafka transactions of exactly-once sources, by outcome (`committed`, or \
-                 `aborted`: a refused record or a failed commit; the source rewound to its last \
-                 committed position).",
-                &["source", "outcome"],
-            ),
-            checkpoint_commits: counter(
-                &r,
-                "tributary_checkpoint_commits_total",
-                "Positions written to the checkpoint store.",
-                &["source"],
-            ),
-            checkpoint_age_seconds: gauge(
-                &r,
-                "tributary_checkpoint_age_seconds",
-                "Seconds since the source's position was last committed.",
-                &["source"],
-            ),
-            http_connections: gauge(
-                &r,
-                "tributary_http_connections",
-                "Connections open on the daemon's HTTP listener (at most `server.max_connections`).",
-                &["listener"],
-            ),
-            http_connections_rejected: counter(
-                &r,
-                "tributary_http_connections_rejected_total",
-                "Connections to the daemon's HTTP listener closed at once because \
-                 `server.max_connections` were open.",
-                &["listener"],
-            ),
-            registry: r,
-        })
-    }
-
     /// The registry every family is on (for families registered elsewhere, e.g. the
     /// cluster's).
     pub fn registry(&self) -> &Registry {
@@ -571,37 +270,9 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        remove_series(&self.records_received, name);
-        remove_series(&self.records_produced, name);
-        remove_series(&self.record_bytes, name);
-        remove_series(&self.records_dead_lettered, name);
-        remove_series(&self.schema_drift, name);
-        remove_series(&self.http_requests, name);
-        remove_series(&self.reconnects, name);
-        remove_series(&self.connected, name);
-        remove_series(&self.finished, name);
-        remove_series(&self.channel_records, name);
-        remove_series(&self.channel_bytes, name);
-        remove_series(&self.kafka_delivery_seconds, name);
-        remove_series(&self.event_lag_seconds, name);
-        remove_series(&self.kafka_errors, name);
-        remove_series(&self.pipeline_faults, name);
-        remove_series(&self.transactions, name);
-        remove_series(&self.checkpoint_commits, name);
-        remove_series(&self.checkpoint_age_seconds, name);
-        remove_series(&self.records_filtered, name);
-        remove_series(&self.sequence_gaps, name);
-        remove_series(&self.webhook_requests, name);
-        remove_series(&self.retries, name);
-        remove_series(&self.rate_limit_wait_seconds, name);
-        remove_series(&self.rate_limit_waiting, name);
-        remove_series(&self.polls, name);
-        remove_series(&self.pages, name);
-        remove_series(&self.not_modified, name);
-        remove_series(&self.records_duplicate, name);
-        remove_series(&self.invalid_event_ids, name);
-        remove_series(&self.oversized_events, name);
-        remove_series(&self.checkpoint_commit_failures, name);
+        for family in &self.per_source {
+            family.remove_source(name);
+        }
     }
 
     /// The handles of every source [`Metrics::source`] registered, by name.
