@@ -209,3 +209,48 @@ fn a_removed_source_leaves_the_scrape_and_comes_back_fresh() {
         .render()
         .contains("tributary_records_received_total{source=\"gone\"} 0"));
 }
+
+#[test]
+fn removing_a_source_clears_every_family_with_a_source_label() {
+    let metrics = Metrics::new();
+    let gone = [
+        ("gone_sse", SourceKind::Sse),
+        ("gone_websocket", SourceKind::Websocket),
+        ("gone_webhook", SourceKind::Webhook),
+        ("gone_rest", SourceKind::Rest),
+        ("gone_graphql", SourceKind::Graphql),
+    ];
+    for (name, kind) in gone {
+        let handles = metrics.source(name, kind);
+        // The families whose series start at their first count.
+        handles.dead_lettered("message_too_large");
+        handles.transaction("committed");
+    }
+    metrics
+        .source("kept", SourceKind::Rest)
+        .records_received
+        .inc();
+    let scrape = metrics.render();
+    let mut touched: Vec<String> = gone
+        .iter()
+        .flat_map(|(name, _)| families_of(&scrape, name))
+        .collect();
+    touched.sort();
+    touched.dedup();
+    let mut noted: Vec<String> = metrics
+        .per_source
+        .iter()
+        .map(|family| family.desc()[0].fq_name.clone())
+        .collect();
+    noted.sort();
+    // A family in `touched` only is one `remove_source` does not know; one in `noted` only is
+    // one this test leaves without a series.
+    assert_eq!(touched, noted);
+
+    for (name, _) in gone {
+        metrics.remove_source(name);
+    }
+    let scrape = metrics.render();
+    assert!(!scrape.contains("source=\"gone_"), "{scrape}");
+    assert!(scrape.contains("tributary_records_received_total{source=\"kept\"} 1"));
+}
