@@ -8,7 +8,8 @@
 //! and the acknowledgement windows to the configured bytes, counting librdkafka's per-message
 //! overhead; `fault.rs` judges whether a producer error is one record's (dead-letter it), its
 //! batch's (send it again alone) or the pipeline's (stop, keep the position), and `refusal.rs`
-//! does what follows;
+//! does what follows; `transaction/` commits an exactly-once source's records and position
+//! together in Kafka transactions;
 //! `client_log.rs` keeps librdkafka's log lines and client errors to a readable few.
 
 pub mod client_log;

@@ -274,7 +274,7 @@ impl KafkaProducer {
     /// `message.timeout.ms` follows `transaction.timeout.ms`), so that a transaction never
     /// waits forever. Its fatal errors (`ProducerFenced`: a new owner of the source initialized
     /// the same id) are its own: they stop the source, not the daemon. It has no
-    /// single-record producer: a refusal aborts the whole transaction (see `transaction.rs`).
+    /// single-record producer: a refusal aborts the whole transaction (see `transaction/`).
     /// Transactions are not initialized yet: see [`KafkaProducer::init_transactions`].
     ///
     /// # Errors

@@ -51,7 +51,7 @@ pub(super) struct Pump {
     pub(super) stop: CancellationToken,
     /// Cancelled at the shutdown deadline.
     abandon: CancellationToken,
-    /// An exactly-once source's transaction (`transaction.rs`); `None`: at-least-once.
+    /// An exactly-once source's transaction (`transaction/`); `None`: at-least-once.
     pub(super) txn: Option<super::transaction::Transaction>,
 }
 
@@ -303,7 +303,7 @@ impl Pump {
     }
 
     /// Exactly-once: applies what an earlier, aborted transaction learnt of `record` (see
-    /// `transaction.rs`): a record refused alone becomes a dead-letter record; a record
+    /// `transaction/replay.rs`): a record refused alone becomes a dead-letter record; a record
     /// refused with its batch is sent alone (returns true).
     ///
     /// # Errors

@@ -15,7 +15,7 @@
 //!   a replica that lost the source.
 //!
 //! Exactly-once sources (`delivery = "exactly_once"`) do not go through the committer: their
-//! transactional sink (`sinks/kafka/transaction.rs`) writes each position to the Kafka store
+//! transactional sink (`sinks/kafka/transaction/`) writes each position to the Kafka store
 //! inside the producer's transaction, with [`CheckpointStore::position_record`], so that the
 //! position and the records it covers are committed together.
 
