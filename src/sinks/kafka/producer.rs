@@ -275,7 +275,7 @@ impl KafkaProducer {
     /// waits forever. Its fatal errors (`ProducerFenced`: a new owner of the source initialized
     /// the same id) are its own: they stop the source, not the daemon. It has no
     /// single-record producer: a refusal aborts the whole transaction (see `transaction/`).
-    /// Transactions are not initialized yet: see [`KafkaProducer::init_transactions`].
+    /// Transactions are not initialized yet: see [`super::init_transactions`].
     ///
     /// # Errors
     /// librdkafka refuses the settings (e.g. a `transaction.timeout.ms` out of range).

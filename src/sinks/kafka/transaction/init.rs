@@ -12,7 +12,7 @@ use crate::sinks::kafka::producer::{DeliveryContext, KafkaProducer};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`init_transactions`] waits before it asks again whether a named broker is
 /// connected.
-const CONNECT_RECHECK: Duration = Duration::from_millis(5);
+const CONNECT_RECHECK: Duration = Duration::from_millis(20);
 
 /// Runs a blocking transactional call of `producer` on the blocking pool.
 pub(super) async fn blocking<T: Send + 'static>(

@@ -14,7 +14,7 @@
 //!   sees the records and the position together or not at all.
 //! - **Completion.** An event's completion (a webhook's answer) waits for the commit that holds
 //!   its records: the sink defers settling it ([`super::producer::SourceSink::settle`]) until
-//!   [`Transaction::commit`] succeeds.
+//!   the pump's commit succeeds.
 //! - **Refusals.** A record Kafka refused in a delivery report dooms the transaction: it is
 //!   aborted, and the source rewinds to its last committed position (the runner starts it again
 //!   from there, in this process). What the refusal said is kept in the [`Replay`] across
