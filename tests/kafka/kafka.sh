@@ -70,14 +70,24 @@ $(grep -E 'ERROR|BUILD' "$cache/fetch.log" | tail -n 20)"
 
 classpath() { printf '%s' "$cache/libs/*"; }
 
-# A TCP port on 127.0.0.1 that nothing listens on, below Linux's ephemeral range (so that the
-# kernel does not hand it to a client socket meanwhile), and not one of "$@".
+# A TCP port on 127.0.0.1 for the cluster in DIR ($1): nothing listens on it, no other
+# cluster of this script holds it, and it lies in 10000-19999, below Linux's ephemeral range
+# (so that the kernel does not hand it to a client socket meanwhile) and below the ports the
+# test rig picks for daemons and servers (20000 and up). A cluster holds its ports for as long
+# as its DIR exists, by a symlink to DIR named after the port in $port_claims (created
+# atomically; one whose DIR is gone is stale and taken over): several test binaries that
+# start clusters side by side, or restart a killed node on its ports, never collide.
+port_claims="${TMPDIR:-/tmp}/tributary-kafka-ports"
 free_port() {
-  local port
+  local dir=$1 port claim
+  mkdir -p "$port_claims"
   while :; do
-    port=$((10000 + RANDOM % 22000))
-    [[ " $* " == *" $port "* ]] && continue
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+    port=$((10000 + RANDOM % 10000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+    claim="$port_claims/$port"
+    ln -s "$dir" "$claim" 2>/dev/null && break
+    # Held: by a cluster that is gone, the claim is stale; remove it and draw again.
+    [[ -d "$(readlink "$claim" 2>/dev/null)" ]] || rm -f "$claim"
   done
   printf '%s' "$port"
 }
@@ -87,8 +97,8 @@ free_port() {
 create() {
   local dir=$1 nodes=$2 ports=() voters="" id
   for ((id = 1; id <= nodes; id++)); do
-    ports+=("$(free_port "${ports[@]}")")
-    ports+=("$(free_port "${ports[@]}")")
+    ports+=("$(free_port "$dir")")
+    ports+=("$(free_port "$dir")")
   done
   for ((id = 1; id <= nodes; id++)); do
     voters+="${voters:+,}$id@127.0.0.1:${ports[2 * id - 1]}"
