@@ -251,8 +251,7 @@ fn describe_group(
     consumer: &BaseConsumer,
     group: &str,
 ) -> Result<(String, Vec<ListedMember>), String> {
-    let list = consumer
-        .fetch_group_list(Some(group), GROUP_TIMEOUT)
+    let list = crate::state::cluster::list_group(consumer, group, GROUP_TIMEOUT)
         .map_err(|e| e.to_string())?;
     let Some(info) = list.groups().iter().find(|info| info.name() == group) else {
         return Ok(("Dead".into(), Vec::new()));

@@ -275,19 +275,17 @@ async fn watch_members(
         ticker.tick().await;
         let (consumer_ref, group_ref) = (Arc::clone(&consumer), group.clone());
         let listed = tokio::task::spawn_blocking(move || {
-            consumer_ref
-                .fetch_group_list(Some(group_ref.as_str()), Duration::from_secs(5))
-                .map(|list| {
-                    list.groups()
-                        .iter()
-                        .filter(|info| info.name() == group_ref)
-                        .flat_map(|info| {
-                            info.members()
-                                .iter()
-                                .map(|member| member.client_id().to_owned())
-                        })
-                        .collect::<Vec<_>>()
-                })
+            super::list_group(&consumer_ref, &group_ref, Duration::from_secs(5)).map(|list| {
+                list.groups()
+                    .iter()
+                    .filter(|info| info.name() == group_ref)
+                    .flat_map(|info| {
+                        info.members()
+                            .iter()
+                            .map(|member| member.client_id().to_owned())
+                    })
+                    .collect::<Vec<_>>()
+            })
         })
         .await;
         let Ok(Ok(members)) = listed else { continue };

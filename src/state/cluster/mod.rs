@@ -327,6 +327,44 @@ pub fn store_config(
     }
 }
 
+/// Describes the consumer group `group`, waiting while its coordinator is not ready: a
+/// coordinator that has just started (or just moved) answers `COORDINATOR_LOAD_IN_PROGRESS` or
+/// `COORDINATOR_NOT_AVAILABLE` until it has read `__consumer_offsets`, which is a state to wait
+/// out, not an answer. Blocking: asks again every 100 ms until `timeout` (a wall-clock bound on
+/// the whole call) has passed.
+///
+/// # Errors
+/// The last error once `timeout` has passed, or at once any error that is not a coordinator
+/// still getting ready (an ACL refusal, for example).
+pub fn list_group<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    group: &str,
+    timeout: std::time::Duration,
+) -> rdkafka::error::KafkaResult<rdkafka::groups::GroupList> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match consumer.fetch_group_list(Some(group), left) {
+            Err(error) if coordinator_not_ready(&error) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether `error` says the group coordinator is getting ready (loading, moving, not yet
+/// elected), which passes by itself (Kafka protocol error codes 14, 15 and 16).
+fn coordinator_not_ready(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::CoordinatorLoadInProgress | Code::CoordinatorNotAvailable | Code::NotCoordinator
+        )
+    )
+}
+
 /// The client ids of the live members of the cluster's consumer group: replicas that run.
 /// `tributary positions set|reset` refuses to change positions while there are any.
 ///
@@ -343,13 +381,43 @@ pub fn live_members(
         error: error.to_string(),
     };
     let consumer: BaseConsumer = connection(kafka).create().map_err(failed)?;
-    let groups = consumer
-        .fetch_group_list(Some(group.as_str()), std::time::Duration::from_secs(30))
-        .map_err(failed)?;
+    let groups =
+        list_group(&consumer, &group, std::time::Duration::from_secs(30)).map_err(failed)?;
     Ok(groups
         .groups()
         .iter()
         .filter(|info| info.name() == group)
         .flat_map(|info| info.members().iter().map(|m| m.client_id().to_owned()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coordinator_not_ready;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    #[test]
+    fn a_coordinator_getting_ready_is_waited_out_other_errors_are_not() {
+        for code in [
+            Code::CoordinatorLoadInProgress,
+            Code::CoordinatorNotAvailable,
+            Code::NotCoordinator,
+        ] {
+            assert!(
+                coordinator_not_ready(&KafkaError::GroupListFetch(code)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::GroupAuthorizationFailed,
+            Code::BrokerTransportFailure,
+            Code::AllBrokersDown,
+        ] {
+            assert!(
+                !coordinator_not_ready(&KafkaError::GroupListFetch(code)),
+                "{code:?}"
+            );
+        }
+    }
 }
