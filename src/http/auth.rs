@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::{sync::Mutex, time::Instant};
 
+use super::network::Network;
 use crate::sources::common::Checks;
 
 /// `[sources.<name>.auth]`, chosen by `type`.
@@ -99,7 +100,7 @@ pub enum Auth {
 
 impl AuthConfig {
     /// Checks the config and resolves its secrets; problems go to `checks`.
-    pub(crate) fn resolve(&self, checks: &mut Checks) -> Option<Auth> {
+    pub(crate) fn resolve(&self, checks: &mut Checks, network: &Network) -> Option<Auth> {
         match self {
             AuthConfig::ApiKey {
                 header,
@@ -169,6 +170,7 @@ impl AuthConfig {
                     client_auth: *client_auth,
                     expiry_skew: *expiry_skew,
                     cached: Mutex::new(None),
+                    network: network.clone(),
                     client: std::sync::OnceLock::new(),
                 })))
             }
@@ -261,6 +263,8 @@ pub struct OAuth2Tokens {
     client_auth: ClientAuth,
     expiry_skew: Duration,
     cached: Mutex<Option<CachedToken>>,
+    /// The source's proxy and TLS settings, which the token requests follow too.
+    network: Network,
     /// The client for the token endpoint, built on the first fetch.
     client: std::sync::OnceLock<reqwest::Client>,
 }
@@ -298,7 +302,9 @@ impl OAuth2Tokens {
             return Ok(client);
         }
         crate::tls::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        let client = self
+            .network
+            .apply(reqwest::Client::builder())
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())

@@ -170,6 +170,7 @@ impl HttpPolicy {
         limits: Arc<HostLimits>,
         metrics: SourceMetrics,
         redactor: crate::secret::UrlRedactor,
+        network: &super::Network,
     ) -> Result<Self, String> {
         // Redirects are followed on the same origin only, so that credentials (which reqwest
         // strips from cross-host redirects only when they are `Authorization`) stay there.
@@ -185,7 +186,8 @@ impl HttpPolicy {
             }
         });
         crate::tls::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        let client = network
+            .apply(reqwest::Client::builder())
             .redirect(redirects)
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.total)

@@ -126,6 +126,8 @@ pub struct PollSettings {
     pub errors: ErrorsPolicy,
     /// Authentication.
     pub auth: Auth,
+    /// The proxy and TLS settings.
+    pub network: crate::http::Network,
     /// Retries.
     pub retry: RetryConfig,
     /// Timeouts.
@@ -235,6 +237,7 @@ pub async fn run(
         Arc::clone(&context.hosts),
         context.metrics.clone(),
         settings.redactor.clone(),
+        &settings.network,
     )
     .map_err(|message| permanent(message, "check the TLS setup"))?;
     let mut position = match &context.resume {

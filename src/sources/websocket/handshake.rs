@@ -35,15 +35,16 @@ pub(super) async fn connect(
     settings: &WebSocketSettings,
     position: Option<&str>,
 ) -> Result<Socket, HandshakeError> {
-    let mut request = settings
-        .url_at(position)
-        .into_client_request()
-        .map_err(|error| {
-            HandshakeError::Permanent(
-                format!("invalid WebSocket request: {error}"),
-                "fix the source's `url`",
-            )
-        })?;
+    let url = settings.url_at(position);
+    let target = url::Url::parse(&url).map_err(|error| {
+        HandshakeError::Permanent(format!("invalid URL: {error}"), "fix the source's `url`")
+    })?;
+    let mut request = url.into_client_request().map_err(|error| {
+        HandshakeError::Permanent(
+            format!("invalid WebSocket request: {error}"),
+            "fix the source's `url`",
+        )
+    })?;
     for (name, value) in &settings.headers {
         let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
@@ -60,9 +61,31 @@ pub(super) async fn connect(
     let limits = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_frame_bytes));
-    crate::tls::install_crypto_provider();
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(limits), false);
-    match tokio::time::timeout(settings.connect_timeout, connect).await {
+    // The TCP connection (through the proxy, if one applies), then TLS from the source's own
+    // rustls config (`tls`) for `wss://`, then the handshake, all within `connect_timeout`.
+    let connector = tokio_tungstenite::Connector::Rustls(settings.network.rustls());
+    let connect = async {
+        let stream = settings
+            .network
+            .connect(&target)
+            .await
+            .map_err(HandshakeError::Transient)?;
+        Ok::<_, HandshakeError>(
+            tokio_tungstenite::client_async_tls_with_config(
+                request,
+                stream,
+                Some(limits),
+                Some(connector),
+            )
+            .await,
+        )
+    };
+    let handshake = match tokio::time::timeout(settings.connect_timeout, connect).await {
+        Ok(Err(error)) => return Err(error),
+        Ok(Ok(done)) => Ok(done),
+        Err(elapsed) => Err(elapsed),
+    };
+    match handshake {
         Err(_) => Err(HandshakeError::Transient(format!(
             "no connection within {:?} (connect_timeout)",
             settings.connect_timeout
