@@ -276,6 +276,9 @@ impl HttpPolicy {
                     self.metrics.http_request(None);
                     error
                 }
+                Err(Failure::Token(TokenError::Unsigned(reason))) => {
+                    return Err(HttpError::Token(reason))
+                }
                 Err(Failure::Token(TokenError::Refused(reason))) => {
                     return Err(HttpError::Token(reason))
                 }
@@ -381,10 +384,20 @@ impl HttpPolicy {
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?;
+        let sent = match &self.auth {
+            // Signed last, over the request as it goes (method, URL, headers, body).
+            Auth::AwsSigV4(signer) => {
+                let mut built = builder
+                    .build()
+                    .map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?;
+                signer
+                    .sign(&mut built)
+                    .map_err(|e| Failure::Token(TokenError::Unsigned(e)))?;
+                self.client.execute(built).await
+            }
+            _ => builder.send().await,
+        };
+        let response = sent.map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?;
         let status = response.status();
         let headers = response.headers().clone();
         let final_url = response.url().clone();

@@ -9,6 +9,7 @@ mod network;
 mod rate_limit;
 mod retry;
 mod retry_after;
+pub mod sigv4;
 
 pub use auth::{Auth, AuthConfig, ClientAuth, OAuth2Tokens, TokenError};
 pub use client::{HttpError, HttpPolicy, HttpRequest, HttpResponse, RetryConfig, Timeouts};

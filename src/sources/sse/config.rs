@@ -173,6 +173,15 @@ impl SseConfig {
         }
         checks.channel(self.channel_max_records, self.channel_max_bytes);
         let auth = match &self.auth {
+            // A stream's request is made by the SSE client, which SigV4 cannot sign as a whole.
+            Some(crate::http::AuthConfig::AwsSigv4 { .. }) => {
+                checks.error(
+                    "auth",
+                    "`aws_sigv4` signs the requests of polled sources (rest, graphql) only",
+                    "use `bearer`, `api_key`, `basic` or `oauth2_client_credentials` for an SSE source",
+                );
+                None
+            }
             Some(auth) => auth.resolve(&mut checks, &network),
             None => Some(crate::http::Auth::None),
         };
