@@ -1,0 +1,537 @@
+//! Kafka's own security against Apache Kafka: one broker (`kafka.sh start --security`) with
+//! SASL_PLAINTEXT and SASL_SSL listeners (SCRAM-SHA-512 and PLAIN) and an SSL listener that
+//! requires a client certificate, its CA and certificates made at start.
+//!
+//! - Each mechanism: a `tributary run` child process reads an SSE feed on 127.0.0.1, produces
+//!   every event to its topic through the secured listener, and commits its position through
+//!   the Kafka store (`checkpoint.store = "kafka"`), whose clients must carry the same
+//!   security settings as the producer.
+//! - Refusals (a wrong password, a client certificate from a CA the broker does not trust, a
+//!   broker certificate the client does not trust, SASL against a listener without it):
+//!   `check --connect` exits 3 and `run` exits 1, each with a message that names the
+//!   mechanism, instead of librdkafka retrying forever.
+//! - No password reaches the output: every daemon logs at `RUST_LOG=trace`, the refused ones
+//!   with librdkafka's own `debug = "all"` (which dumps its configuration), and stdout, stderr
+//!   and `/metrics` are searched for the password.
+//!
+//! One broker serves every case, and the cases run side by side: the suite's time is about
+//! one broker start plus its slowest case.
+
+mod common;
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    pin::Pin,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt as _;
+
+use common::{
+    blocking, free_port,
+    kafka::{KafkaCluster, Security},
+    positions_store,
+    process::{binary, metric, Daemon},
+    Broker, Scripted, ScriptedServer,
+};
+
+/// Events each feed serves (ids 1..=EVENTS).
+const EVENTS: usize = 5;
+/// The password of the refusal cases: long and unique, so that a leak cannot hide.
+const WRONG_PASSWORD: &str = "WrongKafkaPassword4Tq9Lz";
+/// How long a refused daemon may take to stop: start-up, one refused login and the shutdown
+/// (flush_timeout 2 s). A daemon still running then is stalled, which is the failure.
+const REFUSAL_BOUND: Duration = Duration::from_secs(40);
+
+/// The broker, how to reach its secured listeners, and a folder for the cases' files.
+struct Fixture {
+    broker: Broker,
+    security: Security,
+    dir: tempfile::TempDir,
+}
+
+/// One way to connect: its name, the listener, and the `[kafka.producer]` lines.
+struct Connection {
+    name: &'static str,
+    brokers: String,
+    /// Properties; `${env:KAFKA_SASL_PASSWORD}` takes the password from the child's
+    /// environment, as `config/kafka-sasl-tls.toml` does.
+    properties: Vec<(&'static str, String)>,
+    /// What the refusal message names (the mechanism, and the protocol).
+    named: &'static str,
+}
+
+fn sasl(
+    name: &'static str,
+    protocol: &str,
+    mechanism: &str,
+    brokers: &str,
+    ca: Option<&str>,
+    named: &'static str,
+) -> Connection {
+    let mut properties = vec![
+        ("security.protocol", protocol.to_owned()),
+        ("sasl.mechanism", mechanism.to_owned()),
+        ("sasl.username", "tributary".to_owned()),
+        ("sasl.password", "${env:KAFKA_SASL_PASSWORD}".to_owned()),
+    ];
+    if let Some(ca) = ca {
+        properties.push(("ssl.ca.location", ca.to_owned()));
+    }
+    Connection {
+        name,
+        brokers: brokers.to_owned(),
+        properties,
+        named,
+    }
+}
+
+fn mutual_tls(
+    name: &'static str,
+    security: &Security,
+    ca: &str,
+    cert: &str,
+    key: &str,
+    named: &'static str,
+) -> Connection {
+    Connection {
+        name,
+        brokers: security.ssl.clone(),
+        properties: vec![
+            ("security.protocol", "SSL".to_owned()),
+            ("ssl.ca.location", ca.to_owned()),
+            ("ssl.certificate.location", cert.to_owned()),
+            ("ssl.key.location", key.to_owned()),
+        ],
+        named,
+    }
+}
+
+/// The connections that must work.
+fn accepted(security: &Security) -> Vec<Connection> {
+    let s = security;
+    vec![
+        sasl(
+            "scram-plaintext",
+            "SASL_PLAINTEXT",
+            "SCRAM-SHA-512",
+            &s.sasl_plaintext,
+            None,
+            "",
+        ),
+        sasl(
+            "plain-plaintext",
+            "SASL_PLAINTEXT",
+            "PLAIN",
+            &s.sasl_plaintext,
+            None,
+            "",
+        ),
+        sasl(
+            "scram-ssl",
+            "SASL_SSL",
+            "SCRAM-SHA-512",
+            &s.sasl_ssl,
+            Some(&s.ca),
+            "",
+        ),
+        sasl(
+            "plain-ssl",
+            "SASL_SSL",
+            "PLAIN",
+            &s.sasl_ssl,
+            Some(&s.ca),
+            "",
+        ),
+        mutual_tls("client-cert", s, &s.ca, &s.client_cert, &s.client_key, ""),
+    ]
+}
+
+/// The connections the broker (or the client) must refuse, and what the message names. The
+/// SASL ones are run with [`WRONG_PASSWORD`].
+fn refused(security: &Security, plaintext: &str) -> Vec<Connection> {
+    let s = security;
+    vec![
+        sasl(
+            "wrong-scram-password",
+            "SASL_PLAINTEXT",
+            "SCRAM-SHA-512",
+            &s.sasl_plaintext,
+            None,
+            "SASL authentication failed (SCRAM-SHA-512 over SASL_PLAINTEXT)",
+        ),
+        sasl(
+            "wrong-plain-password",
+            "SASL_SSL",
+            "PLAIN",
+            &s.sasl_ssl,
+            Some(&s.ca),
+            "SASL authentication failed (PLAIN over SASL_SSL)",
+        ),
+        mutual_tls(
+            "untrusted-client-cert",
+            s,
+            &s.ca,
+            &s.untrusted_cert,
+            &s.untrusted_key,
+            "TLS authentication failed (client certificate over SSL)",
+        ),
+        sasl(
+            "untrusted-broker-cert",
+            "SASL_SSL",
+            "SCRAM-SHA-512",
+            &s.sasl_ssl,
+            Some(&s.untrusted_ca),
+            "TLS authentication failed (SCRAM-SHA-512 over SASL_SSL)",
+        ),
+        // The listener speaks no SASL at all.
+        sasl(
+            "sasl-on-plaintext-listener",
+            "SASL_PLAINTEXT",
+            "PLAIN",
+            plaintext,
+            None,
+            "SASL authentication failed (PLAIN over SASL_PLAINTEXT)",
+        ),
+    ]
+}
+
+/// A daemon config: one SSE source `feed` reading `url` into topic `topic`, positions in the
+/// Kafka store (`store = "kafka"`) or in `state` (`store = "file"`), metrics on `port`.
+fn config(
+    connection: &Connection,
+    topic: &str,
+    url: &str,
+    store: &str,
+    state: &Path,
+    port: u16,
+    extra_properties: &str,
+) -> String {
+    let properties: String = connection
+        .properties
+        .iter()
+        .map(|(key, value)| format!("\"{key}\" = \"{value}\"\n"))
+        .collect();
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+flush_timeout = "2s"
+
+[kafka.producer]
+{properties}{extra_properties}
+
+[checkpoint]
+store = "{store}"
+dir = "{state}"
+topic = "positions.{name}"
+topic_replication_factor = 1
+commit_interval = "50ms"
+{cluster}
+[server]
+listen = "127.0.0.1:{port}"
+
+[sources.feed]
+type = "sse"
+url = "{url}"
+topic = "{topic}"
+"#,
+        brokers = connection.brokers,
+        name = connection.name,
+        cluster = if store == "kafka" {
+            format!(
+                "\n[cluster]\nname = \"{}\"\nreplication_factor = 1\nsession_timeout = \"6s\"\n",
+                connection.name
+            )
+        } else {
+            String::new()
+        },
+        state = state.display(),
+    )
+}
+
+/// Writes `toml` as `<dir>/<name>.toml`.
+fn write(dir: &Path, name: &str, toml: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Fails, quoting the lines, when `text` holds `password`, raw or in base64 (SASL PLAIN's
+/// `\0user\0password` too).
+fn assert_no_password(text: &str, password: &str, what: &str) {
+    use base64::{engine::general_purpose::STANDARD, Engine as _};
+    let forms = [
+        password.to_owned(),
+        STANDARD.encode(password),
+        STANDARD.encode(format!("\0tributary\0{password}")),
+    ];
+    let leaks: Vec<&str> = text
+        .lines()
+        .filter(|line| forms.iter().any(|form| line.contains(form.as_str())))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "the password appears in {what}:\n{}",
+        leaks.join("\n")
+    );
+}
+
+/// A feed of [`EVENTS`] events that stays open.
+async fn feed() -> ScriptedServer {
+    let body: String = (1..=EVENTS)
+        .map(|n| format!("id: {n}\ndata: {{\"n\":{n}}}\n\n"))
+        .collect();
+    ScriptedServer::start(vec![Scripted::events(&body, true)]).await
+}
+
+/// `connection` works: a daemon produces every event through it and commits the position of
+/// the last through the Kafka store; its output at trace level never holds the password.
+async fn produces_and_commits_positions(fixture: &Fixture, connection: Connection) {
+    let name = connection.name;
+    let topic = format!("secured.{name}");
+    fixture.broker.create_topic(&topic).await;
+    let feed = feed().await;
+    let port = free_port();
+    let dir = fixture.dir.path();
+    let state = dir.join(format!("state-{name}"));
+    let url = format!("{}/events", feed.base_url);
+    let path = write(
+        dir,
+        name,
+        &config(&connection, &topic, &url, "kafka", &state, port, ""),
+    );
+    let log = dir.join(format!("{name}.log"));
+    let mut daemon = Daemon::spawn_with(&path, port, |command| {
+        let file = std::fs::File::create(&log).unwrap();
+        command
+            .env("RUST_LOG", "trace")
+            .env("KAFKA_SASL_PASSWORD", &fixture.security.password)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+    });
+    daemon.wait_for_produced("feed", EVENTS as u64).await;
+    daemon
+        .wait_for_metric("tributary_checkpoint_commits_total", "feed", 1)
+        .await;
+    let store = positions_store(&fixture.broker, &format!("positions.{name}"), name).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = store.positions().await.expect("read the positions topic");
+        let position = stored.get("feed").and_then(|p| p.position.clone());
+        if position.as_ref().map(|p| p.as_str()) == Some(&*EVENTS.to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the stored position is {position:?}, not `{EVENTS}`"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let scrape = daemon.scrape().await.expect("a /metrics scrape");
+    assert_eq!(
+        metric(&scrape, "tributary_records_produced_total", "feed"),
+        EVENTS as u64
+    );
+    let status = daemon.terminate().await;
+    assert!(status.success(), "{name}: the daemon exited with {status}");
+    let records = fixture.broker.read(&topic).await;
+    let mut payloads: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect();
+    payloads.sort();
+    let expected: Vec<String> = (1..=EVENTS).map(|n| format!("{{\"n\":{n}}}")).collect();
+    assert_eq!(payloads, expected, "{name}: the records in `{topic}`");
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        output.contains("TRACE") || output.contains("DEBUG"),
+        "{name}: the daemon did not log at trace level"
+    );
+    assert_no_password(
+        &output,
+        &fixture.security.password,
+        &format!("{name}'s output"),
+    );
+    assert_no_password(
+        &scrape,
+        &fixture.security.password,
+        &format!("{name}'s /metrics"),
+    );
+}
+
+/// `check --connect` with a refused `connection` exits 3, its Kafka line naming the mechanism,
+/// and prints no password.
+async fn check_connect_names_the_refused_mechanism(fixture: &Fixture, connection: Connection) {
+    let name = connection.name;
+    let dir = fixture.dir.path();
+    let toml = config(
+        &connection,
+        &format!("secured.{name}"),
+        "http://127.0.0.1:9/events",
+        "kafka",
+        &dir.join(format!("state-check-{name}")),
+        free_port(),
+        "",
+    );
+    let path = write(dir, &format!("check-{name}"), &toml);
+    let output = tokio::process::Command::new(binary())
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .env("KAFKA_SASL_PASSWORD", WRONG_PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{name}:\n{stdout}\n{stderr}");
+    let brokers = stdout
+        .lines()
+        .find(|line| line.starts_with("kafka brokers"))
+        .unwrap_or_else(|| panic!("{name}: no `kafka brokers` line:\n{stdout}"));
+    assert!(
+        brokers.contains("FAILED") && brokers.contains(connection.named),
+        "{name}: the Kafka line does not name `{}`:\n{brokers}",
+        connection.named
+    );
+    for text in [&*stdout, &*stderr] {
+        assert_no_password(text, WRONG_PASSWORD, &format!("{name}'s check output"));
+        assert_no_password(
+            text,
+            &fixture.security.password,
+            &format!("{name}'s check output"),
+        );
+    }
+}
+
+/// `run` with a refused `connection` stops by itself with exit code 1 and an error naming the
+/// mechanism (librdkafka alone would retry for ever), and logs no password at trace level
+/// with librdkafka's `debug = "all"`.
+async fn run_stops_naming_the_refused_mechanism(
+    fixture: &Fixture,
+    connection: Connection,
+    store: &'static str,
+) {
+    let name = connection.name;
+    let dir = fixture.dir.path();
+    let feed = feed().await;
+    let port = free_port();
+    let toml = config(
+        &connection,
+        &format!("secured.{name}"),
+        &format!("{}/events", feed.base_url),
+        store,
+        &dir.join(format!("state-run-{name}")),
+        port,
+        "\"debug\" = \"all\"\n",
+    );
+    let path = write(dir, &format!("run-{name}"), &toml);
+    let started = Instant::now();
+    let output = tokio::time::timeout(
+        REFUSAL_BOUND,
+        tokio::process::Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "trace")
+            .env("KAFKA_SASL_PASSWORD", WRONG_PASSWORD)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!("{name} ({store} store): `run` was still running after {REFUSAL_BOUND:?}: it stalls instead of stopping")
+    })
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{name} ({store} store) after {:?}:\n{}",
+        started.elapsed(),
+        errors.join("\n")
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|line| line.contains("tributary") && line.contains(connection.named)),
+        "{name} ({store} store): no error names `{}`:\n{}",
+        connection.named,
+        errors.join("\n")
+    );
+    // librdkafka's configuration dump was written (so the search below means something).
+    assert!(
+        stderr.contains("sasl.password") || !connection.named.starts_with("SASL"),
+        "{name}: librdkafka's debug output is missing"
+    );
+    for text in [&*stdout, &*stderr] {
+        assert_no_password(text, WRONG_PASSWORD, &format!("{name}'s run output"));
+    }
+}
+
+type Case<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sasl_and_tls_listeners_authenticate_and_refusals_stop_with_the_mechanism_named() {
+    let started = Instant::now();
+    let cluster = blocking(KafkaCluster::start_secure)
+        .unwrap_or_else(|e| panic!("Apache Kafka with SASL and SSL listeners did not start: {e}"));
+    let security = cluster.security().unwrap();
+    let plaintext = cluster.bootstrap_servers().to_owned();
+    let fixture = Fixture {
+        broker: Broker::Kafka(cluster),
+        security: security.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    eprintln!("broker up after {:?}", started.elapsed());
+    let mut cases: Vec<(String, Case<'_>)> = Vec::new();
+    for connection in accepted(&security) {
+        let name = format!("{}: produces and commits positions", connection.name);
+        cases.push((
+            name,
+            Box::pin(produces_and_commits_positions(&fixture, connection)),
+        ));
+    }
+    for connection in refused(&security, &plaintext) {
+        let name = format!("{}: check --connect exits 3 naming it", connection.name);
+        cases.push((
+            name,
+            Box::pin(check_connect_names_the_refused_mechanism(
+                &fixture, connection,
+            )),
+        ));
+    }
+    // `run` with each store: the Kafka store's start-up (its clients are refused first), and
+    // the file store, where the daemon has started when the producer is refused.
+    for (index, connection) in refused(&security, &plaintext).into_iter().enumerate() {
+        let store = if index % 2 == 0 { "kafka" } else { "file" };
+        let name = format!("{}: run stops naming it ({store} store)", connection.name);
+        cases.push((
+            name,
+            Box::pin(run_stops_naming_the_refused_mechanism(
+                &fixture, connection, store,
+            )),
+        ));
+    }
+    // Side by side on this task; a case that panics fails alone, and the report names it.
+    let (names, cases): (Vec<String>, Vec<Case>) = cases.into_iter().unzip();
+    let results = futures::future::join_all(
+        cases
+            .into_iter()
+            .map(|case| std::panic::AssertUnwindSafe(case).catch_unwind()),
+    )
+    .await;
+    let failed: Vec<String> = names
+        .into_iter()
+        .zip(results)
+        .filter(|(_, result)| result.is_err())
+        .map(|(name, _)| name)
+        .collect();
+    eprintln!("every case done after {:?}", started.elapsed());
+    assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
+}
