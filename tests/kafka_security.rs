@@ -10,6 +10,8 @@
 //!   broker certificate the client does not trust, SASL against a listener without it):
 //!   `check --connect` exits 3 and `run` exits 1, each with a message that names the
 //!   mechanism, instead of librdkafka retrying forever.
+//! - `config/kafka-sasl-tls.toml`, pointed at this broker, passes `check --connect` and
+//!   produces.
 //! - No password reaches the output: every daemon logs at `RUST_LOG=trace`, the refused ones
 //!   with librdkafka's own `debug = "all"` (which dumps its configuration), and stdout, stderr
 //!   and `/metrics` are searched for the password.
@@ -474,6 +476,76 @@ async fn run_stops_naming_the_refused_mechanism(
     }
 }
 
+/// `config/kafka-sasl-tls.toml` (SCRAM-SHA-512 over SASL_SSL, host name verification on) as
+/// shipped, with only what points at a real place changed: the brokers, the CA, the state
+/// folder and the feed, plus a metrics port. `check --connect` passes and `run` produces the
+/// feed's events, with the credentials from the environment variables the example names.
+async fn the_example_config_connects_and_produces(fixture: &Fixture) {
+    let dir = fixture.dir.path();
+    let security = &fixture.security;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/kafka-sasl-tls.toml");
+    let mut toml = std::fs::read_to_string(example).unwrap();
+    let feed = feed().await;
+    let port = free_port();
+    let state = dir.join("state-example");
+    let replacements = [
+        (
+            "brokers = \"kafka-0.example.com:9094,kafka-1.example.com:9094,kafka-2.example.com:9094\"",
+            format!("brokers = \"{}\"", security.sasl_ssl),
+        ),
+        (
+            "\"ssl.ca.location\" = \"/etc/ssl/certs/ca-certificates.crt\"",
+            format!("\"ssl.ca.location\" = \"{}\"", security.ca),
+        ),
+        (
+            "dir = \"/var/lib/tributary\"",
+            format!("dir = \"{}\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"", state.display()),
+        ),
+        (
+            "url = \"https://stream.wikimedia.org/v2/stream/recentchange\"",
+            format!("url = \"{}/events\"", feed.base_url),
+        ),
+    ];
+    for (from, to) in replacements {
+        assert!(toml.contains(from), "{example} no longer holds `{from}`");
+        toml = toml.replace(from, &to);
+    }
+    let path = write(dir, "example", &toml);
+    let topic = "wikimedia.recentchange";
+    fixture.broker.create_topic(topic).await;
+    let credentials = [
+        ("KAFKA_SASL_USERNAME", security.username.as_str()),
+        ("KAFKA_SASL_PASSWORD", security.password.as_str()),
+    ];
+    let output = tokio::process::Command::new(binary())
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .envs(credentials)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "example config: check --connect failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut daemon = Daemon::spawn_with(&path, port, |command| {
+        command.envs(credentials).stderr(Stdio::null());
+    });
+    daemon.wait_for_produced("wikimedia", EVENTS as u64).await;
+    let status = daemon.terminate().await;
+    assert!(
+        status.success(),
+        "example config: the daemon exited with {status}"
+    );
+    assert_eq!(
+        fixture.broker.read(topic).await.len(),
+        EVENTS,
+        "records in `{topic}`"
+    );
+}
+
 type Case<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -489,7 +561,10 @@ async fn sasl_and_tls_listeners_authenticate_and_refusals_stop_with_the_mechanis
         dir: tempfile::tempdir().unwrap(),
     };
     eprintln!("broker up after {:?}", started.elapsed());
-    let mut cases: Vec<(String, Case<'_>)> = Vec::new();
+    let mut cases: Vec<(String, Case<'_>)> = vec![(
+        "config/kafka-sasl-tls.toml: check --connect passes and run produces".to_owned(),
+        Box::pin(the_example_config_connects_and_produces(&fixture)),
+    )];
     for connection in accepted(&security) {
         let name = format!("{}: produces and commits positions", connection.name);
         cases.push((
