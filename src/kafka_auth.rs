@@ -209,6 +209,26 @@ impl AuthWatch {
     }
 }
 
+/// Whether the brokers of `config` refuse its credentials: asks for metadata with an
+/// [`AuthWatch`] for at most `timeout`. Blocking. Only a refusal is an answer: brokers that
+/// are down or slow are not this check's business (the caller's own requests time out and
+/// say so), so they count as `Ok`.
+///
+/// # Errors
+/// The [`AuthFailure`] librdkafka reported.
+pub fn check_credentials(config: &ClientConfig, timeout: Duration) -> Result<(), AuthFailure> {
+    let watch = AuthWatch::new(config);
+    // A client librdkafka refuses to create fails the caller's own clients the same way.
+    let Ok(consumer) = config.create_with_context::<_, BaseConsumer<AuthWatch>>(watch.clone())
+    else {
+        return Ok(());
+    };
+    match watch.fetch_metadata(&consumer, None, timeout) {
+        Err(MetadataError::Auth(failure)) => Err(failure),
+        Ok(_) | Err(MetadataError::Kafka(_)) => Ok(()),
+    }
+}
+
 /// Why [`AuthWatch::fetch_metadata`] got no metadata.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {

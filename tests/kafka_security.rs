@@ -8,8 +8,9 @@
 //!   security settings as the producer.
 //! - Refusals (a wrong password, a client certificate from a CA the broker does not trust, a
 //!   broker certificate the client does not trust, SASL against a listener without it):
-//!   `check --connect` exits 3 and `run` exits 1, each with a message that names the
-//!   mechanism, instead of librdkafka retrying forever.
+//!   `check --connect` exits 3 and `run` exits 1 (and `positions list` and `topics create`
+//!   1), each with a message that names the mechanism, instead of librdkafka retrying
+//!   forever.
 //! - `config/kafka-sasl-tls.toml`, pointed at this broker, passes `check --connect` and
 //!   produces.
 //! - No password reaches the output: every daemon logs at `RUST_LOG=trace`, the refused ones
@@ -476,6 +477,45 @@ async fn run_stops_naming_the_refused_mechanism(
     }
 }
 
+/// `positions list` (the Kafka store) and `topics create` with a refused `connection` exit 1
+/// with an error naming the mechanism, instead of waiting out their requests' timeouts.
+async fn commands_name_the_refused_mechanism(fixture: &Fixture, connection: Connection) {
+    let name = connection.name;
+    let dir = fixture.dir.path();
+    let toml = config(
+        &connection,
+        &format!("secured.{name}"),
+        "http://127.0.0.1:9/events",
+        "kafka",
+        &dir.join(format!("state-commands-{name}")),
+        free_port(),
+        "",
+    );
+    let path = write(dir, &format!("commands-{name}"), &toml);
+    for command in [&["positions", "list"][..], &["topics", "create"]] {
+        let output = tokio::process::Command::new(binary())
+            .args(command)
+            .arg("--config")
+            .arg(&path)
+            .env("KAFKA_SASL_PASSWORD", WRONG_PASSWORD)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{name}: {command:?}:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(connection.named),
+            "{name}: {command:?} does not name `{}`:\n{stderr}",
+            connection.named
+        );
+        assert_no_password(&stderr, WRONG_PASSWORD, &format!("{name}: {command:?}"));
+    }
+}
+
 /// `config/kafka-sasl-tls.toml` (SCRAM-SHA-512 over SASL_SSL, host name verification on) as
 /// shipped, with only what points at a real place changed: the brokers, the CA, the state
 /// folder and the feed, plus a metrics port. `check --connect` passes and `run` produces the
@@ -579,6 +619,13 @@ async fn sasl_and_tls_listeners_authenticate_and_refusals_stop_with_the_mechanis
             Box::pin(check_connect_names_the_refused_mechanism(
                 &fixture, connection,
             )),
+        ));
+    }
+    for connection in refused(&security, &plaintext).into_iter().take(3) {
+        let name = format!("{}: positions and topics name it", connection.name);
+        cases.push((
+            name,
+            Box::pin(commands_name_the_refused_mechanism(&fixture, connection)),
         ));
     }
     // `run` with each store: the Kafka store's start-up (its clients are refused first), and
