@@ -12,7 +12,9 @@
 //! - the producer's context ([`crate::sinks::kafka`]) raises it as a fatal producer error, so
 //!   that `tributary run` exits with code 1 during start-up or at any later time;
 //! - [`AuthWatch`] is the context of the short-lived clients (`check --connect`), which ask with
-//!   [`AuthWatch::fetch_metadata`] and get the failure as soon as librdkafka reports it.
+//!   [`AuthWatch::fetch_metadata`] and get the failure as soon as librdkafka reports it;
+//! - [`check_credentials`] asks once before the clients whose contexts are librdkafka's
+//!   defaults make their requests (the Kafka store at its opening, `topics create`).
 //!
 //! What counts as an authentication failure: every `ERR__AUTHENTICATION` and broker
 //! `SASL_AUTHENTICATION_FAILED` (the broker refused the login); and an `ERR__SSL` whose reason is
