@@ -5,7 +5,8 @@
 //! - Each mechanism: a `tributary run` child process reads an SSE feed on 127.0.0.1, produces
 //!   every event to its topic through the secured listener, and commits its position through
 //!   the Kafka store (`checkpoint.store = "kafka"`), whose clients must carry the same
-//!   security settings as the producer.
+//!   security settings as the producer; once more with an exactly-once source, whose
+//!   transactional producer writes both.
 //! - Refusals (a wrong password, a client certificate from a CA the broker does not trust, a
 //!   broker certificate the client does not trust, SASL against a listener without it):
 //!   `check --connect` exits 3 and `run` exits 1 (and `positions list` and `topics create`
@@ -67,7 +68,11 @@ async fn feed() -> ScriptedServer {
 
 /// `connection` works: a daemon produces every event through it and commits the position of
 /// the last through the Kafka store; its output at trace level never holds the password.
-async fn produces_and_commits_positions(fixture: &Fixture, connection: Connection) {
+async fn produces_and_commits_positions(
+    fixture: &Fixture,
+    connection: Connection,
+    delivery: &'static str,
+) {
     let name = connection.name;
     let topic = format!("secured.{name}");
     fixture.broker.create_topic(&topic).await;
@@ -81,7 +86,8 @@ async fn produces_and_commits_positions(fixture: &Fixture, connection: Connectio
     let path = write(
         dir,
         name,
-        &config(&connection, &topic, &url, "kafka", &state, port, debug),
+        &(config(&connection, &topic, &url, "kafka", &state, port, debug)
+            + &format!("delivery = \"{delivery}\"\n")),
     );
     let log = dir.join(format!("{name}.log"));
     let mut daemon = Daemon::spawn_with(&path, port, |command| {
@@ -392,9 +398,31 @@ async fn sasl_and_tls_listeners_authenticate_and_refusals_stop_with_the_mechanis
         let name = format!("{}: produces and commits positions", connection.name);
         cases.push((
             name,
-            Box::pin(produces_and_commits_positions(&fixture, connection)),
+            Box::pin(produces_and_commits_positions(
+                &fixture,
+                connection,
+                "at_least_once",
+            )),
         ));
     }
+    // An exactly-once source: its transactional producer logs in as the shared one does, and
+    // its positions go in its transactions.
+    let exactly_once = connections::sasl(
+        "scram-ssl-exactly-once",
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+        &security.sasl_ssl,
+        Some(&security.ca),
+        "",
+    );
+    cases.push((
+        "scram-ssl-exactly-once: produces and commits positions in transactions".to_owned(),
+        Box::pin(produces_and_commits_positions(
+            &fixture,
+            exactly_once,
+            "exactly_once",
+        )),
+    ));
     for connection in refused(&security, &plaintext) {
         let name = format!("{}: check --connect exits 3 naming it", connection.name);
         cases.push((

@@ -16,7 +16,7 @@ pub struct Connection {
     pub named: &'static str,
 }
 
-fn sasl(
+pub fn sasl(
     name: &'static str,
     protocol: &str,
     mechanism: &str,

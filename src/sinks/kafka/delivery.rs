@@ -57,7 +57,11 @@ impl ClientContext for DeliveryContext {
             // forever, and no record would ever be delivered. Runs on librdkafka's thread:
             // only record it and wake the daemon (or the source, for a transactional one).
             if self.fatal.reason.set(failure.to_string()).is_ok() {
-                tracing::error!(error = %failure, "kafka: the brokers refused the producer's credentials; stopping");
+                if self.transactional {
+                    tracing::error!(error = %failure, "kafka: the brokers refused the credentials of a source's transactional producer; the source stops");
+                } else {
+                    tracing::error!(error = %failure, "kafka: the brokers refused the producer's credentials; the daemon stops");
+                }
             }
             self.fatal.raised.cancel();
             return;
