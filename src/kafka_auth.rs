@@ -17,11 +17,13 @@
 //!   defaults make their requests (the Kafka store at its opening, `topics create`).
 //!
 //! What counts as an authentication failure: every `ERR__AUTHENTICATION` and broker
-//! `SASL_AUTHENTICATION_FAILED` (the broker refused the login); and an `ERR__SSL` whose reason is
-//! a refusal of a certificate (`certificate verify failed`, a TLS alert from the broker, a key
-//! that does not match). A TLS connection that was merely cut during the handshake (a broker
-//! shutting down) is not one: librdkafka's `Disconnected` reasons stay a connection failure
-//! and are retried. The messages never carry a secret: librdkafka's reasons do not contain the
+//! `SASL_AUTHENTICATION_FAILED` (the broker refused the login), but an OAUTHBEARER token that
+//! could not be fetched (its identity provider down: librdkafka fetches it again); and an
+//! `ERR__SSL` (or, when the broker's alert arrives after the handshake, a transport failure)
+//! whose reason is a refusal of a certificate (`certificate verify failed`, a TLS alert such as
+//! `bad certificate` or `unknown ca`, a key that does not match). A TLS connection that was
+//! merely cut during the handshake (a broker shutting down) is not one: librdkafka's
+//! `Disconnected` reasons stay a connection failure and are retried. The messages never carry a secret: librdkafka's reasons do not contain the
 //! password, and the settings are named, never their values.
 
 use std::{
@@ -104,6 +106,13 @@ impl AuthFailure {
         };
         let lowercase = reason.to_ascii_lowercase();
         match error.rdkafka_error_code()? {
+            // OAUTHBEARER: the token could not be fetched (the identity provider is down or
+            // slow), which librdkafka also reports as `ERR__AUTHENTICATION`; it fetches again.
+            RDKafkaErrorCode::Authentication
+                if lowercase.contains("failed to acquire sasl oauthbearer token") =>
+            {
+                None
+            }
             RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
                 Some(AuthFailure::Sasl {
                     mechanism: sasl_mechanism(),
@@ -360,6 +369,28 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn an_oauthbearer_token_that_could_not_be_fetched_is_retried_not_a_refusal() {
+        let config = config(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "OAUTHBEARER"),
+        ]);
+        assert_eq!(
+            AuthFailure::from_event(
+                &event(RDKafkaErrorCode::Authentication),
+                "Failed to acquire SASL OAUTHBEARER token: token endpoint answered 503",
+                &config
+            ),
+            None
+        );
+        assert!(AuthFailure::from_event(
+            &event(RDKafkaErrorCode::Authentication),
+            "SASL authentication error: Authentication failed: Invalid JWT",
+            &config
+        )
+        .is_some());
     }
 
     #[test]
