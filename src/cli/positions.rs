@@ -15,6 +15,7 @@
 //! store a position no source will read. `copy --from file --to kafka` (or back) moves an
 //! install from one store to the other, under both checks.
 
+use crate::http::refresh_token::is_credentials_key;
 use std::{collections::BTreeMap, collections::BTreeSet, io::Write};
 
 use crate::{
@@ -157,15 +158,19 @@ pub async fn run(
         .iter()
         .map(|(info, _)| info.name.as_ref())
         .collect();
+    // A source's refresh token (`<source>/oauth2-refresh-token`) can be reset as its
+    // position can, to start over from the configured one.
     let known = |source: &str| {
-        configured
-            .contains(source)
+        let owner = source.split('/').next().unwrap_or(source);
+        (configured.contains(source) || (is_credentials_key(source) && configured.contains(owner)))
             .then_some(())
             .ok_or_else(|| PositionsError::UnknownSource(source.to_owned()))
     };
     match action {
         Action::List => {
-            let stored = Store::read(config, kind).await?.positions().await?;
+            let mut stored = Store::read(config, kind).await?.positions().await?;
+            // Refresh tokens kept beside their sources' positions are secrets, not positions.
+            stored.retain(|key, _| !is_credentials_key(key));
             for source in &configured {
                 let position = stored.get(*source).map_or("-", Position::as_str);
                 writeln!(out, "{source}\t{position}").ok();
@@ -180,6 +185,7 @@ pub async fn run(
             let stored = Store::read(config, kind).await?.positions().await?;
             let position = stored
                 .get(&source)
+                .filter(|_| !is_credentials_key(&source))
                 .ok_or(PositionsError::NoPosition(source))?;
             writeln!(out, "{}", position.as_str()).ok();
         }
@@ -216,7 +222,11 @@ pub async fn run(
             let stored = source_store.positions().await?;
             for (source, position) in &stored {
                 target.set(source, Some(position.clone())).await?;
-                writeln!(out, "{source}\t{}", position.as_str()).ok();
+                if is_credentials_key(source) {
+                    writeln!(out, "{source}\t(a refresh token, not shown)").ok();
+                } else {
+                    writeln!(out, "{source}\t{}", position.as_str()).ok();
+                }
             }
             writeln!(out, "copied {} position(s)", stored.len()).ok();
         }

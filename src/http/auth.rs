@@ -65,6 +65,30 @@ pub enum AuthConfig {
         #[serde(default = "default_expiry_skew", with = "humantime_serde")]
         expiry_skew: Duration,
     },
+    /// OAuth2 refresh-token grant (RFC 6749 §6): an access token from the configured refresh
+    /// token, or from the rotated one stored with the source's position (see
+    /// [`super::refresh_token`]).
+    Oauth2RefreshToken {
+        /// The token endpoint.
+        token_url: String,
+        /// The client id.
+        client_id: String,
+        /// The client secret, usually `${env:NAME}`; unset for a public client.
+        #[serde(default)]
+        client_secret: Option<String>,
+        /// The refresh token the first run starts from, usually `${env:NAME}`.
+        refresh_token: String,
+        /// Scopes to ask for (default: those of the original grant).
+        #[serde(default)]
+        scopes: Vec<String>,
+        /// How the client authenticates to the token endpoint: `basic` (default) or
+        /// `request_body`.
+        #[serde(default)]
+        client_auth: ClientAuth,
+        /// A token is renewed this long before its `expires_in` runs out. Default `30s`.
+        #[serde(default = "default_expiry_skew", with = "humantime_serde")]
+        expiry_skew: Duration,
+    },
     /// AWS Signature Version 4 on every request (polled sources only), with credentials from
     /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` or a profile of the
     /// shared credentials file (see [`super::sigv4`]).
@@ -205,9 +229,50 @@ impl AuthConfig {
                 Some(Auth::OAuth2(Arc::new(OAuth2Tokens {
                     token_url,
                     client_id: client_id.clone(),
-                    client_secret,
+                    client_secret: Some(client_secret),
+                    grant: Grant::ClientCredentials,
                     scopes: scopes.clone(),
                     audience: audience.clone(),
+                    client_auth: *client_auth,
+                    expiry_skew: *expiry_skew,
+                    cached: Mutex::new(None),
+                    network: network.clone(),
+                    client: std::sync::OnceLock::new(),
+                })))
+            }
+            AuthConfig::Oauth2RefreshToken {
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scopes,
+                client_auth,
+                expiry_skew,
+            } => {
+                let token_url = checks.url(
+                    "auth.token_url",
+                    token_url,
+                    &["http", "https"],
+                    "https://auth.example.com/oauth/token",
+                );
+                let client_secret = client_secret
+                    .as_ref()
+                    .map(|secret| checks.secret("auth.client_secret", secret));
+                let refresh_token = checks.secret("auth.refresh_token", refresh_token);
+                let token_url = TokenUrl::new(token_url?.expose_secret().to_owned()).ok()?;
+                let client_secret = match client_secret {
+                    Some(resolved) => Some(resolved?),
+                    None => None,
+                };
+                Some(Auth::OAuth2(Arc::new(OAuth2Tokens {
+                    token_url,
+                    client_id: client_id.clone(),
+                    client_secret,
+                    grant: Grant::RefreshToken(super::refresh_token::RefreshTokens::new(
+                        refresh_token?,
+                    )),
+                    scopes: scopes.clone(),
+                    audience: None,
                     client_auth: *client_auth,
                     expiry_skew: *expiry_skew,
                     cached: Mutex::new(None),
@@ -260,6 +325,14 @@ impl Auth {
         Ok(Some((name, value)))
     }
 
+    /// The token cache of an OAuth2 refresh-token grant, if this is one.
+    pub fn refresh_token_grant(&self) -> Option<Arc<OAuth2Tokens>> {
+        match self {
+            Auth::OAuth2(tokens) if tokens.refresh_tokens().is_some() => Some(Arc::clone(tokens)),
+            _ => None,
+        }
+    }
+
     /// The query parameter that carries an API key, if this kind sends one.
     pub fn query(&self) -> Option<(&str, &SecretString)> {
         match self {
@@ -277,6 +350,17 @@ impl Auth {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+impl OAuth2Tokens {
+    /// The refresh tokens of a refresh-token grant, which rotate and are kept in the position
+    /// store; `None` for client credentials.
+    pub fn refresh_tokens(&self) -> Option<&super::refresh_token::RefreshTokens> {
+        match &self.grant {
+            Grant::RefreshToken(tokens) => Some(tokens),
+            Grant::ClientCredentials => None,
         }
     }
 }
@@ -301,7 +385,9 @@ pub enum TokenError {
 pub struct OAuth2Tokens {
     token_url: TokenUrl,
     client_id: String,
-    client_secret: SecretString,
+    /// Unset for a public client (refresh-token grant only).
+    client_secret: Option<SecretString>,
+    grant: Grant,
     scopes: Vec<String>,
     audience: Option<String>,
     client_auth: ClientAuth,
@@ -311,6 +397,15 @@ pub struct OAuth2Tokens {
     network: Network,
     /// The client for the token endpoint, built on the first fetch.
     client: std::sync::OnceLock<reqwest::Client>,
+}
+
+/// Which grant an [`OAuth2Tokens`] asks for its tokens with.
+#[derive(Debug)]
+enum Grant {
+    /// Client credentials (RFC 6749 §4.4).
+    ClientCredentials,
+    /// A refresh token (RFC 6749 §6), rotated ones kept in the position store.
+    RefreshToken(super::refresh_token::RefreshTokens),
 }
 
 #[derive(Debug)]
@@ -367,35 +462,61 @@ impl OAuth2Tokens {
     async fn fetch(&self) -> Result<CachedToken, TokenError> {
         let client = self.http_client()?;
         let mut oauth = BasicClient::new(ClientId::new(self.client_id.clone()))
-            .set_client_secret(ClientSecret::new(
-                self.client_secret.expose_secret().to_owned(),
-            ))
             .set_token_uri(self.token_url.clone());
+        if let Some(secret) = &self.client_secret {
+            oauth = oauth.set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()));
+        }
         if self.client_auth == ClientAuth::RequestBody {
             oauth = oauth.set_auth_type(AuthType::RequestBody);
         }
-        let mut request = oauth
-            .exchange_client_credentials()
-            .add_scopes(self.scopes.iter().cloned().map(Scope::new));
-        if let Some(audience) = &self.audience {
-            request = request.add_extra_param("audience", audience.clone());
-        }
-        let response = request
-            .request_async(&TokenClient(client))
-            .await
-            .map_err(|error| {
-                use oauth2::RequestTokenError as E;
-                match error {
-                    E::ServerResponse(response) => {
-                        TokenError::Refused(response.error().to_string())
-                    }
-                    E::Request(e) => TokenError::Unreachable(e.to_string()),
-                    E::Parse(e, _) => {
-                        TokenError::Refused(format!("the token response is not valid: {e}"))
-                    }
-                    E::Other(e) => TokenError::Unreachable(e),
+        let refused = |error: oauth2::RequestTokenError<
+            TokenTransportError,
+            oauth2::basic::BasicErrorResponse,
+        >| {
+            use oauth2::RequestTokenError as E;
+            match error {
+                E::ServerResponse(response) => TokenError::Refused(response.error().to_string()),
+                E::Request(e) => TokenError::Unreachable(e.to_string()),
+                E::Parse(e, _) => {
+                    TokenError::Refused(format!("the token response is not valid: {e}"))
                 }
-            })?;
+                E::Other(e) => TokenError::Unreachable(e),
+            }
+        };
+        let scopes = self.scopes.iter().cloned().map(Scope::new);
+        let response = match &self.grant {
+            Grant::ClientCredentials => {
+                let mut request = oauth.exchange_client_credentials().add_scopes(scopes);
+                if let Some(audience) = &self.audience {
+                    request = request.add_extra_param("audience", audience.clone());
+                }
+                request
+                    .request_async(&TokenClient(client))
+                    .await
+                    .map_err(refused)?
+            }
+            Grant::RefreshToken(tokens) => {
+                let current =
+                    oauth2::RefreshToken::new(tokens.current().expose_secret().to_owned());
+                let response = oauth
+                    .exchange_refresh_token(&current)
+                    .add_scopes(scopes)
+                    .request_async(&TokenClient(client))
+                    .await
+                    .map_err(refused)?;
+                // A rotated refresh token is stored before the access token is used: the old
+                // one may already be void.
+                if let Some(fresh) = response.refresh_token() {
+                    if let Err(error) = tokens
+                        .rotate(SecretString::from(fresh.secret().clone()))
+                        .await
+                    {
+                        tracing::error!(%error, "OAuth2: a restart will need a new refresh token unless the store is fixed before the next rotation");
+                    }
+                }
+                response
+            }
+        };
         // Renewed `expiry_skew` early, but a short-lived token is used for at least half its
         // life, so that it is not fetched again on every request.
         let renew_at = response.expires_in().map(|lifetime| {

@@ -7,6 +7,7 @@ mod client;
 mod host_limits;
 mod network;
 mod rate_limit;
+pub mod refresh_token;
 mod retry;
 mod retry_after;
 pub mod sigv4;

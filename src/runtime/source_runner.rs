@@ -111,6 +111,8 @@ impl SourceRunner {
         info: SourceInfo,
         source: Box<dyn Source>,
     ) -> Result<RunningSource, CheckpointError> {
+        self.keep_refresh_tokens(&info.name, source.refresh_token_grant())
+            .await?;
         if info.delivery == crate::sources::Delivery::ExactlyOnce {
             return self.start_transactional(info, source).await;
         }
@@ -171,6 +173,32 @@ impl SourceRunner {
             pump,
             tracker,
         })
+    }
+
+    /// For a source under an OAuth2 refresh-token grant: takes the refresh token an earlier
+    /// run stored over the configured one, and has rotated tokens stored from now on (see
+    /// [`crate::http::refresh_token`]).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    async fn keep_refresh_tokens(
+        &self,
+        name: &str,
+        grant: Option<Arc<crate::http::OAuth2Tokens>>,
+    ) -> Result<(), CheckpointError> {
+        let Some(tokens) = grant else {
+            return Ok(());
+        };
+        let Some(refresh) = tokens.refresh_tokens() else {
+            return Ok(());
+        };
+        let key = crate::http::refresh_token::store_key(name);
+        if let Some(stored) = self.store.acquire(&key).await? {
+            tracing::info!(source = %name, "OAuth2: using the refresh token stored by an earlier run");
+            refresh.resume(stored.as_str());
+        }
+        refresh.keep_in(Arc::clone(&self.store), key);
+        Ok(())
     }
 
     /// Stops `running`, waits until its pump has handed every record to the producer and

@@ -361,6 +361,13 @@ pub trait Source: Send + 'static {
         None
     }
 
+    /// The OAuth2 tokens of a refresh-token grant (`auth.type = "oauth2_refresh_token"`),
+    /// whose rotated refresh tokens the runner keeps in the position store; `None` (the
+    /// default) for every other kind of authentication.
+    fn refresh_token_grant(&self) -> Option<Arc<crate::http::OAuth2Tokens>> {
+        None
+    }
+
     /// Reads the feed until shutdown, or until the feed ends for good.
     ///
     /// # Errors

@@ -354,7 +354,14 @@ fn assemble(input: Assembly) -> ClusterReport {
         .chain(&input.webhooks)
         .map(String::as_str)
         .chain(owners.keys().copied())
-        .chain(input.stored.keys().map(String::as_str))
+        .chain(
+            input
+                .stored
+                .keys()
+                .map(String::as_str)
+                // A refresh token kept beside its source's position is not a source.
+                .filter(|key| !crate::http::refresh_token::is_credentials_key(key)),
+        )
         .collect();
     let sources = names
         .into_iter()

@@ -202,6 +202,10 @@ impl Source for PolledSource {
         Box::pin(probe::first_page(&*self.endpoint, &self.settings))
     }
 
+    fn refresh_token_grant(&self) -> Option<Arc<crate::http::OAuth2Tokens>> {
+        self.settings.auth.refresh_token_grant()
+    }
+
     fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         let PolledSource {
             endpoint,

@@ -64,6 +64,10 @@ impl Source for SseSource {
         Box::pin(super::probe::connect_once(&self.settings))
     }
 
+    fn refresh_token_grant(&self) -> Option<Arc<crate::http::OAuth2Tokens>> {
+        self.settings.auth.refresh_token_grant()
+    }
+
     fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(run(self.settings, context))
     }
