@@ -140,6 +140,7 @@ pub(crate) fn settings(
         watermark_field,
         conditional: fields.conditional,
         errors: fields.errors,
+        format: super::format::BodyFormat::Json,
         auth: auth?,
         retry: fields.retry.clone(),
         timeouts: Timeouts {
