@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use crate::{
     error::ConfigError,
     sources::{
-        graphql::GraphqlConfig, rest::RestConfig, sse::SseConfig, webhook::WebhookConfig,
-        websocket::WebSocketConfig,
+        graphql::GraphqlConfig, graphql_subscription::GraphqlSubscriptionConfig, rest::RestConfig,
+        sse::SseConfig, webhook::WebhookConfig, websocket::WebSocketConfig,
     },
 };
 
@@ -73,6 +73,7 @@ fn locate_in_source(table: config::Value) -> Option<(String, String)> {
         "webhook" => first_error::<WebhookConfig>(rest),
         "rest" => first_error::<RestConfig>(rest),
         "graphql" => first_error::<GraphqlConfig>(rest),
+        "graphql_subscription" => first_error::<GraphqlSubscriptionConfig>(rest),
         _ => None,
     }
 }

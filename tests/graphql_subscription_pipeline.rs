@@ -1,0 +1,342 @@
+//! End to end: `graphql_subscription` sources against a real GraphQL over WebSocket server
+//! (`graphql-ws` with `graphql` and `ws` from npm, tests/servers/graphql-ws/) → Apache Kafka,
+//! read back: every event once, keyed, with the auth payload; a refused token stops the
+//! source; `kill -9` mid-stream, then a restart that subscribes from the stored position.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::Value;
+use tributary::runtime::health::SourceState;
+
+/// The `graphql-ws` test server, a node process on 127.0.0.1.
+struct GraphqlWsServer {
+    child: Child,
+    /// `ws://127.0.0.1:<port>/graphql`.
+    url: String,
+    /// The `after` of each subscription, in order (`null` for none).
+    subscribes: Arc<Mutex<Vec<String>>>,
+    port: u16,
+}
+
+impl Drop for GraphqlWsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server_script() -> PathBuf {
+    let tools = std::env::var("TRIBUTARY_TOOLS_DIR").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tributary"),
+        PathBuf::from,
+    );
+    let script = tools.join("graphql-ws/server.mjs");
+    assert!(
+        tools.join("graphql-ws/node_modules/graphql-ws").is_dir() && script.is_file(),
+        "the graphql-ws test server is not installed in {}: run `bash tests/servers/graphql-ws/install.sh`",
+        tools.display()
+    );
+    script
+}
+
+impl GraphqlWsServer {
+    /// Starts the server with `args` (see server.mjs) and waits until it listens.
+    async fn start(args: &[&str]) -> Self {
+        Self::start_on(free_port(), args).await
+    }
+
+    /// Starts the server on `port`.
+    async fn start_on(port: u16, args: &[&str]) -> Self {
+        let script = server_script();
+        let mut child = Command::new("node")
+            .arg(&script)
+            .args(["--port", &port.to_string()])
+            .args(args)
+            .current_dir(script.parent().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node (Node.js 20 or newer) for the graphql-ws test server");
+        let stdout = child.stdout.take().unwrap();
+        let subscribes: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
+        let seen = Arc::clone(&subscribes);
+        std::thread::spawn(move || {
+            let mut listening = Some(listening_tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(after) = line.strip_prefix("subscribe after=") {
+                    seen.lock().unwrap().push(after.to_owned());
+                } else if line.starts_with("listening ") {
+                    if let Some(tx) = listening.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), listening_rx)
+            .await
+            .expect("the graphql-ws server listens within 30 s")
+            .expect("the graphql-ws server printed `listening`");
+        GraphqlWsServer {
+            child,
+            url: format!("ws://127.0.0.1:{port}/graphql"),
+            subscribes,
+            port,
+        }
+    }
+
+    /// Ends the server at once (SIGKILL): its connections drop without a close frame.
+    fn kill(mut self) -> u16 {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.port
+    }
+
+    fn subscribes(&self) -> Vec<String> {
+        self.subscribes.lock().unwrap().clone()
+    }
+}
+
+const QUERY: &str =
+    "subscription Events($after: Int) { events(after: $after) { seq id kind payload } }";
+
+/// A `[sources.<name>]` table for the server at `url`, whose `connection_init` carries
+/// `Bearer <token>`.
+fn subscription_source(name: &str, url: &str, token: &str) -> String {
+    format!(
+        r#"
+[sources.{name}]
+type = "graphql_subscription"
+url = "{url}"
+topic = "{name}"
+query = "{QUERY}"
+records = "/data/events"
+key = "/id"
+position = "/seq"
+position_variable = "after"
+init_payload = {{ authorization = "Bearer {token}" }}
+reconnect = {{ initial_delay = "50ms", max_delay = "500ms" }}
+"#
+    )
+}
+
+fn sequence_of(payload: &[u8]) -> u64 {
+    let event: Value = serde_json::from_slice(payload).unwrap();
+    event["seq"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_once_keyed_and_a_refused_token_stops_its_source() {
+    const EVENTS: u64 = 300;
+    let server = GraphqlWsServer::start(&["--events", "300", "--interval-ms", "0"]).await;
+    let broker = Broker::kafka();
+    broker.create_topic("orders").await;
+    broker.create_topic("refused").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&daemon_config(
+        &broker.brokers(),
+        state.path(),
+        &(subscription_source("orders", &server.url, "s3cret")
+            + &subscription_source("refused", &server.url, "wrong-t0ken")),
+    ))
+    .await;
+    wait_for_metric(
+        &daemon,
+        "tributary_records_produced_total",
+        "orders",
+        EVENTS,
+    )
+    .await;
+    wait_for_acknowledged(&daemon, "orders", EVENTS).await;
+    wait_until("the refused source to fail", Duration::from_secs(30), || {
+        matches!(daemon.health().get("refused"), Some(SourceState::Failed(error)) if error.contains("4403"))
+    })
+    .await;
+    let (_, readyz_after) = http_get(&format!("http://{}/readyz", daemon.metrics_address())).await;
+    daemon.shutdown().await;
+
+    assert!(readyz_after.contains("4403"), "{readyz_after}");
+    assert!(
+        !readyz_after.contains("wrong-t0ken"),
+        "the init payload stays out of /readyz: {readyz_after}"
+    );
+    assert_eq!(
+        server.subscribes(),
+        ["null"],
+        "one subscription (the refused source never got as far), from the start"
+    );
+    let records = broker.read("orders").await;
+    assert_eq!(records.len() as u64, EVENTS);
+    let mut seen: Vec<u64> = Vec::new();
+    for record in &records {
+        let event: Value = serde_json::from_slice(&record.payload).unwrap();
+        let seq = event["seq"].as_u64().unwrap();
+        let id = format!("evt-{seq:06}");
+        assert_eq!(event["id"], id.as_str());
+        assert_eq!(record.key.as_deref(), Some(id.as_bytes()));
+        assert_eq!(record.header("tributary.event_id"), Some(id.as_str()));
+        assert_eq!(record.header("tributary.source"), Some("orders"));
+        let payload: Value = serde_json::from_str(event["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(payload["order"], 1000 + seq);
+        seen.push(seq);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=EVENTS).collect::<Vec<_>>());
+    assert!(broker.read("refused").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_mid_stream_is_subscribed_again_after_the_last_event_read() {
+    const EVENTS: u64 = 2000;
+    let first = GraphqlWsServer::start(&[
+        "--events",
+        "2000",
+        "--interval-ms",
+        "1",
+        "--first-until",
+        "1000",
+    ])
+    .await;
+    let broker = Broker::kafka();
+    broker.create_topic("orders").await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&daemon_config(
+        &broker.brokers(),
+        state.path(),
+        &subscription_source("orders", &first.url, "s3cret"),
+    ))
+    .await;
+    wait_for_metric(&daemon, "tributary_records_produced_total", "orders", 1000).await;
+    let port = first.kill();
+    let second = GraphqlWsServer::start_on(port, &["--events", "2000", "--interval-ms", "0"]).await;
+    wait_for_metric(
+        &daemon,
+        "tributary_records_produced_total",
+        "orders",
+        EVENTS,
+    )
+    .await;
+    wait_for_acknowledged(&daemon, "orders", EVENTS).await;
+    let reconnects = process::metric(
+        &daemon.metrics().render(),
+        "tributary_reconnects_total",
+        "orders",
+    );
+    daemon.shutdown().await;
+    assert!(reconnects >= 1, "{reconnects} reconnects");
+    assert_eq!(
+        second.subscribes(),
+        ["1000"],
+        "the new connection subscribed after the last event read"
+    );
+    let mut seen: Vec<u64> = broker
+        .read("orders")
+        .await
+        .iter()
+        .map(|record| sequence_of(&record.payload))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=EVENTS).collect::<Vec<_>>(), "every event once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_subscribes_after_the_stored_position() {
+    use common::process::{write_config, Daemon};
+    use tributary::state::checkpoint::FileStore;
+    const EVENTS: u64 = 6000;
+    // An event every millisecond or so: the kill lands while events are in flight. The first
+    // subscription stops at 3000 and holds, so the kill always lands mid-stream.
+    let server = GraphqlWsServer::start(&[
+        "--events",
+        "6000",
+        "--interval-ms",
+        "1",
+        "--first-until",
+        "3000",
+    ])
+    .await;
+    let broker = Broker::kafka();
+    broker.create_topic("crash").await;
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let toml = daemon_config(
+        &broker.brokers(),
+        &state.path().join("state"),
+        &subscription_source("crash", &server.url, "s3cret"),
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config = write_config(state.path(), &toml);
+
+    let mut first = Daemon::spawn(&config, port);
+    first.wait_for_produced("crash", 1000).await;
+    first
+        .wait_for_metric("tributary_checkpoint_commits_total", "crash", 1)
+        .await;
+    first.child.kill().unwrap(); // SIGKILL: no flush, no final commit.
+    first.child.wait().unwrap();
+    let stored: u64 = FileStore::open(state.path().join("state"))
+        .unwrap()
+        .load("crash")
+        .unwrap()
+        .expect("a position was committed before the kill")
+        .as_str()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=3000).contains(&stored),
+        "the kill came mid-stream: the stored position {stored} is before the events not yet sent"
+    );
+
+    let mut second = Daemon::spawn(&config, port);
+    second.wait_for_produced("crash", EVENTS - stored).await;
+    assert!(second.terminate().await.success());
+    assert_eq!(
+        server.subscribes(),
+        ["null".to_owned(), stored.to_string()],
+        "the restarted daemon subscribed with `after` = the stored position"
+    );
+    let mut copies: HashMap<u64, usize> = HashMap::new();
+    for record in broker.read("crash").await {
+        let seq = sequence_of(&record.payload);
+        assert_eq!(
+            record.key.as_deref(),
+            Some(format!("evt-{seq:06}").as_bytes())
+        );
+        *copies.entry(seq).or_default() += 1;
+    }
+    let lost: Vec<u64> = (1..=EVENTS).filter(|s| !copies.contains_key(s)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} events lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    let duplicated: Vec<u64> = copies
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(
+        duplicated.iter().all(|&s| s > stored),
+        "only events after the stored position {stored} may be duplicated: {:?}",
+        duplicated
+            .iter()
+            .filter(|&&s| s <= stored)
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "graphql subscription kill -9 after position {stored} of {EVENTS} was stored: {} events duplicated, 0 lost",
+        duplicated.len()
+    );
+}
