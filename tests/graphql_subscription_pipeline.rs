@@ -25,6 +25,8 @@ struct GraphqlWsServer {
     url: String,
     /// The `after` of each subscription, in order (`null` for none).
     subscribes: Arc<Mutex<Vec<String>>>,
+    /// Pongs the clients sent to the server's pings.
+    pongs: Arc<std::sync::atomic::AtomicUsize>,
     port: u16,
 }
 
@@ -71,12 +73,16 @@ impl GraphqlWsServer {
         let subscribes: Arc<Mutex<Vec<String>>> = Arc::default();
         let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
         let seen = Arc::clone(&subscribes);
+        let pongs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pongs_seen = Arc::clone(&pongs);
         std::thread::spawn(move || {
             let mut listening = Some(listening_tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(after) = line.strip_prefix("subscribe after=") {
                     seen.lock().unwrap().push(after.to_owned());
+                } else if line == "pong" {
+                    pongs_seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 } else if line.starts_with("listening ") {
                     if let Some(tx) = listening.take() {
                         let _ = tx.send(());
@@ -92,6 +98,7 @@ impl GraphqlWsServer {
             child,
             url: format!("ws://127.0.0.1:{port}/graphql"),
             subscribes,
+            pongs,
             port,
         }
     }
@@ -118,6 +125,7 @@ fn subscription_source(name: &str, url: &str, token: &str) -> String {
         r#"
 [sources.{name}]
 type = "graphql_subscription"
+protocol = "graphql-transport-ws"
 url = "{url}"
 topic = "{name}"
 query = "{QUERY}"
@@ -137,9 +145,11 @@ fn sequence_of(payload: &[u8]) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_arrives_once_keyed_and_a_refused_token_stops_its_source() {
+async fn every_event_arrives_once_keyed_pings_are_answered_and_a_refused_token_stops_its_source() {
     const EVENTS: u64 = 300;
-    let server = GraphqlWsServer::start(&["--events", "300", "--interval-ms", "0"]).await;
+    // The server also pings every client every 50 ms (graphql-transport-ws `ping`).
+    let server =
+        GraphqlWsServer::start(&["--events", "300", "--interval-ms", "0", "--ping-ms", "50"]).await;
     let broker = Broker::kafka();
     broker.create_topic("orders").await;
     broker.create_topic("refused").await;
@@ -159,6 +169,12 @@ async fn every_event_arrives_once_keyed_and_a_refused_token_stops_its_source() {
     )
     .await;
     wait_for_acknowledged(&daemon, "orders", EVENTS).await;
+    wait_until(
+        "a pong for the server's ping",
+        Duration::from_secs(30),
+        || server.pongs.load(std::sync::atomic::Ordering::SeqCst) > 0,
+    )
+    .await;
     wait_until("the refused source to fail", Duration::from_secs(30), || {
         matches!(daemon.health().get("refused"), Some(SourceState::Failed(error)) if error.contains("4403"))
     })
@@ -194,6 +210,114 @@ async fn every_event_arrives_once_keyed_and_a_refused_token_stops_its_source() {
     seen.sort_unstable();
     assert_eq!(seen, (1..=EVENTS).collect::<Vec<_>>());
     assert!(broker.read("refused").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_older_subscriptions_transport_ws_protocol_is_spoken_too() {
+    const EVENTS: u64 = 200;
+    let server = GraphqlWsServer::start(&[
+        "--events",
+        "200",
+        "--interval-ms",
+        "0",
+        "--protocol",
+        "legacy",
+    ])
+    .await;
+    let broker = Broker::kafka();
+    broker.create_topic("legacy").await;
+    broker.create_topic("legacy_refused").await;
+    let legacy = |name: &str, token: &str| {
+        subscription_source(name, &server.url, token).replace(
+            "protocol = \"graphql-transport-ws\"",
+            "protocol = \"subscriptions-transport-ws\"",
+        )
+    };
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&daemon_config(
+        &broker.brokers(),
+        state.path(),
+        &(legacy("legacy", "s3cret") + &legacy("legacy_refused", "wrong")),
+    ))
+    .await;
+    wait_for_metric(
+        &daemon,
+        "tributary_records_produced_total",
+        "legacy",
+        EVENTS,
+    )
+    .await;
+    wait_for_acknowledged(&daemon, "legacy", EVENTS).await;
+    wait_until("the refused source to fail", Duration::from_secs(30), || {
+        matches!(daemon.health().get("legacy_refused"), Some(SourceState::Failed(error)) if error.contains("refused the connection"))
+    })
+    .await;
+    daemon.shutdown().await;
+    assert_eq!(server.subscribes(), ["null"]);
+    let mut seen: Vec<u64> = broker
+        .read("legacy")
+        .await
+        .iter()
+        .map(|record| sequence_of(&record.payload))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=EVENTS).collect::<Vec<_>>(), "every event once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_message_bytes_ends_the_connection_and_the_source_resubscribes_before_it(
+) {
+    // Event 50 is 100 kB; the source takes messages up to 64 KiB.
+    let server = GraphqlWsServer::start(&[
+        "--events",
+        "100",
+        "--interval-ms",
+        "0",
+        "--big-at",
+        "50",
+        "--big-bytes",
+        "100000",
+    ])
+    .await;
+    let broker = Broker::kafka();
+    broker.create_topic("capped").await;
+    let state = tempfile::tempdir().unwrap();
+    let source = subscription_source("capped", &server.url, "s3cret")
+        + "max_message_bytes = 65536\nmax_frame_bytes = 65536\n";
+    let daemon = start_daemon(&daemon_config(&broker.brokers(), state.path(), &source)).await;
+    wait_for_metric(&daemon, "tributary_records_produced_total", "capped", 49).await;
+    wait_for_metric(&daemon, "tributary_reconnects_total", "capped", 2).await;
+    wait_until(
+        "the source to reconnect because of the size cap",
+        Duration::from_secs(30),
+        || {
+            matches!(
+                daemon.health().get("capped"),
+                Some(SourceState::Reconnecting { error, .. }) if error.contains("max_message_bytes (65536)")
+            )
+        },
+    )
+    .await;
+    wait_for_acknowledged(&daemon, "capped", 49).await;
+    daemon.shutdown().await;
+    let subscribes = server.subscribes();
+    assert_eq!(subscribes[0], "null");
+    assert!(
+        subscribes[1..].iter().all(|after| after == "49"),
+        "every new subscription asks after the last event read: {subscribes:?}"
+    );
+    let mut seen: Vec<u64> = broker
+        .read("capped")
+        .await
+        .iter()
+        .map(|record| sequence_of(&record.payload))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=49).collect::<Vec<_>>(),
+        "nothing past the oversized event"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ use futures::{future::BoxFuture, StreamExt};
 use rand::SeedableRng;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
+use tokio_tungstenite::tungstenite::{self, protocol::CloseFrame, Message};
 
 use super::{
     config::SubscriptionSettings,
@@ -259,6 +259,12 @@ async fn connection(
             read = socket.next() => {
                 let text: Bytes = match read {
                     None => return Ended::Transient("the server closed the connection".into()),
+                    Some(Err(tungstenite::Error::Capacity(error))) => {
+                        return Ended::Transient(format!(
+                            "a message is larger than max_message_bytes ({}) or max_frame_bytes ({}): {error}",
+                            settings.max_message_bytes, settings.max_frame_bytes
+                        ))
+                    }
                     Some(Err(error)) => return Ended::Transient(format!("read failed: {error}")),
                     Some(Ok(Message::Text(text))) => text.into(),
                     Some(Ok(Message::Pong(_))) => {
