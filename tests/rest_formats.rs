@@ -269,17 +269,23 @@ async fn rss_atom_and_json_feed_entries_are_produced_once_across_polls_a_new_ver
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_xml_api_is_mapped_to_json_records_and_a_malformed_page_fails_the_poll_with_the_parser_message(
-) {
+async fn an_xml_api_is_mapped_to_json_records_and_malformed_or_oversized_pages_fail_the_poll() {
     // Request 1: page orders-1; then a body cut off mid-element until `repaired`; then
     // orders-2 (which repeats the boundary order, `since` being inclusive).
     let repaired = Arc::new(AtomicBool::new(false));
     let server_repaired = Arc::clone(&repaired);
     let served = Arc::new(AtomicUsize::new(0));
     let server = ApiServer::start(move |request| {
-        let n = served.fetch_add(1, Ordering::SeqCst);
+        let n = if request.path() == "/orders" {
+            served.fetch_add(1, Ordering::SeqCst)
+        } else {
+            0
+        };
         let repaired = server_repaired.load(Ordering::SeqCst);
         async move {
+            if request.path() == "/big-feed" {
+                return document("application/rss+xml", fixture("rss2-1.xml"), None);
+            }
             if request.path() != "/orders" {
                 return status(404, &[]);
             }
@@ -312,6 +318,15 @@ records = "/OrderListResponse/Orders/Order"
 key = "/@id"
 interval = "100ms"
 watermark = {{ field = "/UpdatedAt", param = "since" }}
+
+# The body cap applies to feeds as received, before the mapping.
+[sources.big]
+type = "rest"
+format = "feed"
+url = "{base}/big-feed"
+topic = "orders"
+interval = "100ms"
+max_body_bytes = 1024
 "#,
             base = server.base
         ),
@@ -332,12 +347,20 @@ watermark = {{ field = "/UpdatedAt", param = "since" }}
     daemon.shutdown().await;
 
     assert_eq!(code, 503, "{readyz}");
+    assert!(
+        readyz.contains("a body larger than 1024 bytes"),
+        "the feed over `max_body_bytes` fails its poll: {readyz}"
+    );
     assert!(readyz.contains("not well-formed XML"), "{readyz}");
     assert!(
         readyz.contains("ends inside the element `<Order>`"),
         "the parser's message: {readyz}"
     );
-    let requests = server.requests();
+    let requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() == "/orders")
+        .collect();
     assert_eq!(requests[0].param("since"), None);
     assert_eq!(
         requests[1].param("since").as_deref(),
@@ -354,7 +377,11 @@ watermark = {{ field = "/UpdatedAt", param = "since" }}
             )
         })
         .collect();
-    assert_eq!(records.len(), 3, "each order once: {by_key:?}");
+    assert_eq!(
+        records.len(),
+        3,
+        "each order once, nothing of the capped feed: {by_key:?}"
+    );
     assert_eq!(
         by_key["SO-1001"],
         json!({

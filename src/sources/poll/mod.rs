@@ -343,9 +343,8 @@ async fn poll(
             url: redacted,
             page: walk.page.to_string(),
         });
-        let body = settings
-            .format
-            .to_json(response.body, &lineage.url)
+        let body = as_json(settings.format, response.body, &lineage.url)
+            .await
             .map_err(|error| {
                 PollError::Failed(format!("page {} of {}: {error}", lineage.page, lineage.url))
             })?;
@@ -466,6 +465,18 @@ async fn poll(
             return Ok(Outcome::PageLimit);
         }
     }
+}
+
+/// The page body as JSON: a JSON body as it is; a feed or an XML body mapped on the blocking
+/// pool, since parsing a body of up to `max_body_bytes` would hold up the runtime's other tasks.
+async fn as_json(format: format::BodyFormat, body: Bytes, url: &str) -> Result<Bytes, String> {
+    if format == format::BodyFormat::Json {
+        return Ok(body);
+    }
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || format.to_json(body, &url))
+        .await
+        .map_err(|error| format!("the body could not be mapped to JSON: {error}"))?
 }
 
 async fn send(context: &SourceContext, record: Record) -> Result<(), PollError> {
