@@ -464,3 +464,72 @@ async fn kill_9_mid_stream_then_restart_subscribes_after_the_stored_position() {
         duplicated.len()
     );
 }
+
+#[test]
+fn mistakes_in_a_subscription_config_name_the_field_and_the_fix() {
+    let check = |table: &str| {
+        let toml = daemon_config("localhost:9092", std::path::Path::new("/tmp/unused"), table);
+        match tributary::config::parse_toml(&toml).and_then(|raw| raw.validate()) {
+            Ok(_) => String::new(),
+            Err(errors) => errors
+                .0
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    };
+    let errors = check(
+        r#"
+[sources.sub]
+type = "graphql_subscription"
+url = "https://api.example.com/graphql"
+topic = "t"
+position_variable = "$after"
+headers = { Sec-WebSocket-Protocol = "graphql-ws" }
+max_frame_bytes = 0
+"#,
+    );
+    for wanted in [
+        "sources.sub.url",
+        "sources.sub.query",
+        "sources.sub.position_variable",
+        "needs `position`",
+        "without `$`",
+        "Sec-WebSocket-Protocol",
+        "set `protocol` instead",
+        "sources.sub.max_frame_bytes",
+    ] {
+        assert!(
+            errors.contains(wanted),
+            "`{wanted}` missing from:\n{errors}"
+        );
+    }
+    let errors = check(
+        r#"
+[sources.sub]
+type = "graphql_subscription"
+url = "wss://api.example.com/graphql"
+query = "subscription { a }"
+protocol = "graphql-ws"
+topic = "t"
+"#,
+    );
+    assert!(
+        errors.contains("field `sources.sub.protocol`")
+            && errors.contains("`graphql-transport-ws` or `subscriptions-transport-ws`"),
+        "{errors}"
+    );
+    std::env::set_var("TRIBUTARY_TEST_SUBSCRIPTION_TOKEN", "t0ken");
+    let ok = check(
+        r#"
+[sources.sub]
+type = "graphql_subscription"
+url = "wss://api.example.com/graphql"
+query = "subscription { a }"
+init_payload = { authorization = "Bearer ${env:TRIBUTARY_TEST_SUBSCRIPTION_TOKEN}" }
+topic = "t"
+"#,
+    );
+    assert_eq!(ok, "");
+}

@@ -401,7 +401,7 @@ max_body_bytes = 1024
 }
 
 #[test]
-fn a_feed_source_refuses_records_and_a_watermark_with_the_fix_and_an_unknown_format_lists_the_formats(
+fn a_feed_source_refuses_records_and_a_watermark_with_the_fix_and_an_unknown_format_is_named_with_the_formats(
 ) {
     let check = |source: &str| {
         let toml = daemon_config(
@@ -446,7 +446,9 @@ topic = "blog"
 "#,
     );
     assert!(
-        errors.contains("`yaml`") && errors.contains("`json`, `feed`, `xml`"),
+        errors.contains("field `sources.blog.format`")
+            && errors.contains("`yaml`")
+            && errors.contains("`json`, `feed`, `xml`"),
         "{errors}"
     );
     // A feed needs no `key`: it is the entry's id.
