@@ -145,7 +145,8 @@ fn sequence_of(payload: &[u8]) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_arrives_once_keyed_pings_are_answered_and_a_refused_token_stops_its_source() {
+async fn every_event_arrives_once_keyed_pings_are_answered_a_refused_token_stops_its_source_and_check_connect_tells_them_apart(
+) {
     const EVENTS: u64 = 300;
     // The server also pings every client every 50 ms (graphql-transport-ws `ping`).
     let server =
@@ -181,6 +182,46 @@ async fn every_event_arrives_once_keyed_pings_are_answered_and_a_refused_token_s
     .await;
     let (_, readyz_after) = http_get(&format!("http://{}/readyz", daemon.metrics_address())).await;
     daemon.shutdown().await;
+
+    // `check --connect` completes connection_init → connection_ack and subscribes to nothing.
+    let config = common::process::write_config(
+        state.path(),
+        &daemon_config(
+            &broker.brokers(),
+            state.path(),
+            &(subscription_source("orders", &server.url, "s3cret")
+                + &subscription_source("refused", &server.url, "wrong-t0ken")),
+        ),
+    );
+    let check = tokio::process::Command::new(common::process::binary())
+        .args(["check", "--connect", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
+    let line = |what: &str| {
+        stdout
+            .lines()
+            .find(|line| line.starts_with(what))
+            .unwrap_or_else(|| panic!("no `{what}` line in:\n{stdout}"))
+            .to_owned()
+    };
+    assert_ne!(check.status.code(), Some(0), "a check failed:\n{stdout}");
+    let orders = line("url (orders)");
+    assert!(
+        orders.contains("ok") && orders.contains("connection acknowledged (graphql-transport-ws)"),
+        "{orders}"
+    );
+    let refused = line("url (refused)");
+    assert!(
+        refused.contains("FAILED") && refused.contains("4403"),
+        "{refused}"
+    );
+    assert!(
+        !stdout.contains("wrong-t0ken") && !stdout.contains("s3cret"),
+        "{stdout}"
+    );
 
     assert!(readyz_after.contains("4403"), "{readyz_after}");
     assert!(
