@@ -145,31 +145,50 @@ fn sequence_of(payload: &[u8]) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_arrives_once_keyed_pings_are_answered_a_refused_token_stops_its_source_and_check_connect_tells_them_apart(
+async fn events_once_errors_dead_lettered_pings_answered_refusals_stopped_and_told_apart_by_check_connect(
 ) {
     const EVENTS: u64 = 300;
     // The server also pings every client every 50 ms (graphql-transport-ws `ping`).
-    let server =
-        GraphqlWsServer::start(&["--events", "300", "--interval-ms", "0", "--ping-ms", "50"]).await;
+    // Event 150 fails to resolve: a `next` with GraphQL errors and no data.
+    let server = GraphqlWsServer::start(&[
+        "--events",
+        "300",
+        "--interval-ms",
+        "0",
+        "--ping-ms",
+        "50",
+        "--error-at",
+        "150",
+    ])
+    .await;
     let broker = Broker::kafka();
     broker.create_topic("orders").await;
     broker.create_topic("refused").await;
+    broker.create_topic("invalid").await;
     let state = tempfile::tempdir().unwrap();
+    let invalid = subscription_source("invalid", &server.url, "s3cret")
+        .replace(QUERY, "subscription { events { nope } }");
     let daemon = start_daemon(&daemon_config(
         &broker.brokers(),
         state.path(),
         &(subscription_source("orders", &server.url, "s3cret")
-            + &subscription_source("refused", &server.url, "wrong-t0ken")),
+            + &subscription_source("refused", &server.url, "wrong-t0ken")
+            + &invalid),
     ))
     .await;
+    // 299 events and one dead letter.
     wait_for_metric(
         &daemon,
         "tributary_records_produced_total",
         "orders",
-        EVENTS,
+        EVENTS - 1,
     )
     .await;
     wait_for_acknowledged(&daemon, "orders", EVENTS).await;
+    wait_until("the invalid subscription to fail", Duration::from_secs(30), || {
+        matches!(daemon.health().get("invalid"), Some(SourceState::Failed(error)) if error.contains("refused the subscription") && error.contains("nope"))
+    })
+    .await;
     wait_until(
         "a pong for the server's ping",
         Duration::from_secs(30),
@@ -233,8 +252,22 @@ async fn every_event_arrives_once_keyed_pings_are_answered_a_refused_token_stops
         ["null"],
         "one subscription (the refused source never got as far), from the start"
     );
+    let dead = broker.read("orders.dlq").await;
+    assert_eq!(dead.len(), 1, "the failed event's errors");
+    assert_eq!(
+        dead[0].header("tributary.error_kind"),
+        Some("graphql_errors")
+    );
+    let errors: Value = serde_json::from_slice(&dead[0].payload).unwrap();
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("non-nullable"),
+        "{errors}"
+    );
     let records = broker.read("orders").await;
-    assert_eq!(records.len() as u64, EVENTS);
+    assert_eq!(records.len() as u64, EVENTS - 1);
     let mut seen: Vec<u64> = Vec::new();
     for record in &records {
         let event: Value = serde_json::from_slice(&record.payload).unwrap();
@@ -249,8 +282,12 @@ async fn every_event_arrives_once_keyed_pings_are_answered_a_refused_token_stops
         seen.push(seq);
     }
     seen.sort_unstable();
-    assert_eq!(seen, (1..=EVENTS).collect::<Vec<_>>());
+    assert_eq!(
+        seen,
+        (1..=EVENTS).filter(|&seq| seq != 150).collect::<Vec<_>>()
+    );
     assert!(broker.read("refused").await.is_empty());
+    assert!(broker.read("invalid").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

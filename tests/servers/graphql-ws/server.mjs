@@ -5,6 +5,7 @@
 //
 //   node server.mjs --port 20123 --events 2000 --interval-ms 2 --token s3cret [--first-until 1000]
 //                   [--protocol legacy] [--ping-ms 50] [--big-at 100 --big-bytes 100000]
+//                   [--error-at 150]
 //
 // `subscription { events(after: Int) { seq id kind payload } }` yields the events numbered
 // after+1 .. --events (1 .. when `after` is null), one every --interval-ms, then stays open.
@@ -12,6 +13,7 @@
 // test can kill its client mid-stream); later ones go on to --events.
 // `connection_init` must carry `{"authorization": "Bearer <token>"}`: otherwise the server
 // closes the socket with 4403 Forbidden (graphql-ws's rule for a refused `onConnect`).
+// With --error-at N, event N fails to resolve (a `next` with GraphQL `errors` and no data).
 // With --big-at N, event N's payload is --big-bytes long (to test the client's size cap).
 // With --ping-ms N (graphql-transport-ws), the server sends `{"type":"ping"}` to each client
 // every N ms. Prints `listening <port>` once it accepts connections, `subscribe after=<after>`
@@ -35,6 +37,7 @@ const protocol = args.get('protocol') ?? 'graphql-transport-ws';
 const pingMs = Number(args.get('ping-ms') ?? 0);
 const bigAt = Number(args.get('big-at') ?? 0);
 const bigBytes = Number(args.get('big-bytes') ?? 0);
+const errorAt = Number(args.get('error-at') ?? 0);
 let subscriptions = 0;
 
 const schema = buildSchema(`
@@ -53,6 +56,11 @@ const roots = {
       const last = subscriptions++ === 0 ? firstUntil : total;
       for (let seq = (after ?? 0) + 1; seq <= last; seq++) {
         if (intervalMs > 0) await sleep(intervalMs);
+        if (seq === errorAt) {
+          // `Event!` cannot be null: the result carries an error and no data.
+          yield { events: null };
+          continue;
+        }
         yield {
           events: {
             seq,
