@@ -78,7 +78,7 @@ pub struct PollPosition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validators: Option<Validators>,
     /// Feeds only: the ids of the entries produced that had no time (so no watermark),
-    /// oldest first, at most [`MAX_BOUNDARY_IDS`]: such an entry is produced when first seen.
+    /// oldest first, at most `MAX_BOUNDARY_IDS` (1000): such an entry is produced when first seen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub undated_ids: Vec<String>,
 }
@@ -130,7 +130,7 @@ impl PollPosition {
         self.undated_ids.iter().any(|seen| seen == id)
     }
 
-    /// Remembers the ids of entries with no time just produced; past [`MAX_BOUNDARY_IDS`]
+    /// Remembers the ids of entries with no time just produced; past `MAX_BOUNDARY_IDS`
     /// the oldest are forgotten (such an entry, if still in the feed, is produced again).
     pub fn remember_undated(&mut self, ids: impl IntoIterator<Item = String>) {
         for id in ids {
