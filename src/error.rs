@@ -125,6 +125,15 @@ pub enum CheckpointError {
     /// A store task ended without an answer (it panicked, or the runtime is shutting down).
     #[error("checkpoint store: the store task failed: {0}")]
     Task(String),
+    /// The brokers refused the Kafka store's credentials (a wrong SASL password, an
+    /// untrusted certificate).
+    #[error("checkpoint store topic `{topic}`: {failure}")]
+    Refused {
+        /// The positions topic.
+        topic: String,
+        /// What was refused, naming the mechanism.
+        failure: Box<crate::kafka_auth::AuthFailure>,
+    },
     /// A Kafka store request failed.
     #[error("checkpoint store topic `{topic}`: {operation} failed: {error}; check `kafka.brokers`, that the brokers answer, and the ACLs on the topic (the book: Cluster mode, \"The Kafka store\")")]
     Kafka {

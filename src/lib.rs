@@ -32,7 +32,7 @@
 //!   `/api/v1/sources` endpoint and `tributary status`.
 //! - **Configuration and observability:** [`config`], [`metrics`].
 //! - **Helpers:** [`http`] (the shared HTTP policy), [`tls`], [`secret`], [`backoff`],
-//!   [`json`], [`error`].
+//!   [`json`], [`error`], [`kafka_auth`] (a Kafka client the brokers refuse).
 
 pub mod backoff;
 pub mod channel;
@@ -43,6 +43,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod http;
 pub mod json;
+pub mod kafka_auth;
 pub mod metrics;
 pub mod record;
 pub mod router;

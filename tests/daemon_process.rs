@@ -274,6 +274,18 @@ fn every_example_config_is_valid() {
             // Valid for every scheme, including Standard Webhooks' `whsec_<base64>`.
             command.env(name, "whsec_ZXhhbXBsZS1zZWNyZXQ=");
         }
+        // AWS SigV4 examples read the keys (and a profile) as the AWS CLI does.
+        let aws = tempfile::tempdir().unwrap();
+        let credentials = aws.path().join("credentials");
+        std::fs::write(
+            &credentials,
+            "[ops]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = example\n",
+        )
+        .unwrap();
+        command
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "example")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials);
         let output = command.output().unwrap();
         assert!(
             output.status.success(),

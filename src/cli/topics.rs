@@ -20,6 +20,9 @@ use crate::config::Config;
 
 /// How long the brokers may take to answer the create request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the brokers may take to say whether they accept the credentials (see
+/// [`crate::kafka_auth::check_credentials`]).
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What `topics create` did with one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +107,8 @@ pub fn named_topics(config: &Config) -> (Vec<String>, Vec<String>) {
 /// replicas each.
 ///
 /// # Errors
-/// [`TopicsError::Kafka`]: no admin client, or no answer from the brokers within 30 s. A
+/// [`TopicsError::Kafka`]: no admin client, the brokers refuse the credentials (the message
+/// names the mechanism), or no answer from the brokers within 30 s. A
 /// refusal of one topic (e.g. no `Create` ACL, a replication factor above the brokers) is in
 /// the [`Report`], not an error.
 pub async fn create(
@@ -117,9 +121,17 @@ pub async fn create(
         reason,
     };
     let (names, templated) = named_topics(config);
-    let admin: AdminClient<DefaultClientContext> = crate::state::cluster::connection(&config.kafka)
-        .create()
-        .map_err(|e| failed(e.to_string()))?;
+    let connection = crate::state::cluster::connection(&config.kafka);
+    // A refused login would otherwise surface as a timeout of the request below, 30 s on.
+    let checked = connection.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::kafka_auth::check_credentials(&checked, CREDENTIALS_TIMEOUT)
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))?
+    .map_err(|failure| failed(failure.to_string()))?;
+    let admin: AdminClient<DefaultClientContext> =
+        connection.create().map_err(|e| failed(e.to_string()))?;
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| {

@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::{sync::Mutex, time::Instant};
 
+use super::network::Network;
 use crate::sources::common::Checks;
 
 /// `[sources.<name>.auth]`, chosen by `type`.
@@ -64,6 +65,19 @@ pub enum AuthConfig {
         #[serde(default = "default_expiry_skew", with = "humantime_serde")]
         expiry_skew: Duration,
     },
+    /// AWS Signature Version 4 on every request (polled sources only), with credentials from
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` or a profile of the
+    /// shared credentials file (see [`super::sigv4`]).
+    AwsSigv4 {
+        /// The signing name of the service, e.g. `execute-api` (API Gateway), `es`, `s3`.
+        service: String,
+        /// The region, e.g. `eu-west-1`.
+        region: String,
+        /// A profile of the shared credentials file. Default: the environment's keys, else
+        /// `AWS_PROFILE`, else `default`.
+        #[serde(default)]
+        profile: Option<String>,
+    },
 }
 
 /// How an OAuth2 client sends its credentials to the token endpoint (RFC 6749 §2.3.1).
@@ -95,11 +109,13 @@ pub enum Auth {
     Basic(String, SecretString),
     /// OAuth2 client credentials, with its token cache.
     OAuth2(Arc<OAuth2Tokens>),
+    /// AWS SigV4: each request is signed as a whole (see [`Auth::header`]: no single header).
+    AwsSigV4(Arc<super::sigv4::AwsSigner>),
 }
 
 impl AuthConfig {
     /// Checks the config and resolves its secrets; problems go to `checks`.
-    pub(crate) fn resolve(&self, checks: &mut Checks) -> Option<Auth> {
+    pub(crate) fn resolve(&self, checks: &mut Checks, network: &Network) -> Option<Auth> {
         match self {
             AuthConfig::ApiKey {
                 header,
@@ -141,6 +157,32 @@ impl AuthConfig {
                 let password = checks.secret("auth.password", password)?;
                 Some(Auth::Basic(username.clone(), password))
             }
+            AuthConfig::AwsSigv4 {
+                service,
+                region,
+                profile,
+            } => {
+                for (field, value) in [("auth.service", service), ("auth.region", region)] {
+                    if value.trim().is_empty() {
+                        checks.error(
+                            field,
+                            "is empty",
+                            "name the service's signing name (`execute-api`, `es`, `s3`, …) and its region (`eu-west-1`)",
+                        );
+                    }
+                }
+                match super::sigv4::AwsSigner::new(service, region, profile.as_deref()) {
+                    Ok(signer) => Some(Auth::AwsSigV4(Arc::new(signer))),
+                    Err(problem) => {
+                        checks.error(
+                            "auth",
+                            problem,
+                            "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials), or set `auth.profile` to a profile of ~/.aws/credentials",
+                        );
+                        None
+                    }
+                }
+            }
             AuthConfig::Oauth2ClientCredentials {
                 token_url,
                 client_id,
@@ -169,6 +211,7 @@ impl AuthConfig {
                     client_auth: *client_auth,
                     expiry_skew: *expiry_skew,
                     cached: Mutex::new(None),
+                    network: network.clone(),
                     client: std::sync::OnceLock::new(),
                 })))
             }
@@ -196,7 +239,7 @@ impl Auth {
     ) -> Result<Option<(http::HeaderName, http::HeaderValue)>, TokenError> {
         use base64::Engine as _;
         let (name, text) = match self {
-            Auth::None | Auth::Query(..) => return Ok(None),
+            Auth::None | Auth::Query(..) | Auth::AwsSigV4(_) => return Ok(None),
             Auth::Header(name, value) => (name.clone(), value.expose_secret().to_owned()),
             Auth::Basic(user, password) => {
                 let pair = format!("{user}:{}", password.expose_secret());
@@ -247,6 +290,9 @@ pub enum TokenError {
     /// The token endpoint could not be reached or answered a 5xx: transient.
     #[error("the OAuth2 token endpoint could not be reached: {0}")]
     Unreachable(String),
+    /// An AWS SigV4 signature could not be made (the credentials file is gone): permanent.
+    #[error("the request could not be signed (AWS SigV4): {0}")]
+    Unsigned(String),
 }
 
 /// An OAuth2 client-credentials token cache: one token at a time, fetched on first use and
@@ -261,6 +307,8 @@ pub struct OAuth2Tokens {
     client_auth: ClientAuth,
     expiry_skew: Duration,
     cached: Mutex<Option<CachedToken>>,
+    /// The source's proxy and TLS settings, which the token requests follow too.
+    network: Network,
     /// The client for the token endpoint, built on the first fetch.
     client: std::sync::OnceLock<reqwest::Client>,
 }
@@ -298,7 +346,9 @@ impl OAuth2Tokens {
             return Ok(client);
         }
         crate::tls::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        let client = self
+            .network
+            .apply(reqwest::Client::builder())
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())

@@ -170,6 +170,7 @@ impl HttpPolicy {
         limits: Arc<HostLimits>,
         metrics: SourceMetrics,
         redactor: crate::secret::UrlRedactor,
+        network: &super::Network,
     ) -> Result<Self, String> {
         // Redirects are followed on the same origin only, so that credentials (which reqwest
         // strips from cross-host redirects only when they are `Authorization`) stay there.
@@ -185,7 +186,8 @@ impl HttpPolicy {
             }
         });
         crate::tls::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        let client = network
+            .apply(reqwest::Client::builder())
             .redirect(redirects)
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.total)
@@ -273,6 +275,9 @@ impl HttpPolicy {
                 Err(Failure::Transport(error)) => {
                     self.metrics.http_request(None);
                     error
+                }
+                Err(Failure::Token(TokenError::Unsigned(reason))) => {
+                    return Err(HttpError::Token(reason))
                 }
                 Err(Failure::Token(TokenError::Refused(reason))) => {
                     return Err(HttpError::Token(reason))
@@ -379,10 +384,20 @@ impl HttpPolicy {
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?;
+        let sent = match &self.auth {
+            // Signed last, over the request as it goes (method, URL, headers, body).
+            Auth::AwsSigV4(signer) => {
+                let mut built = builder
+                    .build()
+                    .map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?;
+                signer
+                    .sign(&mut built)
+                    .map_err(|e| Failure::Token(TokenError::Unsigned(e)))?;
+                self.client.execute(built).await
+            }
+            _ => builder.send().await,
+        };
+        let response = sent.map_err(|e| Failure::Transport(super::describe_reqwest_error(&e)))?;
         let status = response.status();
         let headers = response.headers().clone();
         let final_url = response.url().clone();

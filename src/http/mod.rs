@@ -5,13 +5,16 @@
 mod auth;
 mod client;
 mod host_limits;
+mod network;
 mod rate_limit;
 mod retry;
 mod retry_after;
+pub mod sigv4;
 
 pub use auth::{Auth, AuthConfig, ClientAuth, OAuth2Tokens, TokenError};
 pub use client::{HttpError, HttpPolicy, HttpRequest, HttpResponse, RetryConfig, Timeouts};
 pub use host_limits::{host_key, HostLimiter, HostLimits, RateLimitConfig};
+pub use network::{Network, NetworkError, TlsConfig};
 pub use rate_limit::{rate_limit_status, RateLimitStatus};
 pub use retry::{classify_status, StatusClass};
 pub use retry_after::{parse_retry_after, MAX_RETRY_AFTER};

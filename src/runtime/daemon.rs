@@ -26,6 +26,10 @@ use crate::{
 
 /// How often broker reachability is probed for `/readyz`.
 const BROKER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the first probe, which makes the producer connect at start-up, may wait for an
+/// answer (the process waits for it when the start-up fails, so it is short; the probes every
+/// [`BROKER_PROBE_INTERVAL`] take over).
+const FIRST_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,11 @@ pub enum StartError {
     /// The cluster's consumer group or control topic cannot be set up.
     #[error(transparent)]
     Cluster(#[from] crate::state::cluster::ClusterError),
+    /// The producer failed fatally before the daemon had started: the brokers refused its
+    /// credentials (a [`crate::kafka_auth::AuthFailure`]: the message names the mechanism), or
+    /// librdkafka's own fatal error.
+    #[error("kafka: {0}")]
+    ProducerFailed(String),
     /// The HTTP server's address cannot be bound.
     #[error("server: cannot listen on `{0}`: {1}; choose a free address in `server.listen`")]
     Listen(SocketAddr, std::io::Error),
@@ -136,7 +145,13 @@ pub async fn start(
     let metrics = Metrics::new();
     let health = Health::default();
     let producer = KafkaProducer::new(&config.kafka)?;
-    let store = open_store(&config).await?;
+    // The producer connects now (librdkafka connects when there is something to ask), so that
+    // credentials the brokers refuse end the start-up below at once.
+    tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.probe_brokers(FIRST_PROBE_TIMEOUT).await }
+    });
+    let store = unless_producer_failed(&producer, open_store(&config)).await?;
     let committer = Committer::new(
         Arc::clone(&store),
         config.checkpoint.commit_interval,
@@ -165,7 +180,8 @@ pub async fn start(
             .into(),
         fenced: Default::default(),
     };
-    let (config, started) = start_sources(config, &runner).await?;
+    let (config, started) =
+        unless_producer_failed(&producer, start_sources(config, &runner)).await?;
     let reloader = Arc::new(crate::runtime::reload::Reloader::new(
         &config,
         runner.clone(),
@@ -173,13 +189,16 @@ pub async fn start(
     ));
     let membership = match &config.cluster {
         Some(cluster) => Some(
-            crate::state::cluster::join(
-                cluster,
-                &config.kafka,
-                started.assigned,
-                config.source_configs.clone(),
-                runner.clone(),
-            )
+            unless_producer_failed(&producer, async {
+                Ok(crate::state::cluster::join(
+                    cluster,
+                    &config.kafka,
+                    started.assigned,
+                    config.source_configs.clone(),
+                    runner.clone(),
+                )
+                .await?)
+            })
             .await?,
         ),
         None => None,
@@ -230,6 +249,25 @@ pub async fn start(
         liveness,
         finished,
     })
+}
+
+/// Runs `step` of the start-up, unless the producer fails fatally first. The brokers refusing
+/// the credentials is the case that matters: librdkafka retries a refused login forever, so
+/// the Kafka store's reads would wait out their own timeouts and end in a vaguer error (and
+/// the group consumer would wait for ever), while the producer's context names the mechanism
+/// at once.
+///
+/// # Errors
+/// `step`'s error, or [`StartError::ProducerFailed`].
+async fn unless_producer_failed<T>(
+    producer: &KafkaProducer,
+    step: impl std::future::Future<Output = Result<T, StartError>>,
+) -> Result<T, StartError> {
+    tokio::select! {
+        biased;
+        reason = producer.fatal_error() => Err(StartError::ProducerFailed(reason)),
+        result = step => result,
+    }
 }
 
 /// The cluster's name (`cluster.name`), `default` without `[cluster]`: it prefixes the

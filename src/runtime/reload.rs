@@ -86,20 +86,27 @@ fn fingerprint(text: &str) -> String {
 }
 
 /// The fingerprint of one source's settings, including the content of the files they name
-/// (`transform_file`, `schema`): an edit to one of them restarts the source as an edit to its
-/// table does.
+/// (`transform_file`, `schema`, the `tls` files): an edit to one of them restarts the source as
+/// an edit to its table does.
 pub fn source_fingerprint(config: &SourceConfig) -> String {
-    fingerprint(&format!("{config:?}\n{}", stage_files_digest(config)))
+    fingerprint(&format!("{config:?}\n{}", source_files_digest(config)))
 }
 
-/// A hash (16 hex digits) of the content of the files a source's record stage reads
-/// (`transform_file`, `schema`; a file that cannot be read counts with its error), so that a
-/// changed file changes a source's fingerprint. Empty when the source names no file.
-pub fn stage_files_digest(config: &SourceConfig) -> String {
+/// A hash (16 hex digits) of the content of the files a source reads when it starts: its
+/// record stage's (`transform_file`, `schema`) and its `tls` files (a certificate renewed in
+/// place); a file that cannot be read counts with its error. A changed file changes the
+/// source's fingerprint. Empty when the source names no file.
+pub fn source_files_digest(config: &SourceConfig) -> String {
     let stage = config.stage_config();
     let files: Vec<_> = [stage.transform_file, stage.schema]
         .into_iter()
         .flatten()
+        .chain(
+            config
+                .tls()
+                .into_iter()
+                .flat_map(|tls| tls.files().map(Path::to_path_buf)),
+        )
         .collect();
     if files.is_empty() {
         return String::new();

@@ -211,6 +211,34 @@ impl Checks {
         None
     }
 
+    /// Resolves `proxy` (its secret references) and loads `tls`: the source's [`Network`].
+    /// After an error, reported against `proxy` or the `tls` file concerned, a direct network
+    /// without TLS settings stands in (the source does not start anyway).
+    ///
+    /// [`Network`]: crate::http::Network
+    pub fn network(
+        &mut self,
+        proxy: Option<&str>,
+        tls: Option<&crate::http::TlsConfig>,
+    ) -> crate::http::Network {
+        let proxy = match proxy {
+            Some(raw) => match self.secret("proxy", raw) {
+                Some(value) => Some(value),
+                None => return crate::http::Network::default(),
+            },
+            None => None,
+        };
+        match crate::http::Network::new(proxy.as_ref(), tls) {
+            Ok(network) => network,
+            Err(errors) => {
+                for error in errors {
+                    self.error(error.field, error.problem, error.fix);
+                }
+                crate::http::Network::default()
+            }
+        }
+    }
+
     /// Checks header names and resolves the secrets in their values.
     pub fn headers<'a>(
         &mut self,

@@ -193,6 +193,18 @@ impl SourceConfig {
         }
     }
 
+    /// The source's `tls` files, for the kinds that make HTTP requests and have them set.
+    pub fn tls(&self) -> Option<&crate::http::TlsConfig> {
+        match self {
+            SourceConfig::Sse(c) => c.tls.as_ref(),
+            SourceConfig::Websocket(c) => c.tls.as_ref(),
+            SourceConfig::Rest(c) => c.tls.as_ref(),
+            SourceConfig::Graphql(c) => c.tls.as_ref(),
+            SourceConfig::GraphqlSubscription(c) => c.tls.as_ref(),
+            SourceConfig::Webhook(_) => None,
+        }
+    }
+
     /// Builds this source again, as [`SourceConfig::build`] does.
     fn factory(&self, name: &str) -> SourceFactory {
         let (config, name) = (self.clone(), name.to_owned());

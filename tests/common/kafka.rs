@@ -25,20 +25,37 @@ impl KafkaCluster {
     /// Java or Maven is missing, the jars cannot be fetched, or a node does not start; the
     /// message is the script's, with the end of the node's log.
     pub fn start(nodes: usize) -> Result<Self, String> {
+        Self::start_with(nodes, &[])
+    }
+
+    /// Starts a new cluster of one node that also listens for SASL_PLAINTEXT, SASL_SSL and
+    /// SSL (`kafka.sh start --security`); [`KafkaCluster::security`] says how to reach them.
+    /// [`KafkaCluster::bootstrap_servers`] stays the PLAINTEXT listener, for the tests' own
+    /// admin clients and readers.
+    ///
+    /// # Errors
+    /// As [`KafkaCluster::start`], and `openssl` is missing.
+    pub fn start_secure() -> Result<Self, String> {
+        Self::start_with(1, &["--security"])
+    }
+
+    fn start_with(nodes: usize, extra: &[&str]) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("tributary-kafka-")
             .tempdir()
             .map_err(|e| format!("cannot create a folder for the Kafka cluster: {e}"))?;
         let owner = std::process::id().to_string();
         let nodes_arg = nodes.to_string();
-        let bootstrap_servers = run(&[
+        let mut args = vec![
             "start",
             path_arg(dir.path())?,
             "--nodes",
             &nodes_arg,
             "--owner",
             &owner,
-        ])?;
+        ];
+        args.extend_from_slice(extra);
+        let bootstrap_servers = run(&args)?;
         Ok(KafkaCluster {
             dir,
             bootstrap_servers,
@@ -110,6 +127,38 @@ impl KafkaCluster {
         run(&["start", path_arg(self.dir())?, "--owner", &owner]).map(drop)
     }
 
+    /// How to reach the SASL and SSL listeners of a cluster started with
+    /// [`KafkaCluster::start_secure`] (`kafka.sh security DIR`).
+    ///
+    /// # Errors
+    /// The cluster was not started with them, or the script failed.
+    pub fn security(&self) -> Result<Security, String> {
+        let text = run(&["security", path_arg(self.dir())?])?;
+        let values: std::collections::HashMap<&str, &str> = text
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .collect();
+        let value = |key: &str| {
+            values
+                .get(key)
+                .map(|v| (*v).to_owned())
+                .ok_or_else(|| format!("`kafka.sh security` printed no {key}:\n{text}"))
+        };
+        Ok(Security {
+            sasl_plaintext: value("SASL_PLAINTEXT")?,
+            sasl_ssl: value("SASL_SSL")?,
+            ssl: value("SSL")?,
+            username: value("SASL_USERNAME")?,
+            password: value("SASL_PASSWORD")?,
+            ca: value("CA")?,
+            client_cert: value("CLIENT_CERT")?,
+            client_key: value("CLIENT_KEY")?,
+            untrusted_ca: value("UNTRUSTED_CA")?,
+            untrusted_cert: value("UNTRUSTED_CERT")?,
+            untrusted_key: value("UNTRUSTED_KEY")?,
+        })
+    }
+
     /// The Apache Kafka version the script runs (`TRIBUTARY_KAFKA_VERSION`, or its default).
     ///
     /// # Errors
@@ -137,6 +186,32 @@ impl KafkaCluster {
         args.extend(node.as_deref());
         run(&args).map(drop)
     }
+}
+
+/// The SASL and SSL listeners of a cluster started with [`KafkaCluster::start_secure`], and
+/// the credentials and PEM files made for it.
+#[derive(Clone, Debug)]
+pub struct Security {
+    /// `bootstrap.servers` of the SASL_PLAINTEXT listener (SCRAM-SHA-512 and PLAIN).
+    pub sasl_plaintext: String,
+    /// `bootstrap.servers` of the SASL_SSL listener (SCRAM-SHA-512 and PLAIN).
+    pub sasl_ssl: String,
+    /// `bootstrap.servers` of the SSL listener (a client certificate is required).
+    pub ssl: String,
+    /// The SASL user, for both mechanisms.
+    pub username: String,
+    /// Its password (random, made when the cluster was created).
+    pub password: String,
+    /// The CA that signed the brokers' and the client's certificates (PEM).
+    pub ca: String,
+    /// A client certificate the brokers accept, and its key (PEM).
+    pub client_cert: String,
+    pub client_key: String,
+    /// A CA that signed neither the brokers' certificates nor the client's (PEM).
+    pub untrusted_ca: String,
+    /// A client certificate from that CA, which the brokers do not trust, and its key (PEM).
+    pub untrusted_cert: String,
+    pub untrusted_key: String,
 }
 
 impl Drop for KafkaCluster {

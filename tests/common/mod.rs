@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod metric_names;
 pub mod process;
 pub mod secrets;
+pub mod tls;
 pub mod ws;
 
 use std::{

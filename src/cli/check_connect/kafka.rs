@@ -4,14 +4,12 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    metadata::Metadata,
-};
+use rdkafka::{consumer::BaseConsumer, metadata::Metadata};
 
 use super::{Class, Line, Status};
 use crate::{
     config::{Config, StoreKind},
+    kafka_auth::{AuthWatch, MetadataError},
     state::checkpoint::{compaction, Compaction},
 };
 
@@ -83,10 +81,18 @@ pub(super) async fn check(config: &Config) -> KafkaChecks {
     };
     let control_names: Vec<String> = control_topics.iter().map(|(_, t)| t.clone()).collect();
     let asked = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = connection.create().map_err(|e| e.to_string())?;
-        let metadata = consumer
-            .fetch_metadata(None, METADATA_TIMEOUT)
-            .map_err(|e| e.to_string())?;
+        let watch = AuthWatch::new(&connection);
+        let consumer: BaseConsumer<AuthWatch> = connection
+            .create_with_context(watch.clone())
+            .map_err(|e| format!("no answer within {METADATA_TIMEOUT:?}: {e}"))?;
+        let metadata = watch
+            .fetch_metadata(&consumer, None, METADATA_TIMEOUT)
+            .map_err(|error| match error {
+                MetadataError::Auth(failure) => failure.to_string(),
+                MetadataError::Kafka(error) => {
+                    format!("no answer within {METADATA_TIMEOUT:?}: {error}")
+                }
+            })?;
         let topics: Topics = wanted
             .into_iter()
             .map(|topic| {
@@ -146,7 +152,7 @@ pub(super) async fn check(config: &Config) -> KafkaChecks {
                 what: "kafka brokers".to_owned(),
                 target,
                 status: Status::Failed(Class::Kafka),
-                detail: format!("no answer within {METADATA_TIMEOUT:?}: {error}"),
+                detail: error,
             },
             Topics::new(),
             Vec::new(),
@@ -197,7 +203,7 @@ fn brokers_detail(metadata: &Metadata) -> String {
 
 /// Whether the metadata lists `topic` with partitions. A topic created a moment ago may not
 /// be in the metadata yet, so a missing topic is asked for again for up to [`TOPIC_GRACE`].
-fn topic_status(consumer: &BaseConsumer, topic: &str) -> (Status, String) {
+fn topic_status(consumer: &BaseConsumer<AuthWatch>, topic: &str) -> (Status, String) {
     match crate::state::cluster::topic_partitions(consumer, topic, TOPIC_GRACE) {
         Ok(partitions) => (
             Status::Ok,

@@ -33,10 +33,15 @@ pub struct DeliveryContext {
     pub(super) fatal: Arc<FatalError>,
     /// Deduplicates and rate-limits librdkafka's log lines and client errors.
     pub(super) log_limiter: super::client_log::LogLimiter,
+    /// The settings the client was made from: they name the SASL mechanism or TLS
+    /// credentials of an authentication failure.
+    pub(super) client: Arc<rdkafka::config::ClientConfig>,
 }
 
 /// A fatal producer error (librdkafka's `ERR__FATAL`, e.g. the idempotent producer lost its
-/// sequence): the producer can do nothing more, so the daemon must stop and restart.
+/// sequence), or the brokers refusing the producer's credentials (a
+/// [`crate::kafka_auth::AuthFailure`], which librdkafka would retry forever): the producer can
+/// do nothing more, so the daemon must stop and restart.
 #[derive(Default)]
 pub(super) struct FatalError {
     pub(super) reason: std::sync::OnceLock<String>,
@@ -45,6 +50,22 @@ pub(super) struct FatalError {
 
 impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(failure) =
+            crate::kafka_auth::AuthFailure::from_event(&error, reason, &self.client)
+        {
+            // A wrong password or an untrusted certificate: librdkafka would try again
+            // forever, and no record would ever be delivered. Runs on librdkafka's thread:
+            // only record it and wake the daemon (or the source, for a transactional one).
+            if self.fatal.reason.set(failure.to_string()).is_ok() {
+                if self.transactional {
+                    tracing::error!(error = %failure, "kafka: the brokers refused the credentials of a source's transactional producer; the source stops");
+                } else {
+                    tracing::error!(error = %failure, "kafka: the brokers refused the producer's credentials; the daemon stops");
+                }
+            }
+            self.fatal.raised.cancel();
+            return;
+        }
         match error.rdkafka_error_code() {
             Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) => {
                 self.brokers_reachable.store(false, Ordering::Relaxed);

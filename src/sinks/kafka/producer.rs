@@ -248,16 +248,18 @@ impl KafkaProducer {
             .unwrap_or_else(|| QueueBudget::new(DEFAULT_QUEUE_BYTES));
         let brokers_reachable = Arc::new(AtomicBool::new(false));
         let fatal = Arc::new(FatalError::default());
+        let client = Arc::new(client);
         let inner = client.create_with_context(DeliveryContext {
             transactional: false,
             brokers_reachable: Arc::clone(&brokers_reachable),
             fatal: Arc::clone(&fatal),
             log_limiter: Default::default(),
+            client: Arc::clone(&client),
         })?;
         Ok(KafkaProducer {
             inner,
             solo: Arc::default(),
-            client: Arc::new(client),
+            client,
             brokers_reachable,
             fatal,
             flush_timeout: config.flush_timeout,
@@ -287,17 +289,19 @@ impl KafkaProducer {
             client.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
         }
         let fatal = Arc::new(FatalError::default());
+        let client = Arc::new(client);
         let inner: ThreadedProducer<DeliveryContext> =
             client.create_with_context(DeliveryContext {
                 transactional: true,
                 brokers_reachable: Arc::clone(&self.brokers_reachable),
                 fatal: Arc::clone(&fatal),
                 log_limiter: Default::default(),
+                client: Arc::clone(&client),
             })?;
         Ok(KafkaProducer {
             solo: Arc::new(std::sync::Mutex::new(Some(inner.clone()))),
             inner,
-            client: Arc::new(client),
+            client,
             brokers_reachable: Arc::clone(&self.brokers_reachable),
             fatal,
             flush_timeout: self.flush_timeout,
@@ -341,12 +345,14 @@ impl KafkaProducer {
         let mut client = (*self.client).clone();
         client.set("batch.num.messages", "1");
         client.set("linger.ms", "0");
+        let client = Arc::new(client);
         let producer: ThreadedProducer<DeliveryContext> =
             client.create_with_context(DeliveryContext {
                 transactional: false,
                 brokers_reachable: Arc::clone(&self.brokers_reachable),
                 fatal: Arc::clone(&self.fatal),
                 log_limiter: Default::default(),
+                client: Arc::clone(&client),
             })?;
         *solo = Some(producer.clone());
         Ok(producer)

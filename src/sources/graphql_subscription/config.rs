@@ -39,6 +39,14 @@ source_table! {
         /// Extra handshake request headers; values may hold `${env:…}`.
         #[serde(default)]
         pub headers: BTreeMap<String, String>,
+        /// The HTTP proxy: absent, the `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`
+        /// environment variables decide; `"none"` connects directly; or
+        /// `"http://[user:password@]host:port"` (secret references allowed).
+        #[serde(default)]
+        pub proxy: Option<String>,
+        /// Trust roots and client certificate as PEM files: `ca_file`, `cert_file`, `key_file`.
+        #[serde(default)]
+        pub tls: Option<crate::http::TlsConfig>,
         /// JSON pointer into each execution result to the event: an object (one record) or
         /// an array (one record per element), e.g. `/data/orderEvents`. Default `/data`.
         #[serde(default = "default_records")]
@@ -114,6 +122,8 @@ pub struct SubscriptionSettings {
     pub(crate) init_payload: SecretString,
     /// The handshake headers, `Sec-WebSocket-Protocol` included.
     pub(crate) headers: Vec<(String, SecretString)>,
+    /// The proxy and TLS settings.
+    pub(crate) network: crate::http::Network,
     pub(crate) rules: RecordRules,
     pub(crate) connect_timeout: Duration,
     pub(crate) ack_timeout: Duration,
@@ -141,6 +151,7 @@ impl GraphqlSubscriptionConfig {
         );
         checks.topics(&self.topic, self.dead_letter_topic.as_deref());
         let mut headers = checks.headers(&self.headers);
+        let network = checks.network(self.proxy.as_deref(), self.tls.as_ref());
         if headers
             .iter()
             .any(|(header, _)| header.eq_ignore_ascii_case("sec-websocket-protocol"))
@@ -262,6 +273,7 @@ impl GraphqlSubscriptionConfig {
             position_variable: self.position_variable.clone(),
             init_payload: SecretString::from(serde_json::Value::Object(init_payload).to_string()),
             headers,
+            network,
             rules: RecordRules {
                 records,
                 key,

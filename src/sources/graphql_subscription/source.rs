@@ -149,6 +149,7 @@ async fn initialised(settings: &SubscriptionSettings) -> Result<Socket, Ended> {
         max_message_bytes: settings.max_message_bytes,
         max_frame_bytes: settings.max_frame_bytes,
         connect_timeout: settings.connect_timeout,
+        network: &settings.network,
     };
     let mut socket = open(&handshake).await.map_err(|error| match error {
         HandshakeError::Transient(message) => Ended::Transient(message),

@@ -45,6 +45,8 @@ pub(crate) struct CommonFields<'a> {
     pub key: Option<&'a str>,
     pub watermark: Option<&'a WatermarkConfig>,
     pub auth: Option<&'a AuthConfig>,
+    pub proxy: Option<&'a str>,
+    pub tls: Option<&'a crate::http::TlsConfig>,
     pub retry: &'a RetryConfig,
     pub interval: Duration,
     pub jitter: Duration,
@@ -123,10 +125,11 @@ pub(crate) fn settings(
             "use e.g. `1000`",
         );
     }
+    let network = checks.network(fields.proxy, fields.tls);
     let auth = match fields.auth {
         Some(config) => {
             secret_query.extend(config.secret_query_parameter().map(str::to_owned));
-            config.resolve(checks)
+            config.resolve(checks, &network)
         }
         None => Some(crate::http::Auth::None),
     };
@@ -142,6 +145,7 @@ pub(crate) fn settings(
         errors: fields.errors,
         format: super::format::BodyFormat::Json,
         auth: auth?,
+        network,
         retry: fields.retry.clone(),
         timeouts: Timeouts {
             connect: fields.connect_timeout,

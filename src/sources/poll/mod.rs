@@ -129,6 +129,8 @@ pub struct PollSettings {
     pub format: format::BodyFormat,
     /// Authentication.
     pub auth: Auth,
+    /// The proxy and TLS settings.
+    pub network: crate::http::Network,
     /// Retries.
     pub retry: RetryConfig,
     /// Timeouts.
@@ -238,6 +240,7 @@ pub async fn run(
         Arc::clone(&context.hosts),
         context.metrics.clone(),
         settings.redactor.clone(),
+        &settings.network,
     )
     .map_err(|message| permanent(message, "check the TLS setup"))?;
     let mut position = match &context.resume {

@@ -29,6 +29,7 @@ pub(super) async fn first_page(endpoint: &dyn Endpoint, settings: &PollSettings)
         Arc::new(HostLimits::new(BTreeMap::new())),
         metrics,
         settings.redactor.clone(),
+        &settings.network,
     ) {
         Ok(policy) => policy,
         Err(error) => return Probe::Failed(error),

@@ -54,6 +54,14 @@ source_table! {
         pub watermark: Option<WatermarkConfig>,
         /// Authentication, if any.
         pub auth: Option<AuthConfig>,
+        /// The HTTP proxy: absent, the `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`
+        /// environment variables decide; `"none"` connects directly; or
+        /// `"http://[user:password@]host:port"` (secret references allowed) for every request.
+        #[serde(default)]
+        pub proxy: Option<String>,
+        /// Trust roots and client certificate as PEM files: `ca_file`, `cert_file`, `key_file`.
+        #[serde(default)]
+        pub tls: Option<crate::http::TlsConfig>,
         /// Retries of transient failures.
         #[serde(default)]
         pub retry: RetryConfig,
@@ -155,6 +163,8 @@ impl RestConfig {
                 key: self.key.as_deref().or(feed.then_some("/id")),
                 watermark: self.watermark.as_ref(),
                 auth: self.auth.as_ref(),
+                proxy: self.proxy.as_deref(),
+                tls: self.tls.as_ref(),
                 retry: &self.retry,
                 interval: self.interval,
                 jitter: self.jitter,

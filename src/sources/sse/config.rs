@@ -73,6 +73,14 @@ source_table! {
         /// Reconnect policy.
         #[serde(default)]
         pub reconnect: ReconnectConfig,
+        /// The HTTP proxy: absent, the `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`
+        /// environment variables decide; `"none"` connects directly; or
+        /// `"http://[user:password@]host:port"` (secret references allowed) for every request.
+        #[serde(default)]
+        pub proxy: Option<String>,
+        /// Trust roots and client certificate as PEM files: `ca_file`, `cert_file`, `key_file`.
+        #[serde(default)]
+        pub tls: Option<crate::http::TlsConfig>,
         /// Authentication of each connect (API key, bearer, basic or OAuth2 client credentials),
         /// as for REST sources.
         #[serde(default)]
@@ -88,6 +96,8 @@ pub struct SseSettings {
     /// Strips secrets from URLs the server names (a redirect's target).
     pub(crate) redactor: secret::UrlRedactor,
     pub(crate) headers: Vec<(String, SecretString)>,
+    /// The proxy and TLS settings.
+    pub(crate) network: crate::http::Network,
     pub(crate) event_types: Vec<String>,
     pub(crate) key: KeyFrom,
     pub(crate) start_from: Option<String>,
@@ -114,6 +124,7 @@ impl SseConfig {
         );
         checks.topics(&self.topic, self.dead_letter_topic.as_deref());
         let headers = checks.headers(&self.headers);
+        let network = checks.network(self.proxy.as_deref(), self.tls.as_ref());
         let key = match self.key.as_str() {
             "id" => KeyFrom::EventId,
             "none" => KeyFrom::None,
@@ -162,7 +173,16 @@ impl SseConfig {
         }
         checks.channel(self.channel_max_records, self.channel_max_bytes);
         let auth = match &self.auth {
-            Some(auth) => auth.resolve(&mut checks),
+            // A stream's request is made by the SSE client, which SigV4 cannot sign as a whole.
+            Some(crate::http::AuthConfig::AwsSigv4 { .. }) => {
+                checks.error(
+                    "auth",
+                    "`aws_sigv4` signs the requests of polled sources (rest, graphql) only",
+                    "use `bearer`, `api_key`, `basic` or `oauth2_client_credentials` for an SSE source",
+                );
+                None
+            }
+            Some(auth) => auth.resolve(&mut checks, &network),
             None => Some(crate::http::Auth::None),
         };
         let secret_query: Vec<String> = self
@@ -185,6 +205,7 @@ impl SseConfig {
             redacted_url,
             redactor,
             headers,
+            network,
             event_types: self.event_types.clone(),
             key,
             start_from: self.start_from.clone(),

@@ -363,18 +363,29 @@ pub(super) fn build_client(
     last_event_id: Option<&str>,
     auth: Option<(http::HeaderName, http::HeaderValue)>,
 ) -> Result<impl es::Client, String> {
-    crate::tls::install_crypto_provider();
-    let transport = HyperTransport::builder()
-        .connect_timeout(settings.connect_timeout)
-        .read_timeout(settings.read_timeout)
-        .build_https()
-        .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
-    let transport = CappedTransport::new(transport, settings.max_event_bytes);
     let mut url: url::Url = settings
         .url
         .expose_secret()
         .parse()
         .map_err(|e| format!("invalid URL: {e}"))?;
+    // TLS from the source's own rustls config (`tls`), and the proxy set explicitly: the
+    // transport would otherwise read the proxy variables by rules of its own.
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*settings.network.rustls()).clone())
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let transport = HyperTransport::builder()
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.read_timeout);
+    let transport = match settings.network.proxy_for_stream(&url) {
+        Some(proxy) => transport.proxy_url(proxy),
+        None => transport.disable_proxy(),
+    }
+    .build_with_connector(https)
+    .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+    let transport = CappedTransport::new(transport, settings.max_event_bytes);
     if let Some((name, value)) = settings.auth.query() {
         crate::http::set_query_param(&mut url, name, value.expose_secret());
     }
@@ -385,6 +396,18 @@ pub(super) fn build_client(
         // No redirect is followed: eventsource-client would send every configured header
         // (credentials included) to wherever the server points.
         .redirect_limit(0);
+    // A forwarded plain-HTTP request names the proxy's credentials itself (the transport adds
+    // them to `CONNECT` only).
+    if let Some(value) = settings.network.forward_authorization(&url) {
+        builder = builder
+            .header(
+                http::header::PROXY_AUTHORIZATION.as_str(),
+                value
+                    .to_str()
+                    .map_err(|_| "the proxy's credentials are not valid header text".to_owned())?,
+            )
+            .map_err(|_| "the proxy's credentials are not valid header text".to_owned())?;
+    }
     // Set first, so that an `Authorization` from `headers` or `auth` takes its place.
     if let Some((user, password)) = user_info {
         builder = builder

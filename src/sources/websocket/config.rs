@@ -52,6 +52,14 @@ source_table! {
         /// Extra handshake request headers; values may contain `${env:…}`/`${file:…}`.
         #[serde(default)]
         pub headers: BTreeMap<String, String>,
+        /// The HTTP proxy: absent, the `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`
+        /// environment variables decide; `"none"` connects directly; or
+        /// `"http://[user:password@]host:port"` (secret references allowed) for every request.
+        #[serde(default)]
+        pub proxy: Option<String>,
+        /// Trust roots and client certificate as PEM files: `ca_file`, `cert_file`, `key_file`.
+        #[serde(default)]
+        pub tls: Option<crate::http::TlsConfig>,
         /// Text messages sent, in order, after every (re)connect. Each may contain `{position}`
         /// and `${env:…}`/`${file:…}`.
         #[serde(default)]
@@ -141,6 +149,8 @@ pub struct WebSocketSettings {
     pub(crate) url: SecretString,
     pub(crate) redacted_url: String,
     pub(crate) headers: Vec<(String, SecretString)>,
+    /// The proxy and TLS settings.
+    pub(crate) network: crate::http::Network,
     pub(crate) subscribe: Vec<SecretString>,
     pub(crate) rules: FrameRules,
     pub(crate) resubscribe_on_gap: bool,
@@ -240,6 +250,7 @@ impl WebSocketConfig {
         let url = url.and(checks.secret("url", &self.url));
         checks.topics(&self.topic, self.dead_letter_topic.as_deref());
         let headers = checks.headers(&self.headers);
+        let network = checks.network(self.proxy.as_deref(), self.tls.as_ref());
         let subscribe: Vec<SecretString> = self
             .subscribe
             .iter()
@@ -343,6 +354,7 @@ impl WebSocketConfig {
             url,
             redacted_url,
             headers,
+            network,
             subscribe,
             rules: FrameRules {
                 format: self.format,

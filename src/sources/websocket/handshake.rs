@@ -30,6 +30,8 @@ pub(crate) struct Handshake<'a> {
     pub max_frame_bytes: usize,
     /// Time allowed for TCP, TLS and the HTTP upgrade together.
     pub connect_timeout: std::time::Duration,
+    /// The proxy and TLS settings.
+    pub network: &'a crate::http::Network,
 }
 
 impl WebSocketSettings {
@@ -41,6 +43,7 @@ impl WebSocketSettings {
             max_message_bytes: self.max_message_bytes,
             max_frame_bytes: self.max_frame_bytes,
             connect_timeout: self.connect_timeout,
+            network: &self.network,
         }
     }
 }
@@ -65,24 +68,24 @@ pub(super) async fn connect(
     open(&settings.handshake(position)).await
 }
 
-/// Connects to `handshake.url` with its headers and size caps, and completes the handshake
-/// within `connect_timeout`. No redirect is followed: tungstenite reports a 3xx as an HTTP
-/// error. A `Sec-WebSocket-Protocol` header makes tungstenite require the server to choose
-/// one of the subprotocols it lists.
+/// Connects to `handshake.url` with its headers and size caps, through the proxy and TLS
+/// settings of `network`, and completes the handshake within `connect_timeout`. No redirect is
+/// followed: tungstenite reports a 3xx as an HTTP error. A `Sec-WebSocket-Protocol` header
+/// makes tungstenite require the server to choose one of the subprotocols it lists.
 ///
 /// # Errors
 /// [`HandshakeError`], its message free of the URL (which may carry secrets).
 pub(crate) async fn open(settings: &Handshake<'_>) -> Result<Socket, HandshakeError> {
-    let mut request = settings
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|error| {
-            HandshakeError::Permanent(
-                format!("invalid WebSocket request: {error}"),
-                "fix the source's `url`",
-            )
-        })?;
+    let url = settings.url.as_str();
+    let target = url::Url::parse(url).map_err(|error| {
+        HandshakeError::Permanent(format!("invalid URL: {error}"), "fix the source's `url`")
+    })?;
+    let mut request = url.into_client_request().map_err(|error| {
+        HandshakeError::Permanent(
+            format!("invalid WebSocket request: {error}"),
+            "fix the source's `url`",
+        )
+    })?;
     for (name, value) in settings.headers {
         let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
@@ -99,9 +102,31 @@ pub(crate) async fn open(settings: &Handshake<'_>) -> Result<Socket, HandshakeEr
     let limits = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_frame_bytes));
-    crate::tls::install_crypto_provider();
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(limits), false);
-    match tokio::time::timeout(settings.connect_timeout, connect).await {
+    // The TCP connection (through the proxy, if one applies), then TLS from the source's own
+    // rustls config (`tls`) for `wss://`, then the handshake, all within `connect_timeout`.
+    let connector = tokio_tungstenite::Connector::Rustls(settings.network.rustls());
+    let connect = async {
+        let stream = settings
+            .network
+            .connect(&target)
+            .await
+            .map_err(HandshakeError::Transient)?;
+        Ok::<_, HandshakeError>(
+            tokio_tungstenite::client_async_tls_with_config(
+                request,
+                stream,
+                Some(limits),
+                Some(connector),
+            )
+            .await,
+        )
+    };
+    let handshake = match tokio::time::timeout(settings.connect_timeout, connect).await {
+        Ok(Err(error)) => return Err(error),
+        Ok(Ok(done)) => Ok(done),
+        Err(elapsed) => Err(elapsed),
+    };
+    match handshake {
         Err(_) => Err(HandshakeError::Transient(format!(
             "no connection within {:?} (connect_timeout)",
             settings.connect_timeout

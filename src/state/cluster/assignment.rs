@@ -41,7 +41,7 @@ pub fn fingerprint(sources: &BTreeMap<String, SourceConfig>) -> String {
         hash.update([0]);
         hash.update(format!("{config:?}").as_bytes());
         hash.update([0]);
-        hash.update(crate::runtime::reload::stage_files_digest(config).as_bytes());
+        hash.update(crate::runtime::reload::source_files_digest(config).as_bytes());
         hash.update([0]);
     }
     hex::encode(&hash.finalize()[..8])

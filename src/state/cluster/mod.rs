@@ -100,6 +100,7 @@ fn is_connection_property(key: &str) -> bool {
         "client.dns.",
         "connections.max.",
         "enable.ssl.",
+        "enable.sasl.",
         "https.",
         "oauthbearer.",
     ];
@@ -393,9 +394,64 @@ pub fn live_members(
 
 #[cfg(test)]
 mod tests {
-    use super::coordinator_not_ready;
+    use super::{coordinator_not_ready, is_connection_property};
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaErrorCode as Code;
+
+    /// Every client Tributary makes must log in as the producer does: each security property
+    /// of librdkafka's CONFIGURATION.md goes to the store's, the group's and the commands'
+    /// clients; what only concerns producing does not.
+    #[test]
+    fn security_properties_reach_every_client_and_producer_tuning_does_not() {
+        for key in [
+            "security.protocol",
+            "sasl.mechanism",
+            "sasl.mechanisms",
+            "sasl.username",
+            "sasl.password",
+            "sasl.kerberos.service.name",
+            "sasl.kerberos.keytab",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.method",
+            "sasl.oauthbearer.token.endpoint.url",
+            "enable.sasl.oauthbearer.unsecure.jwt",
+            "ssl.ca.location",
+            "ssl.ca.pem",
+            "ssl.ca.certificate.stores",
+            "ssl.certificate.location",
+            "ssl.certificate.pem",
+            "ssl.key.location",
+            "ssl.key.pem",
+            "ssl.key.password",
+            "ssl.keystore.location",
+            "ssl.keystore.password",
+            "ssl.crl.location",
+            "ssl.cipher.suites",
+            "ssl.curves.list",
+            "ssl.sigalgs.list",
+            "ssl.providers",
+            "ssl.engine.id",
+            "ssl.endpoint.identification.algorithm",
+            "enable.ssl.certificate.verification",
+            "https.ca.location",
+            "client.dns.lookup",
+            "broker.address.family",
+            "socket.timeout.ms",
+        ] {
+            assert!(is_connection_property(key), "{key}");
+        }
+        for key in [
+            "compression.type",
+            "linger.ms",
+            "acks",
+            "enable.idempotence",
+            "transactional.id",
+            "queue.buffering.max.kbytes",
+            "message.timeout.ms",
+        ] {
+            assert!(!is_connection_property(key), "{key}");
+        }
+    }
 
     #[test]
     fn a_coordinator_getting_ready_is_waited_out_other_errors_are_not() {

@@ -62,6 +62,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the brokers may take to describe the topic's configs (Apache Kafka answers in
 /// milliseconds; a broker that does not answer does not serve the request at all).
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`KafkaStore::open`] waits to learn whether the brokers refuse the credentials
+/// (a SASL login and a metadata request take milliseconds; brokers that have not answered by
+/// then are left to the requests that follow).
+pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a position write may wait for its acknowledgement (`message.timeout.ms`).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many claims one acquisition may write when each loses a race at the same epoch to
@@ -137,10 +141,23 @@ impl KafkaStore {
     /// how many records and partitions it read, and how long it took).
     ///
     /// # Errors
+    /// [`CheckpointError::Refused`] when the brokers refuse the credentials (checked first, for
+    /// at most [`CREDENTIALS_TIMEOUT`]: librdkafka would retry a refused login until the
+    /// requests below time out, and say only that they did);
     /// [`CheckpointError::NotCompacted`] for a topic with another `cleanup.policy`;
     /// [`CheckpointError::Kafka`] when the brokers do not answer, refuse the topic's creation
     /// or its reading (ACLs), or the read makes no progress for 30 s.
     pub async fn open(config: KafkaStoreConfig) -> Result<Self, CheckpointError> {
+        let connection = config.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::kafka_auth::check_credentials(&connection, CREDENTIALS_TIMEOUT)
+        })
+        .await
+        .map_err(|e| CheckpointError::Task(e.to_string()))?
+        .map_err(|failure| CheckpointError::Refused {
+            topic: config.topic.clone(),
+            failure: Box::new(failure),
+        })?;
         topic::ensure_compacted_topic(&config).await?;
         let config = Arc::new(config);
         let producer: FutureProducer = config
