@@ -291,7 +291,7 @@ async fn events_once_errors_dead_lettered_pings_answered_refusals_stopped_and_to
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_older_subscriptions_transport_ws_protocol_is_spoken_too() {
+async fn the_older_subscriptions_transport_ws_protocol_works_too_through_an_http_proxy() {
     const EVENTS: u64 = 200;
     let server = GraphqlWsServer::start(&[
         "--events",
@@ -305,10 +305,15 @@ async fn the_older_subscriptions_transport_ws_protocol_is_spoken_too() {
     let broker = Broker::kafka();
     broker.create_topic("legacy").await;
     broker.create_topic("legacy_refused").await;
+    // tinyproxy, with Basic credentials: the handshake goes through a CONNECT tunnel.
+    let proxy = common::tls::Proxy::start().await;
     let legacy = |name: &str, token: &str| {
         subscription_source(name, &server.url, token).replace(
             "protocol = \"graphql-transport-ws\"",
-            "protocol = \"subscriptions-transport-ws\"",
+            &format!(
+                "protocol = \"subscriptions-transport-ws\"\nproxy = \"{}\"",
+                proxy.url()
+            ),
         )
     };
     let state = tempfile::tempdir().unwrap();
@@ -331,6 +336,11 @@ async fn the_older_subscriptions_transport_ws_protocol_is_spoken_too() {
     })
     .await;
     daemon.shutdown().await;
+    assert!(
+        proxy.saw(server.port),
+        "the server was reached without the proxy; it logged {:?}",
+        proxy.requests()
+    );
     assert_eq!(server.subscribes(), ["null"]);
     let mut seen: Vec<u64> = broker
         .read("legacy")
