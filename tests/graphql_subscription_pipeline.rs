@@ -5,115 +5,11 @@
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
-use common::*;
+use common::{graphql_ws::GraphqlWsServer, *};
 use serde_json::Value;
 use tributary::runtime::health::SourceState;
-
-/// The `graphql-ws` test server, a node process on 127.0.0.1.
-struct GraphqlWsServer {
-    child: Child,
-    /// `ws://127.0.0.1:<port>/graphql`.
-    url: String,
-    /// The `after` of each subscription, in order (`null` for none).
-    subscribes: Arc<Mutex<Vec<String>>>,
-    /// Pongs the clients sent to the server's pings.
-    pongs: Arc<std::sync::atomic::AtomicUsize>,
-    port: u16,
-}
-
-impl Drop for GraphqlWsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn server_script() -> PathBuf {
-    let tools = std::env::var("TRIBUTARY_TOOLS_DIR").map_or_else(
-        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tributary"),
-        PathBuf::from,
-    );
-    let script = tools.join("graphql-ws/server.mjs");
-    assert!(
-        tools.join("graphql-ws/node_modules/graphql-ws").is_dir() && script.is_file(),
-        "the graphql-ws test server is not installed in {}: run `bash tests/servers/graphql-ws/install.sh`",
-        tools.display()
-    );
-    script
-}
-
-impl GraphqlWsServer {
-    /// Starts the server with `args` (see server.mjs) and waits until it listens.
-    async fn start(args: &[&str]) -> Self {
-        Self::start_on(free_port(), args).await
-    }
-
-    /// Starts the server on `port`.
-    async fn start_on(port: u16, args: &[&str]) -> Self {
-        let script = server_script();
-        let mut child = Command::new("node")
-            .arg(&script)
-            .args(["--port", &port.to_string()])
-            .args(args)
-            .current_dir(script.parent().unwrap())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start node (Node.js 20 or newer) for the graphql-ws test server");
-        let stdout = child.stdout.take().unwrap();
-        let subscribes: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
-        let seen = Arc::clone(&subscribes);
-        let pongs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let pongs_seen = Arc::clone(&pongs);
-        std::thread::spawn(move || {
-            let mut listening = Some(listening_tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(after) = line.strip_prefix("subscribe after=") {
-                    seen.lock().unwrap().push(after.to_owned());
-                } else if line == "pong" {
-                    pongs_seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                } else if line.starts_with("listening ") {
-                    if let Some(tx) = listening.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(30), listening_rx)
-            .await
-            .expect("the graphql-ws server listens within 30 s")
-            .expect("the graphql-ws server printed `listening`");
-        GraphqlWsServer {
-            child,
-            url: format!("ws://127.0.0.1:{port}/graphql"),
-            subscribes,
-            pongs,
-            port,
-        }
-    }
-
-    /// Ends the server at once (SIGKILL): its connections drop without a close frame.
-    fn kill(mut self) -> u16 {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.port
-    }
-
-    fn subscribes(&self) -> Vec<String> {
-        self.subscribes.lock().unwrap().clone()
-    }
-}
 
 const QUERY: &str =
     "subscription Events($after: Int) { events(after: $after) { seq id kind payload } }";
