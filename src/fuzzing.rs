@@ -53,6 +53,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("json_pointer", json_pointer),
     ("transform", transform),
     ("websocket_frames", websocket_frames),
+    ("xml_body", xml_body),
+    ("feed_body", feed_body),
 ];
 
 /// An SSE response body, through the `max_event_bytes` scanner and eventsource-client's parser,
@@ -476,6 +478,49 @@ pub fn websocket_frames(data: &[u8]) {
                 let parsed = serde_json::from_slice::<&RawValue>(&record.payload);
                 assert!(parsed.is_ok(), "a record of a JSON message is not JSON");
             }
+        }
+    }
+}
+
+/// A REST page body with `format = "xml"`, through the XML → JSON mapping.
+///
+/// Layout: the whole input is the body.
+///
+/// Asserts: a mapped body is JSON that `serde_json` reads back (within its nesting limit), an
+/// object with one member (the root element).
+pub fn xml_body(data: &[u8]) {
+    if let Ok(json) = crate::sources::poll::format::xml::to_json(data) {
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).expect("the mapping writes JSON that reads back");
+        assert!(
+            value.as_object().is_some_and(|root| root.len() == 1),
+            "the document maps to an object with one member"
+        );
+    }
+}
+
+/// A REST page body with `format = "feed"`, through feed-rs and the entry mapping.
+///
+/// Layout: the whole input is the body.
+///
+/// Asserts: a mapped feed is a JSON array of objects, each with a non-empty string `id` and an
+/// `updated` that is `null` or an RFC 3339 time.
+pub fn feed_body(data: &[u8]) {
+    let Ok(json) = crate::sources::poll::format::feed::to_json(data, "https://example.com/feed")
+    else {
+        return;
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&json).expect("the mapping writes JSON that reads back");
+    for entry in value.as_array().expect("an array of entries") {
+        let id = entry["id"].as_str().expect("a string id");
+        assert!(!id.is_empty(), "every entry has an id");
+        match &entry["updated"] {
+            serde_json::Value::Null => {}
+            serde_json::Value::String(time) => {
+                chrono::DateTime::parse_from_rfc3339(time).expect("an RFC 3339 `updated`");
+            }
+            other => panic!("`updated` is {other}"),
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum SourceKind {
     Rest,
     /// `type = "graphql"`.
     Graphql,
+    /// `type = "graphql_subscription"`.
+    GraphqlSubscription,
 }
 
 impl SourceKind {
@@ -58,6 +60,7 @@ impl SourceKind {
             SourceKind::Webhook => "webhook",
             SourceKind::Rest => "rest",
             SourceKind::Graphql => "graphql",
+            SourceKind::GraphqlSubscription => "graphql_subscription",
         }
     }
 
@@ -81,7 +84,10 @@ impl SourceKind {
     }
 
     fn streams(self) -> bool {
-        matches!(self, SourceKind::Sse | SourceKind::Websocket)
+        matches!(
+            self,
+            SourceKind::Sse | SourceKind::Websocket | SourceKind::GraphqlSubscription
+        )
     }
 }
 

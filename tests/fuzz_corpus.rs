@@ -107,6 +107,16 @@ fn websocket_frames_corpus_replays() {
     assert_replays("websocket_frames");
 }
 
+#[test]
+fn xml_body_corpus_replays() {
+    assert_replays("xml_body");
+}
+
+#[test]
+fn feed_body_corpus_replays() {
+    assert_replays("feed_body");
+}
+
 /// A corpus or artifacts folder, or a target file, that names no entry function would never
 /// be replayed; a target without its test here would not be either.
 #[test]

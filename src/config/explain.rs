@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use crate::{
     error::ConfigError,
     sources::{
-        graphql::GraphqlConfig, rest::RestConfig, sse::SseConfig, webhook::WebhookConfig,
-        websocket::WebSocketConfig,
+        graphql::GraphqlConfig, graphql_subscription::GraphqlSubscriptionConfig, rest::RestConfig,
+        sse::SseConfig, webhook::WebhookConfig, websocket::WebSocketConfig,
     },
 };
 
@@ -73,6 +73,7 @@ fn locate_in_source(table: config::Value) -> Option<(String, String)> {
         "webhook" => first_error::<WebhookConfig>(rest),
         "rest" => first_error::<RestConfig>(rest),
         "graphql" => first_error::<GraphqlConfig>(rest),
+        "graphql_subscription" => first_error::<GraphqlSubscriptionConfig>(rest),
         _ => None,
     }
 }
@@ -89,7 +90,14 @@ fn first_error<T: DeserializeOwned>(value: config::Value) -> Option<(String, Str
 fn same_error(located: &str, original: &str) -> bool {
     let located = without_key_suffix(located);
     let expected = |text: &str| text.rsplit_once(", expected ").map(|(_, e)| e.to_owned());
+    // A plain enum's unknown value: serde (through the tagged source table) says "unknown
+    // variant `yaml`, expected …", the `config` crate (one table alone) "enum BodyFormat does
+    // not have variant constructor yaml".
+    let unknown_variant = located
+        .split_once(" does not have variant constructor ")
+        .is_some_and(|(_, value)| original.starts_with(&format!("unknown variant `{value}`")));
     located == original
+        || unknown_variant
         || (expected(&located).is_some() && expected(&located) == expected(original))
 }
 

@@ -391,6 +391,10 @@ const KINDS: &[(&str, &str)] = &[
         "graphql",
         "url = \"https://example.com/graphql\"\nquery = \"{ items { id } }\"\nrecords = \"/data/items\"",
     ),
+    (
+        "graphql_subscription",
+        "url = \"wss://example.com/graphql\"\nquery = \"subscription { items { id } }\"",
+    ),
 ];
 
 #[test]

@@ -30,6 +30,7 @@ fn each_kind_exports_the_families_that_apply_to_it() {
         ("h", SourceKind::Webhook),
         ("r", SourceKind::Rest),
         ("g", SourceKind::Graphql),
+        ("q", SourceKind::GraphqlSubscription),
     ] {
         metrics.source(name, kind);
     }
@@ -39,7 +40,7 @@ fn each_kind_exports_the_families_that_apply_to_it() {
             .iter()
             .any(|name| name == family)
     };
-    for source in ["s", "w", "h", "r", "g"] {
+    for source in ["s", "w", "h", "r", "g", "q"] {
         for family in [
             "tributary_records_received_total",
             "tributary_records_produced_total",
@@ -53,7 +54,7 @@ fn each_kind_exports_the_families_that_apply_to_it() {
         }
     }
     let only = |family: &str, sources: &[&str]| {
-        for source in ["s", "w", "h", "r", "g"] {
+        for source in ["s", "w", "h", "r", "g", "q"] {
             assert_eq!(
                 has(source, family),
                 sources.contains(&source),
@@ -69,17 +70,23 @@ fn each_kind_exports_the_families_that_apply_to_it() {
     only("tributary_http_requests_total", &["s", "r", "g"]);
     only("tributary_rate_limit_wait_seconds_total", &["s", "r", "g"]);
     only("tributary_rate_limit_waiting", &["s", "r", "g"]);
-    only("tributary_reconnects_total", &["s", "w"]);
+    only("tributary_reconnects_total", &["s", "w", "q"]);
     only(
         "tributary_records_filtered_total",
-        &["s", "w", "h", "r", "g"],
+        &["s", "w", "h", "r", "g", "q"],
     );
     only("tributary_sequence_gaps_total", &["w"]);
     only("tributary_invalid_event_ids_total", &["s"]);
     only("tributary_oversized_events_total", &["s"]);
     only("tributary_webhook_requests_total", &["h"]);
-    only("tributary_checkpoint_age_seconds", &["s", "w", "r", "g"]);
-    only("tributary_checkpoint_commits_total", &["s", "w", "r", "g"]);
+    only(
+        "tributary_checkpoint_age_seconds",
+        &["s", "w", "r", "g", "q"],
+    );
+    only(
+        "tributary_checkpoint_commits_total",
+        &["s", "w", "r", "g", "q"],
+    );
     assert!(scrape.contains("tributary_polls_total{outcome=\"incomplete\",source=\"r\"} 0"));
 }
 

@@ -9,6 +9,7 @@
 
 pub(crate) mod common;
 pub mod graphql;
+pub mod graphql_subscription;
 pub mod poll;
 mod probe;
 pub mod rest;
@@ -59,6 +60,8 @@ pub enum SourceConfig {
     Rest(rest::RestConfig),
     /// A polled GraphQL endpoint (`type = "graphql"`).
     Graphql(graphql::GraphqlConfig),
+    /// A GraphQL subscription over WebSocket (`type = "graphql_subscription"`).
+    GraphqlSubscription(graphql_subscription::GraphqlSubscriptionConfig),
 }
 
 pub use common::{PayloadFormat, ReconnectConfig};
@@ -164,6 +167,9 @@ impl SourceConfig {
             SourceConfig::Graphql(config) => config
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
+            SourceConfig::GraphqlSubscription(config) => config
+                .build(name)
+                .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
         };
         let (stage_config, topic, rules) = self.stage_fields();
         let stage = Stage::build(name, &stage_config, topic, rules);
@@ -194,6 +200,7 @@ impl SourceConfig {
             SourceConfig::Websocket(c) => c.tls.as_ref(),
             SourceConfig::Rest(c) => c.tls.as_ref(),
             SourceConfig::Graphql(c) => c.tls.as_ref(),
+            SourceConfig::GraphqlSubscription(c) => c.tls.as_ref(),
             SourceConfig::Webhook(_) => None,
         }
     }
@@ -223,6 +230,7 @@ impl SourceConfig {
             SourceConfig::Webhook(c) => c.delivery,
             SourceConfig::Rest(c) => c.delivery,
             SourceConfig::Graphql(c) => c.delivery,
+            SourceConfig::GraphqlSubscription(c) => c.delivery,
         }
     }
 
@@ -259,6 +267,9 @@ impl SourceConfig {
             SourceConfig::Webhook(c) => (c.stage_config(), &c.topic, SourceRules::default()),
             SourceConfig::Rest(c) => (c.stage_config(), &c.topic, SourceRules::default()),
             SourceConfig::Graphql(c) => (c.stage_config(), &c.topic, SourceRules::default()),
+            SourceConfig::GraphqlSubscription(c) => {
+                (c.stage_config(), &c.topic, SourceRules::default())
+            }
         }
     }
 
@@ -281,6 +292,7 @@ impl SourceConfig {
             SourceConfig::Webhook(_) => SourceKind::Webhook,
             SourceConfig::Rest(_) => SourceKind::Rest,
             SourceConfig::Graphql(_) => SourceKind::Graphql,
+            SourceConfig::GraphqlSubscription(_) => SourceKind::GraphqlSubscription,
         }
     }
 }

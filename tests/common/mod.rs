@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod feeds;
+pub mod graphql_ws;
 pub mod kafka;
 pub mod metric_names;
 pub mod process;

@@ -143,6 +143,7 @@ pub(crate) fn settings(
         watermark_field,
         conditional: fields.conditional,
         errors: fields.errors,
+        format: super::format::BodyFormat::Json,
         auth: auth?,
         network,
         retry: fields.retry.clone(),

@@ -8,6 +8,7 @@
 //! jitter) after the previous one started, or at once when that one ran longer.
 
 pub(crate) mod config;
+pub mod format;
 mod page;
 mod position;
 mod probe;
@@ -124,6 +125,8 @@ pub struct PollSettings {
     pub conditional: bool,
     /// GraphQL `errors` policy.
     pub errors: ErrorsPolicy,
+    /// How the body is read (REST's `format`; GraphQL is always JSON).
+    pub format: format::BodyFormat,
     /// Authentication.
     pub auth: Auth,
     /// The proxy and TLS settings.
@@ -347,7 +350,12 @@ async fn poll(
             url: redacted,
             page: walk.page.to_string(),
         });
-        let body = response.body;
+        let body = as_json(settings.format, response.body, &lineage.url)
+            .await
+            .map_err(|error| {
+                PollError::Failed(format!("page {} of {}: {error}", lineage.page, lineage.url))
+            })?;
+        let mut undated = Vec::new();
         let PageContent {
             raw,
             records: found,
@@ -373,6 +381,11 @@ async fn poll(
                     .filter(|found| !is_null(found))
                     .map(RawValue::get);
                 if let Some(value) = value {
+                    if settings.format.filters_by_watermark() && position.is_below_watermark(value)
+                    {
+                        context.metrics.records_duplicate.inc();
+                        continue;
+                    }
                     if key
                         .as_deref()
                         .is_some_and(|key| position.is_boundary_duplicate(value, key))
@@ -381,6 +394,16 @@ async fn poll(
                         continue;
                     }
                     walk.observe(value, key.as_deref());
+                } else if let Some(id) = key
+                    .as_deref()
+                    .filter(|_| settings.format.filters_by_watermark())
+                {
+                    // A feed entry with no time: produced when first seen, then known by id.
+                    if position.is_undated_duplicate(id) || undated.iter().any(|seen| seen == id) {
+                        context.metrics.records_duplicate.inc();
+                        continue;
+                    }
+                    undated.push(id.to_owned());
                 }
             }
             let mut record = Record::new(body.slice_ref(element.get().as_bytes()), fetched_at);
@@ -416,6 +439,7 @@ async fn poll(
         walk.page += 1;
         pages += 1;
         let mut emitted = position.clone();
+        emitted.remember_undated(undated);
         let outcome = match next {
             Next::Page(next) => {
                 walk.next = next;
@@ -448,6 +472,18 @@ async fn poll(
             return Ok(Outcome::PageLimit);
         }
     }
+}
+
+/// The page body as JSON: a JSON body as it is; a feed or an XML body mapped on the blocking
+/// pool, since parsing a body of up to `max_body_bytes` would hold up the runtime's other tasks.
+async fn as_json(format: format::BodyFormat, body: Bytes, url: &str) -> Result<Bytes, String> {
+    if format == format::BodyFormat::Json {
+        return Ok(body);
+    }
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || format.to_json(body, &url))
+        .await
+        .map_err(|error| format!("the body could not be mapped to JSON: {error}"))?
 }
 
 async fn send(context: &SourceContext, record: Record) -> Result<(), PollError> {

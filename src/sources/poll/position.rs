@@ -77,6 +77,10 @@ pub struct PollPosition {
     /// The first page's validators, for a conditional next poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validators: Option<Validators>,
+    /// Feeds only: the ids of the entries produced that had no time (so no watermark),
+    /// oldest first, at most `MAX_BOUNDARY_IDS` (1000): such an entry is produced when first seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undated_ids: Vec<String>,
 }
 
 impl PollPosition {
@@ -111,6 +115,31 @@ impl PollPosition {
             .as_deref()
             .is_some_and(|watermark| compare(value, watermark) == Ordering::Equal)
             && self.ids_at_watermark.iter().any(|seen| seen == id)
+    }
+
+    /// True when watermark `value` is below the stored watermark (a feed's entry that an
+    /// earlier walk has passed).
+    pub fn is_below_watermark(&self, value: &str) -> bool {
+        self.watermark
+            .as_deref()
+            .is_some_and(|watermark| compare(value, watermark) == Ordering::Less)
+    }
+
+    /// True when an entry with no time and id `id` was produced before.
+    pub fn is_undated_duplicate(&self, id: &str) -> bool {
+        self.undated_ids.iter().any(|seen| seen == id)
+    }
+
+    /// Remembers the ids of entries with no time just produced; past `MAX_BOUNDARY_IDS`
+    /// the oldest are forgotten (such an entry, if still in the feed, is produced again).
+    pub fn remember_undated(&mut self, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
+            if !self.is_undated_duplicate(&id) {
+                self.undated_ids.push(id);
+            }
+        }
+        let excess = self.undated_ids.len().saturating_sub(MAX_BOUNDARY_IDS);
+        self.undated_ids.drain(..excess);
     }
 
     /// Ends `walk`: the watermark becomes the highest value seen (never lower than before),
@@ -303,9 +332,31 @@ mod tests {
                 etag: Some("\"abc\"".into()),
                 last_modified: None,
             }),
+            undated_ids: vec!["e-1".into()],
         };
         assert_eq!(PollPosition::parse(&position.to_text()).unwrap(), position);
         assert!(PollPosition::parse("12345").is_err());
+    }
+
+    #[test]
+    fn feeds_pass_older_entries_and_remember_undated_ones_within_a_bound() {
+        let mut position = PollPosition {
+            watermark: Some("\"2024-05-01T00:00:00Z\"".into()),
+            ..PollPosition::default()
+        };
+        assert!(position.is_below_watermark("\"2024-04-30T23:59:59Z\""));
+        assert!(!position.is_below_watermark("\"2024-05-01T00:00:00Z\""));
+        assert!(!position.is_below_watermark("\"2024-05-01T00:00:01Z\""));
+        position.remember_undated(["a".to_owned(), "b".to_owned(), "a".to_owned()]);
+        assert_eq!(position.undated_ids, ["a", "b"]);
+        assert!(position.is_undated_duplicate("a"));
+        position.remember_undated((0..MAX_BOUNDARY_IDS).map(|n| n.to_string()));
+        assert_eq!(position.undated_ids.len(), MAX_BOUNDARY_IDS);
+        assert!(
+            !position.is_undated_duplicate("a"),
+            "the oldest are forgotten"
+        );
+        assert!(position.is_undated_duplicate(&(MAX_BOUNDARY_IDS - 1).to_string()));
     }
 
     proptest! {

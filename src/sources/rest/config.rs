@@ -16,6 +16,7 @@ use crate::{
                 default_connect_timeout, default_interval, default_max_body_bytes,
                 default_max_pages, default_timeout, default_true, CommonFields,
             },
+            format::BodyFormat,
             Endpoint, ErrorsPolicy, Next, PageState, PageView, PolledSource, WatermarkConfig,
         },
         SourceInfo,
@@ -35,11 +36,16 @@ source_table! {
         /// Request headers; values may hold `${env:…}` references.
         #[serde(default)]
         pub headers: BTreeMap<String, String>,
+        /// How the body is read: `json` (the default), `feed` (RSS, Atom, JSON Feed: each
+        /// entry a record) or `xml` (mapped to JSON, then `records` points into it).
+        #[serde(default)]
+        pub format: BodyFormat,
         /// JSON pointer to the records array in each page; `""` (the default) when the body is the
-        /// array.
+        /// array. Not with `format = "feed"`.
         #[serde(default)]
         pub records: String,
         /// JSON pointer to each record's id: the Kafka key and the `tributary.event_id` header.
+        /// With `format = "feed"` the default is `/id`, the entry's id.
         pub key: Option<String>,
         /// How pages follow each other. Default: one request per poll.
         #[serde(default)]
@@ -133,11 +139,28 @@ impl RestConfig {
             );
         }
         checks.channel(self.channel_max_records, self.channel_max_bytes);
-        let settings = poll::config::settings(
+        let feed = self.format == BodyFormat::Feed;
+        if feed {
+            if !self.records.is_empty() {
+                checks.error(
+                    "records",
+                    "does not apply to `format = \"feed\"`: each entry of the feed is a record",
+                    "remove `records`",
+                );
+            }
+            if self.watermark.is_some() {
+                checks.error(
+                    "watermark",
+                    "does not apply to `format = \"feed\"`: a feed's watermark is each entry's `updated` time",
+                    "remove `[watermark]`",
+                );
+            }
+        }
+        let mut settings = poll::config::settings(
             &mut checks,
             CommonFields {
                 records: &self.records,
-                key: self.key.as_deref(),
+                key: self.key.as_deref().or(feed.then_some("/id")),
                 watermark: self.watermark.as_ref(),
                 auth: self.auth.as_ref(),
                 proxy: self.proxy.as_deref(),
@@ -155,6 +178,12 @@ impl RestConfig {
             secret_query,
             &secret_texts,
         );
+        if let Some(settings) = settings.as_mut() {
+            settings.format = self.format;
+            if feed {
+                settings.watermark_field = crate::json::Pointer::parse("/updated").ok();
+            }
+        }
         checks.finish()?;
         let (Some(url), Some(settings)) = (url, settings) else {
             unreachable!("no errors means every part resolved");

@@ -1,6 +1,7 @@
 //! The opening handshake (RFC 6455 §4): the request with the source's headers, the size caps,
-//! and `connect_timeout`. Used by each connection of the source and by
-//! `tributary check --connect`, which completes it and closes the connection.
+//! and `connect_timeout`. Used by each connection of the source, by the GraphQL subscription
+//! source (which adds its subprotocol header), and by `tributary check --connect`, which
+//! completes it and closes the connection.
 
 use secrecy::ExposeSecret;
 use tokio_tungstenite::{
@@ -15,10 +16,40 @@ use crate::{
 };
 
 /// An open WebSocket connection.
-pub(super) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a handshake needs: where, with which headers, the size caps and the time allowed.
+pub(crate) struct Handshake<'a> {
+    /// The URL (may hold secrets; never logged).
+    pub url: String,
+    /// Request headers (values may be secrets), e.g. `Sec-WebSocket-Protocol`.
+    pub headers: &'a [(String, secrecy::SecretString)],
+    /// Largest message, bytes (all its frames together).
+    pub max_message_bytes: usize,
+    /// Largest single frame, bytes.
+    pub max_frame_bytes: usize,
+    /// Time allowed for TCP, TLS and the HTTP upgrade together.
+    pub connect_timeout: std::time::Duration,
+    /// The proxy and TLS settings.
+    pub network: &'a crate::http::Network,
+}
+
+impl WebSocketSettings {
+    /// The handshake of a connection resuming at `position` (`{position}` in the URL).
+    fn handshake(&self, position: Option<&str>) -> Handshake<'_> {
+        Handshake {
+            url: self.url_at(position),
+            headers: &self.headers,
+            max_message_bytes: self.max_message_bytes,
+            max_frame_bytes: self.max_frame_bytes,
+            connect_timeout: self.connect_timeout,
+            network: &self.network,
+        }
+    }
+}
 
 /// Why a handshake failed.
-pub(super) enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// Worth another attempt (a timeout, a refused connection, a 5xx or 429).
     Transient(String),
     /// Retrying will not help (a bad URL or header, a 4xx, a redirect); with the fix.
@@ -26,8 +57,7 @@ pub(super) enum HandshakeError {
 }
 
 /// Connects to the source's URL (`{position}` replaced by `position`) with its headers, and
-/// completes the handshake within `connect_timeout`. No redirect is followed: tungstenite
-/// reports a 3xx as an HTTP error.
+/// completes the handshake within `connect_timeout` (see [`open`]).
 ///
 /// # Errors
 /// [`HandshakeError`], its message free of the URL (which may carry secrets).
@@ -35,8 +65,19 @@ pub(super) async fn connect(
     settings: &WebSocketSettings,
     position: Option<&str>,
 ) -> Result<Socket, HandshakeError> {
-    let url = settings.url_at(position);
-    let target = url::Url::parse(&url).map_err(|error| {
+    open(&settings.handshake(position)).await
+}
+
+/// Connects to `handshake.url` with its headers and size caps, through the proxy and TLS
+/// settings of `network`, and completes the handshake within `connect_timeout`. No redirect is
+/// followed: tungstenite reports a 3xx as an HTTP error. A `Sec-WebSocket-Protocol` header
+/// makes tungstenite require the server to choose one of the subprotocols it lists.
+///
+/// # Errors
+/// [`HandshakeError`], its message free of the URL (which may carry secrets).
+pub(crate) async fn open(settings: &Handshake<'_>) -> Result<Socket, HandshakeError> {
+    let url = settings.url.as_str();
+    let target = url::Url::parse(url).map_err(|error| {
         HandshakeError::Permanent(format!("invalid URL: {error}"), "fix the source's `url`")
     })?;
     let mut request = url.into_client_request().map_err(|error| {
@@ -45,7 +86,7 @@ pub(super) async fn connect(
             "fix the source's `url`",
         )
     })?;
-    for (name, value) in &settings.headers {
+    for (name, value) in settings.headers {
         let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
             http::HeaderValue::from_str(value.expose_secret()),
@@ -104,6 +145,12 @@ pub(super) async fn connect(
         Ok(Err(tungstenite::Error::Url(error))) => Err(HandshakeError::Permanent(
             format!("invalid URL: {error}"),
             "fix the source's `url`",
+        )),
+        Ok(Err(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(error),
+        ))) => Err(HandshakeError::Permanent(
+            format!("the server did not accept the WebSocket subprotocol: {error}"),
+            "check that the server speaks the configured `protocol`",
         )),
         Ok(Err(error)) => Err(HandshakeError::Transient(format!(
             "cannot connect: {error}"

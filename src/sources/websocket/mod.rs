@@ -7,8 +7,8 @@
 
 mod config;
 mod frames;
-mod handshake;
-mod source;
+pub(crate) mod handshake;
+pub(crate) mod source;
 
 pub use config::{FilterConfig, HeartbeatConfig, WebSocketConfig, POSITION_PLACEHOLDER};
 pub use frames::{Decoded, FrameDecoder, FrameFilter, FrameRules, Gap};

@@ -234,7 +234,14 @@ async fn connection(
 }
 
 /// Sends `message`, failing when the peer does not take it within `timeout`.
-async fn send<S>(socket: &mut S, message: Message, timeout: Duration) -> Result<(), String>
+///
+/// # Errors
+/// The send failed, or did not finish within `timeout`.
+pub(crate) async fn send<S>(
+    socket: &mut S,
+    message: Message,
+    timeout: Duration,
+) -> Result<(), String>
 where
     S: futures::Sink<Message, Error = tungstenite::Error> + Unpin,
 {
