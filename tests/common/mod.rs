@@ -109,6 +109,14 @@ impl Broker {
                 kafka_admin::create_topics(cluster.bootstrap_servers(), &list, replication)
                     .await
                     .unwrap_or_else(|e| panic!("create topics {topics:?}: {e}"));
+                // CreateTopics answers once the controller has the topics; a broker's metadata
+                // cache may list them a moment later. Wait for it, so that what the test starts
+                // next (a `check --connect`, a daemon) finds them.
+                let brokers = cluster.bootstrap_servers().to_owned();
+                let names: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+                tokio::task::spawn_blocking(move || wait_for_metadata(&brokers, &names))
+                    .await
+                    .unwrap();
             }
         }
     }
@@ -181,6 +189,35 @@ impl Broker {
         .await
         .unwrap()
         .expect("read the topic back")
+    }
+}
+
+/// Waits (at most 30 s) until the metadata of `brokers` lists each of `topics` with partitions.
+fn wait_for_metadata(brokers: &str, topics: &[String]) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("a metadata client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for topic in topics {
+        loop {
+            let listed = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .is_ok_and(|metadata| {
+                    metadata.topics().iter().any(|t| {
+                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                });
+            if listed {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "topic {topic} is not in the metadata 30 s after its creation"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
