@@ -18,6 +18,38 @@ use common::{
 /// `tributary check --connect`'s exit code when a source's URL does not answer as it should.
 const SOURCE_FAILED: i32 = 4;
 
+/// An SSE, a REST and a WebSocket server, each serving `count` records, over TLS with `tls`.
+async fn three_servers(
+    count: u64,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> (Server, Server, Server) {
+    (
+        Server::start(Serve::Sse(count), tls.clone()).await,
+        Server::start(Serve::Rest(count), tls.clone()).await,
+        Server::start(Serve::WebSocket(count), tls).await,
+    )
+}
+
+/// A config file in a directory of its own with the three sources and `extra` in each table.
+fn three_source_config(
+    broker: &Broker,
+    servers: (&Server, &Server, &Server),
+    state: &Path,
+    extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (sse, rest, ws) = servers;
+    let path = write_config(
+        dir.path(),
+        &daemon_config(
+            &broker.brokers(),
+            state,
+            &three_sources(sse, rest, ws, extra),
+        ),
+    );
+    (dir, path)
+}
+
 /// One source of each HTTP-speaking stack (hyper for SSE, reqwest for REST, tungstenite for
 /// WebSocket), with `extra` TOML lines in each table.
 fn three_sources(sse: &Server, rest: &Server, ws: &Server, extra: &str) -> String {
@@ -91,11 +123,7 @@ fn printed(output: &Output) -> String {
 async fn sse_rest_and_websocket_sources_go_through_their_configured_proxy() {
     let broker = Broker::kafka();
     let proxy = Proxy::start().await;
-    let (sse, rest, ws) = (
-        Server::start(Serve::Sse(3), None).await,
-        Server::start(Serve::Rest(3), None).await,
-        Server::start(Serve::WebSocket(3), None).await,
-    );
+    let (sse, rest, ws) = three_servers(3, None).await;
     create_topics(&broker).await;
     let state = tempfile::tempdir().unwrap();
     // The proxy's password from a file, as a secret reference.
@@ -131,21 +159,10 @@ async fn sse_rest_and_websocket_sources_go_through_their_configured_proxy() {
 async fn the_proxy_environment_applies_unless_no_proxy_names_the_host_or_proxy_is_none() {
     let broker = Broker::kafka();
     let proxy = Proxy::start().await;
-    let (sse, rest, ws) = (
-        Server::start(Serve::Sse(1), None).await,
-        Server::start(Serve::Rest(1), None).await,
-        Server::start(Serve::WebSocket(1), None).await,
-    );
+    let (sse, rest, ws) = three_servers(1, None).await;
     create_topics(&broker).await;
     let state = tempfile::tempdir().unwrap();
-    let config = write_config(
-        state.path(),
-        &daemon_config(
-            &broker.brokers(),
-            state.path(),
-            &three_sources(&sse, &rest, &ws, ""),
-        ),
-    );
+    let (_dir, config) = three_source_config(&broker, (&sse, &rest, &ws), state.path(), "");
     // HTTP_PROXY for the http:// and ws:// URLs: every source goes through it.
     let through = check_connect(&config, &[("HTTP_PROXY", proxy.url())]).await;
     assert!(through.status.success(), "{}", printed(&through));
@@ -166,14 +183,11 @@ async fn the_proxy_environment_applies_unless_no_proxy_names_the_host_or_proxy_i
     assert!(direct.status.success(), "{}", printed(&direct));
     assert_eq!(proxy.requests().len(), seen, "{:?}", proxy.requests());
     // `proxy = "none"` ignores the environment too.
-    let none_dir = tempfile::tempdir().unwrap();
-    let none = write_config(
-        none_dir.path(),
-        &daemon_config(
-            &broker.brokers(),
-            state.path(),
-            &three_sources(&sse, &rest, &ws, r#"proxy = "none""#),
-        ),
+    let (_none_dir, none) = three_source_config(
+        &broker,
+        (&sse, &rest, &ws),
+        state.path(),
+        r#"proxy = "none""#,
     );
     let ignored = check_connect(&none, &[("HTTP_PROXY", proxy.url())]).await;
     assert!(ignored.status.success(), "{}", printed(&ignored));
@@ -206,11 +220,7 @@ async fn servers_that_demand_a_client_certificate_from_a_private_ca_get_it() {
     let broker = Broker::kafka();
     let pki = Pki::new();
     let tls = pki.server_config();
-    let (sse, rest, ws) = (
-        Server::start(Serve::Sse(3), Some(tls.clone())).await,
-        Server::start(Serve::Rest(3), Some(tls.clone())).await,
-        Server::start(Serve::WebSocket(3), Some(tls.clone())).await,
-    );
+    let (sse, rest, ws) = three_servers(3, Some(tls)).await;
     assert!(sse.base.starts_with("https://") && ws.base.starts_with("wss://"));
     create_topics(&broker).await;
     let state = tempfile::tempdir().unwrap();
@@ -238,14 +248,8 @@ async fn servers_that_demand_a_client_certificate_from_a_private_ca_get_it() {
         tls_table(&pki.ca_file, &pki.rogue_cert, &pki.rogue_key)
     );
     for (setting, what) in [(without, "no client certificate"), (rogue, "a rogue CA's")] {
-        let config = write_config(
-            state.path(),
-            &daemon_config(
-                &broker.brokers(),
-                state.path(),
-                &three_sources(&sse, &rest, &ws, &setting),
-            ),
-        );
+        let (_dir, config) =
+            three_source_config(&broker, (&sse, &rest, &ws), state.path(), &setting);
         let output = check_connect(&config, &[]).await;
         assert_eq!(
             output.status.code(),
@@ -260,23 +264,13 @@ async fn servers_that_demand_a_client_certificate_from_a_private_ca_get_it() {
         assert_eq!(failed, 3, "{what}: {}", printed(&output));
     }
     // Without `ca_file`, the private CA's server certificate is not trusted.
-    let config = write_config(
-        state.path(),
-        &daemon_config(
-            &broker.brokers(),
-            state.path(),
-            &three_sources(
-                &sse,
-                &rest,
-                &ws,
-                &format!(
-                    r#"tls = {{ cert_file = "{}", key_file = "{}" }}"#,
-                    pki.client_cert.display(),
-                    pki.client_key.display()
-                ),
-            ),
-        ),
+    let without_ca = format!(
+        r#"tls = {{ cert_file = "{}", key_file = "{}" }}"#,
+        pki.client_cert.display(),
+        pki.client_key.display()
     );
+    let (_dir, config) =
+        three_source_config(&broker, (&sse, &rest, &ws), state.path(), &without_ca);
     let output = check_connect(&config, &[]).await;
     assert_eq!(
         output.status.code(),
