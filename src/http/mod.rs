@@ -10,7 +10,10 @@ mod retry;
 mod retry_after;
 
 pub use auth::{Auth, AuthConfig, ClientAuth, OAuth2Tokens, TokenError};
-pub use client::{HttpError, HttpPolicy, HttpRequest, HttpResponse, RetryConfig, Timeouts};
+pub use client::{
+    HttpError, HttpPolicy, HttpRequest, HttpResponse, HttpStream, RetryConfig, StreamTimeouts,
+    Timeouts,
+};
 pub use host_limits::{host_key, HostLimiter, HostLimits, RateLimitConfig};
 pub use rate_limit::{rate_limit_status, RateLimitStatus};
 pub use retry::{classify_status, StatusClass};
