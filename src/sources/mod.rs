@@ -9,6 +9,7 @@
 
 pub(crate) mod common;
 pub mod graphql;
+pub mod http_stream;
 pub mod poll;
 mod probe;
 pub mod rest;
@@ -59,6 +60,9 @@ pub enum SourceConfig {
     Rest(rest::RestConfig),
     /// A polled GraphQL endpoint (`type = "graphql"`).
     Graphql(graphql::GraphqlConfig),
+    /// A long-lived HTTP response of JSON lines or a JSON text sequence
+    /// (`type = "http_stream"`).
+    HttpStream(http_stream::HttpStreamConfig),
 }
 
 pub use common::{PayloadFormat, ReconnectConfig};
@@ -164,6 +168,9 @@ impl SourceConfig {
             SourceConfig::Graphql(config) => config
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
+            SourceConfig::HttpStream(config) => config
+                .build(name)
+                .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
         };
         let (stage_config, topic, rules) = self.stage_fields();
         let stage = Stage::build(name, &stage_config, topic, rules);
@@ -212,6 +219,7 @@ impl SourceConfig {
             SourceConfig::Webhook(c) => c.delivery,
             SourceConfig::Rest(c) => c.delivery,
             SourceConfig::Graphql(c) => c.delivery,
+            SourceConfig::HttpStream(c) => c.delivery,
         }
     }
 
@@ -248,6 +256,17 @@ impl SourceConfig {
             SourceConfig::Webhook(c) => (c.stage_config(), &c.topic, SourceRules::default()),
             SourceConfig::Rest(c) => (c.stage_config(), &c.topic, SourceRules::default()),
             SourceConfig::Graphql(c) => (c.stage_config(), &c.topic, SourceRules::default()),
+            // The stream source parses each line anyway (its position, a preset's line kinds)
+            // and admits it in its own task, as the SSE source does.
+            SourceConfig::HttpStream(c) => (
+                c.stage_config(),
+                &c.topic,
+                SourceRules {
+                    json: true,
+                    key: c.effective_key(),
+                    admission: Admission::Source,
+                },
+            ),
         }
     }
 
@@ -270,6 +289,7 @@ impl SourceConfig {
             SourceConfig::Webhook(_) => SourceKind::Webhook,
             SourceConfig::Rest(_) => SourceKind::Rest,
             SourceConfig::Graphql(_) => SourceKind::Graphql,
+            SourceConfig::HttpStream(_) => SourceKind::HttpStream,
         }
     }
 }
