@@ -29,6 +29,7 @@ const REFERENCE_PAGES: &[&str] = &[
     "docs/src/sources/webhook.md",
     "docs/src/sources/rest.md",
     "docs/src/sources/graphql.md",
+    "docs/src/sources/http_stream.md",
 ];
 
 /// The book's page that lists every metric family.
@@ -117,7 +118,7 @@ fn every_documented_type_is_one_the_binary_accepts_and_the_reverse() {
     let sources = variants::<SourceConfig>();
     let pagination = variants::<PaginationConfig>();
     let auth = variants::<AuthConfig>();
-    assert!(sources.contains("sse") && sources.len() == 5, "{sources:?}");
+    assert!(sources.contains("sse") && sources.len() == 6, "{sources:?}");
     assert!(pagination.contains("link_header"), "{pagination:?}");
     assert!(auth.contains("bearer"), "{auth:?}");
     let accepted: BTreeSet<&String> = sources.iter().chain(&pagination).chain(&auth).collect();
@@ -182,6 +183,7 @@ fn registered_families() -> BTreeSet<String> {
         ("h", SourceKind::Webhook),
         ("r", SourceKind::Rest),
         ("g", SourceKind::Graphql),
+        ("t", SourceKind::HttpStream),
     ] {
         metrics.source(name, kind);
     }
