@@ -579,3 +579,69 @@ async fn a_silent_stream_is_reopened_after_read_timeout_from_its_position() {
         .collect();
     assert_eq!(seqs, [41, 42]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_keep_credentials_on_their_origin() {
+    use tributary::runtime::health::SourceState;
+    create_topics("moved").await;
+    create_topics("away").await;
+    // Another origin (another port): it must never see the source's credentials.
+    let elsewhere = ApiServer::start(|_| async {
+        streamed("application/x-ndjson", vec![now("{\"seq\":1}\n")], true)
+    })
+    .await;
+    let target = format!("{}/feed", elsewhere.base);
+    let origin = ApiServer::start(move |request| {
+        let target = target.clone();
+        async move {
+            match request.path() {
+                // Same origin: followed, with the credentials.
+                "/old" => common::api::status(307, &[("location", "/new".to_owned())]),
+                "/new" => streamed("application/x-ndjson", vec![now("{\"seq\":1}\n")], true),
+                _ => common::api::status(302, &[("location", target)]),
+            }
+        }
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let auth = "auth = { type = \"bearer\", token = \"stream-secret-token\" }";
+    let mut toml = stream_toml(state.path(), "moved", &format!("{}/old", origin.base), auth);
+    toml.push_str(&format!(
+        "\n[sources.away]\ntype = \"http_stream\"\nurl = \"{}/leave\"\ntopic = \"away\"\n{auth}\n",
+        origin.base
+    ));
+    let daemon = start_daemon(&toml).await;
+    wait_for_acknowledged(&daemon, "moved", 1).await;
+    wait_until(
+        "the redirected source to fail",
+        Duration::from_secs(30),
+        || matches!(daemon.health().get("away"), Some(SourceState::Failed(_))),
+    )
+    .await;
+    let Some(SourceState::Failed(reason)) = daemon.health().get("away") else {
+        unreachable!()
+    };
+    daemon.shutdown().await;
+    assert!(
+        reason.contains("302") && reason.contains(&elsewhere.base),
+        "the failure names the redirect and its target: {reason}"
+    );
+    assert_eq!(
+        elsewhere.request_count(),
+        0,
+        "another origin was never asked"
+    );
+    let followed: Vec<(String, Option<String>)> = origin
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r.path().to_owned(),
+                r.header("authorization").map(str::to_owned),
+            )
+        })
+        .collect();
+    let bearer = Some("Bearer stream-secret-token".to_owned());
+    assert!(followed.contains(&("/new".to_owned(), bearer.clone())));
+    assert!(followed.contains(&("/leave".to_owned(), bearer)));
+}
