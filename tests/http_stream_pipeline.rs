@@ -645,3 +645,56 @@ async fn redirects_keep_credentials_on_their_origin() {
     assert!(followed.contains(&("/new".to_owned(), bearer.clone())));
     assert!(followed.contains(&("/leave".to_owned(), bearer)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_watch_answered_http_410_relists_from_a_start_position() {
+    create_topics("gone").await;
+    let server = ApiServer::start(|request| async move {
+        match (request.param("watch"), request.param("resourceVersion")) {
+            (None, _) => streamed("application/json", vec![now(&recorded("list-1000.json"))], false),
+            // The API server refuses a watch from a compacted version outright.
+            (Some(_), Some(v)) if v == "500" => common::api::json(
+                410,
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too old resource version: 500 (990)","reason":"Expired","code":410}"#,
+                &[],
+            ),
+            (Some(_), Some(v)) if v == "1000" => {
+                streamed("application/json", vec![now(&recorded("watch-from-1000.ndjson"))], true)
+            }
+            other => panic!("unexpected request {other:?}"),
+        }
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&stream_toml(
+        state.path(),
+        "gone",
+        &format!("{}/api/v1/namespaces/shop/pods", server.base),
+        "preset = \"kubernetes\"\nstart_from = \"500\"",
+    ))
+    .await;
+    // 3 listed + 6 watched.
+    wait_for_acknowledged(&daemon, "gone", 9).await;
+    let relists = daemon.metrics().registered("gone").unwrap().relists.get();
+    daemon.shutdown().await;
+    assert_eq!(relists, 1);
+    let asked: Vec<(Option<String>, Option<String>)> = server
+        .requests()
+        .iter()
+        .map(|r| (r.param("watch"), r.param("resourceVersion")))
+        .collect();
+    let watch = |v: &str| (Some("1".to_owned()), Some(v.to_owned()));
+    assert_eq!(asked, vec![watch("500"), (None, None), watch("1000")]);
+    let types: Vec<String> = read("gone")
+        .await
+        .iter()
+        .map(|r| payload(r)["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "ADDED", "ADDED", "ADDED", "ADDED", "MODIFIED", "MODIFIED", "DELETED", "ADDED",
+            "MODIFIED"
+        ]
+    );
+}
