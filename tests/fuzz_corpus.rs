@@ -107,6 +107,11 @@ fn websocket_frames_corpus_replays() {
     assert_replays("websocket_frames");
 }
 
+#[test]
+fn http_stream_framing_corpus_replays() {
+    assert_replays("http_stream_framing");
+}
+
 /// A corpus or artifacts folder, or a target file, that names no entry function would never
 /// be replayed; a target without its test here would not be either.
 #[test]

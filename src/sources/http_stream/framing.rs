@@ -365,4 +365,38 @@ mod tests {
         assert_eq!(Mode::of(Framing::Auto, "application/x-ndjson"), Mode::Lines);
         assert_eq!(Mode::of(Framing::JsonSeq, "text/plain"), Mode::JsonSeq);
     }
+
+    fn texts(mode: Mode, body: &[u8], chunk: usize) -> Vec<Bytes> {
+        let mut framer = Framer::new(mode, 1 << 20);
+        let mut out = Vec::new();
+        for part in body.chunks(chunk) {
+            framer.push(part);
+            while let Some(frame) = framer.next_frame() {
+                out.push(frame);
+            }
+        }
+        out.extend(framer.finish());
+        out.into_iter()
+            .filter_map(|frame| match frame {
+                Frame::Text(text) => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// The records found do not depend on how the body was cut into chunks.
+        #[test]
+        fn records_do_not_depend_on_chunking(
+            body in proptest::collection::vec(
+                proptest::sample::select(vec![b'\n', b'\r', 0x1e, b'{', b'}', b'1', b'"', b' ', b',', b'[', b']']),
+                0..200,
+            ),
+            chunk in 1usize..17,
+            json_seq in proptest::bool::ANY,
+        ) {
+            let mode = if json_seq { Mode::JsonSeq } else { Mode::Lines };
+            proptest::prop_assert_eq!(texts(mode, &body, body.len().max(1)), texts(mode, &body, chunk));
+        }
+    }
 }

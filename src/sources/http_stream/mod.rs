@@ -9,7 +9,7 @@
 //! precedes a watch; `probe.rs` opens one connection, for `tributary check --connect`.
 
 mod config;
-mod framing;
+pub(crate) mod framing;
 mod preset;
 mod probe;
 mod source;
