@@ -161,11 +161,31 @@ async fn kubernetes_lists_then_watches_moves_on_bookmarks_and_relists_after_410(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubernetes_watch_answered_http_410_relists_from_a_start_position() {
+async fn kubernetes_watch_answered_http_410_relists_in_pages_from_a_start_position() {
     create_topics("gone").await;
-    let server = ApiServer::start(|request| async move {
+    // The recorded list in two pages, as the API server answers `limit` and `continue`.
+    let list: serde_json::Value = serde_json::from_str(&recorded("list-1000.json")).unwrap();
+    let page = |items: &[serde_json::Value], token: Option<&str>| {
+        let mut page = list.clone();
+        page["items"] = serde_json::Value::Array(items.to_vec());
+        if let Some(token) = token {
+            page["metadata"]["continue"] = token.into();
+        }
+        page.to_string()
+    };
+    let items = list["items"].as_array().unwrap();
+    let pages = Arc::new([
+        page(&items[..2], Some("c2hvcC9wb2RzLzI")),
+        page(&items[2..], None),
+    ]);
+    let server = ApiServer::start(move |request| {
+        let pages = Arc::clone(&pages);
+        async move {
         match (request.param("watch"), request.param("resourceVersion")) {
-            (None, _) => streamed("application/json", vec![now(&recorded("list-1000.json"))], false),
+            (None, _) => {
+                let index = usize::from(request.param("continue").is_some());
+                streamed("application/json", vec![now(&pages[index])], false)
+            }
             // The API server refuses a watch from a compacted version outright.
             (Some(_), Some(v)) if v == "500" => super::common::api::json(
                 410,
@@ -176,6 +196,7 @@ async fn kubernetes_watch_answered_http_410_relists_from_a_start_position() {
                 streamed("application/json", vec![now(&recorded("watch-from-1000.ndjson"))], true)
             }
             other => panic!("unexpected request {other:?}"),
+        }
         }
     })
     .await;
@@ -192,13 +213,29 @@ async fn kubernetes_watch_answered_http_410_relists_from_a_start_position() {
     let relists = daemon.metrics().registered("gone").unwrap().relists.get();
     daemon.shutdown().await;
     assert_eq!(relists, 1);
-    let asked: Vec<(Option<String>, Option<String>)> = server
+    let asked: Vec<[Option<String>; 4]> = server
         .requests()
         .iter()
-        .map(|r| (r.param("watch"), r.param("resourceVersion")))
+        .map(|r| {
+            [
+                r.param("watch"),
+                r.param("resourceVersion"),
+                r.param("limit"),
+                r.param("continue"),
+            ]
+        })
         .collect();
-    let watch = |v: &str| (Some("1".to_owned()), Some(v.to_owned()));
-    assert_eq!(asked, vec![watch("500"), (None, None), watch("1000")]);
+    let watch = |v: &str| [Some("1".to_owned()), Some(v.to_owned()), None, None];
+    let list = |token: Option<&str>| [None, None, Some("500".to_owned()), token.map(str::to_owned)];
+    assert_eq!(
+        asked,
+        vec![
+            watch("500"),
+            list(None),
+            list(Some("c2hvcC9wb2RzLzI")),
+            watch("1000")
+        ]
+    );
     let types: Vec<String> = read("gone")
         .await
         .iter()

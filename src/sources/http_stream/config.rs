@@ -92,7 +92,7 @@ source_table! {
         /// and a stub of it dead-lettered. Default 8388608 (8 MiB).
         #[serde(default = "default_max_line_bytes")]
         pub max_line_bytes: usize,
-        /// The largest Kubernetes list answer (a relist), in bytes. Default 67108864 (64 MiB).
+        /// The largest page of a Kubernetes list (a relist), in bytes. Default 67108864 (64 MiB).
         #[serde(default = "default_max_body_bytes")]
         pub max_body_bytes: usize,
         /// Reconnect policy.

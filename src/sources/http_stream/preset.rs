@@ -192,6 +192,10 @@ pub struct ListMeta<'a> {
     /// The version the watch starts from.
     #[serde(borrow, rename = "resourceVersion")]
     pub resource_version: Cow<'a, str>,
+    /// The token of the next page of a list asked for in pages (`limit`); empty or absent on
+    /// the last page.
+    #[serde(borrow, rename = "continue", default)]
+    pub continue_token: Option<Cow<'a, str>>,
 }
 
 #[cfg(test)]
@@ -277,5 +281,14 @@ mod tests {
         .unwrap();
         assert_eq!(list.metadata.resource_version, "200");
         assert_eq!(list.items.len(), 1);
+        assert_eq!(list.metadata.continue_token, None);
+        let page: KubernetesList<'_> = serde_json::from_str(
+            r#"{"metadata":{"resourceVersion":"200","continue":"eyJ2IjoibWV0YS5rOHMuaW8vdjEifQ"},"items":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            page.metadata.continue_token.as_deref(),
+            Some("eyJ2IjoibWV0YS5rOHMuaW8vdjEifQ")
+        );
     }
 }

@@ -252,9 +252,14 @@ fn ended_by(settings: &StreamSettings, context: &SourceContext, error: HttpError
     }
 }
 
-/// Lists the collection (the source's URL without the watch parameters), emits each item as
-/// an `ADDED` event, then a marker at the list's `metadata.resourceVersion`, which becomes the
-/// position the watch starts from.
+/// Objects asked for per page of a list (`limit`), as client-go's pager does.
+const LIST_PAGE_SIZE: &str = "500";
+
+/// Lists the collection (the source's URL without the watch parameters) in pages of
+/// [`LIST_PAGE_SIZE`] (`limit`, then `continue` with each page's token), emits each item as an
+/// `ADDED` event, then a marker at the list's `metadata.resourceVersion`, which becomes the
+/// position the watch starts from. A page that fails (an expired `continue` token answers 410)
+/// fails the list, which starts over after the reconnect delay.
 async fn list(
     settings: &StreamSettings,
     context: &SourceContext,
@@ -264,45 +269,57 @@ async fn list(
 ) -> Result<(), End> {
     context.metrics.relists.inc();
     tracing::warn!(source = %context.name, url = %settings.redacted_url, %reason, "listing the collection, then watching from the list's resourceVersion");
-    let request = HttpRequest {
-        method: http::Method::GET,
-        url: settings.url.clone(),
-        headers: settings.headers.clone(),
-        body: None,
-    };
-    let response =
-        policy
+    let added: Arc<str> = Arc::from("ADDED");
+    let mut continue_token: Option<String> = None;
+    let mut items = 0;
+    let version: Arc<str> = loop {
+        let mut url = settings.url.clone();
+        crate::http::set_query_param(&mut url, "limit", LIST_PAGE_SIZE);
+        if let Some(token) = &continue_token {
+            crate::http::set_query_param(&mut url, "continue", token);
+        }
+        let request = HttpRequest {
+            method: http::Method::GET,
+            url,
+            headers: settings.headers.clone(),
+            body: None,
+        };
+        let response = policy
             .send(&request, &context.shutdown)
             .await
             .map_err(|error| match ended_by(settings, context, error) {
-                // A list is never "expired".
+                // A list is never "expired": an expired `continue` token lists again.
                 End::Expired(reason) => End::Failed(transient(settings, context, reason)),
                 end => end,
             })?;
-    let list: KubernetesList<'_> = serde_json::from_slice(&response.body).map_err(|error| {
-        End::Failed(permanent(
-            settings,
-            context,
-            format!("the list answer is not a Kubernetes list with `metadata.resourceVersion`: {error}"),
-            "point `url` at a collection of the Kubernetes API, e.g. `/api/v1/namespaces/default/pods`",
-        ))
-    })?;
-    let fetched_at = SystemTime::now();
-    let added: Arc<str> = Arc::from("ADDED");
-    for item in &list.items {
-        let mut payload = Vec::with_capacity(item.get().len() + 30);
-        payload.extend_from_slice(b"{\"type\":\"ADDED\",\"object\":");
-        payload.extend_from_slice(item.get().as_bytes());
-        payload.push(b'}');
-        let mut record = Record::new(Bytes::from(payload), fetched_at);
-        record.event_type = Some(Arc::clone(&added));
-        context.metrics.records_received.inc();
-        context.stage.admit(&mut record);
-        if context.records.send(record).await.is_err() {
-            return Err(End::Shutdown);
+        let page: KubernetesList<'_> = serde_json::from_slice(&response.body).map_err(|error| {
+            End::Failed(permanent(
+                settings,
+                context,
+                format!("the list answer is not a Kubernetes list with `metadata.resourceVersion`: {error}"),
+                "point `url` at a collection of the Kubernetes API, e.g. `/api/v1/namespaces/default/pods`",
+            ))
+        })?;
+        let fetched_at = SystemTime::now();
+        for item in &page.items {
+            let mut payload = Vec::with_capacity(item.get().len() + 30);
+            payload.extend_from_slice(b"{\"type\":\"ADDED\",\"object\":");
+            payload.extend_from_slice(item.get().as_bytes());
+            payload.push(b'}');
+            let mut record = Record::new(Bytes::from(payload), fetched_at);
+            record.event_type = Some(Arc::clone(&added));
+            context.metrics.records_received.inc();
+            context.stage.admit(&mut record);
+            if context.records.send(record).await.is_err() {
+                return Err(End::Shutdown);
+            }
         }
-    }
-    let version: Arc<str> = Arc::from(list.metadata.resource_version.as_ref());
+        items += page.items.len();
+        match page.metadata.continue_token {
+            Some(token) if !token.is_empty() => continue_token = Some(token.into_owned()),
+            _ => break Arc::from(page.metadata.resource_version.as_ref()),
+        }
+    };
     if context
         .records
         .send(Record::marker(Position(Arc::clone(&version))))
@@ -311,7 +328,7 @@ async fn list(
     {
         return Err(End::Shutdown);
     }
-    tracing::info!(source = %context.name, items = list.items.len(), resource_version = %version, "listed; watching from the list's resourceVersion");
+    tracing::info!(source = %context.name, items, resource_version = %version, "listed; watching from the list's resourceVersion");
     *position = Some(version);
     Ok(())
 }
