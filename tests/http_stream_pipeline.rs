@@ -22,15 +22,31 @@ use common::{api::ApiServer, kafka::KafkaCluster, *};
 use futures::StreamExt as _;
 use tributary::cli::demo::kafka_admin::{self, ConsumedRecord};
 
-/// The suite's Apache Kafka node.
+static KAFKA: OnceLock<KafkaCluster> = OnceLock::new();
+
+/// The suite's Apache Kafka node, started by the first test that asks. A static is never
+/// dropped: the node is killed, and its folder removed, when the test binary exits.
 fn kafka() -> &'static str {
-    static KAFKA: OnceLock<KafkaCluster> = OnceLock::new();
     KAFKA
         .get_or_init(|| {
-            blocking(|| KafkaCluster::start(1))
-                .unwrap_or_else(|e| panic!("Apache Kafka did not start: {e}"))
+            let cluster = blocking(|| KafkaCluster::start(1))
+                .unwrap_or_else(|e| panic!("Apache Kafka did not start: {e}"));
+            // SAFETY: registers a function with no arguments that never unwinds (see below).
+            unsafe { libc::atexit(stop_kafka) };
+            cluster
         })
         .bootstrap_servers()
+}
+
+/// Kills the suite's Kafka node and removes its folder (the harness exits through
+/// `std::process::exit`, which runs `atexit` functions).
+extern "C" fn stop_kafka() {
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(cluster) = KAFKA.get() {
+            let _ = cluster.kill(None);
+            let _ = std::fs::remove_dir_all(cluster.dir());
+        }
+    });
 }
 
 /// Creates `topic` and `topic.dlq`, one partition each (so that order can be checked).
