@@ -309,3 +309,52 @@ async fn redirects_keep_credentials_on_their_origin() {
     assert!(followed.contains(&("/new".to_owned(), bearer.clone())));
     assert!(followed.contains(&("/leave".to_owned(), bearer)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_opens_the_stream_once_and_reads_nothing() {
+    create_topics("probed").await;
+    let server = ApiServer::start(|request| async move {
+        match request.path() {
+            "/feed" => streamed("application/x-ndjson", vec![now("{\"seq\":1}\n")], true),
+            _ => common::api::status(404, &[]),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = stream_toml(
+        &dir.path().join("state"),
+        "probed",
+        &format!("{}/feed", server.base),
+        "position = \"/seq\"\nresume_param = \"since\"\nstart_from = \"7\"",
+    );
+    toml.push_str(&format!(
+        "\n[sources.missing]\ntype = \"http_stream\"\nurl = \"{}/nothing\"\ntopic = \"probed\"\n",
+        server.base
+    ));
+    let output = tokio::process::Command::new(process::binary())
+        .args(["check", "--connect", "--config"])
+        .arg(process::write_config(dir.path(), &toml))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "one URL fails:\n{stdout}");
+    let line = |what: &str| {
+        stdout
+            .lines()
+            .find(|line| line.starts_with(what))
+            .unwrap_or_else(|| panic!("no `{what}` line in:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(line("url (probed)").contains("HTTP 200"), "{stdout}");
+    assert!(line("url (missing)").contains("HTTP 404"), "{stdout}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "one request per source, no retry");
+    let probed = requests.iter().find(|r| r.path() == "/feed").unwrap();
+    assert_eq!(
+        probed.param("since").as_deref(),
+        Some("7"),
+        "asked as a new source would"
+    );
+    assert!(read("probed").await.is_empty(), "nothing was produced");
+}
