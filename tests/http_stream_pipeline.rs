@@ -180,6 +180,8 @@ async fn heartbeats_keep_a_quiet_stream_open_past_read_timeout() {
     let mut chunks = vec![now("{\"seq\":1}\n")];
     chunks.extend((0..8).map(|_| (Duration::from_millis(150), "\n".to_owned())));
     chunks.push(now("{\"seq\":2}\n"));
+    // And heartbeats on, for longer than the test runs.
+    chunks.extend((0..400).map(|_| (Duration::from_millis(150), "\n".to_owned())));
     let server = ApiServer::start(move |_| {
         let chunks = chunks.clone();
         async move { streamed("application/x-ndjson", chunks, true) }
@@ -209,11 +211,13 @@ async fn heartbeats_keep_a_quiet_stream_open_past_read_timeout() {
 async fn a_silent_stream_is_reopened_after_read_timeout_from_its_position() {
     create_topics("silent").await;
     let server = ApiServer::start(move |request| async move {
-        match request.param("since") {
-            // One record, then silence: no heartbeat, no end.
-            None => streamed("application/x-ndjson", vec![now("{\"seq\":41}\n")], true),
-            Some(_) => streamed("application/x-ndjson", vec![now("{\"seq\":42}\n")], true),
-        }
+        // Each answer: the records after `since`, then silence (no heartbeat, no end).
+        let after = match request.param("since").as_deref() {
+            None => "{\"seq\":41}\n",
+            Some("41") => "{\"seq\":42}\n",
+            Some(_) => "",
+        };
+        streamed("application/x-ndjson", vec![now(after)], true)
     })
     .await;
     let state = tempfile::tempdir().unwrap();
