@@ -55,6 +55,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("websocket_frames", websocket_frames),
     ("xml_body", xml_body),
     ("feed_body", feed_body),
+    ("http_stream_framing", http_stream_framing),
 ];
 
 /// An SSE response body, through the `max_event_bytes` scanner and eventsource-client's parser,
@@ -523,4 +524,58 @@ pub fn feed_body(data: &[u8]) {
             other => panic!("`updated` is {other}"),
         }
     }
+}
+
+/// A streamed `http_stream` body through the framer of JSON lines or JSON text sequences
+/// (RFC 7464), in chunks.
+///
+/// Layout: byte 0 sets the cap (`b0 + 1` bytes), byte 1 the chunk size (`b1 + 1` bytes), byte 2
+/// the mode (even: JSON lines, odd: JSON text sequences); the rest is the body.
+///
+/// # Panics
+/// When a record passes the cap, holds its terminator (LF for a line, RS in a sequence), or
+/// the records and truncated remains hold more bytes than the body.
+pub fn http_stream_framing(data: &[u8]) {
+    use crate::sources::http_stream::framing::{Frame, Framer, Mode};
+    let [cap, chunk, mode, body @ ..] = data else {
+        return;
+    };
+    let max = usize::from(*cap) + 1;
+    let mode = if mode % 2 == 0 {
+        Mode::Lines
+    } else {
+        Mode::JsonSeq
+    };
+    let mut framer = Framer::new(mode, max);
+    let mut frames = Vec::new();
+    for part in body.chunks(usize::from(*chunk) + 1) {
+        framer.push(part);
+        while let Some(frame) = framer.next_frame() {
+            frames.push(frame);
+        }
+    }
+    frames.extend(framer.finish());
+    let mut held = 0;
+    for frame in &frames {
+        match frame {
+            Frame::Text(text) => {
+                assert!(
+                    text.len() <= max,
+                    "a record of {} bytes passed the cap {max}",
+                    text.len()
+                );
+                match mode {
+                    Mode::Lines => assert!(!text.contains(&b'\n'), "a line holds its LF"),
+                    Mode::JsonSeq => assert!(!text.contains(&0x1e), "a record holds an RS"),
+                }
+                held += text.len();
+            }
+            Frame::Truncated(rest) => held += rest.len(),
+            Frame::TooLarge(_) => {}
+        }
+    }
+    assert!(
+        held <= body.len(),
+        "the frames hold more bytes than the body"
+    );
 }

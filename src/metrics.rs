@@ -49,6 +49,8 @@ pub enum SourceKind {
     Graphql,
     /// `type = "graphql_subscription"`.
     GraphqlSubscription,
+    /// `type = "http_stream"`.
+    HttpStream,
 }
 
 impl SourceKind {
@@ -61,6 +63,7 @@ impl SourceKind {
             SourceKind::Rest => "rest",
             SourceKind::Graphql => "graphql",
             SourceKind::GraphqlSubscription => "graphql_subscription",
+            SourceKind::HttpStream => "http_stream",
         }
     }
 
@@ -79,14 +82,17 @@ impl SourceKind {
     fn speaks_http(self) -> bool {
         matches!(
             self,
-            SourceKind::Sse | SourceKind::Rest | SourceKind::Graphql
+            SourceKind::Sse | SourceKind::Rest | SourceKind::Graphql | SourceKind::HttpStream
         )
     }
 
     fn streams(self) -> bool {
         matches!(
             self,
-            SourceKind::Sse | SourceKind::Websocket | SourceKind::GraphqlSubscription
+            SourceKind::Sse
+                | SourceKind::Websocket
+                | SourceKind::GraphqlSubscription
+                | SourceKind::HttpStream
         )
     }
 }
@@ -171,6 +177,9 @@ pub struct Metrics {
     records_duplicate: IntCounterVec,
     invalid_event_ids: IntCounterVec,
     oversized_events: IntCounterVec,
+    oversized_lines: IntCounterVec,
+    truncated_records: IntCounterVec,
+    relists: IntCounterVec,
     checkpoint_commit_failures: IntCounterVec,
     http_connections: IntGaugeVec,
     http_connections_rejected: IntCounterVec,
@@ -245,7 +254,10 @@ impl Metrics {
             // Every kind: a `transform` may leave events out.
             records_filtered: int(&self.records_filtered, true),
             sequence_gaps: int(&self.sequence_gaps, kind == SourceKind::Websocket),
-            retries: int(&self.retries, kind.polled()),
+            retries: int(
+                &self.retries,
+                kind.polled() || kind == SourceKind::HttpStream,
+            ),
             rate_limit_wait_seconds: if kind.speaks_http() {
                 self.rate_limit_wait_seconds.with_label_values(l)
             } else {
@@ -261,6 +273,9 @@ impl Metrics {
             records_duplicate: int(&self.records_duplicate, kind.polled()),
             invalid_event_ids: int(&self.invalid_event_ids, kind == SourceKind::Sse),
             oversized_events: int(&self.oversized_events, kind == SourceKind::Sse),
+            oversized_lines: int(&self.oversized_lines, kind == SourceKind::HttpStream),
+            truncated_records: int(&self.truncated_records, kind == SourceKind::HttpStream),
+            relists: int(&self.relists, kind == SourceKind::HttpStream),
             checkpoint_commit_failures: int(&self.checkpoint_commit_failures, checkpointed),
             status: Arc::new(handles::StatusSlots::new(kind)),
         };

@@ -30,6 +30,7 @@ const REFERENCE_PAGES: &[&str] = &[
     "docs/src/sources/rest.md",
     "docs/src/sources/graphql.md",
     "docs/src/sources/graphql_subscription.md",
+    "docs/src/sources/http_stream.md",
 ];
 
 /// The book's page that lists every metric family.
@@ -184,6 +185,7 @@ fn registered_families() -> BTreeSet<String> {
         ("r", SourceKind::Rest),
         ("g", SourceKind::Graphql),
         ("q", SourceKind::GraphqlSubscription),
+        ("t", SourceKind::HttpStream),
     ] {
         metrics.source(name, kind);
     }

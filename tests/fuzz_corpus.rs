@@ -117,6 +117,11 @@ fn feed_body_corpus_replays() {
     assert_replays("feed_body");
 }
 
+#[test]
+fn http_stream_framing_corpus_replays() {
+    assert_replays("http_stream_framing");
+}
+
 /// A corpus or artifacts folder, or a target file, that names no entry function would never
 /// be replayed; a target without its test here would not be either.
 #[test]

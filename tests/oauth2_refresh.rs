@@ -138,6 +138,10 @@ async fn a_rotated_refresh_token_is_stored_and_used_after_a_restart() {
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&reset.stdout);
-    assert!(reset.status.success(), "{printed}{}", String::from_utf8_lossy(&reset.stderr));
+    assert!(
+        reset.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
     assert!(printed.contains("position forgotten"), "{printed}");
 }

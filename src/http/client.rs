@@ -4,7 +4,9 @@
 //! One call of [`HttpPolicy::send`] is one logical request: it returns the first answer that is
 //! not worth retrying (a success, a 304, or a permanent error), or the last failure once
 //! `max_attempts` are spent. A 401 under OAuth2 forgets the token, fetches a new one and tries
-//! once more before it counts as permanent.
+//! once more before it counts as permanent. [`HttpPolicy::open`] is the same request loop for a
+//! long-lived response (an `http_stream` source): the body is handed over unread, to be read
+//! chunk by chunk under a per-read timeout instead of a whole-request one.
 
 use std::{
     sync::Arc,
@@ -86,6 +88,19 @@ pub struct HttpResponse {
     pub body: Bytes,
 }
 
+/// A 2xx answer whose body is still to be read (see [`HttpPolicy::open`]).
+#[derive(Debug)]
+pub struct HttpStream {
+    /// The URL that answered (after same-origin redirects), secrets included.
+    pub url: url::Url,
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The response, its body unread: read it with [`reqwest::Response::chunk`].
+    pub body: reqwest::Response,
+}
+
 /// Why a request gave no answer worth reading.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -158,6 +173,17 @@ pub struct Timeouts {
     pub max_body_bytes: usize,
 }
 
+/// Timeouts of a streaming source's requests (see [`HttpPolicy::streaming`]).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamTimeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// The longest silence on one read of a response (headers or body).
+    pub read: Duration,
+    /// The largest body [`HttpPolicy::send`] reads whole, in bytes, after decompression.
+    pub max_body_bytes: usize,
+}
+
 impl HttpPolicy {
     /// The policy of one source.
     ///
@@ -172,6 +198,59 @@ impl HttpPolicy {
         redactor: crate::secret::UrlRedactor,
         network: &super::Network,
     ) -> Result<Self, String> {
+        let client = Self::client_builder(timeouts.connect, network).timeout(timeouts.total);
+        Self::with_client(
+            client,
+            auth,
+            retry,
+            timeouts.max_body_bytes,
+            limits,
+            metrics,
+            redactor,
+        )
+    }
+
+    /// The policy of a source that reads long-lived responses ([`HttpPolicy::open`]): no
+    /// whole-request timeout (a stream may stay open for days), only `connect_timeout` and, on
+    /// each read of the body, `read_timeout` (seconds of silence, heartbeats included, before a
+    /// read fails). `max_body_bytes` caps what [`HttpPolicy::send`] reads whole.
+    ///
+    /// Responses are asked for uncompressed (`Accept-Encoding: identity`): a server that
+    /// compresses a long-lived response holds each line, heartbeats included, in its
+    /// compressor until a block fills (Express's `compression` middleware in front of
+    /// PouchDB's changes feed does), so the stream would stall and look dead.
+    ///
+    /// # Errors
+    /// The TLS backend cannot be set up.
+    pub fn streaming(
+        auth: Auth,
+        retry: RetryConfig,
+        timeouts: StreamTimeouts,
+        limits: Arc<HostLimits>,
+        metrics: SourceMetrics,
+        redactor: crate::secret::UrlRedactor,
+        network: &super::Network,
+    ) -> Result<Self, String> {
+        let client = Self::client_builder(timeouts.connect, network)
+            .read_timeout(timeouts.read)
+            .no_gzip();
+        Self::with_client(
+            client,
+            auth,
+            retry,
+            timeouts.max_body_bytes,
+            limits,
+            metrics,
+            redactor,
+        )
+    }
+
+    /// A client builder with the policy's redirects, connect timeout and user agent, and the
+    /// source's proxy and TLS settings.
+    fn client_builder(
+        connect_timeout: Duration,
+        network: &super::Network,
+    ) -> reqwest::ClientBuilder {
         // Redirects are followed on the same origin only, so that credentials (which reqwest
         // strips from cross-host redirects only when they are `Authorization`) stay there.
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
@@ -186,17 +265,28 @@ impl HttpPolicy {
             }
         });
         crate::tls::install_crypto_provider();
-        let client = network
+        network
             .apply(reqwest::Client::builder())
             .redirect(redirects)
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.total)
+            .connect_timeout(connect_timeout)
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+    }
+
+    fn with_client(
+        client: reqwest::ClientBuilder,
+        auth: Auth,
+        retry: RetryConfig,
+        max_body_bytes: usize,
+        limits: Arc<HostLimits>,
+        metrics: SourceMetrics,
+        redactor: crate::secret::UrlRedactor,
+    ) -> Result<Self, String> {
+        let client = client
             .build()
             .map_err(|e| format!("the HTTP client could not be built: {e}"))?;
         Ok(HttpPolicy {
             client,
-            max_body_bytes: timeouts.max_body_bytes,
+            max_body_bytes,
             auth,
             retry,
             limits,
@@ -221,6 +311,43 @@ impl HttpPolicy {
         request: &HttpRequest,
         shutdown: &CancellationToken,
     ) -> Result<HttpResponse, HttpError> {
+        self.exchange(request, shutdown, false)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// Sends `request` under the policy, as [`HttpPolicy::send`] does, but hands over a 2xx
+    /// answer with its body unread, for the caller to read as it arrives (a continuous feed).
+    /// A 304 is not expected of a stream and comes back as a 2xx would, its body empty.
+    ///
+    /// # Errors
+    /// As [`HttpPolicy::send`].
+    pub async fn open(
+        &self,
+        request: &HttpRequest,
+        shutdown: &CancellationToken,
+    ) -> Result<HttpStream, HttpError> {
+        let (response, body) = self.exchange(request, shutdown, true).await?;
+        let body = body.ok_or_else(|| HttpError::Permanent {
+            url: self.redact(&request.url),
+            status: response.status.as_u16(),
+        })?;
+        Ok(HttpStream {
+            url: response.url,
+            status: response.status,
+            headers: response.headers,
+            body,
+        })
+    }
+
+    /// The request loop of [`HttpPolicy::send`] and [`HttpPolicy::open`]: with `stream`, a
+    /// successful answer's body is left unread and returned beside it.
+    async fn exchange(
+        &self,
+        request: &HttpRequest,
+        shutdown: &CancellationToken,
+        stream: bool,
+    ) -> Result<(HttpResponse, Option<reqwest::Response>), HttpError> {
         let limiter = self.limits.for_url(&request.url);
         let mut backoff = Backoff::new(self.retry.initial_delay, self.retry.max_delay);
         let mut refreshed = false;
@@ -245,10 +372,10 @@ impl HttpPolicy {
             attempts += 1;
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
-                outcome = self.attempt(request) => outcome,
+                outcome = self.attempt(request, stream) => outcome,
             };
             let failure = match outcome {
-                Ok(response) => {
+                Ok((response, body)) => {
                     if conditional && response.status != StatusCode::NOT_MODIFIED {
                         tokio::select! {
                             _ = shutdown.cancelled() => return Err(HttpError::Shutdown),
@@ -256,7 +383,7 @@ impl HttpPolicy {
                         };
                     }
                     match self.judge(request, response, &limiter) {
-                        Judged::Answer(response) => return Ok(response),
+                        Judged::Answer(response) => return Ok((response, body)),
                         Judged::Unauthorized if !refreshed && self.refresh_token().await => {
                             refreshed = true;
                             attempts -= 1;
@@ -369,7 +496,12 @@ impl HttpPolicy {
         refresh
     }
 
-    async fn attempt(&self, request: &HttpRequest) -> Result<HttpResponse, Failure> {
+    /// One attempt; with `stream`, a successful answer's body is returned unread.
+    async fn attempt(
+        &self,
+        request: &HttpRequest,
+        stream: bool,
+    ) -> Result<(HttpResponse, Option<reqwest::Response>), Failure> {
         let mut url = request.url.clone();
         if let Some((name, value)) = self.auth.query() {
             super::set_query_param(&mut url, name, value.expose_secret());
@@ -401,17 +533,21 @@ impl HttpPolicy {
         let status = response.status();
         let headers = response.headers().clone();
         let final_url = response.url().clone();
-        let body = if classify_status(status.as_u16()) == StatusClass::Success {
-            self.read_body(response).await?
-        } else {
-            Bytes::new()
+        let success = classify_status(status.as_u16()) == StatusClass::Success;
+        let (body, unread) = match (success, stream) {
+            (true, true) => (Bytes::new(), Some(response)),
+            (true, false) => (self.read_body(response).await?, None),
+            (false, _) => (Bytes::new(), None),
         };
-        Ok(HttpResponse {
-            url: final_url,
-            status,
-            headers,
-            body,
-        })
+        Ok((
+            HttpResponse {
+                url: final_url,
+                status,
+                headers,
+                body,
+            },
+            unread,
+        ))
     }
 }
 

@@ -13,7 +13,10 @@ mod retry_after;
 pub mod sigv4;
 
 pub use auth::{Auth, AuthConfig, ClientAuth, OAuth2Tokens, TokenError};
-pub use client::{HttpError, HttpPolicy, HttpRequest, HttpResponse, RetryConfig, Timeouts};
+pub use client::{
+    HttpError, HttpPolicy, HttpRequest, HttpResponse, HttpStream, RetryConfig, StreamTimeouts,
+    Timeouts,
+};
 pub use host_limits::{host_key, HostLimiter, HostLimits, RateLimitConfig};
 pub use network::{Network, NetworkError, TlsConfig};
 pub use rate_limit::{rate_limit_status, RateLimitStatus};

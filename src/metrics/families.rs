@@ -230,6 +230,25 @@ impl Metrics {
                  `max_event_bytes` (reconnected from the last event id).",
                 &["source"],
             ),
+            oversized_lines: f.counter(
+                "tributary_oversized_lines_total",
+                "Lines (or JSON text sequence records) of an http_stream source longer than its \
+                 `max_line_bytes`: each is skipped and a stub of it dead-lettered.",
+                &["source"],
+            ),
+            truncated_records: f.counter(
+                "tributary_truncated_records_total",
+                "Records of an http_stream source dropped as truncated: a JSON text sequence \
+                 record not ended by LF (RFC 7464), or a line the connection cut before its LF \
+                 (read again after the reconnect).",
+                &["source"],
+            ),
+            relists: f.counter(
+                "tributary_relists_total",
+                "Kubernetes lists made by an http_stream source because its watch had no \
+                 usable resourceVersion: none stored yet, or HTTP 410 Gone (expired).",
+                &["source"],
+            ),
             checkpoint_commit_failures: f.counter(
                 "tributary_checkpoint_commit_failures_total",
                 "Checkpoint commits that failed for the source's position (retried on the next \

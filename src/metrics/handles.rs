@@ -136,6 +136,12 @@ pub struct SourceMetrics {
     pub invalid_event_ids: IntCounter,
     /// `tributary_oversized_events_total{source}`.
     pub oversized_events: IntCounter,
+    /// `tributary_oversized_lines_total{source}`.
+    pub oversized_lines: IntCounter,
+    /// `tributary_truncated_records_total{source}`.
+    pub truncated_records: IntCounter,
+    /// `tributary_relists_total{source}`.
+    pub relists: IntCounter,
     /// `tributary_checkpoint_commit_failures_total{source}`.
     pub checkpoint_commit_failures: IntCounter,
     /// What the status endpoint reports beyond the series.

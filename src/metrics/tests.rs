@@ -31,6 +31,7 @@ fn each_kind_exports_the_families_that_apply_to_it() {
         ("r", SourceKind::Rest),
         ("g", SourceKind::Graphql),
         ("q", SourceKind::GraphqlSubscription),
+        ("t", SourceKind::HttpStream),
     ] {
         metrics.source(name, kind);
     }
@@ -40,7 +41,7 @@ fn each_kind_exports_the_families_that_apply_to_it() {
             .iter()
             .any(|name| name == family)
     };
-    for source in ["s", "w", "h", "r", "g", "q"] {
+    for source in ["s", "w", "h", "r", "g", "q", "t"] {
         for family in [
             "tributary_records_received_total",
             "tributary_records_produced_total",
@@ -54,7 +55,7 @@ fn each_kind_exports_the_families_that_apply_to_it() {
         }
     }
     let only = |family: &str, sources: &[&str]| {
-        for source in ["s", "w", "h", "r", "g", "q"] {
+        for source in ["s", "w", "h", "r", "g", "q", "t"] {
             assert_eq!(
                 has(source, family),
                 sources.contains(&source),
@@ -64,28 +65,34 @@ fn each_kind_exports_the_families_that_apply_to_it() {
     };
     only("tributary_polls_total", &["r", "g"]);
     only("tributary_pages_total", &["r", "g"]);
-    only("tributary_retries_total", &["r", "g"]);
+    only("tributary_retries_total", &["r", "g", "t"]);
     only("tributary_records_duplicate_total", &["r", "g"]);
     only("tributary_http_not_modified_total", &["r"]);
-    only("tributary_http_requests_total", &["s", "r", "g"]);
-    only("tributary_rate_limit_wait_seconds_total", &["s", "r", "g"]);
-    only("tributary_rate_limit_waiting", &["s", "r", "g"]);
-    only("tributary_reconnects_total", &["s", "w", "q"]);
+    only("tributary_http_requests_total", &["s", "r", "g", "t"]);
+    only(
+        "tributary_rate_limit_wait_seconds_total",
+        &["s", "r", "g", "t"],
+    );
+    only("tributary_rate_limit_waiting", &["s", "r", "g", "t"]);
+    only("tributary_reconnects_total", &["s", "w", "q", "t"]);
     only(
         "tributary_records_filtered_total",
-        &["s", "w", "h", "r", "g", "q"],
+        &["s", "w", "h", "r", "g", "q", "t"],
     );
     only("tributary_sequence_gaps_total", &["w"]);
     only("tributary_invalid_event_ids_total", &["s"]);
     only("tributary_oversized_events_total", &["s"]);
+    only("tributary_oversized_lines_total", &["t"]);
+    only("tributary_truncated_records_total", &["t"]);
+    only("tributary_relists_total", &["t"]);
     only("tributary_webhook_requests_total", &["h"]);
     only(
         "tributary_checkpoint_age_seconds",
-        &["s", "w", "r", "g", "q"],
+        &["s", "w", "r", "g", "q", "t"],
     );
     only(
         "tributary_checkpoint_commits_total",
-        &["s", "w", "r", "g", "q"],
+        &["s", "w", "r", "g", "q", "t"],
     );
     assert!(scrape.contains("tributary_polls_total{outcome=\"incomplete\",source=\"r\"} 0"));
 }
@@ -226,6 +233,7 @@ fn removing_a_source_clears_every_family_with_a_source_label() {
         ("gone_webhook", SourceKind::Webhook),
         ("gone_rest", SourceKind::Rest),
         ("gone_graphql", SourceKind::Graphql),
+        ("gone_http_stream", SourceKind::HttpStream),
     ];
     for (name, kind) in gone {
         let handles = metrics.source(name, kind);

@@ -10,6 +10,7 @@
 pub(crate) mod common;
 pub mod graphql;
 pub mod graphql_subscription;
+pub mod http_stream;
 pub mod poll;
 mod probe;
 pub mod rest;
@@ -62,6 +63,9 @@ pub enum SourceConfig {
     Graphql(graphql::GraphqlConfig),
     /// A GraphQL subscription over WebSocket (`type = "graphql_subscription"`).
     GraphqlSubscription(graphql_subscription::GraphqlSubscriptionConfig),
+    /// A long-lived HTTP response of JSON lines or a JSON text sequence
+    /// (`type = "http_stream"`).
+    HttpStream(http_stream::HttpStreamConfig),
 }
 
 pub use common::{PayloadFormat, ReconnectConfig};
@@ -170,6 +174,9 @@ impl SourceConfig {
             SourceConfig::GraphqlSubscription(config) => config
                 .build(name)
                 .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
+            SourceConfig::HttpStream(config) => config
+                .build(name)
+                .map(|(info, source)| (info, Box::new(source) as Box<dyn Source>)),
         };
         let (stage_config, topic, rules) = self.stage_fields();
         let stage = Stage::build(name, &stage_config, topic, rules);
@@ -201,6 +208,7 @@ impl SourceConfig {
             SourceConfig::Rest(c) => c.tls.as_ref(),
             SourceConfig::Graphql(c) => c.tls.as_ref(),
             SourceConfig::GraphqlSubscription(c) => c.tls.as_ref(),
+            SourceConfig::HttpStream(c) => c.tls.as_ref(),
             SourceConfig::Webhook(_) => None,
         }
     }
@@ -231,6 +239,7 @@ impl SourceConfig {
             SourceConfig::Rest(c) => c.delivery,
             SourceConfig::Graphql(c) => c.delivery,
             SourceConfig::GraphqlSubscription(c) => c.delivery,
+            SourceConfig::HttpStream(c) => c.delivery,
         }
     }
 
@@ -270,6 +279,17 @@ impl SourceConfig {
             SourceConfig::GraphqlSubscription(c) => {
                 (c.stage_config(), &c.topic, SourceRules::default())
             }
+            // The stream source parses each line anyway (its position, a preset's line kinds)
+            // and admits it in its own task, as the SSE source does.
+            SourceConfig::HttpStream(c) => (
+                c.stage_config(),
+                &c.topic,
+                SourceRules {
+                    json: true,
+                    key: c.effective_key(),
+                    admission: Admission::Source,
+                },
+            ),
         }
     }
 
@@ -293,6 +313,7 @@ impl SourceConfig {
             SourceConfig::Rest(_) => SourceKind::Rest,
             SourceConfig::Graphql(_) => SourceKind::Graphql,
             SourceConfig::GraphqlSubscription(_) => SourceKind::GraphqlSubscription,
+            SourceConfig::HttpStream(_) => SourceKind::HttpStream,
         }
     }
 }
