@@ -233,12 +233,16 @@ impl Network {
     /// The proxy or the server cannot be reached, or the proxy refused the tunnel (its status,
     /// e.g. 407 when its credentials are wrong).
     pub async fn connect(&self, url: &url::Url) -> Result<tokio::net::TcpStream, String> {
-        let host = url.host_str().ok_or("the URL has no host")?;
+        // An IPv6 address without its brackets, as the resolver takes it.
+        let host = match url.host().ok_or("the URL has no host")? {
+            url::Host::Ipv6(address) => address.to_string(),
+            other => other.to_string(),
+        };
         let port = url
             .port_or_known_default()
             .ok_or("the URL has no port and its scheme has no default port")?;
         let Some(proxy) = self.proxy_for(url) else {
-            return tokio::net::TcpStream::connect((host, port))
+            return tokio::net::TcpStream::connect((host.as_str(), port))
                 .await
                 .map_err(|e| format!("cannot connect: {e}"));
         };
@@ -253,7 +257,7 @@ impl Network {
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
-            host.to_owned()
+            host
         };
         let target: http::Uri = format!("http://{host}:{port}/")
             .parse()
