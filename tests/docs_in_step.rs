@@ -119,7 +119,7 @@ fn every_documented_type_is_one_the_binary_accepts_and_the_reverse() {
     let sources = variants::<SourceConfig>();
     let pagination = variants::<PaginationConfig>();
     let auth = variants::<AuthConfig>();
-    assert!(sources.contains("sse") && sources.len() == 6, "{sources:?}");
+    assert!(sources.contains("sse") && sources.len() == 7, "{sources:?}");
     assert!(pagination.contains("link_header"), "{pagination:?}");
     assert!(auth.contains("bearer"), "{auth:?}");
     let accepted: BTreeSet<&String> = sources.iter().chain(&pagination).chain(&auth).collect();
