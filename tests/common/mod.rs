@@ -106,9 +106,27 @@ impl Broker {
             Broker::Kafka(cluster) => {
                 let list: Vec<(&str, i32)> = topics.iter().map(|t| (*t, partitions)).collect();
                 let replication = cluster.nodes().min(3) as i32;
-                kafka_admin::create_topics(cluster.bootstrap_servers(), &list, replication)
+                // On a loaded machine the controller may take longer than the request's 30 s:
+                // the topics are then still being created, and asking again is safe (a topic
+                // that exists is fine).
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match kafka_admin::create_topics(
+                        cluster.bootstrap_servers(),
+                        &list,
+                        replication,
+                    )
                     .await
-                    .unwrap_or_else(|e| panic!("create topics {topics:?}: {e}"));
+                    {
+                        Ok(()) => break,
+                        Err(rdkafka::error::KafkaError::AdminOp(
+                            rdkafka::types::RDKafkaErrorCode::OperationTimedOut
+                            | rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+                        )) if attempts < 3 => continue,
+                        Err(e) => panic!("create topics {topics:?}: {e}"),
+                    }
+                }
                 // CreateTopics answers once the controller has the topics; a broker's metadata
                 // cache may list them a moment later. Wait for it, so that what the test starts
                 // next (a `check --connect`, a daemon) finds them.
