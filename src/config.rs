@@ -42,6 +42,9 @@ pub struct RawConfig {
     /// The HTTP server (metrics, health).
     #[serde(default)]
     pub server: ServerSection,
+    /// The shape of the exported metrics (`[metrics]`).
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsOptions,
     /// Request budgets per host (`host` or `host:port`), shared by every polled source that
     /// calls it.
     #[serde(default)]
@@ -245,6 +248,8 @@ pub struct Config {
     pub checkpoint: CheckpointSection,
     /// The HTTP server settings.
     pub server: ServerSection,
+    /// The shape of the exported metrics.
+    pub metrics: crate::metrics::MetricsOptions,
     /// Request budgets per host.
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
     /// The cluster settings, with `checkpoint.store = "kafka"`: the cluster of `[cluster]`,

@@ -18,21 +18,24 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use prometheus::{
-    Counter, CounterVec, Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry,
-    TextEncoder,
+    CounterVec, Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
 use crate::runtime::health::{Readiness, SourceState};
 
 mod families;
 mod handles;
+mod lazy;
 
-use handles::detached_counter;
 pub use handles::{ListenerMetrics, SourceMetrics, StatusSlots, SCHEMA_DRIFT_KINDS};
+pub use lazy::{LazyCounter, LazyFloatCounter, LazyGauge};
 
 /// What a source is, for the metric families it exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,12 +143,26 @@ pub const KAFKA_ERROR_KINDS: [&str; 10] = [
 /// `TRIBUTARY_REVISION` environment variable of the build), `unknown` without either.
 pub const REVISION: &str = env!("TRIBUTARY_REVISION");
 
+/// How the daemon's metrics are shaped: the `[metrics]` table of the config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsOptions {
+    /// Label `tributary_kafka_delivery_seconds` and `tributary_event_lag_seconds` by source
+    /// (and kind) instead of by kind alone: 32 series per source. Default `false`.
+    #[serde(default)]
+    pub per_source_histograms: bool,
+}
+
 /// All metric families of one daemon, on their own [`Registry`].
 pub struct Metrics {
     registry: Registry,
     /// Every family with a `source` label, noted as it was registered.
     per_source: Vec<Box<dyn families::PerSource>>,
+    /// The name of every family registered here, in registration order.
+    family_names: Vec<String>,
     sources: Mutex<HashMap<Arc<str>, SourceMetrics>>,
+    /// Latency histograms per source (`[metrics] per_source_histograms`), else per kind.
+    per_source_histograms: bool,
     ready: IntGauge,
     records_received: IntCounterVec,
     records_produced: IntCounterVec,
@@ -192,6 +209,12 @@ impl Metrics {
         &self.registry
     }
 
+    /// The name of every family registered by [`Metrics::with_options`], whether or not it has
+    /// a series yet (a family's series appear with their first count; see `lazy.rs`).
+    pub fn family_names(&self) -> &[String] {
+        &self.family_names
+    }
+
     /// Registers source `name` of `kind` and returns its handles, label lookups done once.
     ///
     /// Only the families that apply to `kind` get a series; the handles of the others are
@@ -202,81 +225,67 @@ impl Metrics {
         if let Some(existing) = sources.get(name) {
             return existing.clone();
         }
+        let source: Arc<str> = Arc::from(name);
+        let live: lazy::Live = Arc::new(AtomicBool::new(true));
         let l = &[name];
-        let int = |family: &IntCounterVec, applies: bool| {
-            if applies {
-                family.with_label_values(l)
-            } else {
-                detached_counter()
-            }
+        let counter = |family: &IntCounterVec, applies: bool| {
+            LazyCounter::new(family, &source, applies, &live)
         };
-        let each = |family: &IntCounterVec, values: &[&str], applies: bool| {
-            if applies {
-                for value in values {
-                    family.with_label_values(&[name, value]);
-                }
+        let gauge =
+            |family: &IntGaugeVec, applies: bool| LazyGauge::new(family, &source, applies, &live);
+        let histogram = |family: &HistogramVec| {
+            if self.per_source_histograms {
+                family.with_label_values(&[name, kind.name()])
+            } else {
+                family.with_label_values(&[kind.name()])
             }
         };
         let checkpointed = !kind.is_pushed();
-        each(&self.polls, &POLL_OUTCOMES, kind.polled());
-        each(
-            &self.http_requests,
-            &HTTP_STATUS_CLASSES,
-            kind.speaks_http(),
-        );
-        each(
-            &self.webhook_requests,
-            &WEBHOOK_OUTCOMES,
-            kind == SourceKind::Webhook,
-        );
-        each(&self.kafka_errors, &KAFKA_ERROR_KINDS, true);
-        each(&self.schema_drift, &SCHEMA_DRIFT_KINDS, true);
-        each(&self.pipeline_faults, &KAFKA_ERROR_KINDS, true);
-        self.connected.with_label_values(l).set(0);
-        self.finished.with_label_values(l).set(0);
+        let connected = self.connected.with_label_values(l);
+        connected.set(0);
         let handles = SourceMetrics {
-            name: Arc::from(name),
+            name: Arc::clone(&source),
             metrics: Arc::clone(self),
             records_received: self.records_received.with_label_values(l),
             records_produced: self.records_produced.with_label_values(l),
             record_bytes: self.record_bytes.with_label_values(l),
-            reconnects: int(&self.reconnects, kind.streams()),
-            channel_records: self.channel_records.with_label_values(l),
-            channel_bytes: self.channel_bytes.with_label_values(l),
-            kafka_delivery_seconds: self.kafka_delivery_seconds.with_label_values(l),
-            event_lag_seconds: self.event_lag_seconds.with_label_values(l),
-            checkpoint_commits: int(&self.checkpoint_commits, checkpointed),
+            reconnects: counter(&self.reconnects, kind.streams()),
+            channel_records: gauge(&self.channel_records, true),
+            channel_bytes: gauge(&self.channel_bytes, true),
+            kafka_delivery_seconds: histogram(&self.kafka_delivery_seconds),
+            event_lag_seconds: histogram(&self.event_lag_seconds),
+            checkpoint_commits: counter(&self.checkpoint_commits, checkpointed),
             checkpoint_age_seconds: if checkpointed {
                 self.checkpoint_age_seconds.with_label_values(l)
             } else {
                 IntGauge::new("detached", "exported nowhere").expect("static gauge definition")
             },
             // Every kind: a `transform` may leave events out.
-            records_filtered: int(&self.records_filtered, true),
-            sequence_gaps: int(&self.sequence_gaps, kind == SourceKind::Websocket),
-            retries: int(
+            records_filtered: counter(&self.records_filtered, true),
+            sequence_gaps: counter(&self.sequence_gaps, kind == SourceKind::Websocket),
+            retries: counter(
                 &self.retries,
                 kind.polled() || kind == SourceKind::HttpStream,
             ),
-            rate_limit_wait_seconds: if kind.speaks_http() {
-                self.rate_limit_wait_seconds.with_label_values(l)
-            } else {
-                Counter::new("detached", "exported nowhere").expect("static counter definition")
-            },
-            rate_limit_waiting: if kind.speaks_http() {
-                self.rate_limit_waiting.with_label_values(l)
-            } else {
-                IntGauge::new("detached", "exported nowhere").expect("static gauge definition")
-            },
-            pages: int(&self.pages, kind.polled()),
-            not_modified: int(&self.not_modified, kind == SourceKind::Rest),
-            records_duplicate: int(&self.records_duplicate, kind.polled()),
-            invalid_event_ids: int(&self.invalid_event_ids, kind == SourceKind::Sse),
-            oversized_events: int(&self.oversized_events, kind == SourceKind::Sse),
-            oversized_lines: int(&self.oversized_lines, kind == SourceKind::HttpStream),
-            truncated_records: int(&self.truncated_records, kind == SourceKind::HttpStream),
-            relists: int(&self.relists, kind == SourceKind::HttpStream),
-            checkpoint_commit_failures: int(&self.checkpoint_commit_failures, checkpointed),
+            rate_limit_wait_seconds: LazyFloatCounter::new(
+                &self.rate_limit_wait_seconds,
+                &source,
+                kind.speaks_http(),
+                &live,
+            ),
+            rate_limit_waiting: gauge(&self.rate_limit_waiting, kind.speaks_http()),
+            pages: counter(&self.pages, kind.polled()),
+            not_modified: counter(&self.not_modified, kind == SourceKind::Rest),
+            records_duplicate: counter(&self.records_duplicate, kind.polled()),
+            invalid_event_ids: counter(&self.invalid_event_ids, kind == SourceKind::Sse),
+            oversized_events: counter(&self.oversized_events, kind == SourceKind::Sse),
+            oversized_lines: counter(&self.oversized_lines, kind == SourceKind::HttpStream),
+            truncated_records: counter(&self.truncated_records, kind == SourceKind::HttpStream),
+            relists: counter(&self.relists, kind == SourceKind::HttpStream),
+            checkpoint_commit_failures: counter(&self.checkpoint_commit_failures, checkpointed),
+            connected,
+            finished: gauge(&self.finished, true),
+            live: Arc::clone(&live),
             status: Arc::new(handles::StatusSlots::new(kind)),
         };
         sources.insert(Arc::from(name), handles.clone());
@@ -287,10 +296,14 @@ impl Metrics {
     /// leaves the scrape, and a later [`Metrics::source`] of the same name starts its series
     /// anew. Handles still held by its stopped tasks count nowhere from now on.
     pub fn remove_source(&self, name: &str) {
-        self.sources
+        let removed = self
+            .sources
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        if let Some(handles) = removed {
+            handles.live.store(false, Ordering::Release);
+        }
         for family in &self.per_source {
             family.remove_source(name);
         }
@@ -315,16 +328,12 @@ impl Metrics {
     pub fn observe_readiness(&self, readiness: &Readiness) {
         self.ready.set(i64::from(readiness.ready));
         let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        for name in sources.keys() {
+        for (name, handles) in sources.iter() {
             let state = readiness.sources.get(&**name);
             let connected = matches!(state, Some(SourceState::Connected | SourceState::Listening));
-            self.connected
-                .with_label_values(&[&**name])
-                .set(i64::from(connected));
+            handles.connected.set(i64::from(connected));
             let finished = matches!(state, Some(SourceState::Finished(_)));
-            self.finished
-                .with_label_values(&[&**name])
-                .set(i64::from(finished));
+            handles.finished.set(i64::from(finished));
         }
     }
 

@@ -152,6 +152,26 @@ async fn the_metrics_scrape_passes_promtool() {
     let mut daemon = Daemon::spawn(&config, port);
     daemon.wait_for_produced("scrape", 200).await;
     let scrape = daemon.scrape().await.unwrap();
+    // Asked for gzip, as Prometheus asks, the scrape comes compressed.
+    let compressed = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+    let compressed = compressed.bytes().await.unwrap();
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert!(compressed.len() < unzipped.len());
+    assert!(unzipped.contains("tributary_records_produced_total{source=\"scrape\"} 200"));
     assert!(daemon.terminate().await.success());
 
     for family in [
@@ -163,9 +183,7 @@ async fn the_metrics_scrape_passes_promtool() {
         "tributary_channel_records",
         "tributary_channel_bytes",
         "tributary_kafka_delivery_seconds",
-        "tributary_checkpoint_commits_total",
         "tributary_checkpoint_age_seconds",
-        "tributary_reconnects_total",
     ] {
         assert!(
             scrape.contains(&format!("# TYPE {family} ")),

@@ -287,6 +287,7 @@ impl RawConfig {
             },
             checkpoint,
             server: self.server.clone(),
+            metrics: self.metrics,
             rate_limits: self.rate_limits.clone(),
             cluster: match self.checkpoint.store {
                 StoreKind::File => None,

@@ -14,7 +14,7 @@ use prometheus::{
     CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use super::{Metrics, REVISION};
+use super::{Metrics, MetricsOptions, REVISION};
 
 /// A family with a `source` label: [`Metrics::remove_source`] removes a source's series from
 /// it.
@@ -51,14 +51,13 @@ fn remove_series<T: MetricVecBuilder>(family: &MetricVec<T>, source: &str) {
 struct Families {
     registry: Registry,
     per_source: Vec<Box<dyn PerSource>>,
+    names: Vec<String>,
 }
 
 impl Families {
     /// Registers `family`, and notes it when it has a `source` label.
     fn family<T: MetricVecBuilder + 'static>(&mut self, family: MetricVec<T>) -> MetricVec<T> {
-        self.registry
-            .register(Box::new(family.clone()))
-            .expect("each metric is registered once");
+        self.register(Box::new(family.clone()));
         let per_source = family
             .desc()
             .iter()
@@ -67,6 +66,15 @@ impl Families {
             self.per_source.push(Box::new(family.clone()));
         }
         family
+    }
+
+    /// Registers `collector` and notes its families' names.
+    fn register(&mut self, collector: Box<dyn Collector>) {
+        self.names
+            .extend(collector.desc().iter().map(|desc| desc.fq_name.clone()));
+        self.registry
+            .register(collector)
+            .expect("each metric is registered once");
     }
 
     fn counter(&mut self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -85,12 +93,24 @@ impl Families {
 }
 
 impl Metrics {
+    /// Registers every family on a fresh registry, with the default options (latency
+    /// histograms per kind): see [`Metrics::with_options`].
+    pub fn new() -> Arc<Self> {
+        Self::with_options(MetricsOptions::default())
+    }
+
     /// Registers every family on a fresh registry, with `tributary_build_info` and (on Linux)
     /// the process collector.
-    pub fn new() -> Arc<Self> {
+    pub fn with_options(options: MetricsOptions) -> Arc<Self> {
+        let histogram_labels: &[&str] = if options.per_source_histograms {
+            &["source", "kind"]
+        } else {
+            &["kind"]
+        };
         let mut f = Families {
             registry: Registry::new(),
             per_source: Vec::new(),
+            names: Vec::new(),
         };
         let build_info = f.gauge(
             "tributary_build_info",
@@ -101,19 +121,15 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), REVISION])
             .set(1);
         #[cfg(target_os = "linux")]
-        f.registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("the process collector is registered once");
+        f.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         let ready = IntGauge::new(
             "tributary_ready",
             "1 while /readyz answers 200, else 0 (read at each scrape).",
         )
         .expect("static gauge definition");
-        f.registry
-            .register(Box::new(ready.clone()))
-            .expect("each metric is registered once");
+        f.register(Box::new(ready.clone()));
         let kafka_delivery_seconds = f.family(
             HistogramVec::new(
                 HistogramOpts::new(
@@ -124,7 +140,7 @@ impl Metrics {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     30.0,
                 ]),
-                &["source"],
+                histogram_labels,
             )
             .expect("static histogram definition"),
         );
@@ -139,12 +155,13 @@ impl Metrics {
                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0,
                     86400.0,
                 ]),
-                &["source"],
+                histogram_labels,
             )
             .expect("static histogram definition"),
         );
         Arc::new(Metrics {
             sources: Mutex::new(HashMap::new()),
+            per_source_histograms: options.per_source_histograms,
             ready,
             records_received: f.counter(
                 "tributary_records_received_total",
@@ -341,6 +358,7 @@ impl Metrics {
                 &["listener"],
             ),
             per_source: f.per_source,
+            family_names: f.names,
             registry: f.registry,
         })
     }

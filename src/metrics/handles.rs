@@ -8,9 +8,12 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use prometheus::{Counter, Histogram, IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter, IntGauge};
 
-use super::{Metrics, SourceKind};
+use super::{
+    lazy::{LazyCounter, LazyFloatCounter, LazyGauge},
+    Metrics, SourceKind,
+};
 
 /// What `GET /api/v1/sources` reports of a source beyond its exported series (see
 /// [`crate::status`]): set per batch or per commit, never per record.
@@ -76,11 +79,6 @@ impl StatusSlots {
     }
 }
 
-/// A counter on no registry: the handle of a family that does not apply to a source's kind.
-pub(super) fn detached_counter() -> IntCounter {
-    IntCounter::new("detached", "exported nowhere").expect("static counter definition")
-}
-
 /// Handles of one HTTP listener.
 #[derive(Clone)]
 pub struct ListenerMetrics {
@@ -102,48 +100,55 @@ pub struct SourceMetrics {
     /// `tributary_record_bytes_total{source}`.
     pub record_bytes: IntCounter,
     /// `tributary_reconnects_total{source}`.
-    pub reconnects: IntCounter,
+    pub reconnects: LazyCounter,
     /// `tributary_channel_records{source}`.
-    pub channel_records: IntGauge,
+    pub channel_records: LazyGauge,
     /// `tributary_channel_bytes{source}`.
-    pub channel_bytes: IntGauge,
-    /// `tributary_kafka_delivery_seconds{source}`.
+    pub channel_bytes: LazyGauge,
+    /// `tributary_kafka_delivery_seconds{kind}` (shared by the sources of a kind), or
+    /// `{source, kind}` with `[metrics] per_source_histograms`.
     pub kafka_delivery_seconds: Histogram,
-    /// `tributary_event_lag_seconds{source}`: fetch time − event time, for sources with a
-    /// `timestamp` field.
+    /// `tributary_event_lag_seconds{kind}` (or `{source, kind}`): fetch time − event time, for
+    /// sources with a `timestamp` field.
     pub event_lag_seconds: Histogram,
     /// `tributary_checkpoint_commits_total{source}`.
-    pub checkpoint_commits: IntCounter,
+    pub checkpoint_commits: LazyCounter,
     /// `tributary_checkpoint_age_seconds{source}`.
     pub checkpoint_age_seconds: IntGauge,
     /// `tributary_records_filtered_total{source}`.
-    pub records_filtered: IntCounter,
+    pub records_filtered: LazyCounter,
     /// `tributary_sequence_gaps_total{source}`.
-    pub sequence_gaps: IntCounter,
+    pub sequence_gaps: LazyCounter,
     /// `tributary_retries_total{source}`.
-    pub retries: IntCounter,
+    pub retries: LazyCounter,
     /// `tributary_rate_limit_wait_seconds_total{source}`.
-    pub rate_limit_wait_seconds: Counter,
+    pub rate_limit_wait_seconds: LazyFloatCounter,
     /// `tributary_rate_limit_waiting{source}`.
-    pub rate_limit_waiting: IntGauge,
+    pub rate_limit_waiting: LazyGauge,
     /// `tributary_pages_total{source}`.
-    pub pages: IntCounter,
+    pub pages: LazyCounter,
     /// `tributary_http_not_modified_total{source}`.
-    pub not_modified: IntCounter,
+    pub not_modified: LazyCounter,
     /// `tributary_records_duplicate_total{source}`.
-    pub records_duplicate: IntCounter,
+    pub records_duplicate: LazyCounter,
     /// `tributary_invalid_event_ids_total{source}`.
-    pub invalid_event_ids: IntCounter,
+    pub invalid_event_ids: LazyCounter,
     /// `tributary_oversized_events_total{source}`.
-    pub oversized_events: IntCounter,
+    pub oversized_events: LazyCounter,
     /// `tributary_oversized_lines_total{source}`.
-    pub oversized_lines: IntCounter,
+    pub oversized_lines: LazyCounter,
     /// `tributary_truncated_records_total{source}`.
-    pub truncated_records: IntCounter,
+    pub truncated_records: LazyCounter,
     /// `tributary_relists_total{source}`.
-    pub relists: IntCounter,
+    pub relists: LazyCounter,
     /// `tributary_checkpoint_commit_failures_total{source}`.
-    pub checkpoint_commit_failures: IntCounter,
+    pub checkpoint_commit_failures: LazyCounter,
+    /// `tributary_connected{source}`, set from readiness at each scrape.
+    pub(super) connected: IntGauge,
+    /// `tributary_finished{source}`, set from readiness at each scrape (made when first 1).
+    pub(super) finished: LazyGauge,
+    /// Cleared when the source is removed: no series of it is made after that.
+    pub(super) live: super::lazy::Live,
     /// What the status endpoint reports beyond the series.
     pub status: Arc<StatusSlots>,
 }
@@ -153,20 +158,22 @@ pub struct SourceMetrics {
 pub const SCHEMA_DRIFT_KINDS: [&str; 1] = ["unknown_field"];
 
 impl SourceMetrics {
+    /// Adds 1 to `family`'s series for this source and `value` (its second label), made now if
+    /// it was not, unless the source was removed.
+    fn count(&self, family: &prometheus::IntCounterVec, value: &str) {
+        if self.live.load(Ordering::Acquire) {
+            family.with_label_values(&[&self.name, value]).inc();
+        }
+    }
+
     /// Counts one record that drifted from its schema in `kind` (one of
     /// [`SCHEMA_DRIFT_KINDS`]).
     pub fn schema_drift(&self, kind: &str) {
-        self.metrics
-            .schema_drift
-            .with_label_values(&[&self.name, kind])
-            .inc();
+        self.count(&self.metrics.schema_drift, kind);
     }
     /// Counts one record sent to the dead-letter topic for `kind` (a short, fixed word).
     pub fn dead_lettered(&self, kind: &str) {
-        self.metrics
-            .records_dead_lettered
-            .with_label_values(&[&self.name, kind])
-            .inc();
+        self.count(&self.metrics.records_dead_lettered, kind);
         self.status.dead_letters.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -182,7 +189,7 @@ impl SourceMetrics {
         &self,
         wait: impl std::future::Future<Output = std::time::Duration>,
     ) -> std::time::Duration {
-        struct Waiting<'a>(&'a IntGauge);
+        struct Waiting<'a>(&'a LazyGauge);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
                 self.0.dec();
@@ -200,18 +207,12 @@ impl SourceMetrics {
 
     /// Counts one finished poll by its `outcome` (a fixed word).
     pub fn poll(&self, outcome: &str) {
-        self.metrics
-            .polls
-            .with_label_values(&[&self.name, outcome])
-            .inc();
+        self.count(&self.metrics.polls, outcome);
     }
 
     /// Counts one webhook request by its `outcome` (a fixed word).
     pub fn webhook_request(&self, outcome: &str) {
-        self.metrics
-            .webhook_requests
-            .with_label_values(&[&self.name, outcome])
-            .inc();
+        self.count(&self.metrics.webhook_requests, outcome);
     }
 
     /// Counts one HTTP response (or transport error) by its status class.
@@ -224,34 +225,22 @@ impl SourceMetrics {
             Some(_) => "other",
             None => "error",
         };
-        self.metrics
-            .http_requests
-            .with_label_values(&[&self.name, class])
-            .inc();
+        self.count(&self.metrics.http_requests, class);
     }
 
     /// Counts one producer error of `kind` (a librdkafka error code name).
     pub fn kafka_error(&self, kind: &str) {
-        self.metrics
-            .kafka_errors
-            .with_label_values(&[&self.name, kind])
-            .inc();
+        self.count(&self.metrics.kafka_errors, kind);
     }
 
     /// Counts one transaction of an exactly-once source that ended with `outcome`
     /// (`committed` or `aborted`). The series exist only for sources that use transactions.
     pub fn transaction(&self, outcome: &str) {
-        self.metrics
-            .transactions
-            .with_label_values(&[&self.name, outcome])
-            .inc();
+        self.count(&self.metrics.transactions, outcome);
     }
 
     /// Counts one pipeline fault of `kind` (a short, fixed word): the source stopped.
     pub fn pipeline_fault(&self, kind: &str) {
-        self.metrics
-            .pipeline_faults
-            .with_label_values(&[&self.name, kind])
-            .inc();
+        self.count(&self.metrics.pipeline_faults, kind);
     }
 }

@@ -21,19 +21,108 @@ fn families_of(scrape: &str, source: &str) -> Vec<String> {
     names
 }
 
+/// One source of each kind, by name.
+const EVERY_KIND: [(&str, SourceKind); 7] = [
+    ("s", SourceKind::Sse),
+    ("w", SourceKind::Websocket),
+    ("h", SourceKind::Webhook),
+    ("r", SourceKind::Rest),
+    ("g", SourceKind::Graphql),
+    ("q", SourceKind::GraphqlSubscription),
+    ("t", SourceKind::HttpStream),
+];
+
+/// Counts once on every handle of `source` whose series appear with their first count.
+fn count_on_every_handle(source: &SourceMetrics) {
+    for counter in [
+        &source.reconnects,
+        &source.checkpoint_commits,
+        &source.records_filtered,
+        &source.sequence_gaps,
+        &source.retries,
+        &source.pages,
+        &source.not_modified,
+        &source.records_duplicate,
+        &source.invalid_event_ids,
+        &source.oversized_events,
+        &source.oversized_lines,
+        &source.truncated_records,
+        &source.relists,
+        &source.checkpoint_commit_failures,
+    ] {
+        counter.inc();
+    }
+    for gauge in [
+        &source.channel_records,
+        &source.channel_bytes,
+        &source.rate_limit_waiting,
+    ] {
+        gauge.set(1);
+    }
+    source.rate_limit_wait_seconds.inc_by(0.5);
+}
+
+#[test]
+fn an_idle_source_exports_only_its_core_series() {
+    let metrics = Metrics::new();
+    for (name, kind) in EVERY_KIND {
+        metrics.source(name, kind);
+    }
+    let scrape = metrics.render();
+    for (name, kind) in EVERY_KIND {
+        let mut core = vec![
+            "tributary_connected",
+            "tributary_record_bytes_total",
+            "tributary_records_produced_total",
+            "tributary_records_received_total",
+        ];
+        if !kind.is_pushed() {
+            core.insert(0, "tributary_checkpoint_age_seconds");
+        }
+        assert_eq!(families_of(&scrape, name), core, "{name}");
+    }
+    // The latency histograms are per kind: one set of buckets for each kind in use.
+    assert!(scrape.contains("tributary_kafka_delivery_seconds_count{kind=\"sse\"} 0"));
+    assert!(!scrape.contains("tributary_kafka_delivery_seconds_count{kind=\"sse\",source"));
+}
+
+#[test]
+fn per_source_histograms_are_opt_in() {
+    let metrics = Metrics::with_options(MetricsOptions {
+        per_source_histograms: true,
+    });
+    let source = metrics.source("s", SourceKind::Sse);
+    source.kafka_delivery_seconds.observe(0.01);
+    source.event_lag_seconds.observe(1.0);
+    let scrape = metrics.render();
+    for family in [
+        "tributary_kafka_delivery_seconds",
+        "tributary_event_lag_seconds",
+    ] {
+        assert!(
+            scrape.contains(&format!("{family}_count{{kind=\"sse\",source=\"s\"}} 1")),
+            "{family} in {scrape}"
+        );
+    }
+    metrics.remove_source("s");
+    assert!(!metrics.render().contains("source=\"s\""));
+}
+
 #[test]
 fn each_kind_exports_the_families_that_apply_to_it() {
     let metrics = Metrics::new();
-    for (name, kind) in [
-        ("s", SourceKind::Sse),
-        ("w", SourceKind::Websocket),
-        ("h", SourceKind::Webhook),
-        ("r", SourceKind::Rest),
-        ("g", SourceKind::Graphql),
-        ("q", SourceKind::GraphqlSubscription),
-        ("t", SourceKind::HttpStream),
-    ] {
-        metrics.source(name, kind);
+    for (name, kind) in EVERY_KIND {
+        let source = metrics.source(name, kind);
+        count_on_every_handle(&source);
+        source.http_request(Some(200));
+        source.kafka_error("other");
+        source.pipeline_fault("other");
+        if kind.polled() {
+            source.poll("complete");
+        }
+        if kind.is_pushed() {
+            source.webhook_request("accepted");
+        }
     }
     let scrape = metrics.render();
     let has = |source: &str, family: &str| {
@@ -47,7 +136,6 @@ fn each_kind_exports_the_families_that_apply_to_it() {
             "tributary_records_produced_total",
             "tributary_connected",
             "tributary_channel_records",
-            "tributary_kafka_delivery_seconds",
             "tributary_kafka_errors_total",
             "tributary_pipeline_faults_total",
         ] {
@@ -68,7 +156,6 @@ fn each_kind_exports_the_families_that_apply_to_it() {
     only("tributary_retries_total", &["r", "g", "t"]);
     only("tributary_records_duplicate_total", &["r", "g"]);
     only("tributary_http_not_modified_total", &["r"]);
-    only("tributary_http_requests_total", &["s", "r", "g", "t"]);
     only(
         "tributary_rate_limit_wait_seconds_total",
         &["s", "r", "g", "t"],
@@ -94,7 +181,6 @@ fn each_kind_exports_the_families_that_apply_to_it() {
         "tributary_checkpoint_commits_total",
         &["s", "w", "r", "g", "q", "t"],
     );
-    assert!(scrape.contains("tributary_polls_total{outcome=\"incomplete\",source=\"r\"} 0"));
 }
 
 #[test]
@@ -138,12 +224,12 @@ fn connected_and_ready_follow_readiness() {
     for line in [
         "tributary_connected{source=\"done\"} 0",
         "tributary_finished{source=\"done\"} 1",
-        "tributary_finished{source=\"stream\"} 0",
         "tributary_connected{source=\"hook\"} 1",
-        "tributary_finished{source=\"hook\"} 0",
     ] {
         assert!(scrape.contains(line), "{line} in {scrape}");
     }
+    // `tributary_finished` appears when a source first finishes.
+    assert!(!scrape.contains("tributary_finished{source=\"stream\"}"));
 }
 
 #[test]
@@ -215,8 +301,11 @@ fn a_removed_source_leaves_the_scrape_and_comes_back_fresh() {
     assert!(scrape.contains(
         "tributary_records_dead_lettered_total{kind=\"message_too_large\",source=\"kept\"} 1"
     ));
-    // The old handles count nowhere; registered again, the source starts at 0.
+    // The old handles count nowhere, nor make series; registered again, the source starts
+    // at 0.
     gone.records_received.inc();
+    gone.records_filtered.inc();
+    gone.poll("failed");
     assert!(!metrics.render().contains("source=\"gone\""));
     metrics.source("gone", SourceKind::Rest);
     assert!(metrics
@@ -237,9 +326,16 @@ fn removing_a_source_clears_every_family_with_a_source_label() {
     ];
     for (name, kind) in gone {
         let handles = metrics.source(name, kind);
-        // The families whose series start at their first count.
+        count_on_every_handle(&handles);
         handles.dead_lettered("message_too_large");
         handles.transaction("committed");
+        handles.schema_drift("unknown_field");
+        handles.http_request(None);
+        handles.kafka_error("other");
+        handles.pipeline_fault("other");
+        handles.poll("failed");
+        handles.webhook_request("accepted");
+        handles.finished.set(1);
     }
     metrics
         .source("kept", SourceKind::Rest)

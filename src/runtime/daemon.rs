@@ -142,7 +142,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningDaemon, StartError> {
     crate::tls::install_crypto_provider();
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_options(config.metrics);
     let health = Health::default();
     let producer = KafkaProducer::new(&config.kafka)?;
     // The producer connects now (librdkafka connects when there is something to ask), so that

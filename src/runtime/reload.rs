@@ -153,6 +153,7 @@ fn restart_settings(config: &Config) -> BTreeMap<&'static str, String> {
             fingerprint(&format!("{:?}", config.checkpoint)),
         ),
         ("[server]", fingerprint(&format!("{:?}", config.server))),
+        ("[metrics]", fingerprint(&format!("{:?}", config.metrics))),
         (
             "[rate_limits]",
             fingerprint(&format!("{:?}", config.rate_limits)),

@@ -1,4 +1,4 @@
-//! The HTTP server: `/metrics` (Prometheus text format), `/healthz`, `/readyz`,
+//! The HTTP server: `/metrics` (Prometheus text format, gzip when asked), `/healthz`, `/readyz`,
 //! `/api/v1/sources` (each source's status, [`crate::status`]), and the routes of webhook
 //! sources.
 //!
@@ -33,7 +33,12 @@ pub struct ServerState {
 /// The router with every endpoint.
 pub fn router(state: ServerState) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        // Compressed when the scraper asks (Prometheus sends `Accept-Encoding: gzip`): a scrape
+        // of a thousand sources is a few hundred kilobytes of text.
+        .route(
+            "/metrics",
+            get(metrics).layer(tower_http::compression::CompressionLayer::new().gzip(true)),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route(crate::status::API_PATH, get(sources))
