@@ -255,11 +255,7 @@ impl Metrics {
             kafka_delivery_seconds: histogram(&self.kafka_delivery_seconds),
             event_lag_seconds: histogram(&self.event_lag_seconds),
             checkpoint_commits: counter(&self.checkpoint_commits, checkpointed),
-            checkpoint_age_seconds: if checkpointed {
-                self.checkpoint_age_seconds.with_label_values(l)
-            } else {
-                IntGauge::new("detached", "exported nowhere").expect("static gauge definition")
-            },
+            checkpoint_age_seconds: gauge(&self.checkpoint_age_seconds, checkpointed),
             // Every kind: a `transform` may leave events out.
             records_filtered: counter(&self.records_filtered, true),
             sequence_gaps: counter(&self.sequence_gaps, kind == SourceKind::Websocket),

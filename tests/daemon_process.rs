@@ -151,6 +151,10 @@ async fn the_metrics_scrape_passes_promtool() {
     );
     let mut daemon = Daemon::spawn(&config, port);
     daemon.wait_for_produced("scrape", 200).await;
+    // A commit round has run since records arrived: the checkpoint series exist.
+    daemon
+        .wait_for_metric("tributary_checkpoint_commits_total", "scrape", 1)
+        .await;
     let scrape = daemon.scrape().await.unwrap();
     // Asked for gzip, as Prometheus asks, the scrape comes compressed.
     let compressed = reqwest::Client::builder()
@@ -183,6 +187,7 @@ async fn the_metrics_scrape_passes_promtool() {
         "tributary_channel_records",
         "tributary_channel_bytes",
         "tributary_kafka_delivery_seconds",
+        "tributary_checkpoint_commits_total",
         "tributary_checkpoint_age_seconds",
     ] {
         assert!(

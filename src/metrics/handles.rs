@@ -113,8 +113,9 @@ pub struct SourceMetrics {
     pub event_lag_seconds: Histogram,
     /// `tributary_checkpoint_commits_total{source}`.
     pub checkpoint_commits: LazyCounter,
-    /// `tributary_checkpoint_age_seconds{source}`.
-    pub checkpoint_age_seconds: IntGauge,
+    /// `tributary_checkpoint_age_seconds{source}`: made once the source has read a record
+    /// (before that there is nothing a checkpoint could trail).
+    pub checkpoint_age_seconds: LazyGauge,
     /// `tributary_records_filtered_total{source}`.
     pub records_filtered: LazyCounter,
     /// `tributary_sequence_gaps_total{source}`.
@@ -185,6 +186,7 @@ impl SourceMetrics {
     /// Awaits `wait` (a wait for a host's budget that returns how long it waited) with
     /// `tributary_rate_limit_waiting` at 1 meanwhile (back to 0 also when the wait is dropped,
     /// e.g. by shutdown), then adds the time waited to `tributary_rate_limit_wait_seconds_total`.
+    /// A budget that is there at once counts nothing: an idle source makes neither series.
     pub async fn wait_for_budget(
         &self,
         wait: impl std::future::Future<Output = std::time::Duration>,
@@ -194,6 +196,10 @@ impl SourceMetrics {
             fn drop(&mut self) {
                 self.0.dec();
             }
+        }
+        let mut wait = std::pin::pin!(wait);
+        if let std::task::Poll::Ready(waited) = futures::poll!(wait.as_mut()) {
+            return waited;
         }
         self.rate_limit_waiting.inc();
         let waiting = Waiting(&self.rate_limit_waiting);

@@ -157,6 +157,13 @@ impl LazyGauge {
         }
     }
 
+    /// Sets the value, making the series now even for 0.
+    pub fn show(&self, v: i64) {
+        if let Some(series) = self.made() {
+            series.set(v);
+        }
+    }
+
     /// Adds `v` (may be negative).
     pub fn add(&self, v: i64) {
         if v != 0 {

@@ -56,6 +56,7 @@ fn count_on_every_handle(source: &SourceMetrics) {
         &source.channel_records,
         &source.channel_bytes,
         &source.rate_limit_waiting,
+        &source.checkpoint_age_seconds,
     ] {
         gauge.set(1);
     }
@@ -70,16 +71,13 @@ fn an_idle_source_exports_only_its_core_series() {
     }
     let scrape = metrics.render();
     for (name, kind) in EVERY_KIND {
-        let mut core = vec![
+        let core = [
             "tributary_connected",
             "tributary_record_bytes_total",
             "tributary_records_produced_total",
             "tributary_records_received_total",
         ];
-        if !kind.is_pushed() {
-            core.insert(0, "tributary_checkpoint_age_seconds");
-        }
-        assert_eq!(families_of(&scrape, name), core, "{name}");
+        assert_eq!(families_of(&scrape, name), core, "{name} ({kind:?})");
     }
     // The latency histograms are per kind: one set of buckets for each kind in use.
     assert!(scrape.contains("tributary_kafka_delivery_seconds_count{kind=\"sse\"} 0"));
@@ -281,6 +279,16 @@ async fn rate_limit_waiting_is_1_only_while_a_wait_lasts() {
         _ = tokio::task::yield_now() => {}
     }
     assert_eq!(source.rate_limit_waiting.get(), 0);
+
+    // A budget there at once (the time its check took aside) is no wait: no series appears.
+    let idle = metrics.source("idle", SourceKind::Sse);
+    idle.wait_for_budget(async { std::time::Duration::from_nanos(300) })
+        .await;
+    let families = families_of(&metrics.render(), "idle");
+    assert!(
+        !families.iter().any(|family| family.contains("rate_limit")),
+        "{families:?}"
+    );
 }
 
 #[test]

@@ -275,7 +275,7 @@ fn sink(
     info: &SourceInfo,
     acks: Arc<dyn Acknowledger>,
     metrics: &SourceMetrics,
-    failures: mpsc::UnboundedSender<FailedDelivery>,
+    failures: mpsc::UnboundedSender<Box<FailedDelivery>>,
     health: &Health,
     deferred: Option<Deferred>,
 ) -> Arc<SourceSink> {

@@ -60,17 +60,27 @@ impl Supervisor {
 
     /// Runs the pump of `source`. A pump may return on its own (a
     /// missing topic stops it, and its source says so); a panic stops the daemon.
-    pub async fn pump(self, source: Arc<str>, task: impl Future<Output = ()>) {
+    ///
+    /// The pump is boxed (by the watch) before the returned future exists, so that the task
+    /// spawned with it holds a pointer, not a second copy of the pump's state (kilobytes per
+    /// source).
+    pub fn pump(
+        self,
+        source: Arc<str>,
+        task: impl Future<Output = ()>,
+    ) -> impl Future<Output = ()> {
         let task = self.liveness.watch(
             format!("the Kafka pump of source `{source}`"),
             Progress::Returns,
             PUMP_QUIET_LIMIT,
             task,
         );
-        if AssertUnwindSafe(task).catch_unwind().await.is_err() {
-            self.die(format!(
-                "the Kafka pump of source `{source}` panicked (a bug): see the log"
-            ));
+        async move {
+            if AssertUnwindSafe(task).catch_unwind().await.is_err() {
+                self.die(format!(
+                    "the Kafka pump of source `{source}` panicked (a bug): see the log"
+                ));
+            }
         }
     }
 

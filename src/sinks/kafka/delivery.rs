@@ -153,7 +153,9 @@ impl ProducerContext for DeliveryContext {
                         .filter_map(|name| text(name).map(|value| (*name, value)))
                         .collect(),
                 });
-                let failed = FailedDelivery {
+                // Boxed: the channel's blocks then hold pointers, not records (a source that
+                // never fails allocates a block of 32 slots all the same).
+                let failed = Box::new(FailedDelivery {
                     topic: message.topic().to_owned(),
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
@@ -163,7 +165,7 @@ impl ProducerContext for DeliveryContext {
                     dead_letter,
                     error: error.clone(),
                     ticket,
-                };
+                });
                 let failures = failed.ticket.sink.failures.clone();
                 if let Err(mpsc::error::SendError(failed)) = failures.send(failed) {
                     // The pump is gone (shutdown, or a pipeline fault stopped the source): the

@@ -70,7 +70,7 @@ pub struct SourceSink {
     /// This source's metric handles.
     pub metrics: SourceMetrics,
     /// Failed deliveries, handed back to the pump for the dead-letter topic.
-    pub failures: mpsc::UnboundedSender<FailedDelivery>,
+    pub failures: mpsc::UnboundedSender<Box<FailedDelivery>>,
     /// Source states, for `/readyz`: a pipeline fault marks this source failed.
     pub health: Health,
     /// The record stage the pump runs each record through.

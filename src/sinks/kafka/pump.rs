@@ -45,7 +45,7 @@ pub(super) struct Pump {
     pub(super) producer: KafkaProducer,
     pub(super) sink: Arc<SourceSink>,
     /// Deliveries that failed, handed back by the delivery callback.
-    pub(super) failures: mpsc::UnboundedReceiver<FailedDelivery>,
+    pub(super) failures: mpsc::UnboundedReceiver<Box<FailedDelivery>>,
     pub(super) timestamps: TimestampCache,
     /// Cancelled at the shutdown deadline, on a missing topic, or when the pump returns.
     pub(super) stop: CancellationToken,
@@ -111,7 +111,7 @@ pub async fn run_pump(
     producer: KafkaProducer,
     sink: Arc<SourceSink>,
     records: RecordReceiver,
-    failures: mpsc::UnboundedReceiver<FailedDelivery>,
+    failures: mpsc::UnboundedReceiver<Box<FailedDelivery>>,
     abandon: CancellationToken,
     txn: Option<super::transaction::Transaction>,
 ) -> PumpEnd {
@@ -145,7 +145,9 @@ pub async fn run_pump(
 
 impl Pump {
     async fn run(&mut self, mut records: RecordReceiver) -> PumpEnd {
-        let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
+        // Grown by the first batches, not allocated up front: a thousand idle sources would
+        // each hold a batch's worth (about 300 KiB) for nothing.
+        let mut batch: Vec<Envelope> = Vec::new();
         let mut staged: Vec<Record> = Vec::with_capacity(4);
         let (interval, idle) = (
             self.producer.transaction_interval(),

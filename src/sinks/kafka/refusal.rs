@@ -31,7 +31,7 @@ impl Pump {
     ///
     /// # Errors
     /// [`Halt`]: a pipeline fault (the source stops), or the shutdown deadline passed.
-    pub(super) async fn retry(&mut self, failed: FailedDelivery) -> Result<(), Halt> {
+    pub(super) async fn retry(&mut self, failed: Box<FailedDelivery>) -> Result<(), Halt> {
         if self.txn.is_some() {
             return self.refused_in_transaction(failed);
         }
@@ -45,7 +45,7 @@ impl Pump {
             event_type,
             dead_letter,
             error,
-        } = failed;
+        } = *failed;
         let evidence = if ticket.alone {
             Evidence::Alone
         } else {

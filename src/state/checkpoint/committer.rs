@@ -240,11 +240,16 @@ impl Committer {
             }
         }
         for source in self.shared.sources().iter() {
+            // A source that has read nothing yet has no age to show: an idle one exports no
+            // series for it (the stale-checkpoint alert needs records arriving anyway).
+            if source.metrics.records_received.get() == 0 {
+                continue;
+            }
             let age = now.duration_since(source.committed_at).as_secs();
             source
                 .metrics
                 .checkpoint_age_seconds
-                .set(i64::try_from(age).unwrap_or(i64::MAX));
+                .show(i64::try_from(age).unwrap_or(i64::MAX));
         }
     }
 }
@@ -286,5 +291,23 @@ mod tests {
         // The new instance's version is now the one the round committed for the old one.
         committer.release("wiki").await.unwrap();
         assert_eq!(files.load("wiki").unwrap(), position("new-1"));
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_age_appears_once_the_source_has_read_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn CheckpointStore> =
+            Arc::new(Arc::new(FileStore::open(dir.path()).unwrap()));
+        let committer = Committer::new(store, Duration::from_secs(60), 1000, Health::default());
+        let all = Metrics::new();
+        let metrics = all.source("idle", SourceKind::Sse);
+        committer.track("idle", Arc::new(AckTracker::new(None)), metrics.clone());
+        committer.commit_changed().await;
+        assert!(!all.render().contains("tributary_checkpoint_age_seconds{"));
+        metrics.records_received.inc();
+        committer.commit_changed().await;
+        assert!(all
+            .render()
+            .contains("tributary_checkpoint_age_seconds{source=\"idle\"} 0"));
     }
 }

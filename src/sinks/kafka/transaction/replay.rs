@@ -85,7 +85,7 @@ impl Pump {
     /// [`Halt::Faulted`]: a pipeline fault (the source stops); [`Halt::Rewind`] otherwise.
     pub(in crate::sinks::kafka) fn refused_in_transaction(
         &mut self,
-        failed: FailedDelivery,
+        failed: Box<FailedDelivery>,
     ) -> Result<(), Halt> {
         let FailedDelivery {
             ticket,
@@ -94,7 +94,7 @@ impl Pump {
             payload,
             error,
             ..
-        } = failed;
+        } = *failed;
         if matches!(
             error.rdkafka_error_code(),
             Some(
