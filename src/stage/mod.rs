@@ -18,6 +18,7 @@
 //! WebSocket source parses each message anyway (array splitting, sequence numbers) and reads its
 //! pointers with the same compiled [`Pointer`] type.
 
+mod direct;
 pub mod event_time;
 pub mod infer;
 pub mod key;
@@ -436,7 +437,10 @@ impl Stage {
         input: Input,
         metrics: &SourceMetrics,
     ) -> Result<(), Stop> {
+        // The schema's check parses the record: a record it passed is JSON.
+        let mut parsed_json = false;
         if let Some(schema) = &self.schema {
+            parsed_json = true;
             match schema.check(&record.payload) {
                 Err(dead_letter) => {
                     record.dead_letter = Some(dead_letter);
@@ -470,7 +474,7 @@ impl Stage {
         let must_be_json = input == Input::Transformed;
         let key = self.key.as_ref().filter(|key| key.is_template());
         if self.topic.is_none() && key.is_none() && self.event_time.is_none() {
-            if must_be_json {
+            if must_be_json && !parsed_json {
                 if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&record.payload)
                 {
                     record.dead_letter = Some(input.not_json(&error));

@@ -127,6 +127,10 @@ impl Schema {
                 format!("the record is not JSON: {error}"),
             )
         })?;
+        // `is_valid` stops at the first failure without describing it: the common case.
+        if self.validator.is_valid(&value) {
+            return Ok(value);
+        }
         let Some(error) = self.validator.iter_errors(&value).next() else {
             return Ok(value);
         };

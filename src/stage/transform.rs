@@ -28,6 +28,7 @@ use jaq_core::{
 };
 use jaq_json::{Map, Val};
 
+use super::direct::Direct;
 use crate::json::{check_nesting, MAX_NESTING};
 
 /// The most values a program may yield for one event; the event that yields more is a
@@ -53,6 +54,9 @@ type Filter = jaq_core::compile::Filter<jaq_core::Native<JustLut<Val>>>;
 /// A compiled jq program.
 pub struct Transform {
     filter: Filter,
+    /// The program in the direct path's shapes, run without jaq when it can be
+    /// ([`super::direct`]).
+    direct: Option<Direct>,
 }
 
 impl std::fmt::Debug for Transform {
@@ -178,7 +182,23 @@ impl Transform {
                     })
                     .collect::<Vec<_>>()
             })?;
-        Ok(Transform { filter })
+        Ok(Transform {
+            filter,
+            direct: Direct::compile(code),
+        })
+    }
+
+    /// True when the program takes the direct path ([`super::direct`]) on the events it can.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// The same program without its direct path: jaq runs it on every event (to compare the
+    /// two).
+    #[cfg(test)]
+    pub(crate) fn without_direct(mut self) -> Self {
+        self.direct = None;
+        self
     }
 
     /// Runs the program on `event` (JSON text) and appends each value it yields, as compact
@@ -191,6 +211,13 @@ impl Transform {
     /// left as it was.
     pub fn run(&self, event: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), Failure> {
         check_nesting(event, MAX_NESTING).map_err(|error| Failure::NotJson(error.to_string()))?;
+        if let Some(direct) = &self.direct {
+            // On any doubt about this event, jaq runs it below.
+            if let Ok(value) = direct.run(event) {
+                out.extend(value);
+                return Ok(());
+            }
+        }
         let input = jaq_json::read::parse_single(event)
             .map_err(|error| Failure::NotJson(error.to_string()))?;
         let env = Val::obj(Map::default());
