@@ -38,6 +38,7 @@ use jaq_core::{
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::json_out::write_text;
 use crate::json::{check_nesting, MAX_NESTING};
 
 /// The direct path cannot give jaq's result for this event with certainty: jaq runs it.
@@ -456,14 +457,14 @@ fn write(value: &V<'_, '_>, root: &Root<'_>, out: &mut Vec<u8>) -> Result<(), Ba
         V::Bool(true) | V::Lit(Lit::Bool(true)) => out.extend_from_slice(b"true"),
         V::Bool(false) | V::Lit(Lit::Bool(false)) => out.extend_from_slice(b"false"),
         V::Lit(Lit::Num(_, text)) => out.extend_from_slice(text.as_bytes()),
-        V::Lit(Lit::Str(s)) => write_str(s, out),
+        V::Lit(Lit::Str(s)) => write_text(s.as_bytes(), out),
         V::Object(members) => {
             out.push(b'{');
             for (i, (key, value)) in members.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_str(key, out);
+                write_text(key.as_bytes(), out);
                 out.push(b':');
                 write(value, root, out)?;
             }
@@ -471,37 +472,6 @@ fn write(value: &V<'_, '_>, root: &Root<'_>, out: &mut Vec<u8>) -> Result<(), Ba
         }
     }
     Ok(())
-}
-
-/// Writes `s` as a JSON string as jaq-json's writer does: `"` and `\` escaped, `\b \f \t \n
-/// \r` for those controls, `\u00xx` (lower-case hex) for the other controls and DEL, every
-/// other character as it is.
-pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            0x00..=0x1f | 0x7f => &[],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Copies `text` (valid JSON) to `out` when jaq would write its value as exactly that text.

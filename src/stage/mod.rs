@@ -21,6 +21,7 @@
 mod direct;
 pub mod event_time;
 pub mod infer;
+mod json_out;
 pub mod key;
 pub mod schema;
 pub mod template;

@@ -241,13 +241,7 @@ impl Transform {
                     )));
                 }
                 let mut text = Vec::with_capacity(256);
-                if let Err(error) =
-                    jaq_json::write::write(&mut text, &Default::default(), 0, &value)
-                {
-                    return Err(Failure::failed(format!(
-                        "its output cannot be written: {error}"
-                    )));
-                }
+                super::json_out::write_val(&value, &mut text);
                 bytes = bytes.saturating_add(text.len());
                 if bytes > MAX_OUTPUT_BYTES {
                     return Err(Failure::failed(format!(
