@@ -2,8 +2,8 @@
 //! text without building jaq's values, with exactly jaq's result. Whatever the direct path is
 //! not sure of, jaq does instead, for that event ([`Bail`]).
 //!
-//! A program takes the direct path when it is built only from (see
-//! `docs/src/reference/transforms.md`):
+//! A program takes the direct path when it is built only from (the book lists them too, in
+//! `docs/src/concepts/record-stage.md`):
 //! - `.` and field paths `.a`, `.a.b`, `."a b"`, `.["a"]` (no `?`, no indices or iteration);
 //! - literals: `null`, `true`, `false`, numbers (`1`, `-2`, `1.5`), strings without
 //!   interpolation or format;
@@ -51,6 +51,8 @@ pub struct Direct {
     filter: Filter,
     /// The program builds objects: its output may nest deeper than the event.
     constructs: bool,
+    /// The program reads fields: the event's members are listed first.
+    reads_fields: bool,
 }
 
 /// A filter yielding at most one value.
@@ -95,30 +97,37 @@ impl Direct {
     pub fn compile(code: &str) -> Option<Direct> {
         let term = jaq_core::load::parse(code, |parser| parser.term())?;
         let filter = filter(&term)?;
-        let constructs = filter.constructs();
-        Some(Direct { filter, constructs })
+        Some(Direct {
+            constructs: filter.any(&|f| matches!(f, Filter::Object(_))),
+            reads_fields: filter.any(&|f| matches!(f, Filter::Field(..))),
+            filter,
+        })
     }
 
     /// Runs the program on `event` (JSON text, nested at most [`MAX_NESTING`] levels: the
     /// caller checked) and returns the value it yields as compact JSON text, as jaq writes it,
-    /// or `None` when it yields nothing.
+    /// or `None` when it yields nothing. An `admitted` event was parsed as JSON already
+    /// ([`super::Stage::admit`]): it is parsed again only when the program reads its fields.
     ///
     /// # Errors
     /// [`Bail`]: jaq must run the program on this event instead.
-    pub fn run(&self, event: &[u8]) -> Result<Option<Vec<u8>>, Bail> {
-        let text = std::str::from_utf8(event).map_err(|_| Bail)?;
+    pub fn run(&self, event: &[u8], admitted: bool) -> Result<Option<Vec<u8>>, Bail> {
         const WHITE: [char; 4] = [' ', '\t', '\n', '\r'];
+        let text = std::str::from_utf8(event).map_err(|_| Bail)?;
+        let trimmed = text.trim_matches(WHITE);
         // serde_json checks the whole text is one value with white space around it.
-        let root = if text.trim_start_matches(WHITE).starts_with('{') {
+        let root = if self.reads_fields && trimmed.starts_with('{') {
             let members: Members<'_> = serde_json::from_str(text).map_err(|_| Bail)?;
             Root {
-                text: text.trim_matches(WHITE),
+                text: trimmed,
                 members: Some(members.0),
             }
         } else {
-            let raw: &RawValue = serde_json::from_str(text).map_err(|_| Bail)?;
+            if !admitted {
+                serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| Bail)?;
+            }
             Root {
-                text: raw.get(),
+                text: trimmed,
                 members: None,
             }
         };
@@ -140,14 +149,15 @@ impl Direct {
 }
 
 impl Filter {
-    /// True when the filter builds an object somewhere.
-    fn constructs(&self) -> bool {
-        match self {
-            Filter::Id | Filter::Lit(_) => false,
-            Filter::Field(f, _) | Filter::Select(f) => f.constructs(),
-            Filter::Pipe(l, r) | Filter::Cmp(l, _, r) => l.constructs() || r.constructs(),
-            Filter::Object(_) => true,
-        }
+    /// True when `test` holds for this filter or one inside it.
+    fn any(&self, test: &impl Fn(&Filter) -> bool) -> bool {
+        test(self)
+            || match self {
+                Filter::Id | Filter::Lit(_) => false,
+                Filter::Field(f, _) | Filter::Select(f) => f.any(test),
+                Filter::Pipe(l, r) | Filter::Cmp(l, _, r) => l.any(test) || r.any(test),
+                Filter::Object(members) => members.iter().any(|(_, f)| f.any(test)),
+            }
     }
 }
 

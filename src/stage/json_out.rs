@@ -9,8 +9,11 @@ use jaq_json::{Num, Val};
 
 /// Appends `value` to `out` as jaq-json writes it: compact, object keys in the object's order,
 /// numbers as jaq prints them (integers as digits, decimals as read, floats by `ryu`, `NaN`,
-/// `Infinity`), text strings with [`write_text`]'s escapes, byte strings as `b"…"`.
-pub fn write_val(value: &Val, out: &mut Vec<u8>) {
+/// `Infinity`), text strings with [`write_text`]'s escapes, byte strings as `b"…"`. Returns
+/// true when the text is known to be JSON; false when it may not be (NaN, infinities, byte
+/// strings, keys that are not strings, invalid UTF-8, and decimals, which jaq writes as it read
+/// them).
+pub fn write_val(value: &Val, out: &mut Vec<u8>) -> bool {
     match value {
         Val::Null => out.extend_from_slice(b"null"),
         Val::Bool(true) => out.extend_from_slice(b"true"),
@@ -19,8 +22,15 @@ pub fn write_val(value: &Val, out: &mut Vec<u8>) {
             out.extend_from_slice(itoa::Buffer::new().format(*int).as_bytes())
         }
         // Writing to a `Vec` cannot fail.
-        Val::Num(number) => drop(write!(out, "{number}")),
-        Val::TStr(text) => write_text(text, out),
+        Val::Num(number) => {
+            drop(write!(out, "{number}"));
+            return matches!(number, Num::BigInt(_))
+                || matches!(number, Num::Float(float) if float.is_finite());
+        }
+        Val::TStr(text) => {
+            write_text(text, out);
+            return std::str::from_utf8(text).is_ok();
+        }
         Val::BStr(bytes) => {
             out.extend_from_slice(b"b\"");
             for &byte in bytes.iter() {
@@ -33,30 +43,36 @@ pub fn write_val(value: &Val, out: &mut Vec<u8>) {
                 }
             }
             out.push(b'"');
+            return false;
         }
         Val::Arr(items) => {
+            let mut json = true;
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_val(item, out);
+                json &= write_val(item, out);
             }
             out.push(b']');
+            return json;
         }
         Val::Obj(members) => {
+            let mut json = true;
             out.push(b'{');
             for (i, (key, item)) in members.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_val(key, out);
+                json &= matches!(key, Val::TStr(_)) & write_val(key, out);
                 out.push(b':');
-                write_val(item, out);
+                json &= write_val(item, out);
             }
             out.push(b'}');
+            return json;
         }
     }
+    true
 }
 
 /// The short escape jaq-json writes for `byte`, if it has one.
@@ -108,7 +124,13 @@ mod tests {
 
     fn ours(value: &Val) -> Vec<u8> {
         let mut out = Vec::new();
-        write_val(value, &mut out);
+        let json = write_val(value, &mut out);
+        // What it calls JSON is JSON.
+        assert!(
+            !json || serde_json::from_slice::<serde_json::Value>(&out).is_ok(),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
         out
     }
 

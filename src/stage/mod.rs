@@ -44,7 +44,7 @@ pub use event_time::{EventTime, TimestampUnit};
 pub use key::Key;
 pub use schema::{OnDrift, Schema};
 pub use template::{Template, Unfilled};
-pub use transform::Transform;
+pub use transform::{Transform, Yielded};
 
 /// Declares the struct it is given with the record stage's keys first, then the struct's own
 /// fields. The keys are written here once: [`StageConfig`] is this list alone, and every source
@@ -375,17 +375,32 @@ impl Stage {
             return Ok(());
         };
         let mut values = Vec::new();
-        if let Err(error) = transform.run(&record.payload, &mut values) {
-            record.dead_letter = Some(match error {
-                transform::Failure::NotJson(reason) if self.json => DeadLetter::new(
-                    "invalid_json",
-                    format!("event data is not valid JSON: {reason}"),
-                ),
-                other => DeadLetter::new("transform_error", other.to_string()),
-            });
-            out.push(record);
-            return Ok(());
-        }
+        // An event of a JSON source was admitted: checked as JSON, in the pump or the source.
+        let ran = if self.json {
+            transform.run_admitted(&record.payload, &mut values)
+        } else {
+            transform
+                .run(&record.payload, &mut values)
+                .map(|()| Yielded::Unchecked)
+        };
+        let yielded = match ran {
+            Ok(yielded) => yielded,
+            Err(error) => {
+                record.dead_letter = Some(match error {
+                    transform::Failure::NotJson(reason) if self.json => DeadLetter::new(
+                        "invalid_json",
+                        format!("event data is not valid JSON: {reason}"),
+                    ),
+                    other => DeadLetter::new("transform_error", other.to_string()),
+                });
+                out.push(record);
+                return Ok(());
+            }
+        };
+        let input = match yielded {
+            Yielded::Json => Input::Json,
+            Yielded::Unchecked => Input::Transformed,
+        };
         let Some(last) = values.len().checked_sub(1) else {
             metrics.records_filtered.inc();
             let mut marker = Record::marker_at(record.position.take());
@@ -417,7 +432,7 @@ impl Stage {
             } else {
                 shaped.ack = record.ack.as_ref().map(EventAck::share);
             }
-            if let Err(stop) = self.route(&mut shaped, Input::Transformed, metrics) {
+            if let Err(stop) = self.route(&mut shaped, input, metrics) {
                 out.truncate(first);
                 return Err(stop);
             }
@@ -576,6 +591,8 @@ enum Input {
     Event,
     /// A value the transform yielded.
     Transformed,
+    /// A value the transform yielded, known to be JSON ([`Yielded::Json`]).
+    Json,
 }
 
 impl Input {
@@ -586,7 +603,7 @@ impl Input {
                 "invalid_json",
                 format!("event data is not valid JSON: {error}"),
             ),
-            Input::Transformed => DeadLetter::new(
+            Input::Transformed | Input::Json => DeadLetter::new(
                 "transform_error",
                 format!(
                     "the transform yielded a value that is not JSON (NaN, infinity or a \

@@ -65,6 +65,16 @@ impl std::fmt::Debug for Transform {
     }
 }
 
+/// What is known of the values a transform yielded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Yielded {
+    /// Every value is JSON.
+    Json,
+    /// A value may not be JSON (jaq can yield NaN, infinities, byte strings, non-string keys):
+    /// parse them to know.
+    Unchecked,
+}
+
 /// Why a transform yielded nothing for an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -210,12 +220,35 @@ impl Transform {
     /// yielded more than [`MAX_OUTPUTS`] values or [`MAX_OUTPUT_BYTES`] bytes. `out` is then
     /// left as it was.
     pub fn run(&self, event: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), Failure> {
-        check_nesting(event, MAX_NESTING).map_err(|error| Failure::NotJson(error.to_string()))?;
+        self.run_event(event, false, out).map(|_| ())
+    }
+
+    /// [`Transform::run`] on an event already admitted ([`super::Stage::admit`]: JSON, nested
+    /// at most [`MAX_NESTING`] levels), which is not checked again. Returns [`Yielded::Json`]
+    /// when every value appended is known to be JSON (no NaN, infinity, byte string, non-string
+    /// key or invalid UTF-8), so that nobody needs to parse it again to know.
+    ///
+    /// # Errors
+    /// As [`Transform::run`].
+    pub fn run_admitted(&self, event: &[u8], out: &mut Vec<Vec<u8>>) -> Result<Yielded, Failure> {
+        self.run_event(event, true, out)
+    }
+
+    fn run_event(
+        &self,
+        event: &[u8],
+        admitted: bool,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<Yielded, Failure> {
+        if !admitted {
+            check_nesting(event, MAX_NESTING)
+                .map_err(|error| Failure::NotJson(error.to_string()))?;
+        }
         if let Some(direct) = &self.direct {
             // On any doubt about this event, jaq runs it below.
-            if let Ok(value) = direct.run(event) {
+            if let Ok(value) = direct.run(event, admitted) {
                 out.extend(value);
-                return Ok(());
+                return Ok(Yielded::Json);
             }
         }
         let input = jaq_json::read::parse_single(event)
@@ -224,6 +257,7 @@ impl Transform {
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([env]));
         let before = out.len();
         let mut bytes = 0usize;
+        let mut yielded = Yielded::Json;
         let result = (|| {
             for value in self.filter.id.run((ctx, input)) {
                 let value = value.map_err(exception)?;
@@ -241,7 +275,9 @@ impl Transform {
                     )));
                 }
                 let mut text = Vec::with_capacity(256);
-                super::json_out::write_val(&value, &mut text);
+                if !super::json_out::write_val(&value, &mut text) {
+                    yielded = Yielded::Unchecked;
+                }
                 bytes = bytes.saturating_add(text.len());
                 if bytes > MAX_OUTPUT_BYTES {
                     return Err(Failure::failed(format!(
@@ -256,7 +292,7 @@ impl Transform {
         if result.is_err() {
             out.truncate(before);
         }
-        result
+        result.map(|()| yielded)
     }
 }
 

@@ -6,7 +6,7 @@ use proptest::{
 };
 
 use super::*;
-use crate::stage::transform::Transform;
+use crate::stage::transform::{Transform, Yielded};
 
 /// What jaq alone yields for `program` on `event`: the values' texts, or the failure.
 fn jaq(transform: &Transform, event: &str) -> Result<Vec<Vec<u8>>, String> {
@@ -20,7 +20,7 @@ fn jaq(transform: &Transform, event: &str) -> Result<Vec<Vec<u8>>, String> {
 fn direct(program: &str, event: &str) -> Result<Option<String>, Bail> {
     Direct::compile(program)
         .expect("a direct shape")
-        .run(event.as_bytes())
+        .run(event.as_bytes(), false)
         .map(|value| value.map(|text| String::from_utf8(text).unwrap()))
 }
 
@@ -259,7 +259,15 @@ fn the_direct_path_gives_exactly_jaqs_result() {
             let jaq_only = Transform::compile(&program).unwrap().without_direct();
             for event in events {
                 let expected = jaq(&jaq_only, &event);
-                match direct.run(event.as_bytes()) {
+                let admitted = serde_json::from_str::<serde::de::IgnoredAny>(&event).is_ok();
+                if admitted {
+                    // Admitted or not, the direct path gives the same answer.
+                    prop_assert_eq!(
+                        direct.run(event.as_bytes(), true),
+                        direct.run(event.as_bytes(), false)
+                    );
+                }
+                match direct.run(event.as_bytes(), false) {
                     Ok(value) => {
                         ANSWERED.fetch_add(1, Relaxed);
                         let value: Vec<Vec<u8>> = value.into_iter().collect();
@@ -277,11 +285,24 @@ fn the_direct_path_gives_exactly_jaqs_result() {
                 }
                 prop_assert_eq!(
                     jaq(&both, &event),
-                    expected,
+                    expected.clone(),
                     "program {} on {}",
                     program,
                     event
                 );
+                if admitted {
+                    let mut values = Vec::new();
+                    let ran = both.run_admitted(event.as_bytes(), &mut values);
+                    if ran == Ok(Yielded::Json) {
+                        for value in &values {
+                            prop_assert!(serde_json::from_slice::<serde_json::Value>(value).is_ok());
+                        }
+                    }
+                    prop_assert_eq!(
+                        ran.map(|_| values).map_err(|failure| failure.to_string()),
+                        expected
+                    );
+                }
             }
             Ok(())
         })
