@@ -3,12 +3,13 @@
 //! a broker, a feed or the async runtime.
 //!
 //! ```text
-//! cargo bench --bench record_stage -- [--records N]
+//! cargo bench --bench record_stage -- [--records N] [--case NAME]
 //! ```
 //!
 //! Each case builds a stage as the daemon does ([`Stage::build`], `format = "json"`, admission in
 //! the pump) and runs N records (default 200,000, cycling through the 100 recorded events)
-//! through [`Stage::apply`] on this thread, after a warm-up of one pass over the events:
+//! through [`Stage::apply`] on this thread, after a warm-up of one pass over the events (`--case`
+//! runs only the cases whose name starts with NAME, e.g. to profile one):
 //! - `passthrough JSON`: no transform; the stage admits each event (the JSON check);
 //! - `.`: the identity program;
 //! - `typical`: `select(.wiki != null) | {id, title, user, wiki, timestamp}`, the program of the
@@ -42,7 +43,7 @@ const DEFAULT_RECORDS: usize = 200_000;
 /// The typical program: keeps edits of a wiki and five of their fields.
 const TYPICAL: &str = "select(.wiki != null) | {id, title, user, wiki, timestamp}";
 
-const USAGE: &str = "usage: cargo bench --bench record_stage -- [--records N]";
+const USAGE: &str = "usage: cargo bench --bench record_stage -- [--records N] [--case NAME]";
 
 fn main() -> ExitCode {
     match run() {
@@ -56,6 +57,8 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let mut records = DEFAULT_RECORDS;
+    // Only the cases whose name starts with this (to profile one).
+    let mut only = String::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -66,6 +69,7 @@ fn run() -> Result<(), String> {
                     .filter(|n| *n > 0)
                     .ok_or(USAGE)?
             }
+            "--case" => only = args.next().ok_or(USAGE)?,
             // `cargo bench` passes `--bench` to every harness-less benchmark.
             "--bench" => {}
             _ => return Err(USAGE.to_owned()),
@@ -99,6 +103,9 @@ fn run() -> Result<(), String> {
         "case", "CPU µs/record", "records/s", "out", "dead-letter"
     );
     for (name, program, with_schema) in cases {
+        if !name.starts_with(&only) {
+            continue;
+        }
         let config = StageConfig {
             transform: program.map(str::to_owned),
             schema: with_schema.then(|| schema.clone()),

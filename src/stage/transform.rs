@@ -12,6 +12,10 @@
 //! - `env` and `$ENV` are `{}`: a program cannot copy the daemon's secrets into records;
 //! - an event may yield at most [`MAX_OUTPUTS`] values and [`MAX_OUTPUT_BYTES`] bytes.
 //!
+//! The commonest programs (field paths, `select` with a comparison, objects of paths, pipes of
+//! these) run on the direct path ([`super::direct`]) without jaq's values, with jaq's result;
+//! jaq runs every other program, and these on any event the direct path is not sure of.
+//!
 //! What is not bounded: jaq has no step budget, fuel or cancellation hook (jaq-core 3.1), so a
 //! program that loops without yielding (`last(repeat(1))`, `def f: f; f`) stalls its source, and
 //! memory held by values the program builds before yielding them (`[range(1e9)]`) is not capped.
