@@ -467,7 +467,9 @@ fn write(value: &V<'_, '_>, root: &Root<'_>, out: &mut Vec<u8>) -> Result<(), Ba
         V::Bool(true) | V::Lit(Lit::Bool(true)) => out.extend_from_slice(b"true"),
         V::Bool(false) | V::Lit(Lit::Bool(false)) => out.extend_from_slice(b"false"),
         V::Lit(Lit::Num(_, text)) => out.extend_from_slice(text.as_bytes()),
-        V::Lit(Lit::Str(s)) => write_text(s.as_bytes(), out),
+        V::Lit(Lit::Str(s)) => {
+            write_text(s.as_bytes(), out);
+        }
         V::Object(members) => {
             out.push(b'{');
             for (i, (key, value)) in members.iter().enumerate() {

@@ -27,10 +27,7 @@ pub fn write_val(value: &Val, out: &mut Vec<u8>) -> bool {
             return matches!(number, Num::BigInt(_))
                 || matches!(number, Num::Float(float) if float.is_finite());
         }
-        Val::TStr(text) => {
-            write_text(text, out);
-            return std::str::from_utf8(text).is_ok();
-        }
+        Val::TStr(text) => return write_text(text, out),
         Val::BStr(bytes) => {
             out.extend_from_slice(b"b\"");
             for &byte in bytes.iter() {
@@ -91,9 +88,18 @@ fn escape(byte: u8) -> Option<&'static [u8]> {
 
 /// Appends `text` as a JSON string as jaq-json writes it: `"` and `\` escaped, `\b \f \t \n
 /// \r` for those controls, `\u00xx` (lower-case hex) for the other controls and DEL, every other
-/// byte as it is (invalid UTF-8 included, as jaq does).
-pub fn write_text(text: &[u8], out: &mut Vec<u8>) {
+/// byte as it is (invalid UTF-8 included, as jaq does). Returns true when `text` is UTF-8.
+pub fn write_text(text: &[u8], out: &mut Vec<u8>) -> bool {
     out.push(b'"');
+    // Printable ASCII without quotes or backslashes, the common case, is copied at once.
+    if text
+        .iter()
+        .all(|&byte| matches!(byte, 0x20..=0x7e) && byte != b'"' && byte != b'\\')
+    {
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return true;
+    }
     let mut start = 0;
     for (i, &byte) in text.iter().enumerate() {
         if !matches!(byte, 0x00..=0x1f | b'"' | b'\\' | 0x7f) {
@@ -108,6 +114,7 @@ pub fn write_text(text: &[u8], out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&text[start..]);
     out.push(b'"');
+    std::str::from_utf8(text).is_ok()
 }
 
 #[cfg(test)]
@@ -137,7 +144,7 @@ mod tests {
     #[test]
     fn special_values_are_written_as_jaq_writes_them() {
         let values = jaq_json::read::parse_many(
-            br#"NaN Infinity -Infinity 1.50 -0 1e400 123456789012345678901234567890 "\u0000\u007f\u001f\b" {"a":[1,{"b":null}]} b"\x00\xff\"a""#,
+            br#"NaN Infinity -Infinity 1.50 -0 1e400 123456789012345678901234567890 "\u0000\u007f\u001f\b" "a\u007fb" "plain" "q\"" {"a":[1,{"b":null}]} b"\x00\xff\"a""#,
         )
         .map(Result::unwrap)
         .chain([
@@ -167,6 +174,7 @@ mod tests {
             any::<i64>().prop_map(serde_json::Value::from),
             any::<f64>().prop_map(serde_json::Value::from),
             any::<String>().prop_map(serde_json::Value::from),
+            "[a-z \"\\\\\u{7f}\u{1}\n\u{8}é]{0,8}".prop_map(serde_json::Value::from),
         ];
         leaf.prop_recursive(4, 40, 5, |inner| {
             prop_oneof![
