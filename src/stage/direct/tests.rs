@@ -313,3 +313,52 @@ fn the_direct_path_gives_exactly_jaqs_result() {
         "the direct path answered {answered} times and left {bailed} to jaq"
     );
 }
+
+/// The recorded Wikimedia events (the benchmark's) all take the direct path with the typical
+/// programs, and the stage's records carry exactly what jaq yields for them.
+#[test]
+fn the_recorded_events_take_the_direct_path_with_jaqs_records() {
+    use crate::{
+        metrics::{Metrics, SourceKind},
+        record::Record,
+        stage::{Admission, SourceRules, Stage, StageConfig},
+    };
+    let metrics = Metrics::new().source("s", SourceKind::Sse);
+    for program in [
+        ".",
+        "select(.wiki != null) | {id, title, user, wiki, timestamp}",
+        r#"select(.type == "edit" and .bot == false)"#,
+        r#"select(.meta.domain == "en.wikipedia.org") | {id: .meta.id, new: .length.new}"#,
+    ] {
+        let config = StageConfig {
+            transform: Some(program.to_owned()),
+            ..StageConfig::default()
+        };
+        let rules = SourceRules {
+            json: true,
+            key: None,
+            admission: Admission::Pump,
+        };
+        let stage = Stage::build("s", &config, "t", rules).unwrap();
+        let jaq_only = Transform::compile(program).unwrap().without_direct();
+        let direct = Direct::compile(program);
+        for event in crate::cli::demo::replay::recorded_wikimedia_events() {
+            if let Some(direct) = &direct {
+                assert!(direct.run(event.as_bytes(), true).is_ok(), "{program}");
+            }
+            let mut out = Vec::new();
+            let record = Record::new(event.as_bytes().to_vec().into(), std::time::UNIX_EPOCH);
+            stage.apply(record, &mut out, &metrics).unwrap();
+            let produced: Vec<&[u8]> = out
+                .iter()
+                .filter(|record| !record.marker)
+                .map(|record| {
+                    assert!(record.dead_letter.is_none(), "{program}");
+                    &record.payload[..]
+                })
+                .collect();
+            let expected = jaq(&jaq_only, event).unwrap();
+            assert_eq!(produced, expected, "{program} on {event}");
+        }
+    }
+}
