@@ -115,7 +115,7 @@ impl Key {
             Key::Template(template) => format!(
                 "the key template `{}` cannot be filled: {}",
                 template.as_str(),
-                super::describe(unfilled)
+                super::route::describe(unfilled)
             ),
         }
     }

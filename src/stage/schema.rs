@@ -127,6 +127,10 @@ impl Schema {
                 format!("the record is not JSON: {error}"),
             )
         })?;
+        // `is_valid` stops at the first failure without describing it: the common case.
+        if self.validator.is_valid(&value) {
+            return Ok(value);
+        }
         let Some(error) = self.validator.iter_errors(&value).next() else {
             return Ok(value);
         };
@@ -242,15 +246,29 @@ fn walk(
                 || keyword("additionalProperties").any(Value::is_object)
                 || keyword("unevaluatedProperties").any(Value::is_object);
             for (name, value) in members {
+                let mut subs = keyword("properties")
+                    .filter_map(|properties| properties.get(name))
+                    .peekable();
+                let named = subs.peek().is_some();
+                // A named scalar has no fields of its own: nothing to walk.
+                let nested = matches!(value, Value::Object(_) | Value::Array(_));
+                let drifts = !named && has_properties && !speaks_of_extras;
+                if !(named && nested || drifts) {
+                    continue;
+                }
                 let len = path.len();
                 path.push('/');
-                path.push_str(&name.replace('~', "~0").replace('/', "~1"));
-                let subs: Vec<&Value> = keyword("properties")
-                    .filter_map(|properties| properties.get(name))
-                    .collect();
-                if !subs.is_empty() {
-                    walk(root, &subs, value, path, found);
-                } else if has_properties && !speaks_of_extras {
+                // JSON Pointer's escapes (RFC 6901): `~` as `~0`, `/` as `~1`.
+                for c in name.chars() {
+                    match c {
+                        '~' => path.push_str("~0"),
+                        '/' => path.push_str("~1"),
+                        c => path.push(c),
+                    }
+                }
+                if named {
+                    walk(root, &subs.collect::<Vec<_>>(), value, path, found);
+                } else {
                     found.push(path.clone());
                 }
                 path.truncate(len);

@@ -12,6 +12,10 @@
 //! - `env` and `$ENV` are `{}`: a program cannot copy the daemon's secrets into records;
 //! - an event may yield at most [`MAX_OUTPUTS`] values and [`MAX_OUTPUT_BYTES`] bytes.
 //!
+//! The commonest programs (field paths, `select` with a comparison, objects of paths, pipes of
+//! these) run on the direct path ([`super::direct`]) without jaq's values, with jaq's result;
+//! jaq runs every other program, and these on any event the direct path is not sure of.
+//!
 //! What is not bounded: jaq has no step budget, fuel or cancellation hook (jaq-core 3.1), so a
 //! program that loops without yielding (`last(repeat(1))`, `def f: f; f`) stalls its source, and
 //! memory held by values the program builds before yielding them (`[range(1e9)]`) is not capped.
@@ -28,6 +32,7 @@ use jaq_core::{
 };
 use jaq_json::{Map, Val};
 
+use super::direct::Direct;
 use crate::json::{check_nesting, MAX_NESTING};
 
 /// The most values a program may yield for one event; the event that yields more is a
@@ -53,12 +58,25 @@ type Filter = jaq_core::compile::Filter<jaq_core::Native<JustLut<Val>>>;
 /// A compiled jq program.
 pub struct Transform {
     filter: Filter,
+    /// The program in the direct path's shapes, run without jaq when it can be
+    /// ([`super::direct`]).
+    direct: Option<Direct>,
 }
 
 impl std::fmt::Debug for Transform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Transform")
     }
+}
+
+/// What is known of the values a transform yielded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Yielded {
+    /// Every value is JSON.
+    Json,
+    /// A value may not be JSON (jaq can yield NaN, infinities, byte strings, non-string keys):
+    /// parse them to know.
+    Unchecked,
 }
 
 /// Why a transform yielded nothing for an event.
@@ -178,7 +196,23 @@ impl Transform {
                     })
                     .collect::<Vec<_>>()
             })?;
-        Ok(Transform { filter })
+        Ok(Transform {
+            filter,
+            direct: Direct::compile(code),
+        })
+    }
+
+    /// True when the program takes the direct path ([`super::direct`]) on the events it can.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// The same program without its direct path: jaq runs it on every event (to compare the
+    /// two).
+    #[cfg(test)]
+    pub(crate) fn without_direct(mut self) -> Self {
+        self.direct = None;
+        self
     }
 
     /// Runs the program on `event` (JSON text) and appends each value it yields, as compact
@@ -190,13 +224,44 @@ impl Transform {
     /// yielded more than [`MAX_OUTPUTS`] values or [`MAX_OUTPUT_BYTES`] bytes. `out` is then
     /// left as it was.
     pub fn run(&self, event: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), Failure> {
-        check_nesting(event, MAX_NESTING).map_err(|error| Failure::NotJson(error.to_string()))?;
+        self.run_event(event, false, out).map(|_| ())
+    }
+
+    /// [`Transform::run`] on an event already admitted ([`super::Stage::admit`]: JSON, nested
+    /// at most [`MAX_NESTING`] levels), which is not checked again. Returns [`Yielded::Json`]
+    /// when every value appended is known to be JSON (no NaN, infinity, byte string, non-string
+    /// key or invalid UTF-8), so that nobody needs to parse it again to know.
+    ///
+    /// # Errors
+    /// As [`Transform::run`].
+    pub fn run_admitted(&self, event: &[u8], out: &mut Vec<Vec<u8>>) -> Result<Yielded, Failure> {
+        self.run_event(event, true, out)
+    }
+
+    fn run_event(
+        &self,
+        event: &[u8],
+        admitted: bool,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<Yielded, Failure> {
+        if !admitted {
+            check_nesting(event, MAX_NESTING)
+                .map_err(|error| Failure::NotJson(error.to_string()))?;
+        }
+        if let Some(direct) = &self.direct {
+            // On any doubt about this event, jaq runs it below.
+            if let Ok(value) = direct.run(event, admitted) {
+                out.extend(value);
+                return Ok(Yielded::Json);
+            }
+        }
         let input = jaq_json::read::parse_single(event)
             .map_err(|error| Failure::NotJson(error.to_string()))?;
         let env = Val::obj(Map::default());
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([env]));
         let before = out.len();
         let mut bytes = 0usize;
+        let mut yielded = Yielded::Json;
         let result = (|| {
             for value in self.filter.id.run((ctx, input)) {
                 let value = value.map_err(exception)?;
@@ -214,12 +279,8 @@ impl Transform {
                     )));
                 }
                 let mut text = Vec::with_capacity(256);
-                if let Err(error) =
-                    jaq_json::write::write(&mut text, &Default::default(), 0, &value)
-                {
-                    return Err(Failure::failed(format!(
-                        "its output cannot be written: {error}"
-                    )));
+                if !super::json_out::write_val(&value, &mut text) {
+                    yielded = Yielded::Unchecked;
                 }
                 bytes = bytes.saturating_add(text.len());
                 if bytes > MAX_OUTPUT_BYTES {
@@ -235,7 +296,7 @@ impl Transform {
         if result.is_err() {
             out.truncate(before);
         }
-        result
+        result.map(|()| yielded)
     }
 }
 
