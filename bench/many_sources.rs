@@ -211,6 +211,10 @@ struct IdleRow {
     stop: Duration,
     /// The daemon's soft and hard limits on open files.
     daemon_fd_limit: (String, String),
+    /// Sample lines of `/metrics` labelled with the first source.
+    series_per_source: usize,
+    /// The families of `/metrics` that take the most bytes, with their bytes.
+    largest_families: Vec<(String, usize)>,
 }
 
 async fn idle_phase(args: &Args, broker: &Broker, work: &Path) -> anyhow::Result<()> {
@@ -246,6 +250,7 @@ async fn idle_phase(args: &Args, broker: &Broker, work: &Path) -> anyhow::Result
         "stop ms",
     );
     let mut daemon_fd_limit = None;
+    let mut notes = Vec::new();
     for &n in &args.idle {
         if soft < n as u64 + SPARE_FDS {
             bail!(
@@ -257,10 +262,25 @@ async fn idle_phase(args: &Args, broker: &Broker, work: &Path) -> anyhow::Result
         }
         let row = idle_run(n, args.settle, broker, &topic, work).await?;
         print_idle_row(&row);
+        notes.push(format!(
+            "/metrics at N = {n}: {} sample lines per source; largest families: {}",
+            row.series_per_source,
+            row.largest_families
+                .iter()
+                .map(|(family, bytes)| format!(
+                    "{family} {:.0}%",
+                    *bytes as f64 * 100.0 / row.metrics_bytes.max(1) as f64
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
         daemon_fd_limit.get_or_insert(row.daemon_fd_limit);
     }
+    println!();
+    for note in notes {
+        println!("{note}");
+    }
     if let Some((soft, hard)) = daemon_fd_limit {
-        println!();
         println!("the daemon's limit on open files (/proc/<pid>/limits): soft {soft}, hard {hard}");
     }
     println!(
@@ -351,7 +371,41 @@ async fn idle_run(
         reconnects: metric_sum(&text, "tributary_reconnects_total"),
         stop,
         daemon_fd_limit,
+        series_per_source: text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| line.contains(&format!("source=\"{}\"", common::SOURCE)))
+            .count(),
+        largest_families: largest_families(&text, LARGEST_FAMILIES),
     })
+}
+
+/// Families [`IdleRow::largest_families`] names.
+const LARGEST_FAMILIES: usize = 4;
+
+/// The `count` metric families that take the most bytes of a scrape (their `# HELP` and
+/// `# TYPE` lines included; a histogram's `_bucket`, `_sum` and `_count` lines count to it),
+/// largest first.
+fn largest_families(scrape: &str, count: usize) -> Vec<(String, usize)> {
+    let mut bytes: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in scrape.lines() {
+        let name = match line.strip_prefix("# ") {
+            Some(comment) => comment.split(' ').nth(1).unwrap_or(""),
+            None => line.split(['{', ' ']).next().unwrap_or(""),
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        *bytes.entry(family).or_insert(0) += line.len() + 1;
+    }
+    let mut largest: Vec<(String, usize)> = bytes
+        .into_iter()
+        .map(|(family, bytes)| (family.to_owned(), bytes))
+        .collect();
+    largest.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    largest.truncate(count);
+    largest
 }
 
 fn print_idle_row(row: &IdleRow) {
