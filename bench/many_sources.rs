@@ -19,7 +19,8 @@
 //!    descriptors are read from `/proc`; then `/metrics` is fetched 5 times (the median time is
 //!    printed, and the body's size), once more with `Accept-Encoding: gzip` (the compressed size,
 //!    or `n/a` when the daemon answers uncompressed), and the daemon is stopped with SIGTERM.
-//!    Each row is printed beside the goal for that N. Every stream is one socket in this
+//!    Each row is printed beside the goal for that N; after the table, the sample lines
+//!    of `/metrics` per source and its largest families. Every stream is one socket in this
 //!    process and one in the daemon, so the soft limit on open files is raised to the hard
 //!    limit first; the daemon inherits it (its `/proc/<pid>/limits` is printed).
 //! 2. active sources: A SSE sources (default 100), each reading its own replay server of the
