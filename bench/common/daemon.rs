@@ -285,6 +285,58 @@ pub async fn http_get(address: SocketAddr, path: &str) -> std::io::Result<String
         .unwrap_or_else(|_| Err(ErrorKind::TimedOut.into()))
 }
 
+/// A response read by [`http_get_response`].
+pub struct HttpResponse {
+    /// The status line and headers, without the blank line that ends them.
+    pub head: String,
+    /// The body, as sent (not decoded).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
+    }
+}
+
+/// `GET path` with the extra request `headers` over a fresh connection (HTTP/1.0: the body
+/// ends at close, unchunked), within `timeout`; the head and the raw body bytes apart.
+pub async fn http_get_response(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
+    let request = async {
+        let mut stream = TcpStream::connect(address).await?;
+        let mut request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::with_capacity(64 * 1024);
+        stream.read_to_end(&mut response).await?;
+        let end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, "no end of headers"))?;
+        Ok(HttpResponse {
+            head: String::from_utf8_lossy(&response[..end]).into_owned(),
+            body: response[end + 4..].to_vec(),
+        })
+    };
+    tokio::time::timeout(timeout, request)
+        .await
+        .unwrap_or_else(|_| Err(ErrorKind::TimedOut.into()))
+}
+
 /// `GET /metrics`.
 pub async fn scrape(address: SocketAddr) -> std::io::Result<String> {
     http_get(address, "/metrics").await
@@ -304,6 +356,18 @@ pub fn metric_where(scrape: &str, family: &str, label: &str) -> u64 {
             line.strip_prefix(family).is_some_and(|rest| {
                 rest.starts_with('{') && rest.contains(&source) && rest.contains(label)
             })
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The sum of metric `family` over every series in a scrape (all sources).
+pub fn metric_sum(scrape: &str, family: &str) -> u64 {
+    scrape
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64

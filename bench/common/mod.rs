@@ -19,8 +19,8 @@ pub use broker::Broker;
 // Each bench uses a different part of what is re-exported.
 #[allow(unused_imports)]
 pub use daemon::{
-    daemon_run, http_get, metric, metric_where, poll_until, scrape, Daemon, DaemonRun, Produced,
-    EXACTLY_ONCE,
+    daemon_run, http_get, http_get_response, metric, metric_sum, metric_where, poll_until, scrape,
+    Daemon, DaemonRun, HttpResponse, Produced, EXACTLY_ONCE,
 };
 #[allow(unused_imports)]
 pub use raw::{raw_run, RawRecord, SendRecord};
@@ -344,4 +344,52 @@ pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .with_context(|| format!("no `{field}` line"))
+}
+
+/// A field of `/proc/<pid>/status` that holds a plain count (`Threads:`).
+pub fn proc_status_count(pid: u32, field: &str) -> anyhow::Result<u64> {
+    // The same layout as the `kB` fields, without the unit.
+    proc_status_kib(pid, field)
+}
+
+/// Open file descriptors of process `pid`: the entries of `/proc/<pid>/fd`.
+pub fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("listing /proc/{pid}/fd"))?
+        .count())
+}
+
+/// The soft and hard limits on open files of process `pid` (`Max open files` of
+/// `/proc/<pid>/limits`, as written there: a number or `unlimited`).
+pub fn open_files_limit(pid: u32) -> anyhow::Result<(String, String)> {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    limits
+        .lines()
+        .find_map(|line| {
+            let mut words = line.strip_prefix("Max open files")?.split_whitespace();
+            Some((words.next()?.to_owned(), words.next()?.to_owned()))
+        })
+        .context("no `Max open files` line in /proc/<pid>/limits")
+}
+
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to its hard limit; child
+/// processes spawned afterwards inherit it (setrlimit(2): limits pass through fork and execve).
+/// Returns the soft limit before and after, and the hard limit.
+pub fn raise_open_files_limit() -> std::io::Result<(u64, u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes into the struct we pass, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit(2) reads the struct we pass; a soft limit equal to the hard limit is
+    // always allowed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((before, limit.rlim_cur, limit.rlim_max))
 }
