@@ -374,7 +374,7 @@ listen = "127.0.0.1:0"
     }
     assert!(
         scrape.contains(&format!(
-            "tributary_event_lag_seconds_count{{source=\"edits\"}} {events}"
+            "tributary_event_lag_seconds_count{{kind=\"sse\"}} {events}"
         )),
         "the lag histogram counts every stamped record"
     );
