@@ -133,7 +133,15 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
         &format!("daemon, {}N events", args.rss_multiple),
         &long.figures,
     );
-    print_comparison(n, args.rss_multiple, &raw, &short, &raw_long, &long);
+    print_comparison(
+        n,
+        args.rss_multiple,
+        &raw,
+        &short,
+        &raw_long,
+        &long,
+        common::FEED_GOALS,
+    );
     Ok(())
 }
 

@@ -41,13 +41,19 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use common::{
-    print_comparison, print_row, process_cpu, properties_line, Broker, BrokerKind, Figures,
+    print_comparison, print_row, process_cpu, properties_line, Broker, BrokerKind, Figures, Goals,
     RawRecord, PARTITIONS,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+/// The goals of this bench: the daemon at 0.9 of the raw producer's pace or better, for at
+/// most 1.2 times its CPU per record.
+const GOALS: Goals = Goals {
+    min_ratio: 0.90,
+    max_cpu_ratio: 1.20,
+};
 /// Default number of frames per run.
 const DEFAULT_FRAMES: usize = 200_000;
 /// Default size of the long daemon run, in multiples of `--frames`.
@@ -199,7 +205,7 @@ async fn phases(args: Args, work: &Path) -> anyhow::Result<()> {
         &long.figures,
     );
 
-    print_comparison(n, args.rss_multiple, &raw, &short, &raw_long, &long);
+    print_comparison(n, args.rss_multiple, &raw, &short, &raw_long, &long, GOALS);
     if args.exactly_once {
         println!();
         // The cluster's first transactional producer creates the transaction state topic and

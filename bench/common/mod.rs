@@ -263,8 +263,48 @@ pub fn print_exactly_once(
     );
 }
 
+/// What a feed benchmark aims at: the daemon against the raw producer of the same length.
+#[derive(Clone, Copy, Debug)]
+pub struct Goals {
+    /// Lowest daemon / raw producer throughput ratio.
+    pub min_ratio: f64,
+    /// Highest daemon / raw producer CPU time per record ratio.
+    pub max_cpu_ratio: f64,
+}
+
+/// The goals of a feed benchmark without a record stage: the daemon at 0.8 of the raw
+/// producer's pace or better, for at most 1.2 times its CPU per record.
+pub const FEED_GOALS: Goals = Goals {
+    min_ratio: 0.80,
+    max_cpu_ratio: 1.20,
+};
+
+/// The comparison lines of a daemon run against the raw producer run of the same length
+/// (`label`: `N`, `4N`): throughput ratio, then CPU µs per record of each and their ratio,
+/// each next to its goal.
+pub fn comparison_lines(label: &str, raw: &Figures, daemon: &Figures, goals: Goals) -> [String; 2] {
+    let ratio = daemon.records_per_second() / raw.records_per_second();
+    let (daemon_cpu, raw_cpu) = (daemon.cpu_micros_per_record(), raw.cpu_micros_per_record());
+    let cpu_ratio = daemon_cpu / raw_cpu;
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let label = format!("({label})");
+    [
+        format!(
+            "daemon / raw producer {label:<5}   {ratio:>5.2}                       goal ≥ {:.2}: {}",
+            goals.min_ratio,
+            verdict(ratio >= goals.min_ratio),
+        ),
+        format!(
+            "CPU per record {label:<5}          {daemon_cpu:>5.2} / {raw_cpu:>5.2} µs = {cpu_ratio:>4.2}   goal ≤ {:.2}: {}   daemon / raw",
+            goals.max_cpu_ratio,
+            verdict(cpu_ratio <= goals.max_cpu_ratio),
+        ),
+    ]
+}
+
 /// The closing lines of a feed benchmark: a daemon run of N and of K·N records, each against
-/// the raw producer ceiling of the same length.
+/// the raw producer ceiling of the same length, next to the bench's `goals`.
+#[allow(clippy::too_many_arguments)]
 pub fn print_comparison(
     n: usize,
     k: usize,
@@ -272,13 +312,21 @@ pub fn print_comparison(
     short: &DaemonRun,
     raw_long: &Figures,
     long: &DaemonRun,
+    goals: Goals,
 ) {
     println!();
-    println!(
-        "daemon / raw producer       {:.2} (N)   {:.2} ({k}N)   target ≥ 0.80",
-        short.figures.records_per_second() / raw.records_per_second(),
-        long.figures.records_per_second() / raw_long.records_per_second(),
-    );
+    let long_label = format!("{k}N");
+    for line in comparison_lines("N", raw, &short.figures, goals)
+        .into_iter()
+        .chain(comparison_lines(
+            &long_label,
+            raw_long,
+            &long.figures,
+            goals,
+        ))
+    {
+        println!("{line}");
+    }
     println!(
         "daemon peak RSS (VmHWM)     {:.1} MiB (N = {n})   {:.1} MiB ({k}N = {})   ratio {:.2}",
         short.peak_rss_kib as f64 / 1024.0,
