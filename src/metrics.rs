@@ -7,10 +7,10 @@
 //! [`SourceMetrics`] whose label lookups were done once, and add per batch.
 //!
 //! A source exports the families that apply to its kind ([`SourceKind`]): an SSE source has no
-//! `tributary_polls_total`, a webhook source no checkpoint families. Families whose label values
-//! form a small fixed set (poll outcomes, HTTP status classes, webhook outcomes, Kafka error
-//! kinds) start every series at 0, so that `increase()` sees the first occurrence. Next to them
-//! the registry holds `tributary_build_info` and the process collector's `process_*` families
+//! `tributary_polls_total`, a webhook source no checkpoint families. A source starts with its
+//! core series (records, bytes, `connected`) at 0; every other series appears with its first
+//! count (`lazy.rs`), so that a thousand idle sources do not export a thousand copies of every
+//! zero. Next to them the registry holds `tributary_build_info` and the process collector's `process_*` families
 //! (resident memory, CPU seconds, open file descriptors; Linux only).
 //!
 //! `families.rs` registers the families (and notes those labelled by source, for
@@ -100,45 +100,6 @@ impl SourceKind {
     }
 }
 
-/// `outcome` values of `tributary_polls_total`.
-pub const POLL_OUTCOMES: [&str; 5] = [
-    "complete",
-    "not_modified",
-    "page_limit",
-    "incomplete",
-    "failed",
-];
-
-/// `status_class` values of `tributary_http_requests_total`.
-pub const HTTP_STATUS_CLASSES: [&str; 6] = ["2xx", "3xx", "4xx", "5xx", "other", "error"];
-
-/// `outcome` values of `tributary_webhook_requests_total`.
-pub const WEBHOOK_OUTCOMES: [&str; 8] = [
-    "accepted",
-    "duplicate",
-    "rejected_signature",
-    "rejected_timestamp",
-    "too_large",
-    "bad_request",
-    "overloaded",
-    "delivery_timeout",
-];
-
-/// `kind` values of `tributary_kafka_errors_total` and `tributary_pipeline_faults_total`: the
-/// librdkafka error codes Tributary names, and `other`.
-pub const KAFKA_ERROR_KINDS: [&str; 10] = [
-    "message_too_large",
-    "unknown_topic",
-    "topic_authorization_failed",
-    "message_timed_out",
-    "all_brokers_down",
-    "invalid_record",
-    "invalid_timestamp",
-    "invalid_different_record",
-    "queue_full",
-    "other",
-];
-
 /// The revision the binary was built from (`git rev-parse HEAD` at build time, or the
 /// `TRIBUTARY_REVISION` environment variable of the build), `unknown` without either.
 pub const REVISION: &str = env!("TRIBUTARY_REVISION");
@@ -148,7 +109,7 @@ pub const REVISION: &str = env!("TRIBUTARY_REVISION");
 #[serde(deny_unknown_fields)]
 pub struct MetricsOptions {
     /// Label `tributary_kafka_delivery_seconds` and `tributary_event_lag_seconds` by source
-    /// (and kind) instead of by kind alone: 32 series per source. Default `false`.
+    /// (and kind) instead of by kind alone: 34 series more per source. Default `false`.
     #[serde(default)]
     pub per_source_histograms: bool,
 }
