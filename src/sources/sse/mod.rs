@@ -8,6 +8,7 @@
 
 pub(crate) mod capped;
 mod config;
+pub(crate) mod parser;
 mod probe;
 mod source;
 
