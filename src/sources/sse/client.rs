@@ -4,11 +4,15 @@
 //! `Cache-Control: no-cache` and, when there is one, the `Last-Event-ID` (WHATWG HTML §9.2.4),
 //! plus the source's credentials and headers; no redirect is followed (the caller sees the 3xx).
 //!
-//! The transport is hyper with rustls, through launchdarkly-sdk-transport, with connect and read
-//! timeouts and the proxy.
+//! The transport (hyper with rustls, through launchdarkly-sdk-transport, with connect and read
+//! timeouts and the proxy) depends only on the network policy: it is built once per distinct
+//! policy and shared by every connection of every source that has it, with its connection pool
+//! and TLS session cache. What is the source's own (headers, credentials, `Last-Event-ID`,
+//! `max_event_bytes`) stays with each request.
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -35,24 +39,50 @@ impl<T: HttpTransport> Requester for T {
 /// A shared transport of SSE sources.
 pub(super) type Transport = Arc<dyn Requester>;
 
-/// What a transport depends on: the timeouts and the proxy URL (and the TLS settings).
+/// What a transport depends on: the timeouts, the TLS settings (by identity: one `Arc` per
+/// source `tls` table, one for every source without) and the proxy URL.
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct Policy {
     connect_timeout: Duration,
     read_timeout: Duration,
+    tls: usize,
     proxy: Option<String>,
 }
 
-/// A transport for `settings`' network policy toward `url`.
+/// The transports built so far, with the TLS settings each keys by address (kept alive here so
+/// that the address is not reused while the entry exists).
+type Cache = HashMap<Policy, (Transport, Arc<rustls::ClientConfig>)>;
+
+/// At most this many policies are kept; a hot reload that changes `tls` on and on starts the
+/// cache over rather than growing it.
+const MAX_POLICIES: usize = 64;
+
+/// The shared transport for `settings`' network policy toward `url`.
 ///
 /// # Errors
 /// The transport cannot be built (an unusable proxy URL).
 pub(super) fn transport(settings: &SseSettings, url: &url::Url) -> Result<Transport, String> {
+    static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+    let tls = settings.network.rustls();
     let policy = Policy {
         connect_timeout: settings.connect_timeout,
         read_timeout: settings.read_timeout,
+        tls: Arc::as_ptr(&tls) as usize,
         proxy: settings.network.proxy_for_stream(url),
     };
-    build(&policy, &settings.network.rustls())
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some((transport, _)) = cache.get(&policy) {
+        return Ok(Arc::clone(transport));
+    }
+    let transport = build(&policy, &tls)?;
+    if cache.len() >= MAX_POLICIES {
+        cache.clear();
+    }
+    cache.insert(policy, (Arc::clone(&transport), tls));
+    Ok(transport)
 }
 
 /// A new transport for `policy`: TLS from the source's rustls settings, and the proxy set
@@ -157,6 +187,37 @@ mod tests {
         let config: super::super::SseConfig = serde_json::from_value(config).unwrap();
         let (_, source) = config.build("test").unwrap();
         source.settings()
+    }
+
+    fn transport_of(settings: &SseSettings) -> Transport {
+        let url: url::Url = settings.url.expose_secret().parse().unwrap();
+        transport(settings, &url).unwrap()
+    }
+
+    #[test]
+    fn one_transport_per_network_policy() {
+        use serde_json::json;
+        let a = settings(json!({ "url": "http://127.0.0.1:1/a" }));
+        let b = settings(json!({
+            "url": "http://127.0.0.1:2/b", "max_event_bytes": 10, "headers": { "x-a": "1" },
+        }));
+        let slow = settings(json!({ "url": "http://127.0.0.1:1/a", "read_timeout": "7s" }));
+        let proxied =
+            settings(json!({ "url": "http://127.0.0.1:1/a", "proxy": "http://127.0.0.1:3" }));
+        let shared = transport_of(&a);
+        assert!(Arc::ptr_eq(&shared, &transport_of(&a)), "each connection");
+        assert!(
+            Arc::ptr_eq(&shared, &transport_of(&b)),
+            "headers and caps are per request"
+        );
+        assert!(
+            !Arc::ptr_eq(&shared, &transport_of(&slow)),
+            "a read timeout is the policy's"
+        );
+        assert!(
+            !Arc::ptr_eq(&shared, &transport_of(&proxied)),
+            "a proxy is the policy's"
+        );
     }
 
     #[test]
