@@ -364,6 +364,43 @@ async fn a_huge_retry_field_is_clamped_to_the_reconnect_max_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_field_in_a_block_without_data_sets_the_reconnect_delay() {
+    let broker = Broker::mock();
+    broker.create_topic("paced").await;
+    // `retry:` alone in its block (WHATWG HTML §9.2.6 sets the reconnection time at once),
+    // then an event without one; the stream ends, the second answer stays open.
+    let server = ScriptedServer::start(vec![
+        Scripted::events("retry: 1500\n\nid: 1\ndata: {\"n\":1}\n\n", false),
+        Scripted::events("id: 2\ndata: {\"n\":2}\n\n", true),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    // Without the field the reconnect would come within 20 ms (`reconnect.initial_delay`).
+    let daemon = start_daemon(
+        &sse_config(
+            &broker.brokers(),
+            state.path(),
+            "paced",
+            &format!("{}/stream", server.base_url),
+            "paced",
+            "",
+        )
+        .replace("max_delay = \"200ms\"", "max_delay = \"5s\""),
+    )
+    .await;
+    wait_for_acknowledged(&daemon, "paced", 2).await;
+    daemon.shutdown().await;
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "one reconnect");
+    let waited = requests[1].at - requests[0].at;
+    assert!(
+        waited >= Duration::from_millis(1_400),
+        "reconnected after {waited:?}, before the server's retry: 1500"
+    );
+    assert_eq!(sorted_keys(&broker, "paced").await, ["1", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_that_cannot_be_sent_back_is_never_the_position() {
     let broker = Broker::mock();
     broker.create_topic("odd").await;

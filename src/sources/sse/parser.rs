@@ -6,12 +6,13 @@
 //! comment; `field:value` and `field: value` (one leading space stripped) set a field, and a
 //! line without a colon is a field with an empty value. `data` lines are joined with LF, `event`
 //! sets the type (default `message`), `id` sets the last event id unless it contains NUL, and
-//! `retry` takes ASCII digits only. A blank line dispatches the event, unless its data buffer is
+//! `retry` takes ASCII digits only and sets the reconnection time at once. A blank line dispatches the event, unless its data buffer is
 //! empty. Unknown fields are ignored.
 //!
 //! Where eventsource-client 0.18 (the parser this one replaced) differs from the standard, this
 //! parser follows the standard: a block whose only fields are unknown, or an empty `event:`, is
-//! ignored rather than failing the connection, and a `retry:` with a `+` sign is ignored.
+//! ignored rather than failing the connection, a `retry:` with a `+` sign is ignored, and a
+//! `retry:` in a block without data still counts.
 //! Two choices are the source's own: the data is passed on as bytes, not decoded (invalid
 //! UTF-8 reaches the record stage, which dead-letters it as invalid JSON for a `format = "json"`
 //! source, instead of failing the connection), and the event type and id are decoded with
@@ -51,7 +52,8 @@ pub(crate) struct Event {
     /// The last event id of the connection at dispatch (`None` before any `id:` field), as the
     /// standard's `lastEventId`: it stays until an `id:` field changes it.
     pub(crate) id: Option<Arc<str>>,
-    /// The `retry:` field of this event's block, in milliseconds.
+    /// The `retry:` field of this event's block, in milliseconds (the source reads
+    /// [`EventParser::take_reconnection_time`], which also sees blocks without data).
     pub(crate) retry: Option<u64>,
 }
 
@@ -103,6 +105,8 @@ pub(crate) struct EventParser {
     last_id: Option<Arc<str>>,
     /// The current block's `retry:` value.
     retry: Option<u64>,
+    /// The last `retry:` value not yet taken by [`EventParser::take_reconnection_time`].
+    reconnection_time: Option<u64>,
     /// A line or an event passed the cap: the parser is spent.
     spent: bool,
 }
@@ -128,6 +132,7 @@ impl EventParser {
             message,
             last_id: None,
             retry: None,
+            reconnection_time: None,
             spent: false,
         }
     }
@@ -217,6 +222,13 @@ impl EventParser {
         Ok(None)
     }
 
+    /// The last `retry:` value read since the previous call, in milliseconds: the stream's
+    /// reconnection time as WHATWG HTML §9.2.6 sets it, at once, whether or not its block
+    /// dispatches an event (a block with only `retry:` counts too).
+    pub(crate) fn take_reconnection_time(&mut self) -> Option<u64> {
+        self.reconnection_time.take()
+    }
+
     /// One line, `chunk[from..to]`.
     fn line(&mut self, chunk: &Bytes, from: usize, to: usize) -> Option<Event> {
         let line = &chunk[from..to];
@@ -294,6 +306,7 @@ impl EventParser {
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 if let Ok(retry) = std::str::from_utf8(value).unwrap_or("").parse() {
                     self.retry = Some(retry);
+                    self.reconnection_time = Some(retry);
                 }
             }
             _ => {}

@@ -271,15 +271,8 @@ async fn connection(
             None => return transient("the server closed the stream".to_owned()),
         }
         loop {
-            let event = match parser.next_event() {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(oversized) => {
-                    context.metrics.oversized_events.inc();
-                    return transient(oversized.to_string());
-                }
-            };
-            if let Some(retry) = event.retry {
+            let next = parser.next_event();
+            if let Some(retry) = parser.take_reconnection_time() {
                 // The server's floor, but never above `reconnect.max_delay`: a `retry:` of
                 // 10^12 ms must not park the source for decades.
                 let asked = Duration::from_millis(retry);
@@ -288,6 +281,14 @@ async fn connection(
                 }
                 *server_retry = Some(asked.min(settings.reconnect.max_delay));
             }
+            let event = match next {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(oversized) => {
+                    context.metrics.oversized_events.inc();
+                    return transient(oversized.to_string());
+                }
+            };
             // One shared copy of the id serves the key, the header and the position. An id
             // that cannot travel back in a `Last-Event-ID` header is this record's id, but
             // never the position: adopting it would fail every reconnect, across restarts.

@@ -188,6 +188,23 @@ fn retry_takes_ascii_digits_only() {
 }
 
 #[test]
+fn retry_sets_the_reconnection_time_even_in_a_block_without_data() {
+    let mut parser = EventParser::new(64);
+    parser.feed(Bytes::from_static(b"retry: 5\n\nretry: x\n\n"));
+    assert_eq!(parser.next_event(), Ok(None));
+    assert_eq!(parser.take_reconnection_time(), Some(5));
+    assert_eq!(parser.take_reconnection_time(), None, "taken once");
+    // With an event: the event's block value, seen as soon as the event is.
+    parser.feed(Bytes::from_static(
+        b"retry: 6\nretry: 7\ndata: a\n\nretry: 8\n",
+    ));
+    assert_eq!(parser.next_event().unwrap().unwrap().retry, Some(7));
+    assert_eq!(parser.take_reconnection_time(), Some(7));
+    assert_eq!(parser.next_event(), Ok(None));
+    assert_eq!(parser.take_reconnection_time(), Some(8));
+}
+
+#[test]
 fn data_is_passed_on_as_bytes_and_type_and_id_decode_with_replacement() {
     let parsed = events(b"id: \xFF1\nevent: t\xFF\ndata: {\"a\":\"\xFF\"}\n\n");
     assert_eq!(&parsed[0].data[..], b"{\"a\":\"\xFF\"}");
