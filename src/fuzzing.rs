@@ -17,10 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use eventsource_client::{self as es, Client as _, ReconnectOptions, SSE};
-use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use launchdarkly_sdk_transport::{ByteStream, HttpTransport, Request, ResponseFuture};
 use secrecy::SecretString;
 use serde_json::value::RawValue;
 
@@ -29,7 +26,7 @@ use crate::{
     json::{check_nesting, Pointer, MAX_NESTING},
     record::Record,
     sources::{
-        sse::capped::{CappedTransport, SizeScanner},
+        sse::parser::{Event, EventParser, Oversized},
         webhook::signature::{
             GenericHmacScheme, GitHubScheme, SignatureEncoding, SignatureScheme,
             StandardWebhooksScheme, StripeScheme, DEFAULT_TIMESTAMP_TOLERANCE,
@@ -58,14 +55,14 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("http_stream_framing", http_stream_framing),
 ];
 
-/// An SSE response body, through the `max_event_bytes` scanner and eventsource-client's parser,
-/// then admitted as the SSE source admits events (JSON check, `/meta/id` pointer key).
+/// An SSE response body, through the event-stream parser with its `max_event_bytes` cap, then
+/// admitted as the SSE source admits events (JSON check, `/meta/id` pointer key).
 ///
 /// Layout: byte 0 sets the cap (`b0² + 1` bytes), byte 1 the chunk size (`b1 + 1` bytes; 255:
 /// one chunk), the rest is the body.
 ///
-/// Asserts: the scanner trips at the same offset however the body is cut into chunks, and no
-/// event the client yields has data, id or type longer than the cap.
+/// Asserts: the parser yields the same events and stops at the same error however the body is
+/// cut into chunks, and no event has data, id or type longer than the cap.
 pub fn sse_stream(data: &[u8]) {
     let Some(([cap, cut], body)) = data.split_first_chunk::<2>().map(|(h, b)| (*h, b)) else {
         return;
@@ -76,50 +73,30 @@ pub fn sse_stream(data: &[u8]) {
     } else {
         usize::from(cut) + 1
     };
-    let chunks: Vec<Bytes> = body
-        .chunks(chunk_size)
-        .map(Bytes::copy_from_slice)
-        .collect();
-    let whole = SizeScanner::new(limit).scan(body);
-    let mut scanner = SizeScanner::new(limit);
-    let mut offset = 0;
-    let mut chunked = None;
-    for chunk in &chunks {
-        if let Some(within) = scanner.scan(chunk) {
-            chunked = Some(offset + within);
-            break;
-        }
-        offset += chunk.len();
-    }
-    assert_eq!(
-        whole, chunked,
-        "the scanner depends on where chunks are cut"
+    let whole = read_events(std::iter::once(body), limit);
+    let (events, error) = read_events(body.chunks(chunk_size), limit);
+    assert!(
+        whole == (events.clone(), error),
+        "the parser depends on where chunks are cut"
     );
-
-    let events = RUNTIME.with(|runtime| runtime.block_on(read_events(chunks, limit)));
     let stage = SSE_STAGE.with(|stage| stage.clone());
     for event in events {
-        for (field, text) in [
-            ("data", event.data.as_str()),
-            ("event", event.event_type.as_str()),
-            ("id", event.id.as_deref().unwrap_or("")),
+        for (field, length) in [
+            ("data", event.data.len()),
+            ("event", event.event_type.len()),
+            ("id", event.id.as_deref().map_or(0, str::len)),
         ] {
             assert!(
-                text.len() <= limit,
+                length <= limit,
                 "an event's {field} passed the cap of {limit}"
             );
         }
-        let mut record = Record::new(Bytes::from(event.data), SystemTime::now());
+        let mut record = Record::new(event.data, SystemTime::now());
         stage.admit(&mut record);
     }
 }
 
 thread_local! {
-    /// One single-threaded runtime per thread, for eventsource-client's stream.
-    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a current-thread runtime builds");
     /// The stage of a `format = "json"` SSE source keyed by `/meta/id`.
     static SSE_STAGE: Arc<Stage> = Arc::new(
         Stage::build(
@@ -132,44 +109,25 @@ thread_local! {
     );
 }
 
-/// An [`HttpTransport`] that answers every request with `200 text/event-stream` and `chunks`.
-#[derive(Clone)]
-struct Replay(Vec<Bytes>);
-
-impl HttpTransport for Replay {
-    fn request(&self, _request: Request<Option<Bytes>>) -> ResponseFuture {
-        let chunks = self.0.clone();
-        Box::pin(async move {
-            let body: ByteStream = Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
-            let response = http::Response::builder()
-                .status(200)
-                .header("content-type", "text/event-stream")
-                .body(body)
-                .expect("a static response builds");
-            Ok(response)
-        })
-    }
-}
-
-/// The events eventsource-client reads from `chunks` capped at `limit`, up to the first error
-/// (where the SSE source ends the connection).
-async fn read_events(chunks: Vec<Bytes>, limit: usize) -> Vec<es::Event> {
-    let transport = CappedTransport::new(Replay(chunks), limit);
-    let client = es::ClientBuilder::for_url("http://127.0.0.1/stream")
-        .expect("a static URL parses")
-        .reconnect(ReconnectOptions::reconnect(false).build())
-        .redirect_limit(0)
-        .build_with_transport(transport);
-    let mut stream = client.stream();
+/// The events `chunks` give under a cap of `limit`, up to the first error (where the SSE
+/// source ends the connection), and that error.
+fn read_events<'a>(
+    chunks: impl Iterator<Item = &'a [u8]>,
+    limit: usize,
+) -> (Vec<Event>, Option<Oversized>) {
+    let mut parser = EventParser::new(limit);
     let mut events = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(SSE::Event(event)) => events.push(event),
-            Ok(SSE::Connected(_) | SSE::Comment(_)) => {}
-            Err(_) => break,
+    for chunk in chunks {
+        parser.feed(Bytes::copy_from_slice(chunk));
+        loop {
+            match parser.next_event() {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => break,
+                Err(error) => return (events, Some(error)),
+            }
         }
     }
-    events
+    (events, None)
 }
 
 /// Response headers, read for a rate budget and a `Retry-After`.

@@ -249,9 +249,7 @@ async fn main() -> ExitCode {
     };
     match command {
         Command::Check { config, connect } => {
-            // Each probe's failure is a line of the report; the SSE client's own warning about
-            // the same failure would only interleave with it.
-            init_logging("warn,eventsource_client=off");
+            init_logging("warn");
             match config::load(&config).and_then(|raw| raw.validate()) {
                 Ok(valid) => {
                     println!(

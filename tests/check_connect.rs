@@ -278,7 +278,7 @@ async fn unreachable_urls_and_a_401_exit_4_with_nothing_but_the_report() {
     let sse = ScriptedServer::start(vec![Scripted {
         status: 401,
         headers: vec![("www-authenticate", "Bearer".into())],
-        body: String::new(),
+        body: bytes::Bytes::new(),
         stay_open: false,
     }])
     .await;

@@ -1,5 +1,5 @@
 //! No secret reaches the log. The `tributary` binary runs at `RUST_LOG=trace` (every line
-//! `debug` writes, and more; its dependencies, hyper-util, reqwest, rustls, eventsource-client,
+//! `debug` writes, and more; its dependencies, hyper-util, reqwest, rustls,
 //! tungstenite and librdkafka, log at that level too) with a secret in every place its config can hold one: SSE, REST and
 //! WebSocket URLs (query, path, user info, a parameter of no secret-looking name), request
 //! headers, API-key, basic and OAuth2 auth, webhook signing secrets and the Kafka SASL

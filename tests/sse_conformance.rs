@@ -29,23 +29,6 @@ use common::*;
 use serde::Deserialize;
 use tributary::runtime::health::SourceState;
 
-/// A vector on which eventsource-client 0.18 (the SSE parser) does not behave as WHATWG HTML
-/// §9.2 says, with what it does instead. Listed in the book's SSE page; asserted below, so the test
-/// notices when a newer parser fixes it.
-struct Deviation {
-    vector: &'static str,
-    records: usize,
-    why: &'static str,
-}
-
-const KNOWN_DEVIATIONS: &[Deviation] = &[Deviation {
-    vector: "double BOM",
-    records: 0,
-    why: "a block whose only field is unknown (here `\u{feff}data`), before any `id:`, makes the parser fail the \
-          connection with `InvalidEvent` instead of ignoring the block; the source reconnects, \
-          counts it and reports it in /readyz",
-}];
-
 #[derive(Deserialize)]
 struct VectorFile {
     vectors: Vec<Vector>,
@@ -253,19 +236,6 @@ reconnect = {{ initial_delay = "20ms", max_delay = "2s" }}
                 )
             })
             .collect();
-        if let Some(deviation) = KNOWN_DEVIATIONS
-            .iter()
-            .find(|d| vector.name.starts_with(d.vector))
-        {
-            assert_eq!(
-                got.len(),
-                deviation.records,
-                "`{}` no longer deviates as documented ({}): update KNOWN_DEVIATIONS and docs/src/sources/sse.md",
-                vector.name,
-                deviation.why
-            );
-            continue;
-        }
         let expected = vector.expected_events();
         let matches = got.len() == expected.len()
             && got.iter().zip(&expected).all(|(g, e)| {

@@ -292,7 +292,7 @@ async fn oauth2_tokens_authenticate_connects_and_a_401_fetches_a_new_one() {
         Scripted {
             status: 401,
             headers: vec![],
-            body: String::new(),
+            body: bytes::Bytes::new(),
             stay_open: false,
         },
         Scripted::events(
@@ -364,6 +364,90 @@ async fn a_huge_retry_field_is_clamped_to_the_reconnect_max_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_field_in_a_block_without_data_sets_the_reconnect_delay() {
+    let broker = Broker::mock();
+    broker.create_topic("paced").await;
+    // `retry:` alone in its block (WHATWG HTML §9.2.6 sets the reconnection time at once),
+    // then an event without one; the stream ends, the second answer stays open.
+    let server = ScriptedServer::start(vec![
+        Scripted::events("retry: 1500\n\nid: 1\ndata: {\"n\":1}\n\n", false),
+        Scripted::events("id: 2\ndata: {\"n\":2}\n\n", true),
+    ])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    // Without the field the reconnect would come within 20 ms (`reconnect.initial_delay`).
+    let daemon = start_daemon(
+        &sse_config(
+            &broker.brokers(),
+            state.path(),
+            "paced",
+            &format!("{}/stream", server.base_url),
+            "paced",
+            "",
+        )
+        .replace("max_delay = \"200ms\"", "max_delay = \"5s\""),
+    )
+    .await;
+    wait_for_acknowledged(&daemon, "paced", 2).await;
+    daemon.shutdown().await;
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "one reconnect");
+    let waited = requests[1].at - requests[0].at;
+    assert!(
+        waited >= Duration::from_millis(1_400),
+        "reconnected after {waited:?}, before the server's retry: 1500"
+    );
+    assert_eq!(sorted_keys(&broker, "paced").await, ["1", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_data_that_is_not_utf8_is_dead_lettered_as_invalid_json() {
+    let broker = Broker::mock();
+    broker.create_topic("bytes").await;
+    // The second event's data holds a byte that is not UTF-8, inside a JSON string.
+    let mut body = b"id: 1\ndata: {\"n\":1}\n\nid: 2\ndata: {\"n\":\"\xFF\"}\n\n".to_vec();
+    body.extend_from_slice(b"id: 3\ndata: {\"n\":3}\n\n");
+    let server = ScriptedServer::start(vec![Scripted {
+        body: body.into(),
+        ..Scripted::events("", true)
+    }])
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&sse_config(
+        &broker.brokers(),
+        state.path(),
+        "bytes",
+        &format!("{}/stream", server.base_url),
+        "bytes",
+        "",
+    ))
+    .await;
+    wait_for_acknowledged(&daemon, "bytes", 3).await;
+    daemon.shutdown().await;
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the connection was never dropped"
+    );
+    let good = broker.read("bytes").await;
+    let mut ids: Vec<&str> = good
+        .iter()
+        .map(|r| r.header("tributary.event_id").unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["1", "3"]);
+    let dead = broker.read("bytes.dlq").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("tributary.event_id"), Some("2"));
+    assert_eq!(dead[0].header("tributary.error_kind"), Some("invalid_json"));
+    assert_eq!(
+        &dead[0].payload[..],
+        b"{\"n\":\"\xFF\"}",
+        "the bytes as sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_that_cannot_be_sent_back_is_never_the_position() {
     let broker = Broker::mock();
     broker.create_topic("odd").await;
@@ -416,7 +500,7 @@ async fn redirecting(status: u16, target: &str) -> ScriptedServer {
     ScriptedServer::start(vec![Scripted {
         status,
         headers: vec![("location", format!("{target}/stream"))],
-        body: String::new(),
+        body: bytes::Bytes::new(),
         stay_open: false,
     }])
     .await

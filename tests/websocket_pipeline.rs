@@ -790,7 +790,7 @@ async fn the_handshake_follows_no_redirect_so_credentials_stay_put() {
     let moved = ScriptedServer::start(vec![Scripted {
         status: 307,
         headers: vec![("location", format!("{}/feed", elsewhere.base_url))],
-        body: String::new(),
+        body: bytes::Bytes::new(),
         stay_open: false,
     }])
     .await;

@@ -20,13 +20,9 @@ pub enum LogFormat {
 }
 
 /// The most detailed level of each dependency whose lower levels write credentials:
-/// eventsource-client logs every response's headers at debug (a redirect's `Location` often
-/// repeats the request's query, API key included), and tungstenite dumps the handshake
-/// request (URL and headers) and every frame (subscribe messages) at trace.
-pub const CEILINGS: &[(&str, LevelFilter)] = &[
-    ("eventsource_client::client", LevelFilter::INFO),
-    ("tungstenite", LevelFilter::DEBUG),
-];
+/// tungstenite dumps the handshake request (URL and headers) and every frame (subscribe
+/// messages) at trace.
+pub const CEILINGS: &[(&str, LevelFilter)] = &[("tungstenite", LevelFilter::DEBUG)];
 
 /// The ceilings as a filter: everything else passes.
 pub fn ceilings() -> Targets {
@@ -83,9 +79,6 @@ mod tests {
     #[test]
     fn dependencies_that_dump_credentials_stay_under_their_ceiling() {
         let filter = ceilings();
-        assert!(!filter.would_enable("eventsource_client::client", &Level::DEBUG));
-        assert!(filter.would_enable("eventsource_client::client", &Level::INFO));
-        assert!(filter.would_enable("eventsource_client::event_parser", &Level::DEBUG));
         assert!(!filter.would_enable("tungstenite::handshake::client", &Level::TRACE));
         assert!(!filter.would_enable("tungstenite::protocol", &Level::TRACE));
         assert!(filter.would_enable("tungstenite::protocol", &Level::DEBUG));

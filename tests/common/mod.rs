@@ -442,8 +442,8 @@ pub struct Scripted {
     pub status: u16,
     /// Extra response headers.
     pub headers: Vec<(&'static str, String)>,
-    /// The body (an event stream for 200 answers).
-    pub body: String,
+    /// The body (an event stream for 200 answers), bytes as sent.
+    pub body: bytes::Bytes,
     /// Keep the connection open (idle) after the body, as a live feed would.
     pub stay_open: bool,
 }
@@ -454,7 +454,7 @@ impl Scripted {
         Scripted {
             status: 200,
             headers: vec![("content-type", "text/event-stream".into())],
-            body: body.to_owned(),
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
             stay_open,
         }
     }
@@ -507,9 +507,10 @@ impl ScriptedServer {
                     seen.len() - 1
                 };
                 let answer = script[index.min(script.len() - 1)].clone();
-                let body = futures::stream::once(async move {
-                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(answer.body))
-                });
+                let body =
+                    futures::stream::once(
+                        async move { Ok::<_, std::convert::Infallible>(answer.body) },
+                    );
                 let body = if answer.stay_open {
                     Body::from_stream(body.chain(futures::stream::pending()))
                 } else {

@@ -303,8 +303,7 @@ fn async_stream_body(
             }
             let mut chunk = BytesMut::with_capacity(CHUNK_BYTES + 2048);
             if let Some(ms) = retry {
-                // In the first event's block, as most servers send it: eventsource-client
-                // only reports `retry:` on an event that has data (see the book's SSE page).
+                // In the first event's block, as most servers send it.
                 chunk.put_slice(format!("retry: {ms}\n").as_bytes());
             }
             // Held back events wait for the release (the connection stays open meanwhile).

@@ -1,12 +1,10 @@
 //! One connection to an SSE feed, for `tributary check --connect`: the response's status and
 //! content type are checked, then the connection is closed before any event is read.
 
-use eventsource_client::{self as es, Client as _, SSE};
-use futures::StreamExt;
-
 use super::{
+    client::{request, transport},
     config::SseSettings,
-    source::{build_client, is_event_stream},
+    source::{content_type, is_event_stream, redacted_location},
 };
 use crate::sources::Probe;
 
@@ -44,65 +42,45 @@ async fn attempt(settings: &SseSettings) -> Attempt {
         Ok(auth) => auth,
         Err(error) => return answered(Probe::Failed(error.to_string())),
     };
-    let client = match build_client(settings, None, auth) {
-        Ok(client) => client,
+    let (url, request) = match request(settings, None, auth) {
+        Ok(request) => request,
         Err(message) => return answered(Probe::Failed(message)),
     };
-    let mut stream = client.stream();
-    while let Some(item) = stream.next().await {
-        return answered(match item {
-            Ok(SSE::Connected(details)) => {
-                let status = details.response().status();
-                let content_type = details
-                    .response()
-                    .get_header_value("content-type")
-                    .ok()
-                    .flatten()
-                    .unwrap_or("");
-                if status == 204 {
-                    Probe::Failed("HTTP 204 No Content: the server asks not to connect".into())
-                } else if !is_event_stream(content_type) {
-                    Probe::Failed(format!(
-                        "HTTP {status} with content type `{content_type}`, not `text/event-stream`"
-                    ))
-                } else {
-                    Probe::Ok(format!("HTTP {status}, text/event-stream"))
-                }
-            }
-            Ok(SSE::Comment(_) | SSE::Event(_)) => continue,
-            Err(es::Error::UnexpectedResponse(response, _body)) => {
-                let status = response.status();
-                if (300..400).contains(&status) {
-                    let location = response
-                        .get_header_value("location")
-                        .ok()
-                        .flatten()
-                        .map(|target| settings.redactor.redact(target))
-                        .unwrap_or_default();
-                    Probe::Failed(format!(
-                        "HTTP {status} to `{location}`, which is not followed"
-                    ))
-                } else if status == 401 {
-                    return Attempt::Unauthorized;
-                } else {
-                    Probe::Failed(format!("HTTP {status}"))
-                }
-            }
-            Err(es::Error::Transport(error)) => Probe::Failed(format!(
+    let transport = match transport(settings, &url) {
+        Ok(transport) => transport,
+        Err(message) => return answered(Probe::Failed(message)),
+    };
+    let response = match transport.send(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            return answered(Probe::Failed(format!(
                 "transport error: {}",
                 crate::http::error_chain(error.inner())
-            )),
-            Err(es::Error::TimedOut) => Probe::Failed(format!(
-                "no answer within {:?} (read_timeout)",
-                settings.read_timeout
-            )),
-            Err(es::Error::MaxRedirectLimitReached(_)) => {
-                Probe::Failed("redirected (HTTP 301 or 307), which is not followed".to_owned())
-            }
-            Err(error) => Probe::Failed(error.to_string()),
-        });
-    }
-    answered(Probe::Failed(
-        "the server closed the stream without an answer".to_owned(),
-    ))
+            )))
+        }
+    };
+    // The body is dropped unread: the connection closes.
+    let status = response.status().as_u16();
+    let headers = response.headers();
+    answered(if response.status().is_success() {
+        let content_type = content_type(headers);
+        if status == 204 {
+            Probe::Failed("HTTP 204 No Content: the server asks not to connect".into())
+        } else if !is_event_stream(content_type) {
+            Probe::Failed(format!(
+                "HTTP {status} with content type `{content_type}`, not `text/event-stream`"
+            ))
+        } else {
+            Probe::Ok(format!("HTTP {status}, text/event-stream"))
+        }
+    } else if (300..400).contains(&status) {
+        let location = redacted_location(settings, headers);
+        Probe::Failed(format!(
+            "HTTP {status} to `{location}`, which is not followed"
+        ))
+    } else if status == 401 {
+        return Attempt::Unauthorized;
+    } else {
+        Probe::Failed(format!("HTTP {status}"))
+    })
 }

@@ -1,13 +1,14 @@
 //! The SSE connection loop.
 //!
-//! Each connection is one eventsource-client stream with its own reconnects disabled: this loop
-//! owns reconnection so that the delay is exponential with full jitter, never shorter than the
-//! server's `retry:` field, and so that every attempt is logged, counted and visible in
-//! `/readyz`. The `Last-Event-ID` sent on each connection is the id of the last event read —
+//! Each connection is one `GET` through the shared transport (`client.rs`), its body read by
+//! the event-stream parser (`parser.rs`, WHATWG HTML §9.2.6). This loop owns reconnection so
+//! that the delay is exponential with full jitter, never shorter than the server's `retry:`
+//! field, and so that every attempt is logged, counted and visible in `/readyz`; no redirect
+//! is followed (a 3xx stops the source, naming its redacted `Location`). The `Last-Event-ID` sent on each connection is the id of the last event read —
 //! on the first connection, the stored position. Per WHATWG HTML §9.2, HTTP 204 means the
 //! server wants no more reconnects: the source finishes. Reading stops while the channel is
 //! full, so a slow broker leaves bytes in the socket rather than in memory, and a line or an
-//! event past `max_event_bytes` ends the connection (see `capped.rs`) rather than growing.
+//! event past `max_event_bytes` ends the connection (the parser's cap) rather than growing.
 
 use std::{
     sync::Arc,
@@ -15,14 +16,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use eventsource_client::{self as es, Client as _, ReconnectOptions, SSE};
 use futures::{future::BoxFuture, StreamExt};
-use launchdarkly_sdk_transport::HyperTransport;
 use secrecy::ExposeSecret;
 
 use super::{
-    capped::{CappedTransport, Oversized},
     config::{KeyFrom, SseSettings},
+    parser::EventParser,
 };
 use crate::{
     backoff::Backoff,
@@ -56,6 +55,12 @@ impl SseSource {
         SseSource {
             settings: Arc::new(settings),
         }
+    }
+
+    /// The resolved settings.
+    #[cfg(test)]
+    pub(super) fn settings(&self) -> Arc<SseSettings> {
+        Arc::clone(&self.settings)
     }
 }
 
@@ -171,15 +176,14 @@ async fn connection(
     server_retry: &mut Option<Duration>,
     delivered: &mut bool,
 ) -> ConnectionEnd {
-    let transient_after = |message: String, retry_after: Option<Duration>| {
+    let transient = |message: String| {
         ConnectionEnd::Failed(SourceError::Transient {
             source_name: context.name.to_string(),
             url: settings.redacted_url.clone(),
             message,
-            retry_after,
+            retry_after: None,
         })
     };
-    let transient = |message: String| transient_after(message, None);
     let permanent = |message: String, fix: &str| {
         ConnectionEnd::Failed(SourceError::Permanent {
             source_name: context.name.to_string(),
@@ -199,160 +203,201 @@ async fn connection(
         }
         Err(error) => return transient(error.to_string()),
     };
-    let client = match build_client(settings, last_event_id.as_deref(), auth) {
-        Ok(client) => client,
+    let (url, request) = match super::client::request(settings, last_event_id.as_deref(), auth) {
+        Ok(request) => request,
         Err(message) => return permanent(message, "fix the source's `url` or `headers`"),
     };
-    let mut stream = client.stream();
-    let mut encoder = RecordEncoder::new(settings, &context.stage);
-    // A response was accepted (a later transport error is not a failed request).
-    let mut answered = false;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(SSE::Connected(details)) => {
-                let status = details.response().status();
-                context.metrics.http_request(Some(status));
-                if status == 204 {
-                    return ConnectionEnd::NoContent;
-                }
-                let content_type = details
-                    .response()
-                    .get_header_value("content-type")
-                    .ok()
-                    .flatten()
-                    .unwrap_or("");
-                if !is_event_stream(content_type) {
-                    return permanent(
-                        format!("the response has content type `{content_type}`, not `text/event-stream`"),
-                        "point `url` at a Server-Sent Events endpoint",
-                    );
-                }
-                tracing::info!(source = %context.name, url = %settings.redacted_url, last_event_id = last_event_id.as_deref().unwrap_or(""), "connected");
-                context.set_state(SourceState::Connected);
-                answered = true;
-            }
-            Ok(SSE::Comment(_)) => {}
-            Ok(SSE::Event(event)) => {
-                if let Some(retry) = event.retry {
-                    // The server's floor, but never above `reconnect.max_delay`: a `retry:` of
-                    // 10^12 ms must not park the source for decades.
-                    let asked = Duration::from_millis(retry);
-                    if asked > settings.reconnect.max_delay {
-                        tracing::warn!(source = %context.name, retry_ms = retry, max_delay_ms = settings.reconnect.max_delay.as_millis() as u64, "the server's `retry:` exceeds `reconnect.max_delay`; waiting `reconnect.max_delay` instead");
-                    }
-                    *server_retry = Some(asked.min(settings.reconnect.max_delay));
-                }
-                // One shared copy of the id serves the key, the header and the position. An id
-                // that cannot travel back in a `Last-Event-ID` header is this record's id, but
-                // never the position: adopting it would fail every reconnect, across restarts.
-                let mut unsendable_id = None;
-                if let Some(id) = event.id {
-                    if last_event_id.as_deref() != Some(id.as_str()) {
-                        if http::HeaderValue::from_str(&id).is_ok() {
-                            *last_event_id = Some(Arc::from(id));
-                        } else {
-                            context.metrics.invalid_event_ids.inc();
-                            tracing::warn!(source = %context.name, id = ?id, "an event id cannot be sent back as Last-Event-ID (control characters or non-ASCII); the position stays at the previous id");
-                            unsendable_id = Some(Arc::from(id));
-                        }
-                    }
-                }
-                context.metrics.records_received.inc();
-                *delivered = true;
-                if !settings.event_types.is_empty()
-                    && !settings.event_types.contains(&event.event_type)
-                {
-                    context.metrics.records_filtered.inc();
-                    continue;
-                }
-                let record = encoder.encode(
-                    event.data,
-                    &event.event_type,
-                    unsendable_id.as_ref().or(last_event_id.as_ref()),
-                    last_event_id.as_ref(),
-                );
-                if context.records.send(record).await.is_err() {
-                    return ConnectionEnd::Shutdown;
-                }
-            }
-            Err(es::Error::UnexpectedResponse(response, _body)) => {
-                let status = response.status();
-                context.metrics.http_request(Some(status));
-                if (300..400).contains(&status) {
-                    let location = response
-                        .get_header_value("location")
-                        .ok()
-                        .flatten()
-                        .map(|target| settings.redactor.redact(target))
-                        .unwrap_or_default();
-                    return permanent(
-                        format!("HTTP {status} to `{location}`, which is not followed, so that credentials stay on the configured origin"),
-                        "point the source's `url` at the final address",
-                    );
-                }
-                if status == 401 {
-                    return ConnectionEnd::Unauthorized(SourceError::Permanent {
-                        source_name: context.name.to_string(),
-                        url: settings.redacted_url.clone(),
-                        message: "HTTP 401".into(),
-                        fix: "check the credentials in `auth` or `headers`".into(),
-                    });
-                }
-                return match classify_status(status) {
-                    StatusClass::Transient => {
-                        let retry_after = response
-                            .get_header_value("retry-after")
-                            .ok()
-                            .flatten()
-                            .and_then(|value| parse_retry_after(value, SystemTime::now()));
-                        if let Some(delay) = retry_after {
-                            // Every source calling this host waits too.
-                            limiter.pause_for(delay);
-                        }
-                        transient_after(format!("HTTP {status}"), retry_after)
-                    }
-                    _ => permanent(
-                        format!("HTTP {status}"),
-                        "check the URL and the credentials in `headers`",
-                    ),
-                };
-            }
-            Err(es::Error::Transport(error)) => {
-                if let Some(oversized) = error.inner().downcast_ref::<Oversized>() {
-                    context.metrics.oversized_events.inc();
-                    return transient(oversized.to_string());
-                }
-                if !answered {
-                    context.metrics.http_request(None);
+    let transport = match super::client::transport(settings, &url) {
+        Ok(transport) => transport,
+        Err(message) => return permanent(message, "fix the source's `proxy` or `tls`"),
+    };
+    let response = match transport.send(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            context.metrics.http_request(None);
+            return transient(format!(
+                "transport error: {}",
+                crate::http::error_chain(error.inner())
+            ));
+        }
+    };
+    let status = response.status().as_u16();
+    context.metrics.http_request(Some(status));
+    if !response.status().is_success() {
+        return refused(settings, context, limiter, status, response.headers());
+    }
+    if status == 204 {
+        return ConnectionEnd::NoContent;
+    }
+    let content_type = content_type(response.headers());
+    if !is_event_stream(content_type) {
+        return permanent(
+            format!("the response has content type `{content_type}`, not `text/event-stream`"),
+            "point `url` at a Server-Sent Events endpoint",
+        );
+    }
+    tracing::info!(source = %context.name, url = %settings.redacted_url, last_event_id = last_event_id.as_deref().unwrap_or(""), "connected");
+    context.set_state(SourceState::Connected);
+    let mut body = response.into_body();
+    let mut parser = EventParser::new(settings.max_event_bytes);
+    let encoder = RecordEncoder::new(settings, &context.stage);
+    let no_data = || {
+        transient(format!(
+            "no data for {:?} (read_timeout)",
+            settings.read_timeout
+        ))
+    };
+    loop {
+        // The transport's read timeout is the connection's; over HTTP/2 the connection may
+        // carry other sources' streams too, so this stream's silence is timed here.
+        let Ok(next) = tokio::time::timeout(settings.read_timeout, body.next()).await else {
+            return no_data();
+        };
+        match next {
+            Some(Ok(chunk)) => parser.feed(chunk),
+            Some(Err(error)) => {
+                let timed_out = error
+                    .inner()
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+                if timed_out {
+                    return no_data();
                 }
                 return transient(format!(
                     "transport error: {}",
                     crate::http::error_chain(error.inner())
                 ));
             }
-            Err(es::Error::TimedOut) => {
-                return transient(format!(
-                    "no data for {:?} (read_timeout)",
-                    settings.read_timeout
-                ));
+            None => return transient("the server closed the stream".to_owned()),
+        }
+        loop {
+            let next = parser.next_event();
+            if let Some(retry) = parser.take_reconnection_time() {
+                // The server's floor, but never above `reconnect.max_delay`: a `retry:` of
+                // 10^12 ms must not park the source for decades.
+                let asked = Duration::from_millis(retry);
+                if asked > settings.reconnect.max_delay {
+                    tracing::warn!(source = %context.name, retry_ms = retry, max_delay_ms = settings.reconnect.max_delay.as_millis() as u64, "the server's `retry:` exceeds `reconnect.max_delay`; waiting `reconnect.max_delay` instead");
+                }
+                *server_retry = Some(asked.min(settings.reconnect.max_delay));
             }
-            // eventsource-client reports a 301 or 307 this way, without its target.
-            Err(es::Error::MaxRedirectLimitReached(_)) => {
-                context.metrics.http_request(Some(307));
-                return permanent(
-                    "the server redirected the request (HTTP 301 or 307), which is not followed, so that credentials stay on the configured origin".to_owned(),
-                    "point the source's `url` at the final address",
-                );
+            let event = match next {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(oversized) => {
+                    context.metrics.oversized_events.inc();
+                    return transient(oversized.to_string());
+                }
+            };
+            // One shared copy of the id serves the key, the header and the position. An id
+            // that cannot travel back in a `Last-Event-ID` header is this record's id, but
+            // never the position: adopting it would fail every reconnect, across restarts.
+            let mut unsendable_id = None;
+            if let Some(id) = event.id {
+                if last_event_id.as_deref() != Some(&*id) {
+                    if http::HeaderValue::from_str(&id).is_ok() {
+                        *last_event_id = Some(id);
+                    } else {
+                        context.metrics.invalid_event_ids.inc();
+                        tracing::warn!(source = %context.name, id = ?id, "an event id cannot be sent back as Last-Event-ID (control characters or non-ASCII); the position stays at the previous id");
+                        unsendable_id = Some(id);
+                    }
+                }
             }
-            Err(
-                error @ (es::Error::InvalidParameter(_) | es::Error::MalformedLocationHeader(_)),
-            ) => {
-                return permanent(error.to_string(), "check the source's `url`");
+            context.metrics.records_received.inc();
+            *delivered = true;
+            if !settings.event_types.is_empty()
+                && !settings
+                    .event_types
+                    .iter()
+                    .any(|wanted| **wanted == *event.event_type)
+            {
+                context.metrics.records_filtered.inc();
+                continue;
             }
-            Err(error) => return transient(error.to_string()),
+            let record = encoder.encode(
+                event.data,
+                event.event_type,
+                unsendable_id.as_ref().or(last_event_id.as_ref()),
+                last_event_id.as_ref(),
+            );
+            if context.records.send(record).await.is_err() {
+                return ConnectionEnd::Shutdown;
+            }
         }
     }
-    transient("the server closed the stream".to_owned())
+}
+
+/// A response other than 2xx: a redirect (not followed), 401, or an error status.
+fn refused(
+    settings: &SseSettings,
+    context: &SourceContext,
+    limiter: &crate::http::HostLimiter,
+    status: u16,
+    headers: &http::HeaderMap,
+) -> ConnectionEnd {
+    let permanent = |message: String, fix: &str| {
+        ConnectionEnd::Failed(SourceError::Permanent {
+            source_name: context.name.to_string(),
+            url: settings.redacted_url.clone(),
+            message,
+            fix: fix.to_owned(),
+        })
+    };
+    if (300..400).contains(&status) {
+        let location = redacted_location(settings, headers);
+        return permanent(
+            format!("HTTP {status} to `{location}`, which is not followed, so that credentials stay on the configured origin"),
+            "point the source's `url` at the final address",
+        );
+    }
+    if status == 401 {
+        return ConnectionEnd::Unauthorized(SourceError::Permanent {
+            source_name: context.name.to_string(),
+            url: settings.redacted_url.clone(),
+            message: "HTTP 401".into(),
+            fix: "check the credentials in `auth` or `headers`".into(),
+        });
+    }
+    match classify_status(status) {
+        StatusClass::Transient => {
+            let retry_after = headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| parse_retry_after(value, SystemTime::now()));
+            if let Some(delay) = retry_after {
+                // Every source calling this host waits too.
+                limiter.pause_for(delay);
+            }
+            ConnectionEnd::Failed(SourceError::Transient {
+                source_name: context.name.to_string(),
+                url: settings.redacted_url.clone(),
+                message: format!("HTTP {status}"),
+                retry_after,
+            })
+        }
+        _ => permanent(
+            format!("HTTP {status}"),
+            "check the URL and the credentials in `headers`",
+        ),
+    }
+}
+
+/// A redirect's target with its secrets redacted (empty when there is none).
+pub(super) fn redacted_location(settings: &SseSettings, headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .map(|target| settings.redactor.redact(target))
+        .unwrap_or_default()
+}
+
+/// The response's content type, empty when there is none (or it is not text).
+pub(super) fn content_type(headers: &http::HeaderMap) -> &str {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
 }
 
 pub(super) fn is_event_stream(content_type: &str) -> bool {
@@ -362,109 +407,24 @@ pub(super) fn is_event_stream(content_type: &str) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-pub(super) fn build_client(
-    settings: &SseSettings,
-    last_event_id: Option<&str>,
-    auth: Option<(http::HeaderName, http::HeaderValue)>,
-) -> Result<impl es::Client, String> {
-    let mut url: url::Url = settings
-        .url
-        .expose_secret()
-        .parse()
-        .map_err(|e| format!("invalid URL: {e}"))?;
-    // TLS from the source's own rustls config (`tls`), and the proxy set explicitly: the
-    // transport would otherwise read the proxy variables by rules of its own.
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*settings.network.rustls()).clone())
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .build();
-    let transport = HyperTransport::builder()
-        .connect_timeout(settings.connect_timeout)
-        .read_timeout(settings.read_timeout);
-    let transport = match settings.network.proxy_for_stream(&url) {
-        Some(proxy) => transport.proxy_url(proxy),
-        None => transport.disable_proxy(),
-    }
-    .build_with_connector(https)
-    .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
-    let transport = CappedTransport::new(transport, settings.max_event_bytes);
-    if let Some((name, value)) = settings.auth.query() {
-        crate::http::set_query_param(&mut url, name, value.expose_secret());
-    }
-    let user_info = crate::http::take_user_info(&mut url);
-    let mut builder = es::ClientBuilder::for_url(url.as_str())
-        .map_err(|e| format!("invalid URL: {e}"))?
-        .reconnect(ReconnectOptions::reconnect(false).build())
-        // No redirect is followed: eventsource-client would send every configured header
-        // (credentials included) to wherever the server points.
-        .redirect_limit(0);
-    // A forwarded plain-HTTP request names the proxy's credentials itself (the transport adds
-    // them to `CONNECT` only).
-    if let Some(value) = settings.network.forward_authorization(&url) {
-        builder = builder
-            .header(
-                http::header::PROXY_AUTHORIZATION.as_str(),
-                value
-                    .to_str()
-                    .map_err(|_| "the proxy's credentials are not valid header text".to_owned())?,
-            )
-            .map_err(|_| "the proxy's credentials are not valid header text".to_owned())?;
-    }
-    // Set first, so that an `Authorization` from `headers` or `auth` takes its place.
-    if let Some((user, password)) = user_info {
-        builder = builder
-            .basic_auth(&user, &password)
-            .map_err(|_| "the URL's user info is not valid header text".to_owned())?;
-    }
-    if let Some(id) = last_event_id.filter(|id| !id.is_empty()) {
-        builder = builder.last_event_id(id.to_owned());
-    }
-    for (name, value) in &settings.headers {
-        builder = builder
-            .header(name, value.expose_secret())
-            .map_err(|_| format!("invalid value for header `{name}`"))?;
-    }
-    if let Some((name, value)) = auth {
-        let value = value
-            .to_str()
-            .map_err(|_| "the credential is not valid header text".to_owned())?;
-        builder = builder
-            .header(name.as_str(), value)
-            .map_err(|_| format!("invalid value for header `{name}`"))?;
-    }
-    Ok(builder.build_with_transport(transport))
-}
-
 /// Turns event data into records: key, JSON validation, dead-lettering.
 struct RecordEncoder<'a> {
     settings: &'a SseSettings,
     stage: &'a Stage,
-    /// The last event type seen, shared by the records that have it (feeds rarely change
-    /// type, so this saves an allocation per record).
-    event_type: Arc<str>,
 }
 
 impl<'a> RecordEncoder<'a> {
     fn new(settings: &'a SseSettings, stage: &'a Stage) -> Self {
-        RecordEncoder {
-            settings,
-            stage,
-            event_type: Arc::from("message"),
-        }
+        RecordEncoder { settings, stage }
     }
 
     fn encode(
-        &mut self,
-        data: String,
-        event_type: &str,
+        &self,
+        data: Bytes,
+        event_type: Arc<str>,
         record_id: Option<&Arc<str>>,
         position: Option<&Arc<str>>,
     ) -> Record {
-        if *self.event_type != *event_type {
-            self.event_type = Arc::from(event_type);
-        }
         let event_id: Option<Arc<str>> = record_id.filter(|id| !id.is_empty()).cloned();
         let key = match (&self.settings.key, &event_id) {
             (KeyFrom::EventId, Some(id)) => Some(Bytes::from_owner(SharedText(Arc::clone(id)))),
@@ -472,9 +432,9 @@ impl<'a> RecordEncoder<'a> {
         };
         let mut record = Record {
             key,
-            payload: Bytes::from(data),
+            payload: data,
             event_id,
-            event_type: Some(Arc::clone(&self.event_type)),
+            event_type: Some(event_type),
             position: position.map(|id| Position(Arc::clone(id))),
             fetched_at: SystemTime::now(),
             dead_letter: None,
