@@ -7,7 +7,8 @@
 //! The transport (hyper with rustls, through launchdarkly-sdk-transport, with connect and read
 //! timeouts and the proxy) depends only on the network policy: it is built once per distinct
 //! policy and shared by every connection of every source that has it, with its connection pool
-//! and TLS session cache. What is the source's own (headers, credentials, `Last-Event-ID`,
+//! and TLS session cache. It speaks HTTP/1.1 only, so that each stream has a connection of its
+//! own. What is the source's own (headers, credentials, `Last-Event-ID`,
 //! `max_event_bytes`) stays with each request.
 
 use std::{
@@ -87,12 +88,15 @@ pub(super) fn transport(settings: &SseSettings, url: &url::Url) -> Result<Transp
 
 /// A new transport for `policy`: TLS from the source's rustls settings, and the proxy set
 /// explicitly (the transport would otherwise read the proxy variables by rules of its own).
+///
+/// HTTP/1.1 only: each stream has a connection of its own. Over a shared HTTP/2 connection, a
+/// source that stops reading while its channel is full (backpressure) would hold flow-control
+/// window that other sources' streams on the same connection need.
 fn build(policy: &Policy, tls: &rustls::ClientConfig) -> Result<Transport, String> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.clone())
         .https_or_http()
         .enable_http1()
-        .enable_http2()
         .build();
     let transport = HyperTransport::builder()
         .connect_timeout(policy.connect_timeout)

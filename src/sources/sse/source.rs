@@ -248,8 +248,8 @@ async fn connection(
         ))
     };
     loop {
-        // The transport's read timeout is the connection's; over HTTP/2 the connection may
-        // carry other sources' streams too, so this stream's silence is timed here.
+        // The stream's own deadline, besides the transport's read timeout on the socket (the
+        // same thing while each stream has a connection of its own).
         let Ok(next) = tokio::time::timeout(settings.read_timeout, body.next()).await else {
             return no_data();
         };
