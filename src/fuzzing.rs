@@ -26,7 +26,7 @@ use crate::{
     json::{check_nesting, Pointer, MAX_NESTING},
     record::Record,
     sources::{
-        sse::parser::{Event, EventParser, Oversized},
+        sse::parser::read_all,
         webhook::signature::{
             GenericHmacScheme, GitHubScheme, SignatureEncoding, SignatureScheme,
             StandardWebhooksScheme, StripeScheme, DEFAULT_TIMESTAMP_TOLERANCE,
@@ -73,8 +73,8 @@ pub fn sse_stream(data: &[u8]) {
     } else {
         usize::from(cut) + 1
     };
-    let whole = read_events(std::iter::once(body), limit);
-    let (events, error) = read_events(body.chunks(chunk_size), limit);
+    let whole = read_all([body], limit);
+    let (events, error) = read_all(body.chunks(chunk_size), limit);
     assert!(
         whole == (events.clone(), error),
         "the parser depends on where chunks are cut"
@@ -107,27 +107,6 @@ thread_local! {
         )
         .expect("the fuzz stage builds"),
     );
-}
-
-/// The events `chunks` give under a cap of `limit`, up to the first error (where the SSE
-/// source ends the connection), and that error.
-fn read_events<'a>(
-    chunks: impl Iterator<Item = &'a [u8]>,
-    limit: usize,
-) -> (Vec<Event>, Option<Oversized>) {
-    let mut parser = EventParser::new(limit);
-    let mut events = Vec::new();
-    for chunk in chunks {
-        parser.feed(Bytes::copy_from_slice(chunk));
-        loop {
-            match parser.next_event() {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => break,
-                Err(error) => return (events, Some(error)),
-            }
-        }
-    }
-    (events, None)
 }
 
 /// Response headers, read for a rate budget and a `Retry-After`.

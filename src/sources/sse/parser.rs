@@ -343,6 +343,28 @@ impl EventParser {
     }
 }
 
+/// Every event `chunks` give under a cap of `limit`, up to the first error (where the SSE
+/// source ends the connection), and that error: the whole stream at once, for the fuzz target
+/// and the tests.
+pub(crate) fn read_all<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    limit: usize,
+) -> (Vec<Event>, Option<Oversized>) {
+    let mut parser = EventParser::new(limit);
+    let mut events = Vec::new();
+    for chunk in chunks {
+        parser.feed(Bytes::copy_from_slice(chunk));
+        loop {
+            match parser.next_event() {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => break,
+                Err(error) => return (events, Some(error)),
+            }
+        }
+    }
+    (events, None)
+}
+
 /// What a line did.
 enum Field {
     /// A blank line.

@@ -184,14 +184,7 @@ async fn connection(
             retry_after: None,
         })
     };
-    let permanent = |message: String, fix: &str| {
-        ConnectionEnd::Failed(SourceError::Permanent {
-            source_name: context.name.to_string(),
-            url: settings.redacted_url.clone(),
-            message,
-            fix: fix.to_owned(),
-        })
-    };
+    let permanent = |message: String, fix: &str| permanent(settings, context, message, fix);
     context.metrics.wait_for_budget(limiter.acquire()).await;
     let auth = match settings.auth.header().await {
         Ok(auth) => auth,
@@ -328,6 +321,22 @@ async fn connection(
     }
 }
 
+/// A connection end the source does not retry: `message` says what went wrong, `fix` what the
+/// operator can do.
+fn permanent(
+    settings: &SseSettings,
+    context: &SourceContext,
+    message: String,
+    fix: &str,
+) -> ConnectionEnd {
+    ConnectionEnd::Failed(SourceError::Permanent {
+        source_name: context.name.to_string(),
+        url: settings.redacted_url.clone(),
+        message,
+        fix: fix.to_owned(),
+    })
+}
+
 /// A response other than 2xx: a redirect (not followed), 401, or an error status.
 fn refused(
     settings: &SseSettings,
@@ -336,14 +345,7 @@ fn refused(
     status: u16,
     headers: &http::HeaderMap,
 ) -> ConnectionEnd {
-    let permanent = |message: String, fix: &str| {
-        ConnectionEnd::Failed(SourceError::Permanent {
-            source_name: context.name.to_string(),
-            url: settings.redacted_url.clone(),
-            message,
-            fix: fix.to_owned(),
-        })
-    };
+    let permanent = |message: String, fix: &str| permanent(settings, context, message, fix);
     if (300..400).contains(&status) {
         let location = redacted_location(settings, headers);
         return permanent(

@@ -3,19 +3,7 @@ use proptest::prelude::*;
 
 /// Every event `chunks` give, then the error if one ended them.
 fn parse(limit: usize, chunks: &[&[u8]]) -> (Vec<Event>, Option<Oversized>) {
-    let mut parser = EventParser::new(limit);
-    let mut events = Vec::new();
-    for chunk in chunks {
-        parser.feed(Bytes::copy_from_slice(chunk));
-        loop {
-            match parser.next_event() {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => break,
-                Err(error) => return (events, Some(error)),
-            }
-        }
-    }
-    (events, None)
+    read_all(chunks.iter().copied(), limit)
 }
 
 /// The events of `stream` in one chunk, with no practical cap.
