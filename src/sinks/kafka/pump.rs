@@ -157,10 +157,11 @@ impl Pump {
     /// every pump's task for as long as it waits, idle or not; boxed, they cost an allocation
     /// per batch or per failure while they run.
     async fn run(&mut self, records: &mut RecordReceiver) -> PumpEnd {
-        // Grown by the first batches, not allocated up front: a thousand idle sources would
-        // each hold a batch's worth (8 KiB of pointers) for nothing.
+        // Both grown by the first batches, not allocated up front: a thousand idle sources
+        // would each hold a batch's worth (8 KiB of pointers) and room for a few records
+        // (300 bytes each) for nothing.
         let mut batch: Vec<Box<Envelope>> = Vec::new();
-        let mut staged: Vec<Record> = Vec::with_capacity(4);
+        let mut staged: Vec<Record> = Vec::new();
         let (interval, idle) = (
             self.producer.transaction_interval(),
             self.producer.transaction_idle(),
