@@ -13,9 +13,10 @@
 //!
 //! 1. idle sources: for each N, a server in this process (axum on 127.0.0.1) answers
 //!    `GET /stream/<i>` with `text/event-stream`, one SSE comment, then nothing, holding every
-//!    stream open. The daemon runs N `type = "sse"` sources, one per stream (the file position
-//!    store). Once its `/readyz` reports all N `connected` (spawn → all connected is printed),
-//!    and S seconds more (default 25), its RSS (VmRSS), peak RSS (VmHWM), threads and open file
+//!    stream open. The daemon runs N `type = "sse"` sources `s0` … `s<N-1>` (as the issue
+//!    measured), one per stream (the file position store). Once its `/readyz` reports all N
+//!    `connected` (spawn → all connected is printed), and S seconds more (default 25), its RSS
+//!    (VmRSS, and its parts RssAnon and RssFile), peak RSS (VmHWM), threads and open file
 //!    descriptors are read from `/proc`; then `/metrics` is fetched 5 times (the median time is
 //!    printed, and the body's size), once more with `Accept-Encoding: gzip` (the compressed size,
 //!    or `n/a` when the daemon answers uncompressed), and the daemon is stopped with SIGTERM.
@@ -196,6 +197,10 @@ struct IdleRow {
     /// Spawn → all N sources `connected` on `/readyz`.
     connect: Duration,
     rss_kib: u64,
+    /// `RssAnon` of `/proc/<pid>/status`: the heap, stacks and other private memory.
+    rss_anon_kib: u64,
+    /// `RssFile`: the pages of the executable and libraries mapped in.
+    rss_file_kib: u64,
     peak_rss_kib: u64,
     threads: u64,
     fds: usize,
@@ -236,10 +241,12 @@ async fn idle_phase(args: &Args, broker: &Broker, work: &Path) -> anyhow::Result
         .await?;
     println!();
     println!(
-        "{:>6} {:>9} {:>8} {:>8} {:>7} {:>6} {:>10} {:>8} {:>9} {:>9} {:>10} {:>7}  goal",
+        "{:>6} {:>9} {:>8} {:>9} {:>9} {:>8} {:>7} {:>6} {:>10} {:>8} {:>9} {:>9} {:>10} {:>7}  goal",
         "N",
         "connect s",
         "RSS MiB",
+        "anon MiB",
+        "file MiB",
         "peak MiB",
         "threads",
         "fds",
@@ -300,19 +307,19 @@ async fn idle_run(
     work: &Path,
 ) -> anyhow::Result<IdleRow> {
     let feed = IdleFeed::start().context("starting the idle feed server")?;
-    let mut body = String::with_capacity(n * 120);
+    let mut sources = String::with_capacity(n * 120);
     for i in 0..n {
-        // `Daemon::start` opens `[sources.bench]`; the others follow it.
-        if i > 0 {
-            write!(body, "\n[sources.{}_{i}]\n", common::SOURCE)?;
-        }
+        // Named as in the issue's own measurement (`s0` … `s999`): the names are in every
+        // series of `/metrics`, so they weigh on its size.
         write!(
-            body,
-            "type = \"sse\"\nurl = \"{}\"\ntopic = \"{topic}\"\n",
+            sources,
+            "[sources.{}]\ntype = \"sse\"\nurl = \"{}\"\ntopic = \"{topic}\"\n\n",
+            idle_source(i),
             feed.url(i)
         )?;
     }
-    let mut daemon = Daemon::start(&broker.brokers(), &work.join(format!("idle-{n}")), &body)?;
+    let mut daemon =
+        Daemon::start_sources(&broker.brokers(), &work.join(format!("idle-{n}")), &sources)?;
     let connect = wait_connected(&mut daemon, n, connect_timeout(n))
         .await
         .map_err(|error| {
@@ -327,6 +334,8 @@ async fn idle_run(
     daemon.check_running(&format!("while {n} idle sources settled"))?;
     let pid = daemon.pid();
     let rss_kib = common::proc_status_kib(pid, "VmRSS:")?;
+    let rss_anon_kib = common::proc_status_kib(pid, "RssAnon:")?;
+    let rss_file_kib = common::proc_status_kib(pid, "RssFile:")?;
     let peak_rss_kib = daemon.peak_rss_kib()?;
     let threads = common::proc_status_count(pid, "Threads:")?;
     let fds = common::open_fds(pid)?;
@@ -362,6 +371,8 @@ async fn idle_run(
         n,
         connect,
         rss_kib,
+        rss_anon_kib,
+        rss_file_kib,
         peak_rss_kib,
         threads,
         fds,
@@ -375,7 +386,7 @@ async fn idle_run(
         series_per_source: text
             .lines()
             .filter(|line| !line.starts_with('#'))
-            .filter(|line| line.contains(&format!("source=\"{}\"", common::SOURCE)))
+            .filter(|line| line.contains(&format!("source=\"{}\"", idle_source(0))))
             .count(),
         largest_families: largest_families(&text, LARGEST_FAMILIES),
     })
@@ -409,16 +420,23 @@ fn largest_families(scrape: &str, count: usize) -> Vec<(String, usize)> {
     largest
 }
 
+/// The name of the `i`-th idle source: `s<i>`.
+fn idle_source(i: usize) -> String {
+    format!("s{i}")
+}
+
 fn print_idle_row(row: &IdleRow) {
     let goal = match goal(row.n) {
         Some((rss_mb, metrics_kb)) => format!("RSS ≤ {rss_mb} MB, /metrics ≤ {metrics_kb} KB"),
         None => "—".to_owned(),
     };
     println!(
-        "{:>6} {:>9.2} {:>8.1} {:>8.1} {:>7} {:>6} {:>10} {:>8} {:>9.1} {:>9} {:>10} {:>7}  {goal}",
+        "{:>6} {:>9.2} {:>8.1} {:>9.1} {:>9.1} {:>8.1} {:>7} {:>6} {:>10} {:>8} {:>9.1} {:>9} {:>10} {:>7}  {goal}",
         row.n,
         row.connect.as_secs_f64(),
         row.rss_kib as f64 / 1024.0,
+        row.rss_anon_kib as f64 / 1024.0,
+        row.rss_file_kib as f64 / 1024.0,
         row.peak_rss_kib as f64 / 1024.0,
         row.threads,
         row.fds,

@@ -60,6 +60,12 @@ impl Daemon {
     /// server on a free port, and `[sources.bench]` with the lines of `source_body`) and runs
     /// `tributary run` on it, its stderr in `dir/tributary.log`.
     pub fn start(brokers: &str, dir: &Path, source_body: &str) -> anyhow::Result<Self> {
+        Self::start_sources(brokers, dir, &format!("[sources.{SOURCE}]\n{source_body}"))
+    }
+
+    /// As [`Daemon::start`], with `sources` as the configuration's sources: whole
+    /// `[sources.<name>]` tables, named as the caller wants.
+    pub fn start_sources(brokers: &str, dir: &Path, sources: &str) -> anyhow::Result<Self> {
         fs::create_dir_all(dir)?;
         let port = free_port()?;
         let address: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -69,12 +75,12 @@ impl Daemon {
         // Exactly-once runs commit on the interval alone (1 s transactions, as the comparison
         // is stated), not after `transaction_max_records`, which at these rates would commit
         // several times a second.
-        let kafka_extra = if source_body.contains(EXACTLY_ONCE) {
+        let kafka_extra = if sources.contains(EXACTLY_ONCE) {
             "transaction_max_records = 1000000000\n"
         } else {
             ""
         };
-        let checkpoint = if source_body.contains(EXACTLY_ONCE) {
+        let checkpoint = if sources.contains(EXACTLY_ONCE) {
             format!(
                 "store = \"kafka\"\ntopic = \"bench.positions.{}.{port}\"",
                 std::process::id()
@@ -94,8 +100,7 @@ brokers = "{brokers}"
 [server]
 listen = "{address}"
 
-[sources.{SOURCE}]
-{source_body}"#,
+{sources}"#,
             ),
         )?;
         let log_path = dir.join("tributary.log");

@@ -145,11 +145,13 @@ impl SourceRunner {
             self.abandon_pumps.clone(),
             None,
         );
-        let pump = self
-            .pumps
-            .spawn(self.supervisor.clone().pump(Arc::clone(&name), async move {
-                pump_run.await;
-            }));
+        // Mapped, not awaited in an `async` block: the block would hold a second copy of the
+        // pump's future.
+        let pump = self.pumps.spawn(
+            self.supervisor
+                .clone()
+                .pump(Arc::clone(&name), pump_run.map(|_end| ())),
+        );
         tracing::info!(source = %name, topic = %info.topic, url = %info.redacted_url, resume_from = resume.as_ref().map_or("", |p| p.as_str()), "starting source");
         let stop = self.shutdown.child_token();
         let context = SourceContext {
@@ -295,17 +297,32 @@ fn sink(
 
 /// Runs `source` until it ends; its error, or a panic (caught: it must not end the source
 /// silently), marks it failed in `health`.
-async fn run_source(source: Box<dyn Source>, context: SourceContext, health: Health) {
+///
+/// The source's future is made here, before the task is spawned, so that the task holds only
+/// the pointer to it: an `async fn` would keep its own copy of the context (over 600 bytes per
+/// source) beside the one the source's future owns.
+fn run_source(
+    source: Box<dyn Source>,
+    context: SourceContext,
+    health: Health,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let name = Arc::clone(&context.name);
-    match AssertUnwindSafe(source.run(context)).catch_unwind().await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => health.set(&name, SourceState::Failed(error.to_string())),
-        Err(_) => {
-            tracing::error!(source = %name, "source task panicked; it is stopped");
-            health.set(
-                &name,
-                SourceState::Failed("the source task panicked (a bug): see the log".into()),
-            );
+    let run = std::panic::catch_unwind(AssertUnwindSafe(|| source.run(context)));
+    async move {
+        let ended = match run {
+            Ok(run) => AssertUnwindSafe(run).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => health.set(&name, SourceState::Failed(error.to_string())),
+            Err(_) => {
+                tracing::error!(source = %name, "source task panicked; it is stopped");
+                health.set(
+                    &name,
+                    SourceState::Failed("the source task panicked (a bug): see the log".into()),
+                );
+            }
         }
     }
 }
@@ -370,6 +387,21 @@ pub(crate) mod tests {
                 context.set_state(SourceState::Failed("a late failure".into()));
                 Ok(())
             })
+        }
+    }
+
+    /// Panics where `at` says: while its future is made, or once it runs.
+    struct Panicking {
+        at_start: bool,
+    }
+
+    impl Source for Panicking {
+        fn run(
+            self: Box<Self>,
+            _context: SourceContext,
+        ) -> BoxFuture<'static, Result<(), SourceError>> {
+            assert!(!self.at_start, "injected while making the future");
+            Box::pin(async { panic!("injected while running") })
         }
     }
 
@@ -472,5 +504,27 @@ pub(crate) mod tests {
         ));
         assert!(runner.health.readiness(true).ready);
         runner.hand_off(running, Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn a_source_that_panics_is_failed_whether_it_panics_making_its_future_or_running_it() {
+        for at_start in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let runner = runner(dir.path());
+            let mut running = runner
+                .start(info(), Box::new(Panicking { at_start }))
+                .await
+                .unwrap();
+            (&mut running.task)
+                .await
+                .expect("the panic is caught in the task");
+            assert_eq!(
+                runner.health.get("wiki"),
+                Some(SourceState::Failed(
+                    "the source task panicked (a bug): see the log".into()
+                )),
+                "at_start: {at_start}"
+            );
+        }
     }
 }

@@ -101,24 +101,29 @@ impl From<Halt> for PumpEnd {
 /// Runs until the channel is closed and drained (the source has stopped), until `abandon`
 /// is cancelled while the producer queue is full, or until a pipeline fault stops the source,
 /// then returns. Failed deliveries that come back while it runs are judged by their fault
-/// class. Meanwhile a task asks the brokers whether the source's topics exist, so that a
-/// missing one stops the source within seconds instead of when its first record times out.
+/// class. Meanwhile a task (spawned by this call, so it must be made on the runtime) asks the
+/// brokers whether the source's topics exist, so that a missing one stops the source within
+/// seconds instead of when its first record times out.
 ///
 /// An exactly-once source passes its `txn` (and its own transactional `producer`): records
 /// are sent in transactions that commit on schedule and when the channel is drained; a
 /// transaction that cannot commit is aborted and the pump ends with [`PumpEnd::Rewind`].
-pub async fn run_pump(
+///
+/// The pump is put together here and the returned future only holds it: an `async fn` would
+/// keep its arguments and the pump made of them side by side for as long as the pump lives
+/// (every idle source has one).
+pub fn run_pump(
     producer: KafkaProducer,
     sink: Arc<SourceSink>,
-    records: RecordReceiver,
+    mut records: RecordReceiver,
     failures: mpsc::UnboundedReceiver<Box<FailedDelivery>>,
     abandon: CancellationToken,
     txn: Option<super::transaction::Transaction>,
-) -> PumpEnd {
+) -> impl std::future::Future<Output = PumpEnd> + Send + 'static {
     // Cancelled at the shutdown deadline (with `abandon`), on a missing topic, or when the pump
-    // returns (which ends the topic check).
+    // returns or is dropped (which ends the topic check).
     let stop = abandon.child_token();
-    let _stop_on_return = stop.clone().drop_guard();
+    let stop_on_return = stop.clone().drop_guard();
     tokio::spawn({
         let (producer, sink, stop) = (producer.clone(), Arc::clone(&sink), stop.clone());
         async move {
@@ -136,19 +141,27 @@ pub async fn run_pump(
         abandon,
         txn,
     };
-    let end = pump.run(records).await;
-    if end != PumpEnd::Drained {
-        pump.abort().await;
+    async move {
+        let end = pump.run(&mut records).await;
+        if end != PumpEnd::Drained {
+            pump.abort().await;
+        }
+        drop(stop_on_return);
+        end
     }
-    end
 }
 
 impl Pump {
-    async fn run(&mut self, mut records: RecordReceiver) -> PumpEnd {
-        // Grown by the first batches, not allocated up front: a thousand idle sources would
-        // each hold a batch's worth (about 300 KiB) for nothing.
-        let mut batch: Vec<Envelope> = Vec::new();
-        let mut staged: Vec<Record> = Vec::with_capacity(4);
+    /// The pump's loop. What it does with a batch, a failed delivery or a due commit runs
+    /// boxed: those futures are large (kilobytes) and their states would otherwise be part of
+    /// every pump's task for as long as it waits, idle or not; boxed, they cost an allocation
+    /// per batch or per failure while they run.
+    async fn run(&mut self, records: &mut RecordReceiver) -> PumpEnd {
+        // Both grown by the first batches, not allocated up front: a thousand idle sources
+        // would each hold a batch's worth (8 KiB of pointers) and room for a few records
+        // (300 bytes each) for nothing.
+        let mut batch: Vec<Box<Envelope>> = Vec::new();
+        let mut staged: Vec<Record> = Vec::new();
         let (interval, idle) = (
             self.producer.transaction_interval(),
             self.producer.transaction_idle(),
@@ -165,7 +178,7 @@ impl Pump {
                 // not keep the pump, and so the shutdown, waiting.
                 _ = self.stop.cancelled() => return PumpEnd::Abandoned,
                 Some(failed) = self.failures.recv() => {
-                    if let Err(halt) = self.retry(failed).await {
+                    if let Err(halt) = Box::pin(self.retry(failed)).await {
                         return halt.into();
                     }
                 }
@@ -174,14 +187,14 @@ impl Pump {
                         break;
                     }
                     last_received = std::time::Instant::now();
-                    if let Err(halt) = self.pump_batch(&mut batch, &mut staged).await {
+                    if let Err(halt) = Box::pin(self.pump_batch(&mut batch, &mut staged)).await {
                         return halt.into();
                     }
                 }
                 // After the channel: a due transaction commits only while no event waits (a
                 // busy source commits on the interval as it sends, `sent_in_transaction`).
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                    if let Err(halt) = self.commit().await {
+                    if let Err(halt) = Box::pin(self.commit()).await {
                         return halt.into();
                     }
                 }
@@ -195,7 +208,7 @@ impl Pump {
                 return PumpEnd::Drained;
             }
             // The source stopped: its last records and position go into one more commit.
-            return match self.commit().await {
+            return match Box::pin(self.commit()).await {
                 Ok(()) => PumpEnd::Drained,
                 Err(halt) => halt.into(),
             };
@@ -203,7 +216,7 @@ impl Pump {
         // Deliveries that fail from here on are logged by the callback and read again after
         // restart.
         while let Ok(failed) = self.failures.try_recv() {
-            if let Err(halt) = self.retry(failed).await {
+            if let Err(halt) = Box::pin(self.retry(failed)).await {
                 return halt.into();
             }
         }
@@ -215,9 +228,13 @@ impl Pump {
     /// Runs a batch of events through the record stage and forwards what each becomes. A
     /// transform or a schema runs off the runtime, over every core (`shape.rs`); the rest
     /// inline. The channel's permit of an event is given back once its records are sent.
+    #[expect(
+        clippy::vec_box,
+        reason = "the channel hands envelopes over boxed; a batch of pointers keeps 8 KiB, not 300"
+    )]
     async fn pump_batch(
         &mut self,
-        batch: &mut Vec<Envelope>,
+        batch: &mut Vec<Box<Envelope>>,
         staged: &mut Vec<Record>,
     ) -> Result<(), Halt> {
         let sink = Arc::clone(&self.sink);
@@ -225,7 +242,10 @@ impl Pump {
         if sink.stage.is_costly() {
             let (events, permits): (Vec<Record>, Vec<_>) = batch
                 .drain(..)
-                .map(|Envelope { record, permit }| (record, permit))
+                .map(|envelope| {
+                    let Envelope { record, permit } = *envelope;
+                    (record, permit)
+                })
                 .unzip();
             let shaped = super::shape::in_parallel(&sink.stage, &sink.metrics, events).await;
             for (shaped, permit) in shaped.into_iter().zip(permits) {
@@ -238,7 +258,8 @@ impl Pump {
             }
             return Ok(());
         }
-        for Envelope { record, permit } in batch.drain(..) {
+        for envelope in batch.drain(..) {
+            let Envelope { record, permit } = *envelope;
             if let Err(reason) = sink.stage.apply(record, staged, &sink.metrics) {
                 return Err(stage_stops(&sink, reason));
             }
