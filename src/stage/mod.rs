@@ -272,7 +272,7 @@ impl Stage {
 
     /// True when the stage parses and rewrites events (a transform) or checks them against a
     /// schema: microseconds per record (about 10 for a 1 KB event in jaq, 2 to 3 on the
-    /// transform's direct path), worth running off the async runtime.
+    /// transform's direct path), worth running off the async runtime for a large batch.
     pub fn is_costly(&self) -> bool {
         self.transform.is_some() || self.schema.is_some()
     }

@@ -226,8 +226,9 @@ impl Pump {
 
 impl Pump {
     /// Runs a batch of events through the record stage and forwards what each becomes. A
-    /// transform or a schema runs off the runtime, over every core (`shape.rs`); the rest
-    /// inline. The channel's permit of an event is given back once its records are sent.
+    /// transform or a schema runs off the runtime, over every core, once the batch is large
+    /// enough to pay for it (`shape.rs`); the rest inline. The channel's permit of an event is
+    /// given back once its records are sent.
     #[expect(
         clippy::vec_box,
         reason = "the channel hands envelopes over boxed; a batch of pointers keeps 8 KiB, not 300"
@@ -239,7 +240,8 @@ impl Pump {
     ) -> Result<(), Halt> {
         let sink = Arc::clone(&self.sink);
         sink.metrics.status.events_taken();
-        if sink.stage.is_costly() {
+        let costly = sink.stage.is_costly();
+        if costly && batch.len() >= super::shape::OFFLOAD_MIN {
             let (events, permits): (Vec<Record>, Vec<_>) = batch
                 .drain(..)
                 .map(|envelope| {
@@ -260,7 +262,12 @@ impl Pump {
         }
         for envelope in batch.drain(..) {
             let Envelope { record, permit } = *envelope;
-            if let Err(reason) = sink.stage.apply(record, staged, &sink.metrics) {
+            let applied = if costly {
+                super::shape::inline(&sink.stage, &sink.metrics, record, staged)
+            } else {
+                sink.stage.apply(record, staged, &sink.metrics)
+            };
+            if let Err(reason) = applied {
                 return Err(stage_stops(&sink, reason));
             }
             self.forward(staged).await?;
