@@ -86,3 +86,75 @@ pub(super) fn inline(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{
+        metrics::{Metrics, SourceKind},
+        stage::{Admission, SourceRules, StageConfig},
+    };
+
+    fn stage(program: &str) -> Arc<Stage> {
+        let config = StageConfig {
+            transform: Some(program.to_owned()),
+            ..StageConfig::default()
+        };
+        let rules = SourceRules {
+            json: true,
+            key: None,
+            admission: Admission::Pump,
+        };
+        Arc::new(Stage::build("s", &config, "t", rules).unwrap())
+    }
+
+    fn events(count: usize) -> Vec<Record> {
+        (0..count)
+            .map(|n| {
+                let payload = format!(r#"{{"n":{n},"skip":{}}}"#, n % 3 == 0);
+                Record::new(Bytes::from(payload), SystemTime::UNIX_EPOCH)
+            })
+            .collect()
+    }
+
+    fn payloads(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .filter(|record| !record.marker)
+            .map(|record| String::from_utf8(record.payload.to_vec()).unwrap())
+            .collect()
+    }
+
+    /// A batch large enough to be offloaded gives, in channel order, what each event gives
+    /// inline: the two paths of the pump produce the same records.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_offloaded_batch_gives_what_each_event_gives_inline_in_order() {
+        let stage = stage("select(.skip | not) | {n, twice: [.n, .n]}");
+        let metrics = Metrics::new().source("s", SourceKind::Sse);
+        let count = 3 * OFFLOAD_MIN + 5;
+        let shaped = in_parallel(&stage, &metrics, events(count)).await;
+        assert_eq!(shaped.len(), count, "one result per event");
+        for (event, shaped) in events(count).into_iter().zip(shaped) {
+            let mut inline_out = Vec::new();
+            inline(&stage, &metrics, event, &mut inline_out).unwrap();
+            let offloaded = shaped.unwrap();
+            assert_eq!(payloads(&offloaded), payloads(&inline_out));
+            assert_eq!(offloaded.len(), inline_out.len());
+        }
+    }
+
+    #[test]
+    fn inline_appends_what_the_stage_makes_of_the_event() {
+        let stage = stage(".n");
+        let metrics = Metrics::new().source("s", SourceKind::Sse);
+        let mut out = Vec::new();
+        for event in events(2) {
+            inline(&stage, &metrics, event, &mut out).unwrap();
+        }
+        assert_eq!(payloads(&out), ["0", "1"]);
+    }
+}
