@@ -292,6 +292,22 @@ impl AuthConfig {
     }
 }
 
+/// The value of `Authorization: Basic …` for `user` and `password` (RFC 7617), marked
+/// sensitive so that `http` debug output hides it.
+///
+/// # Errors
+/// The credentials make no valid header text (a control character in them).
+pub fn basic_authorization(
+    user: &str,
+    password: &str,
+) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = http::HeaderValue::from_str(&format!("Basic {encoded}"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 impl Auth {
     /// The header that authenticates a request, if this kind sends one: the API key or bearer
     /// header, HTTP basic, or the current OAuth2 token (fetched when needed). The value is
@@ -302,14 +318,14 @@ impl Auth {
     pub async fn header(
         &self,
     ) -> Result<Option<(http::HeaderName, http::HeaderValue)>, TokenError> {
-        use base64::Engine as _;
         let (name, text) = match self {
             Auth::None | Auth::Query(..) | Auth::AwsSigV4(_) => return Ok(None),
             Auth::Header(name, value) => (name.clone(), value.expose_secret().to_owned()),
             Auth::Basic(user, password) => {
-                let pair = format!("{user}:{}", password.expose_secret());
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                (http::header::AUTHORIZATION, format!("Basic {encoded}"))
+                let value = basic_authorization(user, password.expose_secret()).map_err(|_| {
+                    TokenError::Refused("the credential is not valid header text".into())
+                })?;
+                return Ok(Some((http::header::AUTHORIZATION, value)));
             }
             Auth::OAuth2(tokens) => {
                 let token = tokens.token().await?;

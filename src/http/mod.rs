@@ -12,7 +12,7 @@ mod retry;
 mod retry_after;
 pub mod sigv4;
 
-pub use auth::{Auth, AuthConfig, ClientAuth, OAuth2Tokens, TokenError};
+pub use auth::{basic_authorization, Auth, AuthConfig, ClientAuth, OAuth2Tokens, TokenError};
 pub use client::{
     HttpError, HttpPolicy, HttpRequest, HttpResponse, HttpStream, RetryConfig, StreamTimeouts,
     Timeouts,

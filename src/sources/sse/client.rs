@@ -17,7 +17,6 @@ use std::{
     time::Duration,
 };
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 use launchdarkly_sdk_transport::{HttpTransport, HyperTransport, ResponseFuture};
@@ -144,11 +143,8 @@ pub(super) fn request(
         headers.insert(header::PROXY_AUTHORIZATION, value);
     }
     if let Some((user, password)) = user_info {
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+        let value = crate::http::basic_authorization(&user, &password)
             .map_err(|_| "the URL's user info is not valid header text".to_owned())?;
-        value.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, value);
     }
     for (name, value) in &settings.headers {
