@@ -5,7 +5,7 @@
 //! builds from a source archive), `git rev-parse HEAD` (the commit checked out; changes not yet
 //! committed do not show), or `unknown` when there is no git or no repository.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 fn git(args: &[&str]) -> Option<String> {
     let output = Command::new("git").args(args).output().ok()?;
@@ -14,6 +14,15 @@ fn git(args: &[&str]) -> Option<String> {
     }
     let text = String::from_utf8(output.stdout).ok()?;
     Some(text.trim().to_owned())
+}
+
+/// Tells Cargo to build again when `path` changes, if it exists; returns whether it did.
+fn watch_if_present(path: &Path) -> bool {
+    let present = path.exists();
+    if present {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    present
 }
 
 fn main() {
@@ -26,15 +35,24 @@ fn main() {
         println!("cargo:rustc-env=TRIBUTARY_REVISION=unknown");
         return;
     };
-    // Build again when HEAD moves: HEAD itself, the branch it points at, and packed refs.
+    // Build again when HEAD moves: HEAD itself, the branch it points at, and packed refs. Only
+    // paths that exist are named: Cargo counts a missing one as changed on every build, and a
+    // checkout need not have `packed-refs`. A branch that is only packed is watched through its
+    // directory, where the next commit writes it; packing refs deletes the loose file watched
+    // before, which also builds again.
     for path in ["HEAD", "packed-refs"] {
         if let Some(file) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={file}");
+            watch_if_present(Path::new(&file));
         }
     }
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
         if let Some(file) = git(&["rev-parse", "--git-path", &branch]) {
-            println!("cargo:rerun-if-changed={file}");
+            let file = Path::new(&file);
+            if !watch_if_present(file) {
+                if let Some(directory) = file.parent() {
+                    watch_if_present(directory);
+                }
+            }
         }
     }
     println!("cargo:rustc-env=TRIBUTARY_REVISION={head}");
